@@ -1,0 +1,1 @@
+//! quarry-analysis: native aggregation steps with disclosure control built in.

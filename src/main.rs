@@ -1,0 +1,203 @@
+//! quarry: OpenSAFELY-style research pipelines run natively, in one binary.
+
+mod pipeline;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use pipeline::run::{INTERRUPTED, RunOptions};
+use pipeline::state::Workspace;
+
+#[derive(Parser)]
+#[command(
+    name = "quarry",
+    version,
+    about = "Run OpenSAFELY-style project.yaml pipelines natively: no Docker, no Python",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Validate project.yaml and print the plan: actions in dependency order.
+    Check {
+        /// The directory holding project.yaml.
+        #[arg(long, default_value = ".")]
+        project_dir: PathBuf,
+    },
+    /// Run actions (and what they need) from project.yaml.
+    Run {
+        /// Actions to run, or `run_all` for every action.
+        actions: Vec<String>,
+        /// Re-run dependencies even if their outputs exist.
+        #[arg(short = 'f', long)]
+        force_run_dependencies: bool,
+        /// Keep running independent actions after a failure.
+        #[arg(long)]
+        continue_on_error: bool,
+        /// How many jobs may run at once.
+        #[arg(short = 'c', long, default_value_t = 2)]
+        concurrency: usize,
+        /// The directory holding project.yaml.
+        #[arg(long, default_value = ".")]
+        project_dir: PathBuf,
+        /// Prefix console lines with UTC timestamps.
+        #[arg(long)]
+        timestamps: bool,
+        /// Stop any job that runs longer than this many seconds.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+    /// Show a job request (the latest, or the one with this id) like the jobs page.
+    Status {
+        /// A job request id (or a unique prefix of one).
+        id: Option<String>,
+        /// The directory holding project.yaml.
+        #[arg(long, default_value = ".")]
+        project_dir: PathBuf,
+    },
+    /// Run one action command directly, e.g. `quarry exec ehrql:v1 generate-dataset ...`.
+    Exec {
+        /// The image and tag, e.g. `ehrql:v1`.
+        image: String,
+        /// The command's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    // A bug in quarry must still end with one readable line, never a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!(
+            "quarry: internal error{location}: {message}\nThis is a bug in quarry; please report it with the command you ran."
+        );
+    }));
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Commands::Check { project_dir } => {
+            let path = project_dir.join("project.yaml");
+            match pipeline::project::load(&path) {
+                Ok(project) => {
+                    for w in &project.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    print!(
+                        "{}",
+                        report::plan_text(&project, &path.display().to_string())
+                    );
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(1)
+                }
+            }
+        }
+        Commands::Run {
+            actions,
+            force_run_dependencies,
+            continue_on_error,
+            concurrency,
+            project_dir,
+            timestamps,
+            timeout,
+        } => {
+            ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
+                .context("could not install the Ctrl-C handler")?;
+            let options = RunOptions {
+                project_dir,
+                actions,
+                force_run_dependencies,
+                continue_on_error,
+                concurrency,
+                timestamps,
+                timeout: timeout.map(Duration::from_secs),
+            };
+            let code = pipeline::run::run(&options)?;
+            Ok(u8::try_from(code).unwrap_or(1))
+        }
+        Commands::Status { id, project_dir } => {
+            let workspace = Workspace::open_read_only(&project_dir);
+            let requests = workspace.load_requests()?;
+            let request = match &id {
+                None => requests.last(),
+                Some(id) => {
+                    let matching: Vec<_> = requests
+                        .iter()
+                        .filter(|r| r.id.starts_with(id.as_str()))
+                        .collect();
+                    if matching.len() > 1 {
+                        bail!(
+                            "`{id}` matches {} job requests; give more of the id",
+                            matching.len()
+                        );
+                    }
+                    matching.into_iter().next()
+                }
+            };
+            let Some(request) = request else {
+                match id {
+                    Some(id) => bail!(
+                        "no job request `{id}` in {}",
+                        workspace.requests_dir().display()
+                    ),
+                    None => bail!(
+                        "no job requests yet in {}: run `quarry run ACTION` first",
+                        workspace.requests_dir().display()
+                    ),
+                }
+            };
+            print!("{}", report::request_text(request));
+            Ok(0)
+        }
+        Commands::Exec { image, args } => exec(&image, &args),
+    }
+}
+
+/// `quarry exec IMAGE:TAG ARGS…`: what an action's `run:` line does, run directly.
+fn exec(image: &str, args: &[String]) -> Result<u8> {
+    let (name, _tag) = image.split_once(':').unwrap_or((image, ""));
+    match name {
+        "ehrql" => bail!(
+            "ehrQL commands (`{}`) are not built into this quarry yet: the ehrQL engine is being \
+             written (queries and engine crates); until then run this action with OpenSAFELY's ehrQL",
+            args.first().map(String::as_str).unwrap_or("")
+        ),
+        "analysis" => bail!(
+            "`analysis:` recipes are not built into this quarry yet: the analysis crate is being written"
+        ),
+        other => bail!(
+            "`quarry exec` runs quarry's own runtimes (ehrql, analysis); `{other}` is not one of them"
+        ),
+    }
+}

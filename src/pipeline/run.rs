@@ -1,0 +1,992 @@
+//! `quarry run`: resolves what to run (pipeline.md §2.3), runs independent jobs in
+//! parallel in isolated scratch directories, collects and checks their outputs (§2.5),
+//! writes logs (§2.6), and prints upstream's console output and summary (§2.7).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use jiff::Timestamp;
+
+use super::executor::{self, Ended, LogLine, Program};
+use super::jobs::{self, GitInfo, Job, JobRequest, RequestStatus, State, StatusCode};
+use super::level4;
+use super::log;
+use super::patterns;
+use super::project::{self, Action, PrivacyLevel, Project, RUN_ALL};
+use super::state::{self, Workspace};
+
+/// Set by the Ctrl-C handler; every run polls it.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub project_dir: PathBuf,
+    pub actions: Vec<String>,
+    pub force_run_dependencies: bool,
+    pub continue_on_error: bool,
+    pub concurrency: usize,
+    pub timestamps: bool,
+    pub timeout: Option<Duration>,
+}
+
+/// Upstream's console lines: `[timestamp ]<action>: <message>`.
+struct Console {
+    timestamps: bool,
+    lock: Mutex<()>,
+}
+
+impl Console {
+    fn line(&self, action: &str, message: &str) {
+        let _guard = self.lock.lock().expect("console lock");
+        let first = message.lines().next().unwrap_or("");
+        if self.timestamps {
+            println!(
+                "{} {action}: {first}",
+                log::console_timestamp(Timestamp::now())
+            );
+        } else {
+            println!("{action}: {first}");
+        }
+    }
+}
+
+struct Shared {
+    workspace: Workspace,
+    project: Project,
+    request: Mutex<JobRequest>,
+    console: Console,
+    /// Stops running jobs: set on Ctrl-C, or when a job fails without --continue-on-error.
+    stop: AtomicBool,
+    timeout: Option<Duration>,
+    /// For each action, the project file that outputs of previous jobs were recorded in.
+    previous_jobs: HashMap<String, Job>,
+}
+
+impl Shared {
+    fn update(&self, job_id: &str, change: impl FnOnce(&mut Job)) -> Result<Job> {
+        let mut request = self.request.lock().expect("request lock");
+        let job = request
+            .jobs
+            .iter_mut()
+            .find(|j| j.id == job_id)
+            .expect("job of this request");
+        change(job);
+        let job = job.clone();
+        request.refresh_status();
+        self.workspace.save_request(&request)?;
+        Ok(job)
+    }
+
+    fn set_status(&self, job_id: &str, code: StatusCode, message: &str) -> Result<()> {
+        let job = self.update(job_id, |j| {
+            j.set_status(code, message);
+            if code == StatusCode::Preparing {
+                j.started_at = Some(Timestamp::now());
+            }
+            if matches!(code.state(), State::Failed | State::Succeeded) {
+                j.completed_at = Some(Timestamp::now());
+            }
+        })?;
+        self.console.line(&job.action, message);
+        Ok(())
+    }
+}
+
+/// Runs the requested actions; returns the process exit code.
+pub fn run(options: &RunOptions) -> Result<i32> {
+    let project_path = options.project_dir.join("project.yaml");
+    let project = match project::load(&project_path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+    };
+    for w in &project.warnings {
+        eprintln!("{w}");
+    }
+    let project_yaml = fs::read_to_string(&project_path).unwrap_or_default();
+
+    if options.actions.is_empty() {
+        print_error(
+            "UnknownActionError",
+            "At least one action must be supplied",
+            Some(&project),
+        );
+        return Ok(1);
+    }
+    for a in &options.actions {
+        if a != RUN_ALL && project.action(a).is_none() {
+            print_error(
+                "UnknownActionError",
+                &format!("Action '{a}' not found in project.yaml"),
+                Some(&project),
+            );
+            return Ok(1);
+        }
+    }
+
+    let workspace = Workspace::open_for_run(&options.project_dir)?;
+    let recovered = workspace.recover_interrupted()?;
+    if !recovered.is_empty() {
+        println!(
+            "=> Marked jobs left unfinished by an interrupted run as failed: {}",
+            recovered.join(", ")
+        );
+    }
+    let requests = workspace.load_requests()?;
+
+    let request_id = random_hex(5);
+    let now = Timestamp::now();
+    let mut request = JobRequest {
+        id: request_id.clone(),
+        identifier: jobs::base32_lower(&random_bytes(10)),
+        workspace: workspace.workspace_name(),
+        requested_by: current_user(),
+        backend: "local".to_string(),
+        requested_actions: options.actions.clone(),
+        force_run_dependencies: options.force_run_dependencies,
+        git: git_info(&options.project_dir),
+        created_at: now,
+        status: RequestStatus::Pending,
+        status_message: String::new(),
+        project_yaml,
+        jobs: Vec::new(),
+    };
+
+    let plan = resolve(
+        &project,
+        &workspace.project_dir,
+        &requests,
+        &options.actions,
+        options.force_run_dependencies,
+    );
+    if plan.is_empty() {
+        request.status = RequestStatus::NothingToDo;
+        request.status_message = "All actions have already completed successfully".to_string();
+        workspace.save_request(&request)?;
+        println!("=> All actions already completed successfully");
+        println!("   Use -f option to force everything to re-run");
+        return Ok(0);
+    }
+
+    // Refuse images that cannot run here before anything runs.
+    for action_id in &plan {
+        let action = project
+            .action(action_id)
+            .expect("resolved from the project");
+        if let Err(e) = executor::invocation(action) {
+            print_error("ActionNotAvailable", &e.to_string(), None);
+            return Ok(1);
+        }
+    }
+
+    let previous_jobs: HashMap<String, Job> = project
+        .actions
+        .iter()
+        .filter_map(|a| {
+            state::latest_job(&workspace.project_dir, &requests, &a.id)
+                .map(|j| (a.id.clone(), j.clone()))
+        })
+        .collect();
+    let planned: HashSet<&str> = plan.iter().map(String::as_str).collect();
+    for action_id in &plan {
+        let action = project
+            .action(action_id)
+            .expect("resolved from the project");
+        let wait_for = action
+            .needs
+            .iter()
+            .filter(|n| planned.contains(n.as_str()))
+            .map(|n| jobs::job_id(&request_id, n))
+            .collect();
+        let code = StatusCode::Created;
+        request.jobs.push(Job {
+            id: jobs::job_id(&request_id, action_id),
+            action: action_id.clone(),
+            run_command: action.run.raw.clone(),
+            requires_db: action.is_database_action(),
+            needs: action.needs.clone(),
+            wait_for,
+            state: code.state(),
+            status_code: code,
+            status_message: code.default_message().to_string(),
+            cancelled: false,
+            created_at: now,
+            started_at: None,
+            completed_at: None,
+            exit_code: None,
+            outputs: BTreeMap::new(),
+            undeclared_outputs: Vec::new(),
+            level4_problems: BTreeMap::new(),
+            hint: None,
+        });
+    }
+    workspace.save_request(&request)?;
+    println!("\nRunning actions: {}\n", plan.join(", "));
+
+    let shared = Arc::new(Shared {
+        workspace,
+        project,
+        request: Mutex::new(request),
+        console: Console {
+            timestamps: options.timestamps,
+            lock: Mutex::new(()),
+        },
+        stop: AtomicBool::new(false),
+        timeout: options.timeout,
+        previous_jobs,
+    });
+    let stop_reason = schedule(
+        &shared,
+        options.concurrency.max(1),
+        options.continue_on_error,
+    )?;
+
+    let request = shared.request.lock().expect("request lock").clone();
+    print_summary(&shared.workspace, &request, stop_reason.as_ref());
+    let all_succeeded = request.jobs.iter().all(|j| j.state == State::Succeeded);
+    Ok(if all_succeeded { 0 } else { 1 })
+}
+
+fn print_error(kind: &str, message: &str, project: Option<&Project>) {
+    println!("=> {kind}");
+    for line in message.lines() {
+        println!("   {line}");
+    }
+    if let (Some(project), "UnknownActionError") = (project, kind) {
+        println!("\n   Valid action names are:");
+        println!("     {RUN_ALL} (runs all actions in project)");
+        for a in project.all_actions() {
+            println!("     {a}");
+        }
+    }
+}
+
+/// Which actions get a new job, in the order upstream creates them: depth-first through
+/// `needs`, a dependency before its dependants.
+pub fn resolve(
+    project: &Project,
+    project_dir: &Path,
+    requests: &[JobRequest],
+    requested: &[String],
+    force: bool,
+) -> Vec<String> {
+    let run_all = requested.iter().any(|a| a == RUN_ALL);
+    let targets: Vec<String> = if run_all {
+        project
+            .all_actions()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    } else {
+        requested.to_vec()
+    };
+    let explicitly_requested = |action: &str| !run_all && requested.iter().any(|r| r == action);
+    let mut decided: HashMap<String, bool> = HashMap::new();
+    let mut order = Vec::new();
+    // Iterative depth-first walk (no recursion): a node is decided after its needs.
+    for target in targets {
+        let mut stack: Vec<(String, bool)> = vec![(target, false)];
+        while let Some((action, needs_done)) = stack.pop() {
+            if decided.contains_key(&action) {
+                continue;
+            }
+            let previous = state::latest_job(project_dir, requests, &action);
+            let rerun = match previous {
+                None => true,
+                Some(job) => {
+                    explicitly_requested(&action)
+                        || force
+                        || match job.state {
+                            State::Succeeded => false,
+                            State::Failed => true,
+                            State::Pending | State::Running => false,
+                        }
+                }
+            };
+            if !rerun {
+                decided.insert(action, false);
+                continue;
+            }
+            if !needs_done {
+                stack.push((action.clone(), true));
+                let needs = &project.action(&action).expect("validated needs").needs;
+                for need in needs.iter().rev() {
+                    if !decided.contains_key(need) {
+                        stack.push((need.clone(), false));
+                    }
+                }
+                continue;
+            }
+            decided.insert(action.clone(), true);
+            order.push(action);
+        }
+    }
+    order
+}
+
+#[derive(Debug, Clone)]
+enum StopReason {
+    Interrupted,
+    Failed(String),
+}
+
+fn schedule(
+    shared: &Arc<Shared>,
+    concurrency: usize,
+    continue_on_error: bool,
+) -> Result<Option<StopReason>> {
+    let (tx, rx) = mpsc::channel::<(String, Result<()>)>();
+    let mut running: HashSet<String> = HashSet::new();
+    let mut stop_reason: Option<StopReason> = None;
+    loop {
+        if stop_reason.is_none() && INTERRUPTED.load(Ordering::SeqCst) {
+            println!("Killed by user");
+            stop_reason = Some(StopReason::Interrupted);
+            shared.stop.store(true, Ordering::SeqCst);
+        }
+        if stop_reason.is_none() {
+            start_ready_jobs(shared, concurrency, &mut running, &tx)?;
+        }
+        if running.is_empty() {
+            break;
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok((job_id, result)) => {
+                running.remove(&job_id);
+                result?;
+                let job = job_snapshot(shared, &job_id);
+                if job.state == State::Failed && !continue_on_error && stop_reason.is_none() {
+                    stop_reason = Some(StopReason::Failed(job.action.clone()));
+                    shared.stop.store(true, Ordering::SeqCst);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // Whatever never started: dependants of a failure, or left behind by a stop.
+    let pending: Vec<Job> = shared
+        .request
+        .lock()
+        .expect("request lock")
+        .jobs
+        .iter()
+        .filter(|j| j.state == State::Pending)
+        .cloned()
+        .collect();
+    for job in pending {
+        let dependency_failed = job
+            .wait_for
+            .iter()
+            .any(|d| job_snapshot(shared, d).state == State::Failed);
+        let (code, message) = if dependency_failed {
+            (
+                StatusCode::DependencyFailed,
+                StatusCode::DependencyFailed.default_message().to_string(),
+            )
+        } else {
+            match &stop_reason {
+                Some(StopReason::Interrupted) => (
+                    StatusCode::CancelledByUser,
+                    StatusCode::CancelledByUser.default_message().to_string(),
+                ),
+                Some(StopReason::Failed(action)) => (
+                    StatusCode::Stopped,
+                    format!(
+                        "Not started because `{action}` failed; use --continue-on-error to run what does not depend on it"
+                    ),
+                ),
+                None => (
+                    StatusCode::InternalError,
+                    "Internal error: the job could not be scheduled".to_string(),
+                ),
+            }
+        };
+        shared.set_status(&job.id, code, &message)?;
+    }
+    Ok(stop_reason)
+}
+
+fn job_snapshot(shared: &Shared, job_id: &str) -> Job {
+    shared
+        .request
+        .lock()
+        .expect("request lock")
+        .jobs
+        .iter()
+        .find(|j| j.id == job_id)
+        .cloned()
+        .expect("job of this request")
+}
+
+fn start_ready_jobs(
+    shared: &Arc<Shared>,
+    concurrency: usize,
+    running: &mut HashSet<String>,
+    tx: &mpsc::Sender<(String, Result<()>)>,
+) -> Result<()> {
+    let jobs: Vec<Job> = shared.request.lock().expect("request lock").jobs.clone();
+    let state_of: HashMap<&str, State> = jobs.iter().map(|j| (j.id.as_str(), j.state)).collect();
+    for job in jobs.iter().filter(|j| j.state == State::Pending) {
+        let deps: Vec<State> = job.wait_for.iter().map(|d| state_of[d.as_str()]).collect();
+        if deps.contains(&State::Failed) {
+            shared.set_status(
+                &job.id,
+                StatusCode::DependencyFailed,
+                StatusCode::DependencyFailed.default_message(),
+            )?;
+            continue;
+        }
+        if deps.iter().any(|s| *s != State::Succeeded) {
+            if job.status_code != StatusCode::WaitingOnDependencies {
+                shared.update(&job.id, |j| {
+                    j.set_status(
+                        StatusCode::WaitingOnDependencies,
+                        StatusCode::WaitingOnDependencies.default_message(),
+                    )
+                })?;
+            }
+            continue;
+        }
+        if running.len() >= concurrency {
+            if job.status_code != StatusCode::WaitingOnWorkers {
+                shared.update(&job.id, |j| {
+                    j.set_status(
+                        StatusCode::WaitingOnWorkers,
+                        StatusCode::WaitingOnWorkers.default_message(),
+                    )
+                })?;
+            }
+            continue;
+        }
+        shared.set_status(
+            &job.id,
+            StatusCode::Preparing,
+            StatusCode::Preparing.default_message(),
+        )?;
+        running.insert(job.id.clone());
+        let shared = Arc::clone(shared);
+        let tx = tx.clone();
+        let job_id = job.id.clone();
+        std::thread::spawn(move || {
+            let result = run_job(&shared, &job_id);
+            let _ = tx.send((job_id, result));
+        });
+    }
+    Ok(())
+}
+
+/// Files of a directory tree by relative path, with size and modification time.
+type Snapshot = HashMap<String, (u64, Option<SystemTime>)>;
+
+fn run_job(shared: &Shared, job_id: &str) -> Result<()> {
+    let job = job_snapshot(shared, job_id);
+    let action = shared
+        .project
+        .action(&job.action)
+        .expect("job of a project action")
+        .clone();
+    let scratch = shared.workspace.metadata_dir.join("volumes").join(job_id);
+    let result = run_job_in(shared, &job, &action, &scratch);
+    let _ = fs::remove_dir_all(&scratch);
+    if let Err(e) = &result {
+        // A failure of quarry itself (disk full, permissions): the job fails with the reason.
+        let message = format!("Internal error: {e:#}");
+        shared.set_status(job_id, StatusCode::InternalError, &message)?;
+        let job = job_snapshot(shared, job_id);
+        let commit = shared
+            .request
+            .lock()
+            .expect("request lock")
+            .git
+            .as_ref()
+            .map(|g| g.commit.clone());
+        let text = log::render(
+            &job,
+            &shared.request.lock().expect("request lock").id,
+            commit.as_deref(),
+            &[],
+        );
+        let _ = state::write_atomically(&shared.workspace.log_path(&job.action), text.as_bytes());
+    }
+    Ok(())
+}
+
+fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Result<()> {
+    let project_dir = &shared.workspace.project_dir;
+
+    // Prepare: the project minus every declared output, plus the outputs of direct needs.
+    if scratch.exists() {
+        fs::remove_dir_all(scratch)
+            .with_context(|| format!("could not clear {}", scratch.display()))?;
+    }
+    fs::create_dir_all(scratch)
+        .with_context(|| format!("could not create {}", scratch.display()))?;
+    let all_patterns: Vec<&str> = shared
+        .project
+        .actions
+        .iter()
+        .flat_map(|a| a.outputs.iter().map(|o| o.pattern.as_str()))
+        .collect();
+    copy_project(project_dir, scratch, &all_patterns)?;
+    for need in &action.needs {
+        let need_job = latest_job_of(shared, need);
+        let Some(need_job) = need_job else {
+            anyhow::bail!("no successful job of `{need}` to take inputs from");
+        };
+        for path in need_job.outputs.keys() {
+            let from = project_dir.join(path);
+            if !from.is_file() {
+                anyhow::bail!(
+                    "The file {path} doesn't exist in workspace {} as requested for job {}",
+                    shared.workspace.workspace_name(),
+                    job.id
+                );
+            }
+            shared
+                .console
+                .line(&job.action, &format!("Copying input file: {path}"));
+            copy_file(&from, &scratch.join(path))?;
+        }
+    }
+    let before = snapshot(scratch)?;
+
+    // Execute.
+    let invocation = executor::invocation(action).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut env = vec![("OPENSAFELY_BACKEND".to_string(), "expectations".to_string())];
+    if let Some(n) = shared.project.declared_population_size {
+        env.push((
+            "QUARRY_EXPECTATIONS_POPULATION_SIZE".to_string(),
+            n.to_string(),
+        ));
+    }
+    let program = match &invocation.program {
+        Program::Quarry => {
+            Some(std::env::current_exe().context("could not find the quarry executable")?)
+        }
+        Program::Host { name, .. } => executor::find_program(name),
+    };
+    shared.set_status(
+        &job.id,
+        StatusCode::Executing,
+        StatusCode::Executing.default_message(),
+    )?;
+    let (ended, lines, failure_detail) = match program {
+        Some(program) => {
+            let (ended, lines) = executor::run_process(
+                &program,
+                &invocation.args,
+                scratch,
+                &env,
+                shared.timeout,
+                &shared.stop,
+            )
+            .with_context(|| format!("could not start {}", program.display()))?;
+            (ended, lines, None)
+        }
+        None => {
+            let Program::Host {
+                name,
+                what,
+                install_hint,
+            } = &invocation.program
+            else {
+                unreachable!("quarry's own executable was found above")
+            };
+            let detail =
+                format!("{what} is not installed: `{name}` was not found on PATH; {install_hint}");
+            let line = LogLine {
+                at: Timestamp::now(),
+                text: detail.clone(),
+            };
+            (Ended::Exited(127), vec![line], Some(detail))
+        }
+    };
+
+    // Finalize: collect what matches the declared patterns, even when the job failed.
+    shared.set_status(
+        &job.id,
+        StatusCode::Finalizing,
+        StatusCode::Finalizing.default_message(),
+    )?;
+    let after = snapshot(scratch)?;
+    let changed: Vec<&String> = {
+        let mut c: Vec<&String> = after
+            .iter()
+            .filter(|(p, meta)| before.get(*p) != Some(meta))
+            .map(|(p, _)| p)
+            .collect();
+        c.sort();
+        c
+    };
+    let mut outputs: BTreeMap<String, PrivacyLevel> = BTreeMap::new();
+    let mut unmatched_patterns = Vec::new();
+    for spec in &action.outputs {
+        let matched: Vec<&String> = changed
+            .iter()
+            .copied()
+            .filter(|p| patterns::matches(&spec.pattern, p))
+            .collect();
+        if matched.is_empty() {
+            unmatched_patterns.push(spec.pattern.clone());
+        }
+        for p in matched {
+            outputs.entry(p.clone()).or_insert(spec.level);
+        }
+    }
+    let undeclared: Vec<String> = changed
+        .iter()
+        .filter(|p| !outputs.contains_key(p.as_str()))
+        .map(|p| p.to_string())
+        .collect();
+    for path in outputs.keys() {
+        shared
+            .console
+            .line(&job.action, &format!("Extracting output file: {path}"));
+        copy_file(&scratch.join(path), &project_dir.join(path))?;
+    }
+    let mut level4_problems = BTreeMap::new();
+    for (path, level) in &outputs {
+        if *level == PrivacyLevel::ModeratelySensitive {
+            let problems = level4::check_file(path, &project_dir.join(path));
+            if !problems.is_empty() {
+                level4_problems.insert(path.clone(), problems.join("; "));
+            }
+        }
+    }
+
+    let exit_code = match ended {
+        Ended::Exited(c) => c,
+        Ended::TimedOut | Ended::Cancelled => 137,
+    };
+    let (code, message, hint) = match ended {
+        Ended::Cancelled if INTERRUPTED.load(Ordering::SeqCst) => {
+            (StatusCode::CancelledByUser, "Job cancelled by user".to_string(), None)
+        }
+        Ended::Cancelled => (
+            StatusCode::Stopped,
+            "Stopped because another job failed; use --continue-on-error to let running jobs finish".to_string(),
+            None,
+        ),
+        Ended::TimedOut => (
+            StatusCode::NonzeroExit,
+            format!(
+                "Job exited with an error: stopped after the --timeout of {} s",
+                shared.timeout.map(|t| t.as_secs()).unwrap_or(0)
+            ),
+            None,
+        ),
+        Ended::Exited(c) if c != 0 => {
+            let message = match &failure_detail {
+                Some(d) => format!("Job exited with an error: {d}"),
+                None => format!("Job exited with an error (exit code {c})"),
+            };
+            (StatusCode::NonzeroExit, message, None)
+        }
+        Ended::Exited(_) if !unmatched_patterns.is_empty() => {
+            let mut message = String::from("No outputs found matching patterns:");
+            for p in &unmatched_patterns {
+                message.push_str(&format!("\n - {p}"));
+            }
+            let hint = (!undeclared.is_empty()).then(|| {
+                let mut h = String::from("Did you mean to match one of these files instead?");
+                for p in &undeclared {
+                    h.push_str(&format!("\n - {p}"));
+                }
+                h
+            });
+            (StatusCode::UnmatchedPatterns, message, hint)
+        }
+        Ended::Exited(_) => {
+            let mut message = StatusCode::Succeeded.default_message().to_string();
+            if !level4_problems.is_empty() {
+                message.push_str(&format!(
+                    ", but {} file(s) marked as moderately_sensitive were excluded. See job log for details.",
+                    level4_problems.len()
+                ));
+            }
+            (StatusCode::Succeeded, message, None)
+        }
+    };
+
+    // A successful re-run replaces the action's earlier outputs: remove the ones it no
+    // longer produces (upstream's intended "obsolete files" rule).
+    if code == StatusCode::Succeeded
+        && let Some(previous) = shared.previous_jobs.get(&action.id)
+    {
+        for path in previous.outputs.keys() {
+            let still_declared = action
+                .outputs
+                .iter()
+                .any(|o| patterns::matches(&o.pattern, path));
+            if !outputs.contains_key(path) && still_declared {
+                let _ = fs::remove_file(project_dir.join(path));
+            }
+        }
+    }
+
+    let job = shared.update(&job.id, |j| {
+        j.exit_code = Some(exit_code);
+        j.outputs = outputs;
+        j.undeclared_outputs = if code == StatusCode::UnmatchedPatterns {
+            Vec::new()
+        } else {
+            undeclared
+        };
+        j.level4_problems = level4_problems;
+        j.hint = hint;
+        j.set_status(code, &message);
+        j.completed_at = Some(Timestamp::now());
+    })?;
+    let (request_id, commit) = {
+        let r = shared.request.lock().expect("request lock");
+        (r.id.clone(), r.git.as_ref().map(|g| g.commit.clone()))
+    };
+    let log_path = shared.workspace.log_path(&job.action);
+    state::write_atomically(
+        &log_path,
+        log::render(&job, &request_id, commit.as_deref(), &lines).as_bytes(),
+    )?;
+    for p in &job.undeclared_outputs {
+        shared.console.line(
+            &job.action,
+            &format!("Warning: {p} matches no output pattern in project.yaml and was not saved"),
+        );
+    }
+    shared.console.line(
+        &job.action,
+        &format!("Logs written to: metadata/{}.log", job.action),
+    );
+    shared.console.line(&job.action, &message);
+    Ok(())
+}
+
+/// The job whose outputs a dependant takes: this request's job if it has one, else the
+/// latest earlier one.
+fn latest_job_of(shared: &Shared, action: &str) -> Option<Job> {
+    let request = shared.request.lock().expect("request lock");
+    if let Some(job) = request.jobs.iter().find(|j| j.action == action) {
+        return (job.state == State::Succeeded).then(|| job.clone());
+    }
+    shared.previous_jobs.get(action).cloned()
+}
+
+/// Copies the project into a job's scratch directory, leaving out `metadata/`, `.git/` and
+/// every file that matches any action's output pattern.
+fn copy_project(project_dir: &Path, scratch: &Path, output_patterns: &[&str]) -> Result<()> {
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = project_dir.join(&rel);
+        let entries =
+            fs::read_dir(&dir).with_context(|| format!("could not read {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let rel_path = rel.join(&name);
+            if rel.as_os_str().is_empty() && (name == "metadata" || name == ".git") {
+                continue;
+            }
+            let file_type = fs::metadata(entry.path()).map(|m| m.file_type());
+            match file_type {
+                Ok(t) if t.is_dir() => {
+                    fs::create_dir_all(scratch.join(&rel_path))?;
+                    stack.push(rel_path);
+                }
+                Ok(t) if t.is_file() => {
+                    let rel_str = rel_path.to_string_lossy().replace('\\', "/");
+                    if output_patterns
+                        .iter()
+                        .any(|p| patterns::matches(p, &rel_str))
+                    {
+                        continue;
+                    }
+                    copy_file(&entry.path(), &scratch.join(&rel_path))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("could not create {}", parent.display()))?;
+    }
+    fs::copy(from, to)
+        .with_context(|| format!("could not copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+fn snapshot(root: &Path) -> Result<Snapshot> {
+    let mut files = Snapshot::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        for entry in
+            fs::read_dir(&dir).with_context(|| format!("could not read {}", dir.display()))?
+        {
+            let entry = entry?;
+            let rel_path = rel.join(entry.file_name());
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                stack.push(rel_path);
+            } else if meta.is_file() {
+                let key = rel_path.to_string_lossy().into_owned();
+                files.insert(key, (meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    Ok(files)
+}
+
+fn print_summary(workspace: &Workspace, request: &JobRequest, stop: Option<&StopReason>) {
+    let mut listed: Vec<&Job> = request
+        .jobs
+        .iter()
+        .filter(|j| j.state == State::Succeeded)
+        .collect();
+    listed.sort_by_key(|j| j.started_at);
+    listed.extend(request.jobs.iter().filter(|j| {
+        j.state == State::Failed
+            && !matches!(
+                j.status_code,
+                StatusCode::DependencyFailed | StatusCode::Stopped
+            )
+    }));
+    println!();
+    if listed.is_empty() {
+        println!("=> No jobs completed");
+    }
+    for job in listed {
+        println!("=> {}", job.action);
+        for line in job.status_message.lines() {
+            println!("   {line}");
+        }
+        if let Some(hint) = &job.hint {
+            println!();
+            for line in hint.lines() {
+                println!("   {line}");
+            }
+        }
+        println!();
+        println!("   log file: metadata/{}.log", job.action);
+        if job.outputs.is_empty() {
+            println!("   outputs: (no outputs)");
+        } else {
+            println!("   outputs:");
+            let rows: Vec<(String, String)> = job
+                .outputs
+                .iter()
+                .map(|(p, l)| (p.clone(), l.to_string()))
+                .collect();
+            print!("{}", log::aligned_rows(&rows, "     "));
+        }
+        if !job.level4_problems.is_empty() {
+            println!("   invalid moderately_sensitive outputs:");
+            let rows: Vec<(String, String)> = job
+                .level4_problems
+                .iter()
+                .map(|(p, r)| (p.clone(), r.clone()))
+                .collect();
+            print!("{}", log::aligned_rows(&rows, "     "));
+        }
+        if !job.undeclared_outputs.is_empty() {
+            println!("   warning: files written but matching no output pattern (not saved):");
+            for p in &job.undeclared_outputs {
+                println!("     {p}");
+            }
+        }
+        if job.status_code == StatusCode::NonzeroExit
+            && let Ok(text) = fs::read_to_string(workspace.log_path(&job.action))
+        {
+            let body = text.split(log::SUMMARY_MARKER).next().unwrap_or("");
+            let lines: Vec<&str> = body.lines().filter(|l| !l.is_empty()).collect();
+            println!("\n   logs (truncated):");
+            for l in &lines[lines.len().saturating_sub(32)..] {
+                println!("     {}", l.get(31..).unwrap_or(""));
+            }
+        }
+        println!();
+    }
+    let not_run: Vec<&Job> = request
+        .jobs
+        .iter()
+        .filter(|j| {
+            matches!(
+                j.status_code,
+                StatusCode::DependencyFailed | StatusCode::Stopped
+            )
+        })
+        .collect();
+    if !not_run.is_empty() {
+        println!("=> Not run:");
+        for j in not_run {
+            println!("   {}: {}", j.action, j.status_message);
+        }
+        println!();
+    }
+    if let Some(StopReason::Failed(action)) = stop {
+        println!("=> Stopped after `{action}` failed (use --continue-on-error to keep going)");
+    }
+    println!(
+        "=> Job request {}: {} (quarry status {})",
+        request.id,
+        request.status.human(),
+        request.id
+    );
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).expect("the OS random source");
+    buf
+}
+
+fn random_hex(n: usize) -> String {
+    random_bytes(n).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn current_user() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(u) = std::env::var(var)
+            && !u.is_empty()
+        {
+            return u;
+        }
+    }
+    std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn git_info(dir: &Path) -> Option<GitInfo> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let commit = git(&["rev-parse", "HEAD"])?;
+    let branch = git(&["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD");
+    Some(GitInfo { commit, branch })
+}
