@@ -2,3 +2,18 @@
 //! Python-subset interpreter that builds the IR from unchanged dataset definitions.
 //!
 //! Depends on nothing else of quarry's: the engines translate this IR, they never parse.
+//!
+//! ```
+//! use quarry_queries::qm::*;
+//! let mut g = Graph::new();
+//! let events = g.declare_table(TableSchema {
+//!     name: "clinical_events".into(),
+//!     columns: vec![Column { name: "date".into(), type_: Type::Date, constraints: vec![], description: String::new() }],
+//!     patient_level: false,
+//! }).unwrap();
+//! let e = g.select_table(events).unwrap();
+//! let has_events = g.aggregate(AggregateByPatient::Exists(e)).unwrap();
+//! assert!(g.is_patient_level(has_events));
+//! ```
+
+pub mod qm;
