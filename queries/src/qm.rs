@@ -472,6 +472,19 @@ impl Graph {
         id
     }
 
+    /// Interns a frame whose rows are a domain of their own (`SelectTable`, `Filter`).
+    fn intern_rows_frame(&mut self, node: Node, table: TableId, sorted: bool) -> NodeId {
+        if let Some(&id) = self.index.get(&node) {
+            return id;
+        }
+        let id = NodeId(self.nodes.len() as u32);
+        let info = NodeInfo {
+            kind: Kind::EventFrame { table, sorted },
+            domain: Domain::Rows(id),
+        };
+        self.intern(node, info)
+    }
+
     fn series_type(&self, id: NodeId, node: &str) -> Result<Type, QueryModelError> {
         match self.kind(id) {
             Kind::Series(t) => Ok(t.clone()),
@@ -551,21 +564,7 @@ impl Graph {
                 self.table(table).name
             )));
         }
-        let node = Node::SelectTable(table);
-        if let Some(&id) = self.index.get(&node) {
-            return Ok(id);
-        }
-        let id = NodeId(self.nodes.len() as u32);
-        Ok(self.intern(
-            node,
-            NodeInfo {
-                kind: Kind::EventFrame {
-                    table,
-                    sorted: false,
-                },
-                domain: Domain::Rows(id),
-            },
-        ))
+        Ok(self.intern_rows_frame(Node::SelectTable(table), table, false))
     }
 
     pub fn select_patient_table(&mut self, table: TableId) -> Result<NodeId, QueryModelError> {
@@ -658,18 +657,7 @@ impl Graph {
         if !self.domain_is_ancestor(self.domain(condition), self.frame_domain(source)) {
             return Err(QueryModelError::DomainMismatch);
         }
-        let node = Node::Filter { source, condition };
-        if let Some(&id) = self.index.get(&node) {
-            return Ok(id);
-        }
-        let id = NodeId(self.nodes.len() as u32);
-        Ok(self.intern(
-            node,
-            NodeInfo {
-                kind: Kind::EventFrame { table, sorted },
-                domain: Domain::Rows(id),
-            },
-        ))
+        Ok(self.intern_rows_frame(Node::Filter { source, condition }, table, sorted))
     }
 
     pub fn sort(&mut self, source: NodeId, sort_by: NodeId) -> Result<NodeId, QueryModelError> {

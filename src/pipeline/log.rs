@@ -71,21 +71,11 @@ pub fn render(job: &Job, request_id: &str, commit: Option<&str>, lines: &[LogLin
     if job.outputs.is_empty() {
         out.push_str("  (no outputs)\n");
     } else {
-        let rows: Vec<(String, String)> = job
-            .outputs
-            .iter()
-            .map(|(p, l)| (p.clone(), l.to_string()))
-            .collect();
-        out.push_str(&aligned_rows(&rows, "  "));
+        out.push_str(&aligned_rows(&job.outputs, "  "));
     }
     if !job.level4_problems.is_empty() {
         out.push_str("\nInvalid moderately_sensitive outputs:\n");
-        let rows: Vec<(String, String)> = job
-            .level4_problems
-            .iter()
-            .map(|(p, r)| (p.clone(), r.clone()))
-            .collect();
-        out.push_str(&aligned_rows(&rows, "  "));
+        out.push_str(&aligned_rows(&job.level4_problems, "  "));
     }
     if !job.undeclared_outputs.is_empty() {
         out.push_str("\nUndeclared outputs (match no pattern in project.yaml, not saved):\n");
@@ -97,12 +87,11 @@ pub fn render(job: &Job, request_id: &str, commit: Option<&str>, lines: &[LogLin
 }
 
 /// `<path>  - <value>` rows with the paths padded to the widest.
-pub fn aligned_rows(rows: &[(String, String)], indent: &str) -> String {
-    let width = rows
-        .iter()
-        .map(|(p, _)| p.chars().count())
-        .max()
-        .unwrap_or(0);
+pub fn aligned_rows<V: std::fmt::Display>(
+    rows: &std::collections::BTreeMap<String, V>,
+    indent: &str,
+) -> String {
+    let width = rows.keys().map(|p| p.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for (path, value) in rows {
         let _ = writeln!(out, "{indent}{path:<width$}  - {value}");

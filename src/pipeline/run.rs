@@ -884,21 +884,11 @@ fn print_summary(workspace: &Workspace, request: &JobRequest, stop: Option<&Stop
             println!("   outputs: (no outputs)");
         } else {
             println!("   outputs:");
-            let rows: Vec<(String, String)> = job
-                .outputs
-                .iter()
-                .map(|(p, l)| (p.clone(), l.to_string()))
-                .collect();
-            print!("{}", log::aligned_rows(&rows, "     "));
+            print!("{}", log::aligned_rows(&job.outputs, "     "));
         }
         if !job.level4_problems.is_empty() {
             println!("   invalid moderately_sensitive outputs:");
-            let rows: Vec<(String, String)> = job
-                .level4_problems
-                .iter()
-                .map(|(p, r)| (p.clone(), r.clone()))
-                .collect();
-            print!("{}", log::aligned_rows(&rows, "     "));
+            print!("{}", log::aligned_rows(&job.level4_problems, "     "));
         }
         if !job.undeclared_outputs.is_empty() {
             println!("   warning: files written but matching no output pattern (not saved):");
