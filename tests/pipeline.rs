@@ -506,6 +506,26 @@ fn malformed_yaml_names_line_and_column() {
 }
 
 #[test]
+fn a_missing_project_file_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["check", "run"] {
+        let out = Run::from(
+            Command::new(QUARRY)
+                .args([command, "--project-dir"])
+                .arg(dir.path())
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr.contains("There is no project.yaml at")
+                && out.stderr.contains("--project-dir"),
+            "{out:?}"
+        );
+    }
+}
+
+#[test]
 fn unknown_action_lists_valid_names() {
     let p = chain();
     let out = p.run(&["analyze"]);

@@ -35,6 +35,10 @@ pub const KNOWN_IMAGES: &[&str] = &[
 /// A project.yaml that cannot be used, with the message the user sees.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
+    #[error(
+        "There is no project.yaml at {path}: run quarry in a project directory, or name one with --project-dir"
+    )]
+    Missing { path: String },
     #[error("Could not read {path}: {source}")]
     Read {
         path: String,
@@ -189,9 +193,17 @@ impl Project {
 /// Reads and validates `project.yaml` at `path`.
 pub fn load(path: &Path) -> Result<Project, ProjectError> {
     let display = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ProjectError::Read {
-        path: display.clone(),
-        source,
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ProjectError::Missing {
+                path: display.clone(),
+            }
+        } else {
+            ProjectError::Read {
+                path: display.clone(),
+                source,
+            }
+        }
     })?;
     parse(&text, &display)
 }
