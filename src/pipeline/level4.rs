@@ -91,6 +91,20 @@ mod tests {
     }
 
     #[test]
+    fn file_types_outside_level4_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv.gz");
+        std::fs::write(&path, b"x").unwrap();
+        assert_eq!(
+            check_file("o/t.csv.gz", &path),
+            ["File type of .gz is not valid level 4 file"]
+        );
+        let ok = dir.path().join("t.csv");
+        std::fs::write(&ok, "group,n\r\na,5\r\n").unwrap();
+        assert!(check_file("o/t.csv", &ok).is_empty());
+    }
+
+    #[test]
     fn header_fields() {
         assert_eq!(
             csv_header_fields("a,\"patient_id\",\"x,y\"\r"),
