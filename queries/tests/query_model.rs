@@ -11,6 +11,14 @@ fn column(name: &str, type_: Type) -> Column {
     }
 }
 
+fn schema(name: &str, columns: Vec<Column>, patient_level: bool) -> TableSchema {
+    TableSchema {
+        name: name.into(),
+        columns,
+        patient_level,
+    }
+}
+
 struct Fixture {
     g: Graph,
     events: NodeId,
@@ -21,34 +29,34 @@ struct Fixture {
 fn fixture() -> Fixture {
     let mut g = Graph::new();
     let events = g
-        .declare_table(TableSchema {
-            name: "clinical_events".into(),
-            columns: vec![
+        .declare_table(schema(
+            "clinical_events",
+            vec![
                 column("date", Type::Date),
                 column("code", Type::Code(CodeSystem::CTV3)),
                 column("value", Type::Float),
                 column("n", Type::Int),
                 column("flag", Type::Bool),
             ],
-            patient_level: false,
-        })
+            false,
+        ))
         .unwrap();
     let meds = g
-        .declare_table(TableSchema {
-            name: "medications".into(),
-            columns: vec![column("date", Type::Date)],
-            patient_level: false,
-        })
+        .declare_table(schema(
+            "medications",
+            vec![column("date", Type::Date)],
+            false,
+        ))
         .unwrap();
     let patients = g
-        .declare_table(TableSchema {
-            name: "patients".into(),
-            columns: vec![
+        .declare_table(schema(
+            "patients",
+            vec![
                 column("date_of_birth", Type::Date),
                 column("sex", Type::Str),
             ],
-            patient_level: true,
-        })
+            true,
+        ))
         .unwrap();
     let events = g.select_table(events).unwrap();
     let meds = g.select_table(meds).unwrap();
@@ -335,27 +343,15 @@ fn dataset_validation() {
 #[test]
 fn tables_are_declared_once() {
     let mut g = Graph::new();
-    let schema = TableSchema {
-        name: "t".into(),
-        columns: vec![column("a", Type::Int)],
-        patient_level: false,
-    };
-    let a = g.declare_table(schema.clone()).unwrap();
-    assert_eq!(g.declare_table(schema).unwrap(), a);
-    let other = TableSchema {
-        name: "t".into(),
-        columns: vec![column("b", Type::Int)],
-        patient_level: false,
-    };
+    let table = schema("t", vec![column("a", Type::Int)], false);
+    let a = g.declare_table(table.clone()).unwrap();
+    assert_eq!(g.declare_table(table).unwrap(), a);
+    let other = schema("t", vec![column("b", Type::Int)], false);
     assert!(matches!(
         g.declare_table(other),
         Err(QueryModelError::ConflictingTable(_))
     ));
-    let patient_table = TableSchema {
-        name: "p".into(),
-        columns: vec![],
-        patient_level: true,
-    };
+    let patient_table = schema("p", vec![], true);
     let p = g.declare_table(patient_table).unwrap();
     assert!(g.select_table(p).is_err());
 }
@@ -364,11 +360,7 @@ fn tables_are_declared_once() {
 fn inline_patient_tables() {
     let mut g = Graph::new();
     let t = g
-        .declare_table(TableSchema {
-            name: "inline".into(),
-            columns: vec![column("score", Type::Int)],
-            patient_level: true,
-        })
+        .declare_table(schema("inline", vec![column("score", Type::Int)], true))
         .unwrap();
     let frame = g
         .inline_patient_table(t, vec![(2, vec![Some(Value::Int(5))]), (1, vec![None])])
