@@ -1,5 +1,6 @@
 //! quarry: OpenSAFELY-style research pipelines run natively, in one binary.
 
+mod ehrql;
 mod pipeline;
 mod report;
 
@@ -65,6 +66,14 @@ enum Commands {
         #[arg(long, default_value = ".")]
         project_dir: PathBuf,
     },
+    /// Run an ehrQL dataset definition and write the dataset (ehrQL's `generate-dataset`).
+    GenerateDataset(ehrql::GenerateArgs),
+    /// Run an ehrQL measures definition and write the measures (ehrQL's `generate-measures`).
+    GenerateMeasures(ehrql::GenerateArgs),
+    /// Print the query model a definition builds, as JSON (docs/serialization.md).
+    SerializeDefinition(ehrql::SerializeArgs),
+    /// Print docs/tables.md, generated from the table declarations.
+    TablesDoc,
     /// Run one action command directly, e.g. `quarry exec ehrql:v1 generate-dataset ...`.
     Exec {
         /// The image and tag, e.g. `ehrql:v1`.
@@ -181,6 +190,13 @@ fn dispatch(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Commands::Exec { image, args } => exec(&image, &args),
+        Commands::GenerateDataset(a) => Ok(ehrql_result(ehrql::generate_dataset(&a))),
+        Commands::GenerateMeasures(a) => Ok(ehrql_result(ehrql::generate_measures(&a))),
+        Commands::SerializeDefinition(a) => Ok(ehrql_result(ehrql::serialize_definition(&a))),
+        Commands::TablesDoc => {
+            print!("{}", quarry_queries::tables::markdown());
+            Ok(0)
+        }
     }
 }
 
@@ -188,16 +204,23 @@ fn dispatch(cli: Cli) -> Result<u8> {
 fn exec(image: &str, args: &[String]) -> Result<u8> {
     let (name, _tag) = image.split_once(':').unwrap_or((image, ""));
     match name {
-        "ehrql" => bail!(
-            "ehrQL commands (`{}`) are not built into this quarry yet: the ehrQL engine is being \
-             written (queries and engine crates); until then run this action with OpenSAFELY's ehrQL",
-            args.first().map(String::as_str).unwrap_or("")
-        ),
+        "ehrql" => Ok(ehrql_result(ehrql::exec(args))),
         "analysis" => bail!(
             "`analysis:` recipes are not built into this quarry yet: the analysis crate is being written"
         ),
         other => bail!(
             "`quarry exec` runs quarry's own runtimes (ehrql, analysis); `{other}` is not one of them"
         ),
+    }
+}
+
+/// Prints an ehrQL command's failure and returns its exit code.
+fn ehrql_result(r: std::result::Result<(), ehrql::Failure>) -> u8 {
+    match r {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("{}", f.message);
+            f.code
+        }
     }
 }

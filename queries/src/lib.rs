@@ -16,4 +16,12 @@
 //! assert!(g.is_patient_level(has_events));
 //! ```
 
+pub mod codes;
+pub mod csv;
+pub mod inline;
+pub mod python;
 pub mod qm;
+pub mod semantics;
+pub mod serialize;
+pub mod tables;
+pub mod validate;

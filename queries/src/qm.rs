@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use jiff::civil::Date;
 
 /// Index of a node in its [`Graph`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct NodeId(u32);
 
 impl NodeId {
@@ -58,6 +58,19 @@ impl CodeSystem {
             CodeSystem::DMD => "DMDCode",
         }
     }
+
+    pub fn from_class_name(name: &str) -> Option<CodeSystem> {
+        [
+            CodeSystem::BNF,
+            CodeSystem::CTV3,
+            CodeSystem::ICD10,
+            CodeSystem::OPCS4,
+            CodeSystem::SNOMEDCT,
+            CodeSystem::DMD,
+        ]
+        .into_iter()
+        .find(|c| c.class_name() == name)
+    }
 }
 
 /// The value type of a series.
@@ -90,6 +103,14 @@ impl Type {
     /// A `str` or a subclass of it (codes, multi-code strings).
     fn is_str_like(&self) -> bool {
         matches!(self, Type::Str | Type::Code(_) | Type::MultiCodeString(_))
+    }
+
+    /// `Series[<python type>]`, as ehrQL's type errors print it.
+    pub fn series_name(&self) -> String {
+        match self {
+            Type::Date => "Series[datetime.date]".into(),
+            other => format!("Series[{}]", other.name()),
+        }
     }
 
     /// The Python-facing name, for messages.
@@ -198,8 +219,8 @@ pub enum Constraint {
         step: i64,
     },
     GeneralRange {
-        minimum: Option<f64>,
-        maximum: Option<f64>,
+        minimum: Option<Value>,
+        maximum: Option<Value>,
         includes_minimum: bool,
         includes_maximum: bool,
     },
@@ -360,7 +381,7 @@ struct NodeInfo {
 /// Why a node cannot be built. Messages follow ehrQL's where it has one.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueryModelError {
-    #[error("{node}: expected {expected}, got {found}")]
+    #[error("Expected type '{expected}' but got '{found}' (in {node})")]
     Type {
         node: String,
         expected: String,
@@ -895,8 +916,8 @@ impl Graph {
             if lt != rt {
                 return Err(QueryModelError::Type {
                     node: name.into(),
-                    expected: lt.name(),
-                    found: rt.name(),
+                    expected: lt.series_name(),
+                    found: rt.series_name(),
                 });
             }
             Ok(lt)

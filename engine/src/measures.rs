@@ -1,0 +1,131 @@
+//! ehrQL's measures (ehrql.md §6.4): for each interval and measure, the sums of numerator and
+//! denominator per group over the patients in the denominator, then disclosure control.
+
+use std::collections::{BTreeSet, HashMap};
+
+use quarry_queries::python::MeasuresSpec;
+use quarry_queries::qm::{Float, Graph, NodeId, Value};
+use quarry_queries::semantics::{EvalError, Scalar};
+
+use crate::output::Table;
+use crate::reference::Evaluator;
+use crate::store::Store;
+
+fn as_count(v: &Scalar) -> i64 {
+    match v {
+        Some(Value::Bool(b)) => *b as i64,
+        Some(Value::Int(i)) => *i,
+        _ => 0,
+    }
+}
+
+/// ehrQL's default disclosure control: counts ≤ 7 become 0, others round to the nearest 5.
+pub fn round_count(n: i64) -> i64 {
+    if n <= 7 { 0 } else { ((n as f64 / 5.0).round() as i64) * 5 }
+}
+
+/// All measures in one table: `measure, interval_start, interval_end, ratio, numerator,
+/// denominator`, then every group-by column.
+pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store) -> Result<Vec<Table>, EvalError> {
+    let mut group_columns: Vec<String> = vec![];
+    for m in &spec.measures {
+        for (g, _) in &m.group_by {
+            if !group_columns.contains(g) {
+                group_columns.push(g.clone());
+            }
+        }
+    }
+    let mut outputs: Vec<NodeId> = vec![];
+    for m in &spec.measures {
+        outputs.push(m.numerator);
+        outputs.push(m.denominator);
+        outputs.extend(m.group_by.iter().map(|(_, n)| *n));
+    }
+    let mut evaluator = Evaluator::new(graph, &outputs);
+    let mut patients: BTreeSet<i64> = store.patients.keys().copied().collect();
+    patients.extend(evaluator.inline_patients());
+    let mut intervals: Vec<(jiff::civil::Date, jiff::civil::Date)> = spec.measures.iter().flat_map(|m| m.intervals.iter().copied()).collect();
+    intervals.sort();
+    intervals.dedup();
+    let mut header: Vec<String> = ["measure", "interval_start", "interval_end", "ratio", "numerator", "denominator"].iter().map(|s| s.to_string()).collect();
+    header.extend(group_columns.iter().cloned());
+    let mut table = Table { name: "measures".into(), header, rows: vec![] };
+    for (start, end) in intervals {
+        evaluator.set_param("interval_start_date", Some(Value::Date(start)));
+        evaluator.set_param("interval_end_date", Some(Value::Date(end)));
+        let measures: Vec<_> = spec.measures.iter().filter(|m| m.intervals.contains(&(start, end))).collect();
+        // Per measure: group key → (numerator, denominator), in first-seen order.
+        let mut sums: Vec<(Vec<Vec<Scalar>>, HashMap<Vec<Scalar>, (i64, i64)>)> = measures.iter().map(|_| (vec![], HashMap::new())).collect();
+        for &p in &patients {
+            let values = evaluator.patient(p, store.patients.get(&p))?;
+            for (m, (order, acc)) in measures.iter().zip(sums.iter_mut()) {
+                let den = values.scalar(m.denominator);
+                let in_population = match &den {
+                    Some(Value::Bool(b)) => *b,
+                    Some(Value::Int(i)) => *i > 0,
+                    _ => false,
+                };
+                if !in_population {
+                    continue;
+                }
+                let key: Vec<Scalar> = m.group_by.iter().map(|(_, n)| values.scalar(*n)).collect();
+                let entry = acc.entry(key.clone()).or_insert_with(|| {
+                    order.push(key);
+                    (0, 0)
+                });
+                entry.0 += as_count(&values.scalar(m.numerator));
+                entry.1 += as_count(&den);
+            }
+        }
+        for (m, (order, acc)) in measures.iter().zip(sums) {
+            for key in order {
+                let (mut num, mut den) = acc[&key];
+                if spec.disclosure_control {
+                    num = round_count(num);
+                    den = round_count(den);
+                }
+                let ratio = if den == 0 { None } else { Some(Value::Float(Float(num as f64 / den as f64))) };
+                let mut row: Vec<Scalar> = vec![
+                    Some(Value::Str(m.name.clone())),
+                    Some(Value::Date(start)),
+                    Some(Value::Date(end)),
+                    ratio,
+                    Some(Value::Int(num)),
+                    Some(Value::Int(den)),
+                ];
+                for g in &group_columns {
+                    row.push(m.group_by.iter().position(|(n, _)| n == g).and_then(|i| key[i].clone()));
+                }
+                table.rows.push(row);
+            }
+        }
+    }
+    Ok(vec![table])
+}
+
+/// Splits the combined table into one table per measure (for `--output DIR:csv`), dropping
+/// the `measure` column and group columns the measure does not use.
+pub fn per_measure_tables(spec: &MeasuresSpec, combined: &Table) -> Vec<Table> {
+    spec.measures
+        .iter()
+        .map(|m| {
+            let keep: Vec<usize> = combined
+                .header
+                .iter()
+                .enumerate()
+                .filter(|(i, h)| *i > 0 && (*i < 6 || m.group_by.iter().any(|(g, _)| g == *h)))
+                .map(|(i, _)| i)
+                .collect();
+            Table {
+                name: m.name.clone(),
+                header: keep.iter().map(|&i| combined.header[i].clone()).collect(),
+                rows: combined
+                    .rows
+                    .iter()
+                    .filter(|r| r[0] == Some(Value::Str(m.name.clone())))
+                    .map(|r| keep.iter().map(|&i| r[i].clone()).collect())
+                    .collect(),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,9 @@
+//! Generated documentation must be current.
+
+#[test]
+fn tables_doc_is_current() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quarry")).arg("tables-doc").output().expect("run quarry");
+    let generated = String::from_utf8(out.stdout).expect("utf-8");
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tables.md")).expect("docs/tables.md");
+    assert!(generated == committed, "docs/tables.md is stale: run `cargo run -- tables-doc > docs/tables.md`");
+}
