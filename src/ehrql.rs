@@ -7,7 +7,6 @@ use clap::{Args, Parser};
 use quarry_engine::output::{self, Target};
 use quarry_queries::python::{self, Definition, DefinitionError};
 use quarry_queries::qm::{Graph, NodeId};
-use quarry_queries::tables;
 
 /// Arguments shared by `generate-dataset` and `generate-measures`.
 #[derive(Args, Debug, Clone)]
@@ -85,17 +84,11 @@ fn load(path: &Path, user_args: &[String]) -> Result<Definition, Failure> {
 fn check_permissions(graph: &Graph, roots: &[NodeId], claimed: &[String], event_tables: bool) -> Result<(), Failure> {
     let mut missing: Vec<String> = vec![];
     for t in quarry_engine::store::used_tables(graph, roots) {
-        let name = &graph.table(t).name;
-        for (_, defs) in &tables::catalog().modules {
-            for (_, def) in defs {
-                if def.schema.name == *name
-                    && let Some(p) = &def.permission
-                    && !claimed.contains(p)
-                    && !missing.contains(p)
-                {
-                    missing.push(p.clone());
-                }
-            }
+        if let Some(p) = &graph.table(t).required_permission
+            && !claimed.contains(p)
+            && !missing.contains(p)
+        {
+            missing.push(p.clone());
         }
     }
     if event_tables && !claimed.iter().any(|c| c == "event_level_data") {

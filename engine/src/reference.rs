@@ -337,7 +337,7 @@ impl<'g> Evaluator<'g> {
                     }
                     Some(Value::Int(acc))
                 } else {
-                    Some(Value::Float(quarry_queries::qm::Float(vals.iter().map(num).sum())))
+                    Some(Value::Float(quarry_queries::qm::Float(semantics::float_sum(vals.iter().map(num)))))
                 }
             }
             A::Mean(s) => {
@@ -345,7 +345,7 @@ impl<'g> Evaluator<'g> {
                 if vals.is_empty() {
                     None
                 } else {
-                    let total: f64 = vals.iter().map(num).sum();
+                    let total = semantics::float_sum(vals.iter().map(num));
                     Some(Value::Float(quarry_queries::qm::Float(total / vals.len() as f64)))
                 }
             }

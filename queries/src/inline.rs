@@ -54,6 +54,8 @@ pub fn parse_date(text: &str) -> Result<jiff::civil::Date, String> {
         (&text[0..4], &text[5..7], &text[8..10])
     } else if b.len() == 8 && b.iter().all(u8::is_ascii_digit) {
         (&text[0..4], &text[4..6], &text[6..8])
+    } else if let Some(d) = parse_iso_week(text) {
+        return Ok(d);
     } else {
         return Err(format!("Invalid isoformat string: '{text}'"));
     };
@@ -68,6 +70,20 @@ pub fn parse_date(text: &str) -> Result<jiff::civil::Date, String> {
         return Err("month must be in 1..12".into());
     }
     jiff::civil::Date::new(y as i16, m as i8, d as i8).map_err(|_| "day is out of range for month".to_string())
+}
+
+/// ISO week dates, which `date.fromisoformat` accepts: `2020-W01-1`, `2020W011`, `2020-W01`.
+fn parse_iso_week(text: &str) -> Option<jiff::civil::Date> {
+    let compact = text.replace('-', "");
+    let b = compact.as_bytes();
+    if !(b.len() == 7 || b.len() == 8) || b[4] != b'W' {
+        return None;
+    }
+    let year: i16 = compact[0..4].parse().ok()?;
+    let week: i8 = compact[5..7].parse().ok()?;
+    let day: i8 = if b.len() == 8 { compact[7..8].parse().ok()? } else { 1 };
+    let weekday = jiff::civil::Weekday::from_monday_one_offset(day).ok()?;
+    jiff::civil::ISOWeekDate::new(year, week, weekday).ok().map(|w| w.date())
 }
 
 /// Checks a value against a column's `Categorical` constraint.

@@ -10,6 +10,7 @@
 //!     name: "clinical_events".into(),
 //!     columns: vec![Column { name: "date".into(), type_: Type::Date, constraints: vec![], description: String::new() }],
 //!     patient_level: false,
+//!     required_permission: None,
 //! }).unwrap();
 //! let e = g.select_table(events).unwrap();
 //! let has_events = g.aggregate(AggregateByPatient::Exists(e)).unwrap();

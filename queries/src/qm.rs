@@ -242,6 +242,8 @@ pub struct TableSchema {
     pub columns: Vec<Column>,
     /// One row per patient (a `PatientFrame` table).
     pub patient_level: bool,
+    /// The permission needed to use it (ehrQL's `required_permission`), if any.
+    pub required_permission: Option<String>,
 }
 
 impl TableSchema {
@@ -400,8 +402,6 @@ pub enum QueryModelError {
     UnsortedPick,
     #[error("Table `{table}` has no column `{column}`")]
     UnknownColumn { table: String, column: String },
-    #[error("A table named `{0}` is already declared with different columns")]
-    ConflictingTable(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -469,14 +469,11 @@ impl Graph {
         &self.inline_rows[id.0 as usize]
     }
 
-    /// Declares a table schema (once per name).
+    /// Declares a table schema; an identical schema is declared once. Tables of different
+    /// modules may share a name (and so a data file) with different columns.
     pub fn declare_table(&mut self, schema: TableSchema) -> Result<TableId, QueryModelError> {
-        if let Some(i) = self.tables.iter().position(|t| t.name == schema.name) {
-            return if self.tables[i] == schema {
-                Ok(TableId(i as u32))
-            } else {
-                Err(QueryModelError::ConflictingTable(schema.name))
-            };
+        if let Some(i) = self.tables.iter().position(|t| *t == schema) {
+            return Ok(TableId(i as u32));
         }
         self.tables.push(schema);
         Ok(TableId(self.tables.len() as u32 - 1))

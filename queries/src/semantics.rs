@@ -125,6 +125,36 @@ fn num(v: &Value) -> f64 {
     }
 }
 
+/// Python 3.12+'s `sum()` of floats: Neumaier-compensated, so `0.1 + 0.2 + 0.3` is `0.6`.
+pub fn float_sum(values: impl IntoIterator<Item = f64>) -> f64 {
+    let (mut s, mut c) = (0.0f64, 0.0f64);
+    for x in values {
+        let t = s + x;
+        if s.abs() >= x.abs() {
+            c += (s - t) + x;
+        } else {
+            c += (x - t) + s;
+        }
+        s = t;
+    }
+    if c.is_finite() { s + c } else { s }
+}
+
+/// Python's `a // b` for floats (CPython's `float_floor_div`): `1 // 0.1` is `9.0`.
+pub fn float_floor_div(a: f64, b: f64) -> f64 {
+    let m = a % b;
+    let mut div = (a - m) / b;
+    if m != 0.0 && ((b < 0.0) != (m < 0.0)) {
+        div -= 1.0;
+    }
+    if div != 0.0 {
+        let f = div.floor();
+        if div - f > 0.5 { f + 1.0 } else { f }
+    } else {
+        (0.0f64).copysign(a / b)
+    }
+}
+
 /// Applies a function to its arguments' values (in `function_inputs` order).
 pub fn apply(function: &Function, args: &[Scalar]) -> Result<Scalar, EvalError> {
     use Function as F;
@@ -239,7 +269,7 @@ pub fn apply(function: &Function, args: &[Scalar]) -> Result<Scalar, EvalError> 
                 if y == 0.0 {
                     None
                 } else {
-                    let q = (x / y).floor();
+                    let q = float_floor_div(x, y);
                     if !q.is_finite() {
                         return Err(eval_err("OverflowError", "cannot convert float infinity to integer"));
                     }
@@ -248,6 +278,12 @@ pub fn apply(function: &Function, args: &[Scalar]) -> Result<Scalar, EvalError> 
             }
         },
         F::Power(..) => {
+            // ehrQL's in-memory engine uses Python's `**`: int ** non-negative int is an int.
+            if let (Value::Int(x), Value::Int(y)) = (a, b())
+                && *y >= 0
+            {
+                return int_result(u32::try_from(*y).ok().and_then(|e| x.checked_pow(e)));
+            }
             let (x, y) = (num(a), num(b()));
             if (x == 0.0 && y < 0.0) || (x < 0.0 && y.fract() != 0.0) {
                 None

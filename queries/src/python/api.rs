@@ -603,7 +603,7 @@ fn table_from_file(interp: &mut Interp, mut args: Args) -> R<V> {
     let file = interp.base_dir.join(&**path);
     let rows = crate::inline::read_inline_table(&file, path, &schema_cols).map_err(|m| err("FileValidationError", m))?;
     let stem = std::path::Path::new(&**path).file_stem().map(|s| s.to_string_lossy().replace('.', "_")).unwrap_or_default();
-    let schema = crate::qm::TableSchema { name: format!("inline_{stem}"), columns: schema_cols, patient_level: true };
+    let schema = crate::qm::TableSchema { name: format!("inline_{stem}"), columns: schema_cols, patient_level: true, required_permission: None };
     let table = interp.graph.declare_table(schema).map_err(qm_err)?;
     let node = interp.graph.inline_patient_table(table, rows).map_err(qm_err)?;
     Ok(V::Frame(Rc::new(FrameObj { node, table: None, name: "PatientFrame".into(), picked: false })))

@@ -111,6 +111,12 @@ fn parse(source: &str) -> Result<Catalog, String> {
                 .ok_or_else(|| err(format!("unknown table {target}")))?
                 .clone();
             let name = alias.unwrap_or(table).to_string();
+            let mut def = def;
+            if catalog.modules.last().is_some_and(|(m, _)| m.starts_with("ehrql.tables.beta")) {
+                // Pre-1.0 ehrQL had no permissions.
+                def.permission = None;
+                def.schema.required_permission = None;
+            }
             let (_, tables) = catalog.modules.last_mut().ok_or_else(|| err("use outside a module".into()))?;
             tables.push((name, def));
         } else if line.starts_with("patient ") || line.starts_with("event ") {
@@ -122,7 +128,7 @@ fn parse(source: &str) -> Result<Catalog, String> {
             let mut def = TableDef {
                 module,
                 python_name: python_name.clone(),
-                schema: TableSchema { name: python_name, columns: vec![], patient_level },
+                schema: TableSchema { name: python_name, columns: vec![], patient_level, required_permission: None },
                 description: String::new(),
                 dummy_constraints: BTreeMap::new(),
                 helpers: vec![],
@@ -132,7 +138,10 @@ fn parse(source: &str) -> Result<Catalog, String> {
                 let (k, v) = w.split_once('=').ok_or_else(|| err(format!("bad option `{w}`")))?;
                 match k {
                     "table" => def.schema.name = v.to_string(),
-                    "permission" => def.permission = Some(v.to_string()),
+                    "permission" => {
+                        def.permission = Some(v.to_string());
+                        def.schema.required_permission = Some(v.to_string());
+                    }
                     "extends" => {
                         let (m, t) = v.split_once(':').ok_or_else(|| err(format!("bad extends `{v}`")))?;
                         let base = catalog.table(m, t).ok_or_else(|| err(format!("unknown table {v}")))?;
