@@ -1521,6 +1521,8 @@ impl Interp {
         Ok(match v {
             V::Str(s) => s.to_string(),
             V::Code(_, s) => s.to_string(),
+            V::Date(d) => d.to_string(),
+            V::TimeDelta(n) => format!("{n} day{}, 0:00:00", if n.abs() == 1 { "" } else { "s" }),
             _ => self.repr(v)?,
         })
     }
