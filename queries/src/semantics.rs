@@ -160,27 +160,18 @@ pub fn apply(function: &Function, args: &[Scalar]) -> Result<Scalar, EvalError> 
     use Function as F;
     // Functions with their own NULL rules.
     match function {
-        F::And(_) => {
+        // Kleene logic: the deciding value (False for AND, True for OR) wins over NULL.
+        F::And(_) | F::Or(_) => {
+            let decisive = matches!(function, F::Or(_));
             let mut null = false;
             for a in args {
                 match a {
-                    Some(Value::Bool(false)) => return Ok(Some(Value::Bool(false))),
+                    Some(Value::Bool(b)) if *b == decisive => return Ok(Some(Value::Bool(decisive))),
                     None => null = true,
                     _ => {}
                 }
             }
-            return Ok(if null { None } else { Some(Value::Bool(true)) });
-        }
-        F::Or(_) => {
-            let mut null = false;
-            for a in args {
-                match a {
-                    Some(Value::Bool(true)) => return Ok(Some(Value::Bool(true))),
-                    None => null = true,
-                    _ => {}
-                }
-            }
-            return Ok(if null { None } else { Some(Value::Bool(false)) });
+            return Ok(if null { None } else { Some(Value::Bool(!decisive)) });
         }
         F::IsNull(_) => return Ok(Some(Value::Bool(args[0].is_none()))),
         F::In(..) => {

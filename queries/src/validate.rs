@@ -10,8 +10,7 @@ use crate::semantics::{Scalar, apply};
 /// Evaluates `series` (patient-level) for a patient with no rows anywhere.
 pub fn evaluate_for_empty_patient(graph: &Graph, series: NodeId) -> Scalar {
     let mut memo: HashMap<NodeId, Scalar> = HashMap::new();
-    for i in 0..=series.index() {
-        let (id, node) = graph.iter().nth(i).expect("node exists");
+    for (id, node) in graph.iter().take(series.index() + 1) {
         if !graph.is_patient_level(id) || graph.type_of(id).is_none() {
             continue;
         }

@@ -262,8 +262,7 @@ fn need_series(interp: &mut Interp, target: &Type, v: &V) -> R<NodeId> {
     cast_to(interp, target, v)?.ok_or_else(|| type_err("None is not a valid ehrQL value here"))
 }
 
-fn frame_value(interp: &Interp, f: &FrameObj, node: NodeId) -> V {
-    let _ = interp;
+fn frame_value(f: &FrameObj, node: NodeId) -> V {
     V::Frame(Rc::new(FrameObj { node, table: f.table.clone(), name: f.name.clone(), picked: f.picked }))
 }
 
@@ -279,9 +278,6 @@ fn table_value(def: &TableDef, interp: &mut Interp) -> R<V> {
         .map_err(qm_err)?;
     Ok(V::Frame(Rc::new(FrameObj { node, table: Some(Rc::new(def.clone())), name: def.python_name.clone(), picked: false })))
 }
-
-/// Tables are declared lazily, when first imported.
-pub struct LazyTable;
 
 pub fn module(interp: &mut Interp, name: &str) -> R<Option<V>> {
     let f = |n: &'static str| V::Builtin(n);
@@ -1333,7 +1329,7 @@ fn frame_method(interp: &mut Interp, f: &Rc<FrameObj>, name: &str, args: Args) -
                 cond
             };
             let node = interp.graph.filter(f.node, cond).map_err(qm_err)?;
-            Ok(frame_value(interp, f, node))
+            Ok(frame_value(f, node))
         }
         "sort_by" => {
             if args.pos.is_empty() {
@@ -1351,7 +1347,7 @@ fn frame_method(interp: &mut Interp, f: &Rc<FrameObj>, name: &str, args: Args) -
                 }
                 node = interp.graph.sort(node, s).map_err(qm_err)?;
             }
-            Ok(frame_value(interp, f, node))
+            Ok(frame_value(f, node))
         }
         "first_for_patient" | "last_for_patient" => {
             args.bind(name, &[])?;
@@ -1392,7 +1388,7 @@ fn frame_method(interp: &mut Interp, f: &Rc<FrameObj>, name: &str, args: Args) -
             } else {
                 node
             };
-            Ok(frame_value(interp, f, node))
+            Ok(frame_value(f, node))
         }
         "exists_for_patient_on" => {
             let a = args.bind(name, &["date"])?;
@@ -1459,7 +1455,7 @@ fn frame_method(interp: &mut Interp, f: &Rc<FrameObj>, name: &str, args: Args) -
             let v2 = interp.graph.value(Value::Str("1.0".into()));
             let c2 = interp.graph.function(F::Eq(ver, v2)).map_err(qm_err)?;
             let n2 = interp.graph.filter(n1, c2).map_err(qm_err)?;
-            Ok(frame_value(interp, f, n2))
+            Ok(frame_value(f, n2))
         }
         _ => Err(attr_err(&f.name, name)),
     }

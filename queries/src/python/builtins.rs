@@ -731,12 +731,7 @@ pub fn call_method(interp: &mut Interp, obj: V, name: &str, mut args: Args) -> R
                 "index" | "count" | "remove" => {
                     let target = one(args, name)?;
                     let items = l.borrow().clone();
-                    let mut positions = vec![];
-                    for (i, x) in items.iter().enumerate() {
-                        if interp.equal(x, &target)? {
-                            positions.push(i);
-                        }
-                    }
+                    let positions = positions_of(interp, &items, &target)?;
                     match name {
                         "count" => Ok(V::Int(positions.len() as i64)),
                         _ => {
@@ -774,12 +769,7 @@ pub fn call_method(interp: &mut Interp, obj: V, name: &str, mut args: Args) -> R
         }
         V::Tuple(t) => {
             let target = one(args, name)?;
-            let mut positions = vec![];
-            for (i, x) in t.iter().enumerate() {
-                if interp.equal(x, &target)? {
-                    positions.push(i);
-                }
-            }
+            let positions = positions_of(interp, t, &target)?;
             match name {
                 "count" => Ok(V::Int(positions.len() as i64)),
                 _ => positions.first().map(|p| V::Int(*p as i64)).ok_or_else(|| value_err("tuple.index(x): x not in tuple")),
@@ -935,6 +925,17 @@ pub fn call_method(interp: &mut Interp, obj: V, name: &str, mut args: Args) -> R
         V::Float(f) if name == "is_integer" => Ok(V::Bool(f.fract() == 0.0)),
         _ => super::api::call_method(interp, obj, name, args),
     }
+}
+
+/// Where `target` occurs in `items` (Python `==`).
+fn positions_of(interp: &mut Interp, items: &[V], target: &V) -> R<Vec<usize>> {
+    let mut out = vec![];
+    for (i, x) in items.iter().enumerate() {
+        if interp.equal(x, target)? {
+            out.push(i);
+        }
+    }
+    Ok(out)
 }
 
 pub fn parse_iso_date(s: &str) -> Option<jiff::civil::Date> {

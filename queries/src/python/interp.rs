@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use ruff_python_ast::{self as ast, Expr, Stmt};
-use ruff_text_size::{Ranged, TextRange, TextSize};
+use ruff_text_size::{Ranged, TextSize};
 
 use super::value::{Dict, Module, V, float_repr};
 use crate::qm::Graph;
@@ -332,13 +332,9 @@ impl Interp {
                 let mut broke = false;
                 for item in items {
                     self.assign(&s.target, item, scope)?;
-                    match self.exec_block(&s.body, scope) {
-                        Ok(()) | Err(Flow::Continue) => {}
-                        Err(Flow::Break) => {
-                            broke = true;
-                            break;
-                        }
-                        Err(e) => return Err(e),
+                    if self.loop_body(&s.body, scope)? {
+                        broke = true;
+                        break;
                     }
                 }
                 if !broke {
@@ -357,13 +353,9 @@ impl Interp {
                     if guard > 100_000_000 {
                         return Err(err("RuntimeError", "while loop ran for 100,000,000 iterations; is it infinite?"));
                     }
-                    match self.exec_block(&s.body, scope) {
-                        Ok(()) | Err(Flow::Continue) => {}
-                        Err(Flow::Break) => {
-                            broke = true;
-                            break;
-                        }
-                        Err(e) => return Err(e),
+                    if self.loop_body(&s.body, scope)? {
+                        broke = true;
+                        break;
                     }
                 }
                 if !broke {
@@ -549,6 +541,15 @@ impl Interp {
             Stmt::IpyEscapeCommand(_) => return Err(self.unsupported("IPython escapes")),
         }
         Ok(())
+    }
+
+    /// Runs one iteration of a loop body; true when it `break`s.
+    fn loop_body(&mut self, body: &[Stmt], scope: &Rc<Scope>) -> R<bool> {
+        match self.exec_block(body, scope) {
+            Ok(()) | Err(Flow::Continue) => Ok(false),
+            Err(Flow::Break) => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     fn function_def(&mut self, name: &str, p: &ast::Parameters, scope: &Rc<Scope>) -> R<FunctionDef> {
@@ -1690,10 +1691,6 @@ impl Interp {
         let f = self.files.get(file)?;
         let (line, col) = f.line_col(offset);
         Some((format!("{}:{line}:{col}", f.shown), f.line(line).to_string()))
-    }
-
-    pub fn range_text(&self, range: TextRange) -> &str {
-        &self.files[self.current_file].text[range]
     }
 }
 
