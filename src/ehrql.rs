@@ -1,12 +1,16 @@
 //! ehrQL's commands, run in-process: `generate-dataset`, `generate-measures`,
 //! `serialize-definition` (also reached as `quarry exec ehrql:vN <command> ...`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser};
+use quarry_engine::DatasetShape;
+use quarry_engine::dummy;
 use quarry_engine::output::{self, Target};
-use quarry_queries::python::{self, Definition, DefinitionError};
-use quarry_queries::qm::{Graph, NodeId};
+use quarry_queries::python::{self, DatasetSpec, Definition, DefinitionError, MeasuresSpec};
+use quarry_queries::qm::{Graph, NodeId, TableId, Value};
 
 /// Arguments shared by `generate-dataset` and `generate-measures`.
 #[derive(Args, Debug, Clone)]
@@ -26,7 +30,34 @@ pub struct GenerateArgs {
     /// Which evaluator to use.
     #[arg(long, value_enum, default_value_t = Engine::Reference)]
     pub engine: Engine,
+    #[command(flatten)]
+    pub dummy: DummyArgs,
     /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
+    #[arg(last = true, value_name = "DEFINITION_ARGS")]
+    pub user_args: Vec<String>,
+}
+
+/// How generated dummy data is sized and seeded (used when no tables are given).
+#[derive(Args, Debug, Clone)]
+pub struct DummyArgs {
+    /// How many dummy patients to generate. Overrides `configure_dummy_data(population_size=)`
+    /// and project.yaml's `expectations: population_size` (default 10, as ehrQL).
+    #[arg(long, value_name = "N")]
+    pub population_size: Option<usize>,
+    /// The seed for generated dummy data: the same definition, size and seed give the same data.
+    #[arg(long, default_value_t = quarry_engine::dummy::DEFAULT_SEED)]
+    pub seed: u64,
+}
+
+/// `create-dummy-tables` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct CreateDummyTablesArgs {
+    /// The dataset (or measures) definition, a Python file.
+    pub definition: PathBuf,
+    /// Where to write the tables: `DIR`, `DIR:csv` or `DIR:csv.gz` (one file per used table).
+    pub dummy_tables_path: String,
+    #[command(flatten)]
+    pub dummy: DummyArgs,
     #[arg(last = true, value_name = "DEFINITION_ARGS")]
     pub user_args: Vec<String>,
 }
@@ -56,6 +87,7 @@ enum ExecCommand {
     GenerateDataset(GenerateArgs),
     GenerateMeasures(GenerateArgs),
     SerializeDefinition(SerializeArgs),
+    CreateDummyTables(CreateDummyTablesArgs),
 }
 
 /// A failure with ehrQL's exit code.
@@ -107,15 +139,106 @@ fn check_permissions(graph: &Graph, roots: &[NodeId], claimed: &[String], event_
     ))
 }
 
+/// Where the population size comes from, in ehrQL's order plus quarry's flag and the
+/// project's expectations.
+fn population_size(dummy: &DummyArgs, configured: Option<i64>, fallback: usize) -> usize {
+    if let Some(n) = dummy.population_size {
+        return n;
+    }
+    if let Some(n) = configured {
+        return n.max(0) as usize;
+    }
+    std::env::var("QUARRY_EXPECTATIONS_POPULATION_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(fallback)
+}
+
+fn gen_options(size: usize, dummy: &DummyArgs, config: &quarry_queries::python::DummyConfig) -> dummy::Options {
+    dummy::Options {
+        population_size: size,
+        seed: dummy.seed,
+        timeout: config.timeout.filter(|t| *t > 0.0).map(Duration::from_secs_f64),
+        progress: true,
+    }
+}
+
+fn report_generation(report: &dummy::Report, options: &dummy::Options) {
+    if report.timed_out {
+        eprintln!(
+            "[warning] Failed to find {} matching patients within {} seconds — giving up (generated {})",
+            options.population_size,
+            options.timeout.map(|t| t.as_secs_f64()).unwrap_or_default(),
+            report.generated
+        );
+    }
+    if report.gave_up {
+        eprintln!(
+            "[warning] Only {} of {} generated patients satisfied the population; stopped trying. \
+             The population may need patients that only a `table_from_file` table or a rare combination provides.",
+            report.generated, options.population_size
+        );
+    }
+    eprintln!("[info] {}", report.summary(options.population_size));
+}
+
+/// The dataset's population for the generator (with `additional_population_constraint`).
+fn dataset_plan<'g>(graph: &'g Graph, dataset: &DatasetSpec, outputs: &[NodeId]) -> dummy::Plan<'g> {
+    let mut goal = vec![dataset.population];
+    goal.extend(dataset.dummy.additional_population_constraint);
+    dummy::Plan::new(graph, vec![goal], outputs, HashMap::new())
+}
+
+/// The measures' population for the generator: any denominator, over the whole period.
+fn measures_plan<'g>(graph: &'g Graph, spec: &MeasuresSpec, outputs: &[NodeId]) -> dummy::Plan<'g> {
+    let mut goals: Vec<Vec<NodeId>> = vec![];
+    for m in &spec.measures {
+        if !goals.contains(&vec![m.denominator]) {
+            goals.push(vec![m.denominator]);
+        }
+    }
+    let mut params = HashMap::new();
+    let intervals = spec.measures.iter().flat_map(|m| m.intervals.iter());
+    if let Some(start) = intervals.clone().map(|i| i.0).min() {
+        params.insert("interval_start_date".to_string(), Value::Date(start));
+    }
+    if let Some(end) = intervals.map(|i| i.1).max() {
+        params.insert("interval_end_date".to_string(), Value::Date(end));
+    }
+    dummy::Plan::new(graph, goals, outputs, params)
+}
+
+/// ehrQL's default size for measures: 10 × denominators × intervals × max(1, group-by columns).
+fn measures_default_size(spec: &MeasuresSpec) -> usize {
+    let mut denominators: Vec<NodeId> = spec.measures.iter().map(|m| m.denominator).collect();
+    denominators.sort();
+    denominators.dedup();
+    let mut intervals: Vec<_> = spec.measures.iter().flat_map(|m| m.intervals.iter().copied()).collect();
+    intervals.sort();
+    intervals.dedup();
+    let mut groups: Vec<&String> = spec.measures.iter().flat_map(|m| m.group_by.iter().map(|(g, _)| g)).collect();
+    groups.sort();
+    groups.dedup();
+    10 * denominators.len() * intervals.len().max(1) * groups.len().max(1)
+}
+
+/// Generates dummy patients into an in-memory store.
+fn generated_store(plan: &dummy::Plan, options: &dummy::Options) -> Result<quarry_engine::store::Store, Failure> {
+    eprintln!("[info] Generating dummy data for {} patients (seed {})", options.population_size, options.seed);
+    let mut store = quarry_engine::store::Store::default();
+    let report = plan
+        .generate(options, |pid, tables, _| (pid, tables.clone()), |(pid, tables)| {
+            store.patients.insert(pid, tables);
+            Ok(())
+        })
+        .map_err(|e| fail(1, e.to_string()))?;
+    report_generation(&report, options);
+    Ok(store)
+}
+
 fn store_for(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Result<quarry_engine::store::Store, Failure> {
     if args.dummy_data_file.is_some() {
-        return Err(fail(2, "--dummy-data-file is not supported by quarry yet; use --dummy-tables DIR"));
+        return Err(fail(2, "--dummy-data-file is not supported by quarry yet; use --dummy-tables DIR, or neither to generate dummy data"));
     }
     let Some(dir) = &args.dummy_tables else {
-        return Err(fail(
-            2,
-            "quarry cannot generate dummy data yet: give --dummy-tables DIR (one CSV per table the definition uses)",
-        ));
+        unreachable!("callers generate dummy data when no tables are given")
     };
     eprintln!("[info] Reading table data from {}", dir.display());
     quarry_engine::store::load_dummy_tables(graph, roots, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))
@@ -135,6 +258,10 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     };
     let roots = dataset.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, !dataset.events.is_empty())?;
+    if args.dummy_tables.is_none() && args.dummy_data_file.is_none() {
+        engine_note(args);
+        return generate_dummy_dataset(&def.graph, dataset, &target, args);
+    }
     let store = store_for(&def.graph, &roots, args)?;
     engine_note(args);
     let tables = quarry_engine::evaluate_dataset(&def.graph, dataset, &store).map_err(|e| fail(1, format!("error evaluating the dataset: {e}")))?;
@@ -152,7 +279,13 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     }
     let roots = spec.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, false)?;
-    let store = store_for(&def.graph, &roots, args)?;
+    let store = if args.dummy_tables.is_none() && args.dummy_data_file.is_none() {
+        let plan = measures_plan(&def.graph, spec, &roots);
+        let size = population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec));
+        generated_store(&plan, &gen_options(size, &args.dummy, &spec.dummy))?
+    } else {
+        store_for(&def.graph, &roots, args)?
+    };
     engine_note(args);
     let tables = quarry_engine::measures::evaluate_measures(&def.graph, spec, &store).map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?;
     let tables = match target {
@@ -160,6 +293,110 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
         _ => tables,
     };
     output::write_tables(&target, &tables).map_err(|m| fail(1, m))
+}
+
+/// Generates dummy patients and evaluates the dataset over them as they are made, writing
+/// the output as it goes (a million patients never sit in memory at once).
+fn generate_dummy_dataset(graph: &Graph, dataset: &DatasetSpec, target: &Target, args: &GenerateArgs) -> Result<(), Failure> {
+    let shape = DatasetShape::new(graph, dataset);
+    let plan = dataset_plan(graph, dataset, &shape.outputs());
+    let size = population_size(&args.dummy, dataset.dummy.population_size, 10);
+    let options = gen_options(size, &args.dummy, &dataset.dummy);
+    eprintln!("[info] Generating dummy data for {size} patients (seed {}); give --dummy-tables DIR to use your own tables", options.seed);
+    stream_generated(&plan, &options, target, &shape.headers(), |pid, _, values| shape.rows(pid, values))
+}
+
+/// Generates patients and writes, per kept patient, the rows `rows` gives for each table.
+fn stream_generated(
+    plan: &dummy::Plan,
+    options: &dummy::Options,
+    target: &Target,
+    headers: &[(String, Vec<String>)],
+    rows: impl Fn(i64, &std::collections::BTreeMap<TableId, quarry_engine::store::Rows>, &quarry_engine::reference::PatientValues) -> Vec<Vec<Vec<quarry_queries::semantics::Scalar>>> + Sync,
+) -> Result<(), Failure> {
+    let mut stream = output::TableStream::open(target, headers).map_err(|m| fail(1, m))?;
+    let report = plan
+        .generate(
+            options,
+            |pid, tables, values| {
+                rows(pid, tables, values)
+                    .iter()
+                    .map(|table_rows| {
+                        let mut text = String::new();
+                        for r in table_rows {
+                            output::push_row(&mut text, r);
+                        }
+                        text
+                    })
+                    .collect::<Vec<String>>()
+            },
+            |parts| {
+                for (i, text) in parts.iter().enumerate() {
+                    if !text.is_empty() {
+                        stream.write(i, text)?;
+                    }
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| fail(1, e.to_string()))?;
+    report_generation(&report, options);
+    stream.finish().map_err(|m| fail(1, m))
+}
+
+/// `create-dummy-tables`: the generator's tables (used tables and columns only), readable
+/// back with `--dummy-tables`.
+pub fn create_dummy_tables(args: &CreateDummyTablesArgs) -> Result<(), Failure> {
+    let target = match args.dummy_tables_path.rsplit_once(':') {
+        Some((_, ext)) if !ext.contains('/') => output::parse_target(Some(&args.dummy_tables_path)).map_err(|m| fail(2, m))?,
+        _ => Target::Directory(PathBuf::from(&args.dummy_tables_path), output::Format::Csv),
+    };
+    let Target::Directory(dir, _) = &target else { unreachable!("a directory target") };
+    let def = load(&args.definition, &args.user_args)?;
+    let (plan, size, config) = match (&def.dataset, &def.measures) {
+        (Some(dataset), _) => {
+            let shape = DatasetShape::new(&def.graph, dataset);
+            (dataset_plan(&def.graph, dataset, &shape.outputs()), population_size(&args.dummy, dataset.dummy.population_size, 10), dataset.dummy.clone())
+        }
+        (None, Some(spec)) if !spec.measures.is_empty() => (
+            measures_plan(&def.graph, spec, &spec.roots()),
+            population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec)),
+            spec.dummy.clone(),
+        ),
+        _ => return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset"))),
+    };
+    let options = gen_options(size, &args.dummy, &config);
+    // Only used columns are written, in schema order.
+    let layout: Vec<(TableId, Vec<usize>)> = plan
+        .tables
+        .iter()
+        .map(|t| (t.id, t.columns.iter().enumerate().filter(|(_, c)| c.used).map(|(i, _)| i).collect()))
+        .collect();
+    let headers: Vec<(String, Vec<String>)> = plan
+        .tables
+        .iter()
+        .zip(&layout)
+        .map(|(t, (_, cols))| {
+            let mut h = vec!["patient_id".to_string()];
+            h.extend(cols.iter().map(|&i| t.columns[i].name.clone()));
+            (t.name.clone(), h)
+        })
+        .collect();
+    eprintln!("[info] Generating dummy tables for {size} patients (seed {}) into {}", options.seed, dir.display());
+    stream_generated(&plan, &options, &target, &headers, |pid, tables, _| {
+        layout
+            .iter()
+            .map(|(t, cols)| {
+                tables
+                    .get(t)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|row| std::iter::once(Some(Value::Int(pid))).chain(cols.iter().map(|&i| row[i].clone())).collect())
+                    .collect()
+            })
+            .collect()
+    })
 }
 
 pub fn serialize_definition(args: &SerializeArgs) -> Result<(), Failure> {
@@ -182,5 +419,6 @@ pub fn exec(args: &[String]) -> Result<(), Failure> {
         ExecCommand::GenerateDataset(a) => generate_dataset(&a),
         ExecCommand::GenerateMeasures(a) => generate_measures(&a),
         ExecCommand::SerializeDefinition(a) => serialize_definition(&a),
+        ExecCommand::CreateDummyTables(a) => create_dummy_tables(&a),
     }
 }

@@ -3,6 +3,7 @@
 //! Today: the reference evaluator (`reference`) over `--dummy-tables` CSV directories
 //! (`store`), and ehrQL's CSV output (`output`). Measures are computed in `measures`.
 
+pub mod dummy;
 pub mod measures;
 pub mod output;
 pub mod reference;
@@ -12,61 +13,106 @@ use std::collections::BTreeSet;
 
 use quarry_queries::python::DatasetSpec;
 use quarry_queries::qm::{Domain, Graph, NodeId};
+use quarry_queries::qm::Value;
 use quarry_queries::semantics::{EvalError, Scalar};
+
+use reference::PatientValues;
 
 use output::Table;
 use store::Store;
 
-/// Evaluates a dataset: the main table and any event tables.
-pub fn evaluate_dataset(graph: &Graph, dataset: &DatasetSpec, store: &Store) -> Result<Vec<Table>, EvalError> {
-    let mut outputs: Vec<NodeId> = vec![dataset.population];
-    outputs.extend(dataset.variables.iter().map(|(_, n)| *n));
-    let mut event_domains = vec![];
-    for (_, cols) in &dataset.events {
-        let domain = cols
+/// What a dataset outputs: the main table (population, variables) and any event tables,
+/// and how one patient's evaluated values become rows of them.
+pub struct DatasetShape<'a> {
+    dataset: &'a DatasetSpec,
+    event_domains: Vec<NodeId>,
+}
+
+impl<'a> DatasetShape<'a> {
+    pub fn new(graph: &Graph, dataset: &'a DatasetSpec) -> DatasetShape<'a> {
+        let event_domains = dataset
+            .events
             .iter()
-            .find_map(|(_, n)| match graph.domain(*n) {
-                Domain::Rows(d) => Some(d),
-                Domain::Patient => None,
+            .map(|(_, cols)| {
+                cols.iter()
+                    .find_map(|(_, n)| match graph.domain(*n) {
+                        Domain::Rows(d) => Some(d),
+                        Domain::Patient => None,
+                    })
+                    .expect("an event table has an event-level column")
             })
-            .expect("an event table has an event-level column");
-        event_domains.push(domain);
-        outputs.push(domain);
-        outputs.extend(cols.iter().map(|(_, n)| *n));
+            .collect();
+        DatasetShape { dataset, event_domains }
     }
-    let evaluator = reference::Evaluator::new(graph, &outputs);
-    let mut patients: BTreeSet<i64> = store.patients.keys().copied().collect();
-    patients.extend(evaluator.inline_patients());
-    let mut header = vec!["patient_id".to_string()];
-    header.extend(dataset.variables.iter().map(|(n, _)| n.clone()));
-    let mut main = Table { name: "dataset".into(), header, rows: vec![] };
-    let mut events: Vec<Table> = dataset
-        .events
-        .iter()
-        .map(|(name, cols)| {
+
+    /// The nodes the evaluator must compute (population first).
+    pub fn outputs(&self) -> Vec<NodeId> {
+        let mut outputs: Vec<NodeId> = vec![self.dataset.population];
+        outputs.extend(self.dataset.variables.iter().map(|(_, n)| *n));
+        for ((_, cols), domain) in self.dataset.events.iter().zip(&self.event_domains) {
+            outputs.push(*domain);
+            outputs.extend(cols.iter().map(|(_, n)| *n));
+        }
+        outputs
+    }
+
+    /// Each output table's name and header.
+    pub fn headers(&self) -> Vec<(String, Vec<String>)> {
+        let mut out = vec![];
+        let mut header = vec!["patient_id".to_string()];
+        header.extend(self.dataset.variables.iter().map(|(n, _)| n.clone()));
+        out.push(("dataset".to_string(), header));
+        for (name, cols) in &self.dataset.events {
             let mut header = vec!["patient_id".to_string()];
             header.extend(cols.iter().map(|(c, _)| c.clone()));
-            Table { name: name.clone(), header, rows: vec![] }
-        })
-        .collect();
+            out.push((name.clone(), header));
+        }
+        out
+    }
+
+    pub fn in_population(&self, values: &PatientValues) -> bool {
+        values.scalar(self.dataset.population) == Some(Value::Bool(true))
+    }
+
+    /// One patient's rows, per output table (the main table has exactly one).
+    pub fn rows(&self, patient_id: i64, values: &PatientValues) -> Vec<Vec<Vec<Scalar>>> {
+        let pid = Some(Value::Int(patient_id));
+        let mut row: Vec<Scalar> = vec![pid.clone()];
+        row.extend(self.dataset.variables.iter().map(|(_, n)| values.scalar(*n)));
+        let mut out = vec![vec![row]];
+        for ((_, cols), domain) in self.dataset.events.iter().zip(&self.event_domains) {
+            let ids: Vec<NodeId> = cols.iter().map(|(_, n)| *n).collect();
+            out.push(
+                values
+                    .event_rows(*domain, &ids)
+                    .into_iter()
+                    .map(|r| {
+                        let mut row = vec![pid.clone()];
+                        row.extend(r);
+                        row
+                    })
+                    .collect(),
+            );
+        }
+        out
+    }
+}
+
+/// Evaluates a dataset: the main table and any event tables.
+pub fn evaluate_dataset(graph: &Graph, dataset: &DatasetSpec, store: &Store) -> Result<Vec<Table>, EvalError> {
+    let shape = DatasetShape::new(graph, dataset);
+    let evaluator = reference::Evaluator::new(graph, &shape.outputs());
+    let mut patients: BTreeSet<i64> = store.patients.keys().copied().collect();
+    patients.extend(evaluator.inline_patients());
+    let mut tables: Vec<Table> = shape.headers().into_iter().map(|(name, header)| Table { name, header, rows: vec![] }).collect();
     for p in patients {
         let values = evaluator.patient(p, store.patients.get(&p))?;
-        if values.scalar(dataset.population) != Some(quarry_queries::qm::Value::Bool(true)) {
+        if !shape.in_population(&values) {
             continue;
         }
-        let mut row: Vec<Scalar> = vec![Some(quarry_queries::qm::Value::Int(p))];
-        row.extend(dataset.variables.iter().map(|(_, n)| values.scalar(*n)));
-        main.rows.push(row);
-        for ((table, (_, cols)), domain) in events.iter_mut().zip(&dataset.events).zip(&event_domains) {
-            let ids: Vec<NodeId> = cols.iter().map(|(_, n)| *n).collect();
-            for r in values.event_rows(*domain, &ids) {
-                let mut row = vec![Some(quarry_queries::qm::Value::Int(p))];
-                row.extend(r);
-                table.rows.push(row);
-            }
+        for (table, rows) in tables.iter_mut().zip(shape.rows(p, &values)) {
+            table.rows.extend(rows);
         }
     }
-    let mut out = vec![main];
-    out.extend(events);
-    Ok(out)
+    Ok(tables)
 }

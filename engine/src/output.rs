@@ -39,25 +39,61 @@ fn push_field(out: &mut String, field: &str) {
     }
 }
 
+/// Appends one CSV record (with ehrQL's CRLF line end).
+pub fn push_row(out: &mut String, values: &[Scalar]) {
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_field(out, &render_value(v));
+    }
+    out.push_str("\r\n");
+}
+
 pub fn render_csv(table: &Table) -> String {
+    let mut out = render_header(&table.header);
+    for row in &table.rows {
+        push_row(&mut out, row);
+    }
+    out
+}
+
+fn render_header(header: &[String]) -> String {
     let mut out = String::new();
-    for (i, h) in table.header.iter().enumerate() {
+    for (i, h) in header.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         push_field(&mut out, h);
     }
     out.push_str("\r\n");
-    for row in &table.rows {
-        for (i, v) in row.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_field(&mut out, &render_value(v));
-        }
-        out.push_str("\r\n");
-    }
     out
+}
+
+/// A single output file takes a single table.
+fn one_table(path: &Path, tables: usize) -> Result<(), String> {
+    if tables > 1 {
+        return Err(format!(
+            "{}: this definition produces {tables} tables; write them to a directory with --output DIR:csv",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Prints tables to stdout as ehrQL does: a name line before each when there are several.
+fn print_tables(names: &[String], texts: &[String]) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    for (i, text) in texts.iter().enumerate() {
+        if texts.len() > 1 {
+            if i > 0 {
+                let _ = out.write_all(b"\n\n");
+            }
+            let _ = writeln!(out, "{}", names[i]);
+        }
+        out.write_all(text.as_bytes()).map_err(|e| format!("cannot write to stdout: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Where output goes.
@@ -141,26 +177,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
 pub fn write_tables(target: &Target, tables: &[Table]) -> Result<(), String> {
     match target {
         Target::Stdout => {
-            let mut out = std::io::stdout().lock();
-            for (i, t) in tables.iter().enumerate() {
-                if tables.len() > 1 {
-                    if i > 0 {
-                        let _ = out.write_all(b"\n\n");
-                    }
-                    let _ = writeln!(out, "{}", t.name);
-                }
-                out.write_all(render_csv(t).as_bytes()).map_err(|e| format!("cannot write to stdout: {e}"))?;
-            }
-            Ok(())
+            let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+            let texts: Vec<String> = tables.iter().map(render_csv).collect();
+            print_tables(&names, &texts)
         }
         Target::File(path, format) => {
-            if tables.len() > 1 {
-                return Err(format!(
-                    "{}: this definition produces {} tables; write them to a directory with --output DIR:csv",
-                    path.display(),
-                    tables.len()
-                ));
-            }
+            one_table(path, tables.len())?;
             let bytes = encode(&render_csv(&tables[0]), *format).map_err(|e| e.to_string())?;
             write_atomic(path, &bytes)
         }
@@ -175,5 +197,132 @@ pub fn write_tables(target: &Target, tables: &[Table]) -> Result<(), String> {
             }
             Ok(())
         }
+    }
+}
+
+/// Tables written as their rows arrive (large generated outputs), each to a temporary file
+/// renamed into place by [`TableStream::finish`]; dropped unfinished, the temporary files are
+/// removed, so a failure never leaves a partial output.
+pub struct TableStream {
+    names: Vec<String>,
+    dest: StreamDest,
+    finished: bool,
+}
+
+enum StreamDest {
+    /// Everything is printed at the end, table after table.
+    Stdout(Vec<String>),
+    Files(Vec<StreamFile>),
+}
+
+struct StreamFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    writer: Option<StreamWriter>,
+}
+
+enum StreamWriter {
+    Plain(std::io::BufWriter<std::fs::File>),
+    Gz(Box<flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>>>),
+}
+
+impl TableStream {
+    /// Opens the target for tables with these names and headers (the first is the main one).
+    pub fn open(target: &Target, tables: &[(String, Vec<String>)]) -> Result<TableStream, String> {
+        let names = tables.iter().map(|(n, _)| n.clone()).collect();
+        let dest = match target {
+            Target::Stdout => StreamDest::Stdout(tables.iter().map(|(_, h)| render_header(h)).collect()),
+            Target::File(path, format) => {
+                one_table(path, tables.len())?;
+                StreamDest::Files(vec![StreamFile::create(path, *format, &tables[0].1)?])
+            }
+            Target::Directory(dir, format) => {
+                let mut files = vec![];
+                for (name, header) in tables {
+                    files.push(StreamFile::create(&dir.join(format!("{name}{}", format.ext())), *format, header)?);
+                }
+                StreamDest::Files(files)
+            }
+        };
+        Ok(TableStream { names, dest, finished: false })
+    }
+
+    /// Appends rendered records to table `index`.
+    pub fn write(&mut self, index: usize, text: &str) -> Result<(), String> {
+        match &mut self.dest {
+            StreamDest::Stdout(bufs) => {
+                bufs[index].push_str(text);
+                Ok(())
+            }
+            StreamDest::Files(files) => files[index].write(text.as_bytes()),
+        }
+    }
+
+    pub fn finish(mut self) -> Result<(), String> {
+        self.finished = true;
+        match &mut self.dest {
+            StreamDest::Stdout(bufs) => print_tables(&self.names, bufs),
+            StreamDest::Files(files) => {
+                for f in files.iter_mut() {
+                    f.close()?;
+                }
+                for f in files.iter() {
+                    std::fs::rename(&f.tmp, &f.path).map_err(|e| format!("cannot write {}: {e}", f.path.display()))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for TableStream {
+    fn drop(&mut self) {
+        if let StreamDest::Files(files) = &mut self.dest
+            && !self.finished
+        {
+            for f in files.iter_mut() {
+                f.writer = None;
+                let _ = std::fs::remove_file(&f.tmp);
+            }
+        }
+    }
+}
+
+impl StreamFile {
+    fn create(path: &Path, format: Format, header: &[String]) -> Result<StreamFile, String> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let tmp = path.with_file_name(format!(".{}.quarry-tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+        let file = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+        let writer = match format {
+            Format::Csv => StreamWriter::Plain(buffered),
+            Format::CsvGz => StreamWriter::Gz(Box::new(flate2::write::GzEncoder::new(buffered, flate2::Compression::new(6)))),
+        };
+        let mut f = StreamFile { tmp, path: path.to_path_buf(), writer: Some(writer) };
+        f.write(render_header(header).as_bytes())?;
+        Ok(f)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let r = match self.writer.as_mut().expect("open until closed") {
+            StreamWriter::Plain(w) => w.write_all(bytes),
+            StreamWriter::Gz(w) => w.write_all(bytes),
+        };
+        r.map_err(|e| format!("cannot write {}: {e}", self.tmp.display()))
+    }
+
+    fn close(&mut self) -> Result<(), String> {
+        let err = |e: std::io::Error| format!("cannot write {}: {e}", self.tmp.display());
+        let buffered = match self.writer.take() {
+            None => return Ok(()),
+            Some(StreamWriter::Plain(w)) => w,
+            Some(StreamWriter::Gz(w)) => w.finish().map_err(err)?,
+        };
+        let file = buffered.into_inner().map_err(|e| err(e.into_error()))?;
+        file.sync_all().map_err(err)
     }
 }

@@ -33,9 +33,46 @@ struct PickPlan {
     tie_columns: Vec<usize>,
 }
 
+/// A literal set (a codelist), indexed for `In`: text members hashed, the rest scanned.
+struct SetIndex {
+    text: std::collections::HashSet<String>,
+    other: Vec<Value>,
+    empty: bool,
+}
+
+impl SetIndex {
+    fn new(values: &[Value]) -> SetIndex {
+        let mut index = SetIndex { text: Default::default(), other: vec![], empty: values.is_empty() };
+        for v in values {
+            match v {
+                Value::Str(s) | Value::Code(_, s) => {
+                    index.text.insert(s.clone());
+                }
+                v => index.other.push(v.clone()),
+            }
+        }
+        index
+    }
+
+    /// `x IN set` with ehrQL's NULL rule (`semantics::apply` for `In`, without copying the set).
+    fn test(&self, x: &Scalar) -> Scalar {
+        if self.empty {
+            return Some(Value::Bool(false));
+        }
+        let x = x.as_ref()?;
+        Some(Value::Bool(match x {
+            Value::Str(s) | Value::Code(_, s) => self.text.contains(s),
+            x => self.other.iter().any(|v| semantics::equal(v, x)),
+        }))
+    }
+}
+
 pub struct Evaluator<'g> {
     graph: &'g Graph,
     needed: Vec<NodeId>,
+    /// Literal sets used by `In`, by node index; their `Value` nodes are never copied per
+    /// patient.
+    sets: Vec<Option<SetIndex>>,
     picks: HashMap<NodeId, PickPlan>,
     inline: HashMap<RowsId, HashMap<i64, Rc<Vec<Scalar>>>>,
     params: HashMap<String, Scalar>,
@@ -122,7 +159,15 @@ impl<'g> Evaluator<'g> {
                 inline.insert(*rows, map);
             }
         }
-        Evaluator { graph, needed: needed.into_iter().collect(), picks, inline, params: HashMap::new() }
+        let mut sets: Vec<Option<SetIndex>> = (0..graph.len()).map(|_| None).collect();
+        for &n in &needed {
+            if let Node::Function(quarry_queries::qm::Function::In(_, set)) = graph.node(n)
+                && let Node::Value(Value::Set(_, values)) = graph.node(*set)
+            {
+                sets[set.index()] = Some(SetIndex::new(values));
+            }
+        }
+        Evaluator { graph, needed: needed.into_iter().collect(), sets, picks, inline, params: HashMap::new() }
     }
 
     /// Binds `Parameter` nodes (measures' interval dates).
@@ -140,11 +185,11 @@ impl<'g> Evaluator<'g> {
         let empty = std::collections::BTreeMap::new();
         let tables = tables.unwrap_or(&empty);
         let g = self.graph;
-        let mut memo: HashMap<NodeId, Ev> = HashMap::with_capacity(self.needed.len());
+        let mut memo = Memo { values: vec![None; g.len()] };
         let no_rows: Rows = vec![];
         let rows_of = |t: TableId| tables.get(&t).unwrap_or(&no_rows);
         for &id in &self.needed {
-            let get = |n: &NodeId| memo.get(n).expect("children are evaluated first");
+            let get = |n: &NodeId| memo.values[n.index()].as_ref().expect("children are evaluated first");
             let v = match g.node(id) {
                 Node::SelectTable(t) => Ev::Rows(Rc::new((0..rows_of(*t).len()).collect())),
                 Node::SelectPatientTable(t) => Ev::Row(rows_of(*t).last().map(|r| Rc::new(r.clone()))),
@@ -209,6 +254,8 @@ impl<'g> Evaluator<'g> {
                     }
                     Ev::Row(best.map(|i| Rc::new(table_rows[i].clone())))
                 }
+                // Indexed sets are read by `In` below, not through the memo.
+                Node::Value(_) if self.sets[id.index()].is_some() => Ev::S(None),
                 Node::Value(v) => Ev::S(Some(v.clone())),
                 Node::Parameter { name, .. } => Ev::S(self.params.get(name).cloned().flatten()),
                 Node::SelectColumn { source, name } => {
@@ -220,6 +267,13 @@ impl<'g> Evaluator<'g> {
                     }
                 }
                 Node::AggregateByPatient(a) => Ev::S(self.aggregate(a, &memo)?),
+                Node::Function(quarry_queries::qm::Function::In(x, set)) if self.sets[set.index()].is_some() => {
+                    let index = self.sets[set.index()].as_ref().expect("checked");
+                    match get(x) {
+                        Ev::Col(c) => Ev::Col(Rc::new(c.iter().map(|v| index.test(v)).collect())),
+                        v => Ev::S(index.test(&scalar(v))),
+                    }
+                }
                 Node::Function(f) => {
                     let inputs = function_inputs(f);
                     let vals: Vec<&Ev> = inputs.iter().map(get).collect();
@@ -266,12 +320,12 @@ impl<'g> Evaluator<'g> {
                     }
                 }
             };
-            memo.insert(id, v);
+            memo.values[id.index()] = Some(v);
         }
         Ok(PatientValues { memo })
     }
 
-    fn aggregate(&self, a: &A, memo: &HashMap<NodeId, Ev>) -> Result<Scalar, EvalError> {
+    fn aggregate(&self, a: &A, memo: &Memo) -> Result<Scalar, EvalError> {
         let g = self.graph;
         let frame_len = |f: &NodeId| match &memo[f] {
             Ev::Rows(r) => r.len(),
@@ -422,7 +476,25 @@ fn children(graph: &Graph, n: NodeId) -> Vec<NodeId> {
 
 /// One patient's evaluated nodes.
 pub struct PatientValues {
-    memo: HashMap<NodeId, Ev>,
+    memo: Memo,
+}
+
+/// Evaluated nodes, by node index.
+struct Memo {
+    values: Vec<Option<Ev>>,
+}
+
+impl std::ops::Index<&NodeId> for Memo {
+    type Output = Ev;
+    fn index(&self, n: &NodeId) -> &Ev {
+        self.values[n.index()].as_ref().expect("an evaluated node")
+    }
+}
+
+impl Memo {
+    fn get(&self, n: &NodeId) -> Option<&Ev> {
+        self.values.get(n.index()).and_then(Option::as_ref)
+    }
 }
 
 impl PatientValues {

@@ -24,7 +24,9 @@ impl Write for Captured {
 fn run(source: &str, args: &[&str]) -> Result<String, String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("definition.py");
-    std::fs::write(&path, source).unwrap();
+    // Data files resolve against the working directory, as in ehrQL: name this one in full.
+    let codes = dir.path().join("codes.csv").display().to_string();
+    std::fs::write(&path, source.replace("\"codes.csv\"", &format!("{codes:?}"))).unwrap();
     std::fs::write(dir.path().join("helpers.py"), "GREETING = 'hi'\ndef double(x):\n    return 2 * x\n").unwrap();
     std::fs::write(dir.path().join("codes.csv"), "code,term,group\n 44054006 ,Diabetes,a\n73211009,Diabetes 2,b\n,,\n44054006,dup,c\n").unwrap();
     let out = Captured::default();

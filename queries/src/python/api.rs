@@ -389,7 +389,7 @@ pub fn call_function(interp: &mut Interp, name: &str, mut args: Args) -> R<V> {
                 None | Some(V::None) => None,
                 _ => return Err(type_err("category_column must be a string")),
             };
-            let path = interp.base_dir.join(&file);
+            let path = interp.data_path(&file);
             match codes::codelist_from_csv(&path, &file, &column, category.as_deref()) {
                 Ok(codes::Codelist::Codes(c)) => Ok(V::list(c.iter().map(|s| V::str(s)).collect())),
                 Ok(codes::Codelist::Categorised(pairs)) => {
@@ -596,7 +596,7 @@ fn table_from_file(interp: &mut Interp, mut args: Args) -> R<V> {
         };
         schema_cols.push(crate::qm::Column { name: name.to_string(), type_, constraints: vec![], description: String::new() });
     }
-    let file = interp.base_dir.join(&**path);
+    let file = interp.data_path(path);
     let rows = crate::inline::read_inline_table(&file, path, &schema_cols).map_err(|m| err("FileValidationError", m))?;
     let stem = std::path::Path::new(&**path).file_stem().map(|s| s.to_string_lossy().replace('.', "_")).unwrap_or_default();
     let schema = crate::qm::TableSchema { name: format!("inline_{stem}"), columns: schema_cols, patient_level: true, required_permission: None };

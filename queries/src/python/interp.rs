@@ -235,6 +235,12 @@ impl Interp {
         }
     }
 
+    /// A data file a definition names (codelists, `table_from_file`): relative to the
+    /// directory quarry runs in, as ehrQL resolves them (the workspace root in a project).
+    pub fn data_path(&self, file: &str) -> PathBuf {
+        PathBuf::from(file)
+    }
+
     /// Runs a file as a module and returns its globals.
     pub fn run_file(&mut self, path: &Path, shown: &str, module_name: &str) -> R<Rc<Scope>> {
         let text = std::fs::read_to_string(path)
