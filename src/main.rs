@@ -214,9 +214,23 @@ fn exec(image: &str, args: &[String]) -> Result<u8> {
     let (name, _tag) = image.split_once(':').unwrap_or((image, ""));
     match name {
         "ehrql" => Ok(ehrql_result(ehrql::exec(args))),
-        "analysis" => bail!(
-            "`analysis:` recipes are not built into this quarry yet: the analysis crate is being written"
-        ),
+        "analysis" => {
+            let [recipe] = args else {
+                bail!("usage: `analysis:v1 RECIPE.yaml` (one recipe file; docs/recipes.md)");
+            };
+            match quarry_analysis::run_recipe(std::path::Path::new(recipe), std::path::Path::new(".")) {
+                Ok(files) => {
+                    for f in files {
+                        eprintln!("[analysis] wrote {}", f.display());
+                    }
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(1)
+                }
+            }
+        }
         other => bail!(
             "`quarry exec` runs quarry's own runtimes (ehrql, analysis); `{other}` is not one of them"
         ),

@@ -1,1 +1,104 @@
-//! quarry-analysis: native aggregation steps with disclosure control built in.
+//! quarry-analysis: native aggregation steps with disclosure control built in (issue 7).
+//!
+//! A recipe (docs/recipes.md) names an input dataset, derived flags and steps; the dataset is
+//! read once, the steps run in parallel, and every output is written atomically beside a
+//! `<output>.sdc.txt` log of the rounding and redaction applied to it.
+
+pub mod data;
+pub mod plot;
+pub mod recipe;
+pub mod sdc;
+pub mod steps;
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AnalysisError(pub String);
+
+/// Adds the recipe's derived 0/1 columns.
+fn derive(frame: &mut data::Frame, rules: &[recipe::Derive], shown: &str) -> Result<(), AnalysisError> {
+    for rule in rules {
+        let values: Vec<Option<String>> = match (&rule.positive, &rule.any_of) {
+            (Some(col), None) => frame
+                .column(col)?
+                .iter()
+                .map(|v| v.as_deref().map(|s| if s.trim().parse::<f64>().is_ok_and(|x| x > 0.0) { "1" } else { "0" }.to_string()))
+                .collect(),
+            (None, Some(cols)) => {
+                let columns: Vec<&[Option<String>]> = cols.iter().map(|c| frame.column(c)).collect::<Result<_, _>>()?;
+                (0..frame.rows())
+                    .map(|i| Some(if columns.iter().any(|c| c[i].as_deref() == Some("1")) { "1" } else { "0" }.to_string()))
+                    .collect()
+            }
+            _ => return Err(AnalysisError(format!("{shown}: derived column `{}` needs exactly one of `positive` or `any_of`", rule.name))),
+        };
+        frame.add(&rule.name, values);
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AnalysisError> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| AnalysisError(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let tmp = temp_path(path);
+    std::fs::write(&tmp, bytes).map_err(|e| AnalysisError(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| AnalysisError(format!("cannot write {}: {e}", path.display())))
+}
+
+/// `dir/.name.quarry-tmp.ext`: hidden, and with the real extension (plotters picks the image
+/// format from it).
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let (stem, ext) = name.rsplit_once('.').unwrap_or((&name, ""));
+    path.with_file_name(format!(".{stem}.quarry-tmp.{ext}"))
+}
+
+/// Runs a recipe file; paths in it are relative to `workdir`. Returns the files written.
+pub fn run_recipe(recipe_path: &Path, workdir: &Path) -> Result<Vec<PathBuf>, AnalysisError> {
+    let shown = recipe_path.display().to_string();
+    let text = std::fs::read_to_string(workdir.join(recipe_path)).map_err(|e| AnalysisError(format!("cannot read the recipe {shown}: {e}")))?;
+    let recipe = recipe::parse(&text, &shown)?;
+    let mut frame = data::read(&workdir.join(&recipe.input))?;
+    eprintln!("[analysis] read {} rows, {} columns from {}", frame.rows(), frame.names.len(), recipe.input);
+    derive(&mut frame, &recipe.derive, &shown)?;
+    // Compute every step in parallel; write only when all succeeded.
+    type StepOutput<'r> = Vec<(steps::Written, Option<&'r recipe::Chart>)>;
+    let results: Vec<Result<StepOutput, AnalysisError>> = recipe
+        .steps
+        .par_iter()
+        .map(|step| match step {
+            recipe::Step::Frequency(f) => Ok(vec![(steps::frequency(&frame, f, false)?, f.chart.as_ref())]),
+            recipe::Step::Crosstab(f) => Ok(vec![(steps::frequency(&frame, f, true)?, f.chart.as_ref())]),
+            recipe::Step::ValueCounts(v) => Ok(steps::value_counts(&frame, v)?.into_iter().map(|w| (w, None)).collect()),
+        })
+        .collect();
+    let mut written = vec![];
+    for r in results {
+        for (w, chart) in r? {
+            let path = workdir.join(&w.path);
+            write_atomic(&path, w.text.as_bytes())?;
+            let mut log = w.log.clone();
+            if let Some(chart) = chart {
+                let chart_path = workdir.join(&chart.output);
+                if let Some(parent) = chart_path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| AnalysisError(format!("cannot create {}: {e}", parent.display())))?;
+                }
+                let tmp = temp_path(&chart_path);
+                plot::bar_chart(&tmp, chart, &w.bars)?;
+                std::fs::rename(&tmp, &chart_path).map_err(|e| AnalysisError(format!("cannot write {}: {e}", chart_path.display())))?;
+                log.push_str(&format!("{}: drawn from the protected counts of {}\n", chart.output, w.path));
+                written.push(chart_path);
+            }
+            write_atomic(&workdir.join(format!("{}.sdc.txt", w.path)), log.as_bytes())?;
+            eprint!("[sdc] {log}");
+            written.push(path);
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,97 @@
+//! The recipe format (docs/recipes.md): an input dataset, derived columns, and steps.
+
+use serde::Deserialize;
+
+use crate::sdc::Rounding;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// The dataset (`.csv`, `.csv.gz`), relative to the working directory.
+    pub input: String,
+    /// Columns computed before the steps run, in order.
+    #[serde(default)]
+    pub derive: Vec<Derive>,
+    pub steps: Vec<Step>,
+}
+
+/// A derived 0/1 flag.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Derive {
+    pub name: String,
+    /// 1 where this numeric column is greater than 0, else 0.
+    pub positive: Option<String>,
+    /// 1 where any of these columns is 1, else 0.
+    pub any_of: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Counts per group of one or more columns.
+    Frequency(Frequency),
+    /// Counts per combination of two or more columns, with proportions.
+    Crosstab(Frequency),
+    /// The distinct values of every matching column, most frequent first (pandas' value_counts).
+    ValueCounts(ValueCounts),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frequency {
+    pub by: Vec<String>,
+    pub rounding: Rounding,
+    pub output: String,
+    /// Add `p = round(n / sum(n), 3)`, from the protected counts.
+    #[serde(default)]
+    pub proportions: Option<bool>,
+    /// Row order: `groups` (ascending group values, NA last) or `proportion_desc`.
+    #[serde(default)]
+    pub sort: Option<Sort>,
+    /// What a redacted count is written as (default `[REDACTED]`).
+    #[serde(default)]
+    pub redacted: Option<String>,
+    #[serde(default)]
+    pub chart: Option<Chart>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    Groups,
+    ProportionDesc,
+}
+
+/// A bar chart of the protected counts (never of row-level values), `.png` or `.svg`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chart {
+    pub output: String,
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    #[serde(default)]
+    pub subtitle: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueCounts {
+    #[serde(default)]
+    pub starts_with: Option<String>,
+    #[serde(default)]
+    pub ends_with: Option<String>,
+    pub rounding: Rounding,
+    /// The output path, with `{column}` replaced by each column's name.
+    pub output: String,
+    #[serde(default)]
+    pub redacted: Option<String>,
+    /// Write a header row (`value,count`); pandas' `to_csv(header=False)` writes none.
+    #[serde(default)]
+    pub header: bool,
+}
+
+pub fn parse(text: &str, shown: &str) -> Result<Recipe, crate::AnalysisError> {
+    serde_saphyr::from_str(text).map_err(|e| crate::AnalysisError(format!("{shown}: not a valid recipe: {e}")))
+}

@@ -1,0 +1,116 @@
+//! analysis:v1 recipes (issue 7): the seed study's steps on a hand-checked dataset give the
+//! outputs R and pandas compute; charts are real images; the seed study runs end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A PNG that opens, has the chart's size, and is not blank.
+fn assert_chart(path: &Path) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8();
+    assert_eq!(img.dimensions(), (900, 600), "{}", path.display());
+    let inked = img.pixels().filter(|p| p.0.iter().any(|&c| c < 200)).count();
+    let share = inked as f64 / (900.0 * 600.0);
+    assert!(share > 0.01 && share < 0.9, "{}: {:.1}% of pixels drawn", path.display(), share * 100.0);
+}
+
+#[test]
+fn seed_steps_match_hand_checked_r_and_pandas_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("analysis"), tmp.path());
+    let out = Command::new(QUARRY).current_dir(tmp.path()).args(["exec", "analysis:v1", "recipe.yaml"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for name in ["frequency.csv", "crosstab_secondary.csv", "crosstab_primary_secondary.csv", "code.csv"] {
+        let got = std::fs::read_to_string(tmp.path().join("out").join(name)).unwrap();
+        let want = std::fs::read_to_string(tmp.path().join("expected").join(name)).unwrap();
+        assert_eq!(got, want, "{name}");
+        let log = std::fs::read_to_string(tmp.path().join("out").join(format!("{name}.sdc.txt"))).unwrap();
+        assert!(log.contains("rounding") || log.contains("redacted"), "{name}.sdc.txt: {log}");
+    }
+    assert_chart(&tmp.path().join("out/frequency.png"));
+    let log = std::fs::read_to_string(tmp.path().join("out/frequency.csv.sdc.txt")).unwrap();
+    assert_eq!(
+        log,
+        "out/frequency.csv: column `n`: midpoint-6 rounding (roundmid_any(x, 6): 0→0, 1–6→3, 7–12→9, …); 3 counts, 2 changed by rounding, 0 redacted\n\
+         out/frequency.png: drawn from the protected counts of out/frequency.csv\n"
+    );
+}
+
+#[test]
+fn a_bad_recipe_names_the_file_and_the_problem_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("analysis"), tmp.path());
+    let recipe = std::fs::read_to_string(tmp.path().join("recipe.yaml")).unwrap().replace("by: [vte_count_primary_diagnoses]", "by: [no_such_column]");
+    std::fs::write(tmp.path().join("bad.yaml"), recipe).unwrap();
+    let out = Command::new(QUARRY).current_dir(tmp.path()).args(["exec", "analysis:v1", "bad.yaml"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the dataset has no column `no_such_column`"), "{stderr}");
+    assert!(!tmp.path().join("out").exists(), "no output when a step fails");
+
+    std::fs::write(tmp.path().join("typo.yaml"), "input: dataset.csv\nsteps:\n  - frequncy:\n      by: [code]\n").unwrap();
+    let out = Command::new(QUARRY).current_dir(tmp.path()).args(["exec", "analysis:v1", "typo.yaml"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("typo.yaml: not a valid recipe") && stderr.contains("frequncy"), "{stderr}");
+}
+
+#[test]
+fn the_seed_study_runs_end_to_end_and_writes_every_declared_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("projects/vte"), tmp.path());
+    let out = Command::new(QUARRY).args(["run", "run_all", "--project-dir"]).arg(tmp.path()).output().unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    let o = tmp.path().join("output");
+    for f in [
+        "dataset.csv.gz",
+        "dataset_pivoted.csv.gz",
+        "vte_primary_diagnosis_frequency_distribution.csv",
+        "vte_secondary_admission_frequency_distribution.csv",
+        "vte_secondary_mb_admission_frequency_distribution.csv",
+        "crosstab_secondary_codelists_midpoint_rounded.csv",
+        "crosstab_primary_secondary_midpoint_rounded.csv",
+    ] {
+        assert!(o.join(f).is_file(), "missing output/{f}\n{all}");
+    }
+    for f in ["df_primary_midpoint_rounded.png", "df_secondary_midpoint_rounded.png", "df_secondary_mb_midpoint_rounded.png"] {
+        assert_chart(&o.join(f));
+    }
+    for i in 1..=5 {
+        let text = std::fs::read_to_string(o.join(format!("vte_primary_events_{i}_code.csv"))).unwrap();
+        // Every count is redacted or above 7.
+        for line in text.lines() {
+            let count = line.rsplit(',').next().unwrap();
+            assert!(count == "redacted" || count.parse::<i64>().unwrap() > 7, "{line}");
+        }
+    }
+    // The dataset has the project's population size (1000 in project.yaml).
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(o.join("dataset.csv.gz")).unwrap()), &mut text).unwrap();
+    assert_eq!(text.lines().count(), 1001);
+    // Midpoint-6 counts only: 0, 3, 9, 15, …
+    let freq = std::fs::read_to_string(o.join("vte_primary_diagnosis_frequency_distribution.csv")).unwrap();
+    for line in freq.lines().skip(1) {
+        let n: i64 = line.rsplit(',').next().unwrap().parse().unwrap();
+        assert!(n == 0 || n % 6 == 3, "{line}");
+    }
+}
