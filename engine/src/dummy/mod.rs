@@ -162,16 +162,9 @@ impl<'g> Plan<'g> {
                 .map(|c| ColPlan::new(c, dummy.get(&c.name).map(Vec::as_slice).unwrap_or(&[]), names.contains(&c.name)))
                 .collect();
             for (i, c) in schema.columns.iter().enumerate() {
-                for k in &c.constraints {
+                for k in c.constraints.iter().chain(dummy.get(&c.name).into_iter().flatten()) {
                     if let quarry_queries::qm::Constraint::DateAfter(after) = k {
                         columns[i].date_after = after.iter().filter_map(|a| schema.columns.iter().position(|c| c.name == *a)).collect();
-                    }
-                }
-                if let Some(ks) = dummy.get(&c.name) {
-                    for k in ks {
-                        if let quarry_queries::qm::Constraint::DateAfter(after) = k {
-                            columns[i].date_after = after.iter().filter_map(|a| schema.columns.iter().position(|c| c.name == *a)).collect();
-                        }
                     }
                 }
             }

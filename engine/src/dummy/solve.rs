@@ -102,6 +102,18 @@ fn as_text(v: &Value) -> Option<&str> {
     }
 }
 
+/// Whether bound `v` (inclusive or not) is tighter than `current`; `inward` is the direction
+/// that narrows (`Less` for an upper bound).
+fn tighter(current: &Option<(Lit, bool)>, v: &Value, inclusive: bool, inward: std::cmp::Ordering) -> bool {
+    match current {
+        None => true,
+        Some((c, c_inclusive)) => {
+            let o = compare(v, c);
+            o == inward || (o.is_eq() && *c_inclusive && !inclusive)
+        }
+    }
+}
+
 fn member(lit: &Value, v: &Value) -> bool {
     match lit {
         Value::Set(_, vs) => vs.iter().any(|x| equal(x, v)),
@@ -132,31 +144,13 @@ impl ColCons {
             Op::Eq | Op::In => self.restrict(Members::Shared(v)),
             Op::Ne | Op::NotIn => self.not_in.push(v),
             Op::Lt | Op::Le => {
-                let inclusive = op == Op::Le;
-                let tighter = match &self.hi {
-                    None => true,
-                    Some((h, hi_inc)) => match compare(&v, h) {
-                        std::cmp::Ordering::Less => true,
-                        std::cmp::Ordering::Equal => *hi_inc && !inclusive,
-                        std::cmp::Ordering::Greater => false,
-                    },
-                };
-                if tighter {
-                    self.hi = Some((v, inclusive));
+                if tighter(&self.hi, &v, op == Op::Le, std::cmp::Ordering::Less) {
+                    self.hi = Some((v, op == Op::Le));
                 }
             }
             Op::Gt | Op::Ge => {
-                let inclusive = op == Op::Ge;
-                let tighter = match &self.lo {
-                    None => true,
-                    Some((l, lo_inc)) => match compare(&v, l) {
-                        std::cmp::Ordering::Greater => true,
-                        std::cmp::Ordering::Equal => *lo_inc && !inclusive,
-                        std::cmp::Ordering::Less => false,
-                    },
-                };
-                if tighter {
-                    self.lo = Some((v, inclusive));
+                if tighter(&self.lo, &v, op == Op::Ge, std::cmp::Ordering::Greater) {
+                    self.lo = Some((v, op == Op::Ge));
                 }
             }
             Op::Contains => {
@@ -404,13 +398,7 @@ impl Solver<'_> {
                     _ => self.unsolved(),
                 }
             }
-            Node::AggregateByPatient(A::Exists(frame)) if row.is_none() => {
-                if truth {
-                    self.need_rows(*frame, RowCons::new(), 1, true)
-                } else {
-                    self.forbid(*frame)
-                }
-            }
+            Node::AggregateByPatient(A::Exists(frame)) if row.is_none() => self.exists(*frame, truth),
             Node::SelectColumn { .. } | Node::Case { .. } => self.constrain(n, Op::Eq, Some(Arc::new(Value::Bool(truth))), row),
             _ => self.unsolved(),
         }
@@ -521,8 +509,8 @@ impl Solver<'_> {
                 self.need_rows(frame, RowCons::new(), n as usize, false);
             }
             A::Exists(frame) => match (op, value.as_deref()) {
-                (Op::Eq, Some(Value::Bool(b))) => self.want(self.exists_node(frame), *b),
-                (Op::Ne, Some(Value::Bool(b))) => self.want(self.exists_node(frame), !*b),
+                (Op::Eq, Some(Value::Bool(b))) => self.exists(frame, *b),
+                (Op::Ne, Some(Value::Bool(b))) => self.exists(frame, !*b),
                 (Op::NotNull, _) => {}
                 _ => self.unsolved(),
             },
@@ -546,13 +534,9 @@ impl Solver<'_> {
         }
     }
 
-    /// The `Exists` node over `frame` (it is in the graph: the aggregate being solved is it).
-    fn exists_node(&self, frame: NodeId) -> NodeId {
-        self.graph
-            .iter()
-            .find(|(_, node)| **node == Node::AggregateByPatient(A::Exists(frame)))
-            .map(|(id, _)| id)
-            .expect("the Exists node being solved")
+    /// Makes `frame.exists_for_patient()` true (one row) or false (no rows).
+    fn exists(&mut self, frame: NodeId, truth: bool) {
+        if truth { self.need_rows(frame, RowCons::new(), 1, true) } else { self.forbid(frame) }
     }
 
     fn constrain_function(&mut self, f: F, op: Op, value: Option<Lit>, row: &mut Option<RowCtx>) {
