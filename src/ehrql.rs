@@ -265,7 +265,7 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     let store = store_for(&def.graph, &roots, args)?;
     engine_note(args);
     let tables = quarry_engine::evaluate_dataset(&def.graph, dataset, &store).map_err(|e| fail(1, format!("error evaluating the dataset: {e}")))?;
-    output::write_tables(&target, &tables).map_err(|m| fail(1, m))
+    output::write_tables(&target, tables).map_err(|m| fail(1, m))
 }
 
 pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
@@ -292,7 +292,7 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
         Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &tables[0]),
         _ => tables,
     };
-    output::write_tables(&target, &tables).map_err(|m| fail(1, m))
+    output::write_tables(&target, tables).map_err(|m| fail(1, m))
 }
 
 /// Generates dummy patients and evaluates the dataset over them as they are made, writing
@@ -303,7 +303,7 @@ fn generate_dummy_dataset(graph: &Graph, dataset: &DatasetSpec, target: &Target,
     let size = population_size(&args.dummy, dataset.dummy.population_size, 10);
     let options = gen_options(size, &args.dummy, &dataset.dummy);
     eprintln!("[info] Generating dummy data for {size} patients (seed {}); give --dummy-tables DIR to use your own tables", options.seed);
-    stream_generated(&plan, &options, target, &shape.headers(), |pid, _, values| shape.rows(pid, values))
+    stream_generated(&plan, &options, target, shape.layouts(), |pid, _, values| shape.rows(pid, values))
 }
 
 /// Generates patients and writes, per kept patient, the rows `rows` gives for each table.
@@ -311,29 +311,19 @@ fn stream_generated(
     plan: &dummy::Plan,
     options: &dummy::Options,
     target: &Target,
-    headers: &[(String, Vec<String>)],
+    layouts: &[output::Layout],
     rows: impl Fn(i64, &std::collections::BTreeMap<TableId, quarry_engine::store::Rows>, &quarry_engine::reference::PatientValues) -> Vec<Vec<Vec<quarry_queries::semantics::Scalar>>> + Sync,
 ) -> Result<(), Failure> {
-    let mut stream = output::TableStream::open(target, headers).map_err(|m| fail(1, m))?;
+    let mut stream = output::TableStream::open(target, layouts).map_err(|m| fail(1, m))?;
+    let encoder = stream.encoder();
     let report = plan
         .generate(
             options,
-            |pid, tables, values| {
-                rows(pid, tables, values)
-                    .iter()
-                    .map(|table_rows| {
-                        let mut text = String::new();
-                        for r in table_rows {
-                            output::push_row(&mut text, r);
-                        }
-                        text
-                    })
-                    .collect::<Vec<String>>()
-            },
+            |pid, tables, values| rows(pid, tables, values).into_iter().map(|table_rows| (!table_rows.is_empty()).then(|| encoder.chunk(table_rows))).collect::<Vec<_>>(),
             |parts| {
-                for (i, text) in parts.iter().enumerate() {
-                    if !text.is_empty() {
-                        stream.write(i, text)?;
+                for (i, chunk) in parts.into_iter().enumerate() {
+                    if let Some(chunk) = chunk {
+                        stream.write(i, chunk)?;
                     }
                 }
                 Ok(())
@@ -372,18 +362,19 @@ pub fn create_dummy_tables(args: &CreateDummyTablesArgs) -> Result<(), Failure> 
         .iter()
         .map(|t| (t.id, t.columns.iter().enumerate().filter(|(_, c)| c.used).map(|(i, _)| i).collect()))
         .collect();
-    let headers: Vec<(String, Vec<String>)> = plan
+    let layouts: Vec<output::Layout> = plan
         .tables
         .iter()
         .zip(&layout)
-        .map(|(t, (_, cols))| {
-            let mut h = vec!["patient_id".to_string()];
-            h.extend(cols.iter().map(|&i| t.columns[i].name.clone()));
-            (t.name.clone(), h)
+        .map(|(t, (id, cols))| {
+            let schema = def.graph.table(*id);
+            let mut columns = vec![output::ColumnSpec::patient_id()];
+            columns.extend(cols.iter().map(|&i| output::ColumnSpec::of_column(schema.column(&t.columns[i].name).expect("a schema column"))));
+            (t.name.clone(), columns)
         })
         .collect();
     eprintln!("[info] Generating dummy tables for {size} patients (seed {}) into {}", options.seed, dir.display());
-    stream_generated(&plan, &options, &target, &headers, |pid, tables, _| {
+    stream_generated(&plan, &options, &target, &layouts, |pid, tables, _| {
         layout
             .iter()
             .map(|(t, cols)| {

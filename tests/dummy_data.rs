@@ -156,35 +156,38 @@ fn same_seed_same_bytes_and_another_seed_differs() {
 }
 
 #[test]
-fn dummy_tables_round_trip_through_create_dummy_tables() {
+fn dummy_tables_round_trip_through_create_dummy_tables_in_every_format() {
     let tmp = tempfile::tempdir().unwrap();
-    let tables = tmp.path().join("tables");
-    let out = Command::new(QUARRY)
-        .current_dir(vte())
-        .args(["create-dummy-tables", "analysis/dataset_definition.py", &tables.display().to_string(), "--population-size", "300"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut written: Vec<String> = std::fs::read_dir(&tables).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
-    written.sort();
-    assert_eq!(written, ["clinical_events.csv", "hospital_admissions.csv", "ons_deaths.csv", "patients.csv"]);
-    // Only used columns.
-    let header = std::fs::read_to_string(tables.join("clinical_events.csv")).unwrap().lines().next().unwrap().to_string();
-    assert_eq!(header, "patient_id,date,ctv3_code,numeric_value");
-
     let direct = tmp.path().join("direct.csv");
-    let via_tables = tmp.path().join("via.csv");
     assert!(generate(&vte(), "analysis/dataset_definition.py", 300, &direct.display().to_string(), &[]).status.success());
-    let out = Command::new(QUARRY)
-        .current_dir(vte())
-        .args(["generate-dataset", "analysis/dataset_definition.py", "--dummy-tables", &tables.display().to_string(), "--output", &via_tables.display().to_string()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let direct = std::fs::read_to_string(direct).unwrap();
-    let via = std::fs::read_to_string(via_tables).unwrap();
     assert_eq!(direct.lines().count(), 301);
-    assert!(direct == via, "the dataset from the written tables differs from direct generation");
+    for format in ["csv", "csv.gz", "arrow", "parquet"] {
+        let tables = tmp.path().join(format!("tables_{format}"));
+        let out = Command::new(QUARRY)
+            .current_dir(vte())
+            .args(["create-dummy-tables", "analysis/dataset_definition.py", &format!("{}:{format}", tables.display()), "--population-size", "300"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut written: Vec<String> = std::fs::read_dir(&tables).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        written.sort();
+        assert_eq!(written, ["clinical_events", "hospital_admissions", "ons_deaths", "patients"].map(|t| format!("{t}.{format}")));
+        if format == "csv" {
+            // Only used columns.
+            let header = std::fs::read_to_string(tables.join("clinical_events.csv")).unwrap().lines().next().unwrap().to_string();
+            assert_eq!(header, "patient_id,date,ctv3_code,numeric_value");
+        }
+        let via_tables = tmp.path().join(format!("via_{format}.csv"));
+        let out = Command::new(QUARRY)
+            .current_dir(vte())
+            .args(["generate-dataset", "analysis/dataset_definition.py", "--dummy-tables", &tables.display().to_string(), "--output", &via_tables.display().to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let via = std::fs::read_to_string(via_tables).unwrap();
+        assert!(direct == via, "the dataset from the written {format} tables differs from direct generation");
+    }
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! Today: the reference evaluator (`reference`) over `--dummy-tables` CSV directories
 //! (`store`), and ehrQL's CSV output (`output`). Measures are computed in `measures`.
 
+pub mod arrow_io;
+pub mod columns;
 pub mod dummy;
 pub mod measures;
 pub mod output;
@@ -18,6 +20,7 @@ use quarry_queries::semantics::{EvalError, Scalar};
 
 use reference::PatientValues;
 
+use columns::ColumnSpec;
 use output::Table;
 use store::Store;
 
@@ -26,6 +29,7 @@ use store::Store;
 pub struct DatasetShape<'a> {
     dataset: &'a DatasetSpec,
     event_domains: Vec<NodeId>,
+    layouts: Vec<output::Layout>,
 }
 
 impl<'a> DatasetShape<'a> {
@@ -42,7 +46,14 @@ impl<'a> DatasetShape<'a> {
                     .expect("an event table has an event-level column")
             })
             .collect();
-        DatasetShape { dataset, event_domains }
+        let columns = |cols: &[(String, NodeId)]| {
+            let mut out = vec![ColumnSpec::patient_id()];
+            out.extend(cols.iter().map(|(name, n)| ColumnSpec::of_series(graph, name, *n)));
+            out
+        };
+        let mut layouts = vec![("dataset".to_string(), columns(&dataset.variables))];
+        layouts.extend(dataset.events.iter().map(|(name, cols)| (name.clone(), columns(cols))));
+        DatasetShape { dataset, event_domains, layouts }
     }
 
     /// The nodes the evaluator must compute (population first).
@@ -56,18 +67,9 @@ impl<'a> DatasetShape<'a> {
         outputs
     }
 
-    /// Each output table's name and header.
-    pub fn headers(&self) -> Vec<(String, Vec<String>)> {
-        let mut out = vec![];
-        let mut header = vec!["patient_id".to_string()];
-        header.extend(self.dataset.variables.iter().map(|(n, _)| n.clone()));
-        out.push(("dataset".to_string(), header));
-        for (name, cols) in &self.dataset.events {
-            let mut header = vec!["patient_id".to_string()];
-            header.extend(cols.iter().map(|(c, _)| c.clone()));
-            out.push((name.clone(), header));
-        }
-        out
+    /// Each output table's name and columns.
+    pub fn layouts(&self) -> &[output::Layout] {
+        &self.layouts
     }
 
     pub fn in_population(&self, values: &PatientValues) -> bool {
@@ -104,7 +106,7 @@ pub fn evaluate_dataset(graph: &Graph, dataset: &DatasetSpec, store: &Store) -> 
     let evaluator = reference::Evaluator::new(graph, &shape.outputs());
     let mut patients: BTreeSet<i64> = store.patients.keys().copied().collect();
     patients.extend(evaluator.inline_patients());
-    let mut tables: Vec<Table> = shape.headers().into_iter().map(|(name, header)| Table { name, header, rows: vec![] }).collect();
+    let mut tables: Vec<Table> = shape.layouts().iter().map(|(name, columns)| Table { name: name.clone(), columns: columns.clone(), rows: vec![] }).collect();
     for p in patients {
         let values = evaluator.patient(p, store.patients.get(&p))?;
         if !shape.in_population(&values) {

@@ -7,6 +7,7 @@ use quarry_queries::python::MeasuresSpec;
 use quarry_queries::qm::{Float, Graph, NodeId, Value};
 use quarry_queries::semantics::{EvalError, Scalar};
 
+use crate::columns::{ColumnKind, ColumnSpec};
 use crate::output::Table;
 use crate::reference::Evaluator;
 use crate::store::Store;
@@ -47,9 +48,7 @@ pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store) -> R
     let mut intervals: Vec<(jiff::civil::Date, jiff::civil::Date)> = spec.measures.iter().flat_map(|m| m.intervals.iter().copied()).collect();
     intervals.sort();
     intervals.dedup();
-    let mut header: Vec<String> = ["measure", "interval_start", "interval_end", "ratio", "numerator", "denominator"].iter().map(|s| s.to_string()).collect();
-    header.extend(group_columns.iter().cloned());
-    let mut table = Table { name: "measures".into(), header, rows: vec![] };
+    let mut table = Table { name: "measures".into(), columns: measures_columns(graph, spec, &group_columns), rows: vec![] };
     for (start, end) in intervals {
         evaluator.set_param("interval_start_date", Some(Value::Date(start)));
         evaluator.set_param("interval_end_date", Some(Value::Date(end)));
@@ -103,6 +102,25 @@ pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store) -> R
     Ok(vec![table])
 }
 
+/// ehrQL's `get_column_specs_for_measures`.
+fn measures_columns(graph: &Graph, spec: &MeasuresSpec, group_columns: &[String]) -> Vec<ColumnSpec> {
+    let names = spec.measures.iter().map(|m| Value::Str(m.name.clone())).collect();
+    let int = || ColumnKind::Int { min: None, max: None };
+    let mut out = vec![
+        ColumnSpec { nullable: false, categories: Some(names), ..ColumnSpec::new("measure", ColumnKind::Str) },
+        ColumnSpec { nullable: false, ..ColumnSpec::new("interval_start", ColumnKind::Date) },
+        ColumnSpec { nullable: false, ..ColumnSpec::new("interval_end", ColumnKind::Date) },
+        ColumnSpec::new("ratio", ColumnKind::Float),
+        ColumnSpec::new("numerator", int()),
+        ColumnSpec::new("denominator", int()),
+    ];
+    for g in group_columns {
+        let node = spec.measures.iter().find_map(|m| m.group_by.iter().find(|(n, _)| n == g).map(|(_, node)| *node)).expect("a group column of some measure");
+        out.push(ColumnSpec::of_series(graph, g, node));
+    }
+    out
+}
+
 /// Splits the combined table into one table per measure (for `--output DIR:csv`), dropping
 /// the `measure` column and group columns the measure does not use.
 pub fn per_measure_tables(spec: &MeasuresSpec, combined: &Table) -> Vec<Table> {
@@ -110,15 +128,15 @@ pub fn per_measure_tables(spec: &MeasuresSpec, combined: &Table) -> Vec<Table> {
         .iter()
         .map(|m| {
             let keep: Vec<usize> = combined
-                .header
+                .columns
                 .iter()
                 .enumerate()
-                .filter(|(i, h)| *i > 0 && (*i < 6 || m.group_by.iter().any(|(g, _)| g == *h)))
+                .filter(|(i, c)| *i > 0 && (*i < 6 || m.group_by.iter().any(|(g, _)| *g == c.name)))
                 .map(|(i, _)| i)
                 .collect();
             Table {
                 name: m.name.clone(),
-                header: keep.iter().map(|&i| combined.header[i].clone()).collect(),
+                columns: keep.iter().map(|&i| combined.columns[i].clone()).collect(),
                 rows: combined
                     .rows
                     .iter()

@@ -1,7 +1,8 @@
-//! Writing results as ehrQL does (ehrql.md §4.2–4.3): CSV with CRLF line ends, minimal
-//! quoting, `T`/`F`, empty for NULL, ISO dates and Python's float repr; `.csv.gz`; multi-table
-//! output to `DIR/:csv`. Files are written to a temporary name and renamed into place, so a
-//! failure never leaves a partial output.
+//! Writing results as ehrQL does (ehrql.md §4.2–4.4): CSV with CRLF line ends, minimal
+//! quoting, `T`/`F`, empty for NULL, ISO dates and Python's float repr; `.csv.gz`; `.arrow`
+//! (and `.parquet`, which ehrQL lacks) through [`crate::arrow_io`]; multi-table output to
+//! `DIR/:csv`. Files are written to a temporary name and renamed into place, so a failure
+//! never leaves a partial output.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,12 +11,18 @@ use quarry_queries::python::value::float_repr;
 use quarry_queries::qm::Value;
 use quarry_queries::semantics::Scalar;
 
-/// A results table: a header and rows.
+use crate::arrow_io::TypedWriter;
+pub use crate::columns::{ColumnKind, ColumnSpec};
+
+/// A results table: its columns and rows.
 pub struct Table {
     pub name: String,
-    pub header: Vec<String>,
+    pub columns: Vec<ColumnSpec>,
     pub rows: Vec<Vec<Scalar>>,
 }
+
+/// An output table's name and columns.
+pub type Layout = (String, Vec<ColumnSpec>);
 
 pub fn render_value(v: &Scalar) -> String {
     match v {
@@ -50,21 +57,13 @@ pub fn push_row(out: &mut String, values: &[Scalar]) {
     out.push_str("\r\n");
 }
 
-pub fn render_csv(table: &Table) -> String {
-    let mut out = render_header(&table.header);
-    for row in &table.rows {
-        push_row(&mut out, row);
-    }
-    out
-}
-
-fn render_header(header: &[String]) -> String {
+fn render_header(columns: &[ColumnSpec]) -> String {
     let mut out = String::new();
-    for (i, h) in header.iter().enumerate() {
+    for (i, c) in columns.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        push_field(&mut out, h);
+        push_field(&mut out, &c.name);
     }
     out.push_str("\r\n");
     out
@@ -108,6 +107,8 @@ pub enum Target {
 pub enum Format {
     Csv,
     CsvGz,
+    Arrow,
+    Parquet,
 }
 
 impl Format {
@@ -115,7 +116,13 @@ impl Format {
         match self {
             Format::Csv => ".csv",
             Format::CsvGz => ".csv.gz",
+            Format::Arrow => ".arrow",
+            Format::Parquet => ".parquet",
         }
+    }
+
+    fn is_text(self) -> bool {
+        matches!(self, Format::Csv | Format::CsvGz)
     }
 }
 
@@ -123,8 +130,9 @@ fn parse_format(ext: &str, shown: &str) -> Result<Format, String> {
     match ext {
         "csv" => Ok(Format::Csv),
         "csv.gz" => Ok(Format::CsvGz),
-        "arrow" | "parquet" => Err(format!("{shown}: quarry cannot write .{ext} output yet; use .csv or .csv.gz")),
-        other => Err(format!("{shown}: unknown output format '.{other}'; use .csv or .csv.gz")),
+        "arrow" => Ok(Format::Arrow),
+        "parquet" => Ok(Format::Parquet),
+        other => Err(format!("{shown}: unknown output format '.{other}'; use .csv, .csv.gz, .arrow or .parquet")),
     }
 }
 
@@ -142,60 +150,45 @@ pub fn parse_target(output: Option<&str>) -> Result<Target, String> {
     } else {
         match name.rsplit_once('.') {
             Some((_, e)) => e,
-            None => return Err(format!("{o}: the output file needs an extension (.csv or .csv.gz)")),
+            None => return Err(format!("{o}: the output file needs an extension (.csv, .csv.gz, .arrow or .parquet)")),
         }
     };
     Ok(Target::File(PathBuf::from(o), parse_format(ext, o)?))
 }
 
-fn encode(text: &str, format: Format) -> std::io::Result<Vec<u8>> {
-    match format {
-        Format::Csv => Ok(text.as_bytes().to_vec()),
-        Format::CsvGz => {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-            enc.write_all(text.as_bytes())?;
-            enc.finish()
-        }
-    }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    if let Some(parent) = path.parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    }
-    let tmp = path.with_file_name(format!(".{}.quarry-tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
-}
-
 /// Writes the tables (the first is the main one) to the target.
-pub fn write_tables(target: &Target, tables: &[Table]) -> Result<(), String> {
-    match target {
-        Target::Stdout => {
-            let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
-            let texts: Vec<String> = tables.iter().map(render_csv).collect();
-            print_tables(&names, &texts)
-        }
-        Target::File(path, format) => {
-            one_table(path, tables.len())?;
-            let bytes = encode(&render_csv(&tables[0]), *format).map_err(|e| e.to_string())?;
-            write_atomic(path, &bytes)
-        }
-        Target::Directory(dir, format) => {
-            // Render everything first, then write: nothing is written if rendering fails.
-            let mut files = vec![];
-            for t in tables {
-                files.push((dir.join(format!("{}{}", t.name, format.ext())), encode(&render_csv(t), *format).map_err(|e| e.to_string())?));
+pub fn write_tables(target: &Target, tables: Vec<Table>) -> Result<(), String> {
+    let layouts: Vec<Layout> = tables.iter().map(|t| (t.name.clone(), t.columns.clone())).collect();
+    let mut stream = TableStream::open(target, &layouts)?;
+    let encoder = stream.encoder();
+    for (i, t) in tables.into_iter().enumerate() {
+        stream.write(i, encoder.chunk(t.rows))?;
+    }
+    stream.finish()
+}
+
+/// Rows ready for one table of a [`TableStream`]: rendered CSV text, or the typed rows.
+pub enum Chunk {
+    Text(String),
+    Rows(Vec<Vec<Scalar>>),
+}
+
+/// Turns rows into [`Chunk`]s; cheap to share between threads, so CSV is rendered in parallel.
+#[derive(Clone, Copy)]
+pub struct Encoder {
+    text: bool,
+}
+
+impl Encoder {
+    pub fn chunk(&self, rows: Vec<Vec<Scalar>>) -> Chunk {
+        if self.text {
+            let mut text = String::new();
+            for r in &rows {
+                push_row(&mut text, r);
             }
-            for (p, b) in files {
-                write_atomic(&p, &b)?;
-            }
-            Ok(())
+            Chunk::Text(text)
+        } else {
+            Chunk::Rows(rows)
         }
     }
 }
@@ -224,11 +217,12 @@ struct StreamFile {
 enum StreamWriter {
     Plain(std::io::BufWriter<std::fs::File>),
     Gz(Box<flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>>>),
+    Typed(Box<TypedWriter>),
 }
 
 impl TableStream {
     /// Opens the target for tables with these names and headers (the first is the main one).
-    pub fn open(target: &Target, tables: &[(String, Vec<String>)]) -> Result<TableStream, String> {
+    pub fn open(target: &Target, tables: &[Layout]) -> Result<TableStream, String> {
         let names = tables.iter().map(|(n, _)| n.clone()).collect();
         let dest = match target {
             Target::Stdout => StreamDest::Stdout(tables.iter().map(|(_, h)| render_header(h)).collect()),
@@ -247,14 +241,23 @@ impl TableStream {
         Ok(TableStream { names, dest, finished: false })
     }
 
-    /// Appends rendered records to table `index`.
-    pub fn write(&mut self, index: usize, text: &str) -> Result<(), String> {
-        match &mut self.dest {
-            StreamDest::Stdout(bufs) => {
-                bufs[index].push_str(text);
+    pub fn encoder(&self) -> Encoder {
+        let text = match &self.dest {
+            StreamDest::Stdout(_) => true,
+            StreamDest::Files(files) => !matches!(files.first().and_then(|f| f.writer.as_ref()), Some(StreamWriter::Typed(_))),
+        };
+        Encoder { text }
+    }
+
+    /// Appends rows (made by [`TableStream::encoder`]) to table `index`.
+    pub fn write(&mut self, index: usize, chunk: Chunk) -> Result<(), String> {
+        match (&mut self.dest, chunk) {
+            (StreamDest::Stdout(bufs), Chunk::Text(text)) => {
+                bufs[index].push_str(&text);
                 Ok(())
             }
-            StreamDest::Files(files) => files[index].write(text.as_bytes()),
+            (StreamDest::Files(files), chunk) => files[index].write(chunk),
+            (StreamDest::Stdout(_), Chunk::Rows(_)) => unreachable!("stdout takes text chunks"),
         }
     }
 
@@ -289,7 +292,7 @@ impl Drop for TableStream {
 }
 
 impl StreamFile {
-    fn create(path: &Path, format: Format, header: &[String]) -> Result<StreamFile, String> {
+    fn create(path: &Path, format: Format, columns: &[ColumnSpec]) -> Result<StreamFile, String> {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
@@ -297,22 +300,28 @@ impl StreamFile {
         }
         let tmp = path.with_file_name(format!(".{}.quarry-tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
         let file = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
         let writer = match format {
-            Format::Csv => StreamWriter::Plain(buffered),
-            Format::CsvGz => StreamWriter::Gz(Box::new(flate2::write::GzEncoder::new(buffered, flate2::Compression::new(6)))),
+            Format::Csv => StreamWriter::Plain(std::io::BufWriter::with_capacity(1 << 20, file)),
+            Format::CsvGz => StreamWriter::Gz(Box::new(flate2::write::GzEncoder::new(std::io::BufWriter::with_capacity(1 << 20, file), flate2::Compression::new(6)))),
+            Format::Arrow | Format::Parquet => StreamWriter::Typed(Box::new(
+                TypedWriter::create(file, columns, format == Format::Parquet).map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+            )),
         };
         let mut f = StreamFile { tmp, path: path.to_path_buf(), writer: Some(writer) };
-        f.write(render_header(header).as_bytes())?;
+        if format.is_text() {
+            f.write(Chunk::Text(render_header(columns)))?;
+        }
         Ok(f)
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let r = match self.writer.as_mut().expect("open until closed") {
-            StreamWriter::Plain(w) => w.write_all(bytes),
-            StreamWriter::Gz(w) => w.write_all(bytes),
-        };
-        r.map_err(|e| format!("cannot write {}: {e}", self.tmp.display()))
+    fn write(&mut self, chunk: Chunk) -> Result<(), String> {
+        let io = |e: std::io::Error| format!("cannot write {}: {e}", self.tmp.display());
+        match (self.writer.as_mut().expect("open until closed"), chunk) {
+            (StreamWriter::Plain(w), Chunk::Text(t)) => w.write_all(t.as_bytes()).map_err(io),
+            (StreamWriter::Gz(w), Chunk::Text(t)) => w.write_all(t.as_bytes()).map_err(io),
+            (StreamWriter::Typed(w), Chunk::Rows(rows)) => w.push(rows).map_err(|e| format!("cannot write {}: {e}", self.path.display())),
+            _ => unreachable!("chunks come from the stream's own encoder"),
+        }
     }
 
     fn close(&mut self) -> Result<(), String> {
@@ -321,6 +330,10 @@ impl StreamFile {
             None => return Ok(()),
             Some(StreamWriter::Plain(w)) => w,
             Some(StreamWriter::Gz(w)) => w.finish().map_err(err)?,
+            Some(StreamWriter::Typed(w)) => {
+                let file = w.finish().map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+                return file.sync_all().map_err(err);
+            }
         };
         let file = buffered.into_inner().map_err(|e| err(e.into_error()))?;
         file.sync_all().map_err(err)

@@ -1,4 +1,5 @@
-//! Input tables: ehrQL's `--dummy-tables DIR` files (`<table>.csv`, `.csv.gz`), loaded into
+//! Input tables: ehrQL's `--dummy-tables DIR` files (`<table>.csv`, `.csv.gz`, `.arrow`, and
+//! `.parquet`, which ehrQL lacks), loaded into
 //! per-patient rows. Rules and messages follow ehrQL's local-file engine (ehrql.md §4.5):
 //! missing columns are NULL, extra columns ignored, empty cells NULL, values parsed with
 //! Python's rules, categories validated, errors name the file, row and column.
@@ -8,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use quarry_queries::inline::{check_categories, parse_cell, parse_int};
-use quarry_queries::qm::{Graph, Node, NodeId, TableId};
+use quarry_queries::qm::{Column, Graph, Node, NodeId, TableId, TableSchema, Type, Value};
 use quarry_queries::semantics::Scalar;
 
 /// One table's rows for one patient (values in schema column order).
@@ -39,7 +40,7 @@ pub fn used_tables(graph: &Graph, roots: &[NodeId]) -> Vec<TableId> {
 }
 
 fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    for ext in ["csv", "csv.gz"] {
+    for ext in ["csv", "csv.gz", "arrow", "parquet"] {
         let p = dir.join(format!("{name}.{ext}"));
         if p.is_file() {
             return Some(p);
@@ -57,15 +58,13 @@ pub fn load_dummy_tables(graph: &Graph, roots: &[NodeId], dir: &Path) -> Result<
     for table in used_tables(graph, roots) {
         let schema = graph.table(table);
         let Some(path) = find_file(dir, &schema.name) else {
-            if dir.join(format!("{}.arrow", schema.name)).is_file() {
-                return Err(InputError(format!(
-                    "{}: quarry does not read .arrow dummy tables yet; convert it to .csv",
-                    dir.join(format!("{}.arrow", schema.name)).display()
-                )));
-            }
             return Err(InputError(format!("Missing file: {}", dir.join(format!("{}.csv", schema.name)).display())));
         };
         let shown = path.display().to_string();
+        if path.extension().is_some_and(|e| e == "arrow" || e == "parquet") {
+            load_typed(&mut store, table, schema, &path)?;
+            continue;
+        }
         let text = read_text(&path).map_err(|e| InputError(format!("Cannot read {shown}: {e}")))?;
         let mut reader = quarry_queries::csv::Reader::new(&text);
         let header = reader.next_row().map_err(|m| InputError(format!("'{shown}': {m}")))?.unwrap_or_default();
@@ -87,26 +86,73 @@ pub fn load_dummy_tables(graph: &Graph, roots: &[NodeId], dir: &Path) -> Result<
                 return Err(at("NULL value in non-nullable column 'patient_id'".into()));
             }
             let patient = parse_int(&row[pid]).ok_or_else(|| at(format!("column 'patient_id': invalid literal for int() with base 10: '{}'", row[pid])))?;
-            let mut values = Vec::with_capacity(columns.len());
-            for (c, idx) in schema.columns.iter().zip(&columns) {
-                let v = match idx {
-                    Some(i) => parse_cell(&c.type_, &row[*i]).map_err(|m| at(format!("column '{}': {m}", c.name)))?,
-                    None => None,
-                };
-                if let Some(v) = &v {
-                    check_categories(c, v).map_err(|m| at(format!("column '{}': {m}", c.name)))?;
-                }
-                values.push(v);
-            }
-            let rows = store.patients.entry(patient).or_default().entry(table).or_default();
-            if schema.patient_level {
-                // ehrQL's local-file engine keeps the last row for a patient.
-                rows.clear();
-            }
-            rows.push(values);
+            let values = row_values(schema, &columns, |i, c| parse_cell(&c.type_, &row[i])).map_err(at)?;
+            store.push(table, schema, patient, values);
         }
     }
     Ok(store)
+}
+
+/// Loads an Arrow dummy table: types checked per column (ehrQL checks the first batch; every
+/// batch of an IPC file shares the schema), categories checked per value.
+fn load_typed(store: &mut Store, table: TableId, schema: &TableSchema, path: &Path) -> Result<(), InputError> {
+    let shown = path.display().to_string();
+    let file = crate::arrow_io::read_file(path).map_err(InputError)?;
+    let position = |name: &str| file.names.iter().position(|n| n == name);
+    let pid = position("patient_id").ok_or_else(|| InputError(format!("'{shown}': missing column 'patient_id'")))?;
+    let columns: Vec<Option<usize>> = schema.columns.iter().map(|c| position(&c.name)).collect();
+    if let Some(batch) = file.batches.first() {
+        let mut wanted: Vec<(&str, Type, usize)> = vec![("patient_id", Type::Int, pid)];
+        wanted.extend(schema.columns.iter().zip(&columns).filter_map(|(c, i)| i.map(|i| (c.name.as_str(), c.type_.clone(), i))));
+        for (name, type_, i) in wanted {
+            let data_type = batch.column(i).data_type();
+            if !crate::arrow_io::type_matches(data_type, &type_) {
+                return Err(InputError(format!("'{shown}': Type mismatch in column '{name}': expected {}, got {data_type}", type_.name())));
+            }
+        }
+    }
+    let mut n = 0usize;
+    for batch in &file.batches {
+        for r in 0..batch.num_rows() {
+            n += 1;
+            let at = |m: String| InputError(format!("'{shown}', row {n}: {m}"));
+            let patient = match crate::arrow_io::value_at(batch.column(pid).as_ref(), r).map_err(at)? {
+                Some(Value::Int(p)) => p,
+                _ => return Err(at("NULL value in non-nullable column 'patient_id'".into())),
+            };
+            let values = row_values(schema, &columns, |i, c| crate::arrow_io::typed_value_at(batch.column(i).as_ref(), r, &c.type_)).map_err(at)?;
+            store.push(table, schema, patient, values);
+        }
+    }
+    Ok(())
+}
+
+/// One row's values in schema order: `read(i, column)` gives the value of file column `i`;
+/// columns missing from the file are NULL; categories are checked.
+fn row_values(schema: &TableSchema, columns: &[Option<usize>], read: impl Fn(usize, &Column) -> Result<Scalar, String>) -> Result<Vec<Scalar>, String> {
+    let mut values = Vec::with_capacity(columns.len());
+    for (c, idx) in schema.columns.iter().zip(columns) {
+        let v = match idx {
+            Some(i) => read(*i, c).map_err(|m| format!("column '{}': {m}", c.name))?,
+            None => None,
+        };
+        if let Some(v) = &v {
+            check_categories(c, v).map_err(|m| format!("column '{}': {m}", c.name))?;
+        }
+        values.push(v);
+    }
+    Ok(values)
+}
+
+impl Store {
+    fn push(&mut self, table: TableId, schema: &TableSchema, patient: i64, values: Vec<Scalar>) {
+        let rows = self.patients.entry(patient).or_default().entry(table).or_default();
+        if schema.patient_level {
+            // ehrQL's local-file engine keeps the last row for a patient.
+            rows.clear();
+        }
+        rows.push(values);
+    }
 }
 
 fn read_text(path: &Path) -> std::io::Result<String> {

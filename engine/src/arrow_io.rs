@@ -1,0 +1,360 @@
+//! Typed files: Arrow IPC and Parquet, written as ehrQL writes Arrow (ehrql.md §4.4: the IPC
+//! file format, zstd-compressed record batches of 64,000 rows, the narrowest integer type for a
+//! known range, categorical strings as ordered dictionaries with signed indices, every field
+//! nullable but `patient_id`), and read back for dummy tables and analysis inputs.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use arrow_array::{Array, ArrayRef, DictionaryArray, PrimitiveArray, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use quarry_queries::qm::{Float, Type, Value};
+use quarry_queries::semantics::Scalar;
+
+use crate::columns::{ColumnKind, ColumnSpec};
+use crate::dummy::days;
+
+/// Rows per record batch, as ehrQL writes them.
+pub const ROWS_PER_BATCH: usize = 64_000;
+
+/// The smallest integer type for a range (ehrQL's `smallest_int_type_for_range`).
+fn int_type(min: Option<i64>, max: Option<i64>) -> DataType {
+    let (Some(min), Some(max)) = (min, max) else { return DataType::Int64 };
+    let abs_max = max.unsigned_abs().max(min.unsigned_abs());
+    if min < 0 {
+        match abs_max {
+            m if m < 1 << 7 => DataType::Int8,
+            m if m < 1 << 15 => DataType::Int16,
+            m if m < 1 << 31 => DataType::Int32,
+            _ => DataType::Int64,
+        }
+    } else {
+        match abs_max {
+            m if m < 1 << 8 => DataType::UInt8,
+            m if m < 1 << 16 => DataType::UInt16,
+            m if m < 1 << 32 => DataType::UInt32,
+            _ => DataType::UInt64,
+        }
+    }
+}
+
+fn value_type(kind: &ColumnKind) -> DataType {
+    match kind {
+        ColumnKind::Bool => DataType::Boolean,
+        ColumnKind::Int { min, max } => int_type(*min, *max),
+        ColumnKind::Float => DataType::Float64,
+        ColumnKind::Str => DataType::Utf8,
+        ColumnKind::Date => DataType::Date32,
+    }
+}
+
+fn field(spec: &ColumnSpec) -> Field {
+    let values = value_type(&spec.kind);
+    match &spec.categories {
+        Some(categories) => {
+            // Signed indices, as ehrQL chooses them (pandas cannot read unsigned ones).
+            let index = int_type(Some(-1), Some(categories.len() as i64 - 1));
+            Field::new(&spec.name, DataType::Dictionary(Box::new(index), Box::new(values)), spec.nullable).with_dict_is_ordered(true)
+        }
+        None => Field::new(&spec.name, values, spec.nullable),
+    }
+}
+
+pub fn schema(specs: &[ColumnSpec]) -> Schema {
+    Schema::new(specs.iter().map(field).collect::<Vec<_>>())
+}
+
+/// Builds one column's array of plain values (before any narrowing).
+fn plain_array(kind: &ColumnKind, values: &mut dyn Iterator<Item = &Scalar>) -> Result<ArrayRef, String> {
+    let mismatch = |v: &Value| format!("unexpected value {v:?} for a {kind:?} column");
+    // One builder loop per kind: NULL, the kind's value, or a mismatch.
+    macro_rules! build {
+        ($builder:expr, $pattern:pat => $value:expr) => {{
+            let mut b = $builder;
+            for v in values {
+                match v {
+                    None => b.append_null(),
+                    Some($pattern) => b.append_value($value),
+                    Some(other) => return Err(mismatch(other)),
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
+    Ok(match kind {
+        ColumnKind::Bool => build!(BooleanBuilder::new(), Value::Bool(x) => *x),
+        ColumnKind::Int { .. } => build!(Int64Builder::new(), Value::Int(x) => *x),
+        ColumnKind::Float => build!(Float64Builder::new(), Value::Float(x) => x.0),
+        ColumnKind::Str => build!(StringBuilder::new(), Value::Str(x) | Value::Code(_, x) => x),
+        ColumnKind::Date => build!(Date32Builder::new(), Value::Date(d) => days::to_days(*d) as i32),
+    })
+}
+
+/// Casts an `Int64` array to a narrow type, failing on a value outside it.
+fn narrow(array: ArrayRef, to: &DataType, column: &str) -> Result<ArrayRef, String> {
+    fn cast<T: arrow_array::ArrowPrimitiveType>(a: &PrimitiveArray<Int64Type>, column: &str) -> Result<ArrayRef, String>
+    where
+        T::Native: TryFrom<i64>,
+    {
+        let mut out = Vec::with_capacity(a.len());
+        for v in a.iter() {
+            out.push(match v {
+                None => None,
+                Some(x) => Some(T::Native::try_from(x).map_err(|_| format!("column '{column}': value {x} does not fit the column's type ({})", T::DATA_TYPE))?),
+            });
+        }
+        Ok(Arc::new(PrimitiveArray::<T>::from_iter(out)))
+    }
+    let a = array.as_primitive::<Int64Type>();
+    match to {
+        DataType::Int64 => Ok(array),
+        DataType::Int8 => cast::<Int8Type>(a, column),
+        DataType::Int16 => cast::<Int16Type>(a, column),
+        DataType::Int32 => cast::<Int32Type>(a, column),
+        DataType::UInt8 => cast::<UInt8Type>(a, column),
+        DataType::UInt16 => cast::<UInt16Type>(a, column),
+        DataType::UInt32 => cast::<UInt32Type>(a, column),
+        DataType::UInt64 => cast::<UInt64Type>(a, column),
+        other => unreachable!("not an integer type: {other}"),
+    }
+}
+
+/// One column's encoder: its spec, and for a categorical column the dictionary built once (so
+/// every batch shares it, as the IPC file format requires).
+struct ColumnEncoder {
+    spec: ColumnSpec,
+    dictionary: Option<ArrayRef>,
+}
+
+impl ColumnEncoder {
+    fn new(spec: &ColumnSpec) -> Result<ColumnEncoder, String> {
+        let dictionary = match &spec.categories {
+            Some(categories) => {
+                let plain = plain_array(&spec.kind, &mut categories.iter().map(|c| Some(c.clone())).collect::<Vec<_>>().iter())?;
+                Some(narrow_if_int(plain, &spec.kind, &spec.name)?)
+            }
+            None => None,
+        };
+        Ok(ColumnEncoder { spec: spec.clone(), dictionary })
+    }
+
+    fn encode(&self, rows: &[Vec<Scalar>], at: usize) -> Result<ArrayRef, String> {
+        let spec = &self.spec;
+        let Some(dictionary) = &self.dictionary else {
+            let plain = plain_array(&spec.kind, &mut rows.iter().map(|r| &r[at]))?;
+            return narrow_if_int(plain, &spec.kind, &spec.name);
+        };
+        let categories = spec.categories.as_ref().expect("a dictionary column has categories");
+        let mut keys: Vec<Option<i32>> = Vec::with_capacity(rows.len());
+        for r in rows {
+            keys.push(match &r[at] {
+                None => None,
+                Some(v) => {
+                    let i = categories.iter().position(|c| same_category(c, v)).ok_or_else(|| {
+                        format!("column '{}': value {} is not one of its categories", spec.name, crate::output::render_value(&Some(v.clone())))
+                    })?;
+                    Some(i as i32)
+                }
+            });
+        }
+        fn dict<K: arrow_array::types::ArrowDictionaryKeyType>(keys: &[Option<i32>], values: &ArrayRef) -> Result<ArrayRef, String>
+        where
+            K::Native: TryFrom<i32>,
+        {
+            let keys = PrimitiveArray::<K>::from_iter(keys.iter().map(|k| k.and_then(|k| K::Native::try_from(k).ok())));
+            Ok(Arc::new(DictionaryArray::<K>::try_new(keys, values.clone()).map_err(|e| e.to_string())?))
+        }
+        match int_type(Some(-1), Some(categories.len() as i64 - 1)) {
+            DataType::Int8 => dict::<Int8Type>(&keys, dictionary),
+            DataType::Int16 => dict::<Int16Type>(&keys, dictionary),
+            _ => dict::<Int32Type>(&keys, dictionary),
+        }
+    }
+}
+
+/// Codes and strings are the same category when their text is.
+fn same_category(category: &Value, v: &Value) -> bool {
+    match (category, v) {
+        (Value::Str(a) | Value::Code(_, a), Value::Str(b) | Value::Code(_, b)) => a == b,
+        _ => category == v,
+    }
+}
+
+fn narrow_if_int(array: ArrayRef, kind: &ColumnKind, column: &str) -> Result<ArrayRef, String> {
+    match kind {
+        ColumnKind::Int { min, max } => narrow(array, &int_type(*min, *max), column),
+        _ => Ok(array),
+    }
+}
+
+enum Sink {
+    Ipc(Box<arrow_ipc::writer::FileWriter<BufWriter<File>>>),
+    Parquet(Box<parquet::arrow::ArrowWriter<BufWriter<File>>>),
+}
+
+/// A typed file being written: rows are buffered and written a record batch at a time.
+pub struct TypedWriter {
+    schema: SchemaRef,
+    encoders: Vec<ColumnEncoder>,
+    pending: Vec<Vec<Scalar>>,
+    sink: Sink,
+}
+
+impl TypedWriter {
+    /// Starts an Arrow IPC (`parquet == false`) or Parquet file.
+    pub fn create(file: File, specs: &[ColumnSpec], parquet: bool) -> Result<TypedWriter, String> {
+        let schema = Arc::new(schema(specs));
+        let out = BufWriter::with_capacity(1 << 20, file);
+        let sink = if parquet {
+            let props = parquet::file::properties::WriterProperties::builder()
+                .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::default()))
+                .build();
+            Sink::Parquet(Box::new(parquet::arrow::ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(|e| e.to_string())?))
+        } else {
+            let options = arrow_ipc::writer::IpcWriteOptions::default()
+                .try_with_compression(Some(arrow_ipc::CompressionType::ZSTD))
+                .map_err(|e| e.to_string())?;
+            Sink::Ipc(Box::new(arrow_ipc::writer::FileWriter::try_new_with_options(out, &schema, options).map_err(|e| e.to_string())?))
+        };
+        let encoders = specs.iter().map(ColumnEncoder::new).collect::<Result<_, _>>()?;
+        Ok(TypedWriter { schema, encoders, pending: Vec::with_capacity(ROWS_PER_BATCH), sink })
+    }
+
+    pub fn push(&mut self, rows: impl IntoIterator<Item = Vec<Scalar>>) -> Result<(), String> {
+        for row in rows {
+            self.pending.push(row);
+            if self.pending.len() == ROWS_PER_BATCH {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let columns = self.encoders.iter().enumerate().map(|(i, e)| e.encode(&self.pending, i)).collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| e.to_string())?;
+        match &mut self.sink {
+            Sink::Ipc(w) => w.write(&batch).map_err(|e| e.to_string())?,
+            Sink::Parquet(w) => w.write(&batch).map_err(|e| e.to_string())?,
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes what is left and the footer, and returns the file.
+    pub fn finish(mut self) -> Result<File, String> {
+        self.flush()?;
+        let out = match self.sink {
+            Sink::Ipc(mut w) => {
+                w.finish().map_err(|e| e.to_string())?;
+                w.into_inner().map_err(|e| e.to_string())?
+            }
+            Sink::Parquet(w) => w.into_inner().map_err(|e| e.to_string())?,
+        };
+        out.into_inner().map_err(|e| e.into_error().to_string())
+    }
+}
+
+/// A typed file read whole: its column names and record batches.
+pub struct TypedFile {
+    pub names: Vec<String>,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl TypedFile {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// Reads an Arrow IPC file (`.arrow`, `.feather`) or a Parquet file (`.parquet`).
+pub fn read_file(path: &Path) -> Result<TypedFile, String> {
+    let shown = path.display();
+    let file = File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let is_parquet = path.extension().is_some_and(|e| e == "parquet");
+    let (schema, batches): (SchemaRef, Vec<RecordBatch>) = if is_parquet {
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
+        let schema = builder.schema().clone();
+        let reader = builder.with_batch_size(ROWS_PER_BATCH).build().map_err(|e| format!("{shown}: {e}"))?;
+        (schema, reader.collect::<Result<_, _>>().map_err(|e| format!("{shown}: {e}"))?)
+    } else {
+        let reader = arrow_ipc::reader::FileReader::try_new_buffered(file, None).map_err(|e| format!("{shown}: not a readable Arrow IPC file: {e}"))?;
+        let schema = reader.schema();
+        (schema, reader.collect::<Result<_, _>>().map_err(|e| format!("{shown}: {e}"))?)
+    };
+    Ok(TypedFile { names: schema.fields().iter().map(|f| f.name().clone()).collect(), batches })
+}
+
+/// Whether an Arrow type can hold a column of this ehrQL type (ehrQL checks the class of the
+/// type only: any integer for `int`, any float for `float`; dictionaries by their values).
+pub fn type_matches(data_type: &DataType, want: &Type) -> bool {
+    let data_type = match data_type {
+        DataType::Dictionary(_, values) => values.as_ref(),
+        other => other,
+    };
+    match want {
+        Type::Bool => matches!(data_type, DataType::Boolean),
+        Type::Int => data_type.is_integer(),
+        Type::Float => data_type.is_floating(),
+        Type::Str | Type::Code(_) | Type::MultiCodeString(_) => matches!(data_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View),
+        Type::Date => matches!(data_type, DataType::Date32 | DataType::Date64),
+        Type::Set(_) => false,
+    }
+}
+
+/// ehrQL's name of a type, for messages.
+pub fn arrow_type_name(data_type: &DataType) -> String {
+    data_type.to_string()
+}
+
+/// The value at `row`, as the plain value its Arrow type holds.
+pub fn value_at(array: &dyn Array, row: usize) -> Result<Scalar, String> {
+    if array.is_null(row) {
+        return Ok(None);
+    }
+    macro_rules! int {
+        ($t:ty) => {
+            Value::Int(i64::try_from(array.as_primitive::<$t>().value(row)).map_err(|_| "an integer too large for int64".to_string())?)
+        };
+    }
+    Ok(Some(match array.data_type() {
+        DataType::Boolean => Value::Bool(array.as_boolean().value(row)),
+        DataType::Int8 => int!(Int8Type),
+        DataType::Int16 => int!(Int16Type),
+        DataType::Int32 => int!(Int32Type),
+        DataType::Int64 => int!(Int64Type),
+        DataType::UInt8 => int!(UInt8Type),
+        DataType::UInt16 => int!(UInt16Type),
+        DataType::UInt32 => int!(UInt32Type),
+        DataType::UInt64 => int!(UInt64Type),
+        DataType::Float32 => Value::Float(Float(array.as_primitive::<Float32Type>().value(row) as f64)),
+        DataType::Float64 => Value::Float(Float(array.as_primitive::<Float64Type>().value(row))),
+        DataType::Utf8 => Value::Str(array.as_string::<i32>().value(row).to_string()),
+        DataType::LargeUtf8 => Value::Str(array.as_string::<i64>().value(row).to_string()),
+        DataType::Utf8View => Value::Str(array.as_string_view().value(row).to_string()),
+        DataType::Date32 => Value::Date(days::to_date(array.as_primitive::<Date32Type>().value(row) as i64)),
+        DataType::Date64 => Value::Date(days::to_date(array.as_primitive::<arrow_array::types::Date64Type>().value(row).div_euclid(86_400_000))),
+        DataType::Dictionary(..) => {
+            let dict = array.as_any_dictionary();
+            let key = dict.normalized_keys()[row];
+            return value_at(dict.values().as_ref(), key);
+        }
+        other => return Err(format!("unsupported Arrow type {other}")),
+    }))
+}
+
+/// The value at `row`, typed as the schema column wants (codes keep their system).
+pub fn typed_value_at(array: &dyn Array, row: usize, want: &Type) -> Result<Scalar, String> {
+    Ok(match (value_at(array, row)?, want) {
+        (Some(Value::Str(s)), Type::Code(c)) => Some(Value::Code(*c, s)),
+        (v, _) => v,
+    })
+}
