@@ -1,5 +1,7 @@
 //! quarry: OpenSAFELY-style research pipelines run natively, in one binary.
 
+mod analysis_cli;
+mod check_outputs;
 mod ehrql;
 mod pipeline;
 mod report;
@@ -80,6 +82,19 @@ enum Commands {
     CreateDummyTables(ehrql::CreateDummyTablesArgs),
     /// Print the query model a definition builds, as JSON (docs/serialization.md).
     SerializeDefinition(ehrql::SerializeArgs),
+    /// Run one analysis step (frequency, crosstab, value-counts, summary) with disclosure
+    /// control, without a recipe (docs/recipes.md).
+    Analysis(analysis_cli::AnalysisArgs),
+    /// Check files for release: the job runner's level-4 rules and the disclosure checks of
+    /// CSV contents (small and unrounded counts), with a per-column summary. Without paths,
+    /// the project's moderately_sensitive outputs.
+    CheckOutputs {
+        /// Files or directories to check.
+        paths: Vec<PathBuf>,
+        /// The directory holding project.yaml (used when no paths are given).
+        #[arg(long, default_value = ".")]
+        project_dir: PathBuf,
+    },
     /// Print docs/tables.md, generated from the table declarations.
     TablesDoc,
     /// Run one action command directly, e.g. `quarry exec ehrql:v1 generate-dataset ...`.
@@ -202,6 +217,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Commands::GenerateMeasures(a) => Ok(ehrql_result(ehrql::generate_measures(&a))),
         Commands::SerializeDefinition(a) => Ok(ehrql_result(ehrql::serialize_definition(&a))),
         Commands::CreateDummyTables(a) => Ok(ehrql_result(ehrql::create_dummy_tables(&a))),
+        Commands::Analysis(a) => Ok(analysis_cli::run(a)),
+        Commands::CheckOutputs { paths, project_dir } => check_outputs::run(&paths, &project_dir),
         Commands::TablesDoc => {
             print!("{}", quarry_queries::tables::markdown());
             Ok(0)

@@ -114,3 +114,116 @@ fn the_seed_study_runs_end_to_end_and_writes_every_declared_output() {
         assert!(n == 0 || n % 6 == 3, "{line}");
     }
 }
+
+/// people.csv: 9 women with an age (20–90), 3 men; bmi missing for 3. Expected outputs were
+/// checked against Python's `statistics` (mean, stdev, quantiles(method="inclusive")).
+#[test]
+fn summary_statistics_protect_counts_small_groups_and_extremes() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("analysis"), tmp.path());
+    for (rounding, expected) in [("redact_and_round", "summary_protected.csv"), ("none", "summary_unprotected.csv")] {
+        let out = Command::new(QUARRY)
+            .current_dir(tmp.path())
+            .args(["analysis", "summary", "--input", "people.csv", "--columns", "age,bmi", "--by", "sex", "--rounding", rounding, "--output", "out/s.csv"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let got = std::fs::read_to_string(tmp.path().join("out/s.csv")).unwrap();
+        let want = std::fs::read_to_string(tmp.path().join("expected").join(expected)).unwrap();
+        assert_eq!(got, want, "{rounding}");
+    }
+    let log = std::fs::read_to_string(tmp.path().join("out/s.csv.sdc.txt")).unwrap();
+    assert_eq!(log, "out/s.csv: column `n` and `missing`: no disclosure control; 8 counts, 0 changed by rounding, 0 redacted\n");
+
+    let out = Command::new(QUARRY)
+        .current_dir(tmp.path())
+        .args(["analysis", "summary", "--input", "people.csv", "--columns", "sex", "--output", "out/bad.csv"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("column `sex`, row 1: `female` is not a number"), "{stderr}");
+    assert!(!tmp.path().join("out/bad.csv").exists());
+}
+
+/// A step run alone (`quarry analysis STEP`) writes what the same step in a recipe writes, and
+/// Arrow and Parquet datasets give the same outputs as CSV.
+#[test]
+fn single_steps_and_typed_inputs_match_the_recipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("analysis"), tmp.path());
+    let run = |args: &[&str]| {
+        let out = Command::new(QUARRY).current_dir(tmp.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["analysis", "crosstab", "--input", "dataset.csv", "--by", "vte_count_primary_diagnoses,code", "--rounding", "midpoint6", "--output", "csv/crosstab.csv"]);
+    run(&["analysis", "value-counts", "--input", "dataset.csv", "--starts-with", "co", "--rounding", "redact", "--redacted", "redacted", "--output", "csv/{column}.csv"]);
+    let code = std::fs::read_to_string(tmp.path().join("csv/code.csv")).unwrap();
+    assert_eq!(code, std::fs::read_to_string(tmp.path().join("expected/code.csv")).unwrap());
+
+    // The same dataset as Arrow and Parquet, written by quarry's own generate-dataset from a
+    // definition that copies the CSV through `table_from_file`.
+    std::fs::write(
+        tmp.path().join("copy.py"),
+        "from ehrql import create_dataset\nfrom ehrql.tables import table_from_file\n\
+         d = table_from_file(\"dataset.csv\", columns={\"vte_count_primary_diagnoses\": int, \"code\": str})\n\
+         dataset = create_dataset()\ndataset.define_population(d.exists_for_patient())\n\
+         dataset.vte_count_primary_diagnoses = d.vte_count_primary_diagnoses\ndataset.code = d.code\n",
+    )
+    .unwrap();
+    std::fs::create_dir(tmp.path().join("no_tables")).unwrap();
+    for ext in ["arrow", "parquet"] {
+        run(&["generate-dataset", "copy.py", "--dummy-tables", "no_tables", "--output", &format!("dataset.{ext}")]);
+        run(&["analysis", "crosstab", "--input", &format!("dataset.{ext}"), "--by", "vte_count_primary_diagnoses,code", "--rounding", "midpoint6", "--output", &format!("{ext}/crosstab.csv")]);
+        let want = std::fs::read_to_string(tmp.path().join("csv/crosstab.csv")).unwrap();
+        let got = std::fs::read_to_string(tmp.path().join(format!("{ext}/crosstab.csv"))).unwrap();
+        assert_eq!(got, want, "{ext}");
+    }
+}
+
+#[test]
+fn check_outputs_reports_small_unrounded_counts_and_passes_protected_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("good.csv"), "group,n,p\nA,10,0.4\nB,[REDACTED],NA\nC,15,0.6\n").unwrap();
+    std::fs::write(dir.join("bad.csv"), "group,n\nA,3\nB,12\n").unwrap();
+    std::fs::write(dir.join("ids.csv"), "patient_id,age\n1,40\n").unwrap();
+    let run = |paths: &[&str]| Command::new(QUARRY).current_dir(dir).arg("check-outputs").args(paths).output().unwrap();
+    let out = run(&["good.csv"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("  n: integer, 2 numeric, 0 missing, 1 redacted, min 10, min non-zero 10, max 15, sum 25, divisible by 5: yes, midpoint 6 rounded: no (checked as counts)"), "{stdout}");
+    assert!(stdout.ends_with("checked 1 file(s): no problems found\n"), "{stdout}");
+    let out = run(&["good.csv", "bad.csv", "ids.csv"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for want in [
+        "  PROBLEM: column `n`: 1 count(s) between 1 and 7; redact them (or use midpoint-6 rounding)",
+        "  PROBLEM: column `n`: 2 count(s) neither rounded to a multiple of 5 nor midpoint-6 rounded",
+        "  PROBLEM: File has patient_id column",
+        "checked 3 file(s): 2 with problems",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
+    }
+}
+
+/// After a job, moderately_sensitive CSVs are checked and what an output checker would question
+/// is reported on the console and in the job's log (the job still succeeds).
+#[test]
+fn the_runner_reports_disclosure_problems_of_moderately_sensitive_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::copy(fixtures().join("analysis/dataset.csv"), dir.join("dataset.csv")).unwrap();
+    std::fs::write(dir.join("raw.yaml"), "input: dataset.csv\nsteps:\n  - frequency:\n      by: [vte_count_primary_diagnoses]\n      rounding: none\n      output: output/raw.csv\n").unwrap();
+    std::fs::write(
+        dir.join("project.yaml"),
+        "version: '4.0'\nactions:\n  raw:\n    run: analysis:v1 raw.yaml\n    outputs:\n      moderately_sensitive:\n        table: output/raw.csv\n        log: output/raw.csv.sdc.txt\n",
+    )
+    .unwrap();
+    let out = Command::new(QUARRY).args(["run", "raw", "--project-dir"]).arg(dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("warning: moderately_sensitive outputs an output checker would question"), "{stdout}");
+    let log = std::fs::read_to_string(dir.join("metadata/raw.log")).unwrap();
+    assert!(log.contains("Disclosure checks of moderately_sensitive outputs (quarry check-outputs):\n  output/raw.csv  - column `n`:"), "{log}");
+}

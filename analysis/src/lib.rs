@@ -4,6 +4,7 @@
 //! read once, the steps run in parallel, and every output is written atomically beside a
 //! `<output>.sdc.txt` log of the rounding and redaction applied to it.
 
+pub mod check;
 pub mod data;
 pub mod plot;
 pub mod recipe;
@@ -11,6 +12,7 @@ pub mod sdc;
 pub mod steps;
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use rayon::prelude::*;
 
@@ -21,17 +23,17 @@ pub struct AnalysisError(pub String);
 /// Adds the recipe's derived 0/1 columns.
 fn derive(frame: &mut data::Frame, rules: &[recipe::Derive], shown: &str) -> Result<(), AnalysisError> {
     for rule in rules {
-        let values: Vec<Option<String>> = match (&rule.positive, &rule.any_of) {
-            (Some(col), None) => frame
-                .column(col)?
-                .iter()
-                .map(|v| v.as_deref().map(|s| if s.trim().parse::<f64>().is_ok_and(|x| x > 0.0) { "1" } else { "0" }.to_string()))
-                .collect(),
+        let values = match (&rule.positive, &rule.any_of) {
+            (Some(col), None) => {
+                let column = frame.column(col)?;
+                let per_code: Vec<Option<&str>> = (0..column.cardinality() as u32)
+                    .map(|k| column.value(k).map(|s| if s.trim().parse::<f64>().is_ok_and(|x| x > 0.0) { "1" } else { "0" }))
+                    .collect();
+                data::Column::from_cells(column.codes().iter().map(|&k| per_code[k as usize]))
+            }
             (None, Some(cols)) => {
-                let columns: Vec<&[Option<String>]> = cols.iter().map(|c| frame.column(c)).collect::<Result<_, _>>()?;
-                (0..frame.rows())
-                    .map(|i| Some(if columns.iter().any(|c| c[i].as_deref() == Some("1")) { "1" } else { "0" }.to_string()))
-                    .collect()
+                let columns: Vec<&data::Column> = cols.iter().map(|c| frame.column(c)).collect::<Result<_, _>>()?;
+                data::Column::from_cells((0..frame.rows()).map(|i| Some(if columns.iter().any(|c| c.get(i) == Some("1")) { "1" } else { "0" })))
             }
             _ => return Err(AnalysisError(format!("{shown}: derived column `{}` needs exactly one of `positive` or `any_of`", rule.name))),
         };
@@ -63,19 +65,38 @@ fn temp_path(path: &Path) -> PathBuf {
 pub fn run_recipe(recipe_path: &Path, workdir: &Path) -> Result<Vec<PathBuf>, AnalysisError> {
     let shown = recipe_path.display().to_string();
     let text = std::fs::read_to_string(workdir.join(recipe_path)).map_err(|e| AnalysisError(format!("cannot read the recipe {shown}: {e}")))?;
-    let recipe = recipe::parse(&text, &shown)?;
-    let mut frame = data::read(&workdir.join(&recipe.input))?;
-    eprintln!("[analysis] read {} rows, {} columns from {}", frame.rows(), frame.names.len(), recipe.input);
-    derive(&mut frame, &recipe.derive, &shown)?;
+    run(&recipe::parse(&text, &shown)?, &shown, workdir)
+}
+
+/// Runs a recipe (`shown` names it in messages); paths are relative to `workdir`.
+pub fn run(recipe: &recipe::Recipe, shown: &str, workdir: &Path) -> Result<Vec<PathBuf>, AnalysisError> {
+    let started = Instant::now();
+    let mut frame = data::read(&workdir.join(&recipe.input), &|c| recipe.uses(c))?;
+    eprintln!(
+        "[analysis] read {} rows from {} in {:.2} s ({} of its {} columns used)",
+        frame.rows(),
+        recipe.input,
+        started.elapsed().as_secs_f64(),
+        frame.names.len(),
+        frame.all_names.len()
+    );
+    derive(&mut frame, &recipe.derive, shown)?;
     // Compute every step in parallel; write only when all succeeded.
     type StepOutput<'r> = Vec<(steps::Written, Option<&'r recipe::Chart>)>;
     let results: Vec<Result<StepOutput, AnalysisError>> = recipe
         .steps
         .par_iter()
-        .map(|step| match step {
-            recipe::Step::Frequency(f) => Ok(vec![(steps::frequency(&frame, f, false)?, f.chart.as_ref())]),
-            recipe::Step::Crosstab(f) => Ok(vec![(steps::frequency(&frame, f, true)?, f.chart.as_ref())]),
-            recipe::Step::ValueCounts(v) => Ok(steps::value_counts(&frame, v)?.into_iter().map(|w| (w, None)).collect()),
+        .enumerate()
+        .map(|(i, step)| {
+            let started = Instant::now();
+            let (kind, out) = match step {
+                recipe::Step::Frequency(f) => ("frequency", vec![(steps::frequency(&frame, f, false)?, f.chart.as_ref())]),
+                recipe::Step::Crosstab(f) => ("crosstab", vec![(steps::frequency(&frame, f, true)?, f.chart.as_ref())]),
+                recipe::Step::ValueCounts(v) => ("value_counts", steps::value_counts(&frame, v)?.into_iter().map(|w| (w, None)).collect()),
+                recipe::Step::Summary(s) => ("summary", vec![(steps::summary(&frame, s)?, None)]),
+            };
+            eprintln!("[analysis] step {} ({kind}): computed in {:.3} s", i + 1, started.elapsed().as_secs_f64());
+            Ok(out)
         })
         .collect();
     let mut written = vec![];
@@ -90,7 +111,9 @@ pub fn run_recipe(recipe_path: &Path, workdir: &Path) -> Result<Vec<PathBuf>, An
                     std::fs::create_dir_all(parent).map_err(|e| AnalysisError(format!("cannot create {}: {e}", parent.display())))?;
                 }
                 let tmp = temp_path(&chart_path);
+                let started = Instant::now();
                 plot::bar_chart(&tmp, chart, &w.bars)?;
+                eprintln!("[analysis] chart {}: drawn in {:.3} s", chart.output, started.elapsed().as_secs_f64());
                 std::fs::rename(&tmp, &chart_path).map_err(|e| AnalysisError(format!("cannot write {}: {e}", chart_path.display())))?;
                 log.push_str(&format!("{}: drawn from the protected counts of {}\n", chart.output, w.path));
                 written.push(chart_path);

@@ -7,7 +7,7 @@ use crate::sdc::Rounding;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
-    /// The dataset (`.csv`, `.csv.gz`), relative to the working directory.
+    /// The dataset (`.csv`, `.csv.gz`, `.arrow`, `.parquet`), relative to the working directory.
     pub input: String,
     /// Columns computed before the steps run, in order.
     #[serde(default)]
@@ -35,6 +35,8 @@ pub enum Step {
     Crosstab(Frequency),
     /// The distinct values of every matching column, most frequent first (pandas' value_counts).
     ValueCounts(ValueCounts),
+    /// n, missing, mean, sd, min, quantiles and max of numeric columns, optionally per group.
+    Summary(Summary),
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +92,55 @@ pub struct ValueCounts {
     /// Write a header row (`value,count`); pandas' `to_csv(header=False)` writes none.
     #[serde(default)]
     pub header: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    /// The numeric columns to summarise, one output row each (per group).
+    pub columns: Vec<String>,
+    /// Optional grouping columns.
+    #[serde(default)]
+    pub by: Vec<String>,
+    /// Protects `n` and `missing`; unless `none`, statistics of 7 or fewer values are
+    /// redacted, and so are minima and maxima (individual values, pipeline.md §4.1).
+    pub rounding: Rounding,
+    pub output: String,
+    /// Which quantiles (R's and pandas' default method, type 7), as `p25`, `p50`, ….
+    #[serde(default = "default_quantiles")]
+    pub quantiles: Vec<f64>,
+    /// Decimal places of the mean, sd and quantiles.
+    #[serde(default = "default_digits")]
+    pub digits: u32,
+    #[serde(default)]
+    pub redacted: Option<String>,
+}
+
+fn default_quantiles() -> Vec<f64> {
+    vec![0.25, 0.5, 0.75]
+}
+
+fn default_digits() -> u32 {
+    2
+}
+
+impl Recipe {
+    /// Whether a dataset column is used by any derive rule or step (only those are read).
+    pub fn uses(&self, column: &str) -> bool {
+        let named = |names: &[String]| names.iter().any(|n| n == column);
+        self.derive.iter().any(|d| d.positive.as_deref() == Some(column) || d.any_of.as_deref().is_some_and(named))
+            || self.steps.iter().any(|s| match s {
+                Step::Frequency(f) | Step::Crosstab(f) => named(&f.by),
+                Step::ValueCounts(v) => v.matches(column),
+                Step::Summary(s) => named(&s.columns) || named(&s.by),
+            })
+    }
+}
+
+impl ValueCounts {
+    pub fn matches(&self, column: &str) -> bool {
+        self.starts_with.as_ref().is_none_or(|p| column.starts_with(p.as_str())) && self.ends_with.as_ref().is_none_or(|s| column.ends_with(s.as_str()))
+    }
 }
 
 pub fn parse(text: &str, shown: &str) -> Result<Recipe, crate::AnalysisError> {

@@ -64,6 +64,21 @@ pub fn protect(rounding: Rounding, x: i64) -> Protected {
     }
 }
 
+impl std::str::FromStr for Rounding {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Rounding, String> {
+        Ok(match s.replace('-', "_").as_str() {
+            "none" => Rounding::None,
+            "midpoint6" => Rounding::Midpoint6,
+            "nearest5" => Rounding::Nearest5,
+            "redact" => Rounding::Redact,
+            "redact_and_round" => Rounding::RedactAndRound,
+            _ => return Err(format!("unknown rounding `{s}`; use none, midpoint6, nearest5, redact or redact_and_round")),
+        })
+    }
+}
+
 impl Rounding {
     /// How the sidecar log describes it.
     pub fn describe(self) -> &'static str {

@@ -1,11 +1,9 @@
 //! The steps: grouped counts (frequency tables, crosstabs) and per-column value counts, each
 //! count protected by a disclosure-control rule and each rule recorded.
 
-use std::collections::HashMap;
-
 use crate::AnalysisError;
-use crate::data::Frame;
-use crate::recipe::{Frequency, Sort, ValueCounts};
+use crate::data::{Column, Frame};
+use crate::recipe::{Frequency, Sort, Summary, ValueCounts};
 use crate::sdc::{self, Protected, Rounding};
 
 /// One written table: its text and what disclosure control did to it.
@@ -38,6 +36,45 @@ fn group_order(a: &[Option<&str>], b: &[Option<&str>], numeric: &[bool]) -> std:
     std::cmp::Ordering::Equal
 }
 
+/// Groups rows by the columns' codes: the groups' keys (decoded) and each row's group. A dense
+/// table when the codes' combinations are few (the usual case), a hash map otherwise.
+fn group_rows<'f>(columns: &[&'f Column], rows: usize) -> (Vec<Vec<Option<&'f str>>>, Vec<u32>) {
+    let mut keys: Vec<Vec<u32>> = vec![];
+    let mut ids: Vec<u32> = Vec::with_capacity(rows);
+    let key_of = |i: usize| columns.iter().map(|c| c.codes()[i]).collect::<Vec<u32>>();
+    match columns.iter().try_fold(1usize, |p, c| p.checked_mul(c.cardinality())).filter(|p| *p <= 1 << 22) {
+        Some(size) => {
+            let mut slot = vec![u32::MAX; size];
+            for i in 0..rows {
+                let k = columns.iter().fold(0usize, |k, c| k * c.cardinality() + c.codes()[i] as usize);
+                if slot[k] == u32::MAX {
+                    slot[k] = keys.len() as u32;
+                    keys.push(key_of(i));
+                }
+                ids.push(slot[k]);
+            }
+        }
+        None => {
+            let mut index: rustc_hash::FxHashMap<Vec<u32>, u32> = Default::default();
+            for i in 0..rows {
+                let next = index.len() as u32;
+                let id = *index.entry(key_of(i)).or_insert_with_key(|k| {
+                    keys.push(k.clone());
+                    next
+                });
+                ids.push(id);
+            }
+        }
+    }
+    let decoded = keys.iter().map(|k| k.iter().zip(columns).map(|(&code, c)| c.value(code)).collect()).collect();
+    (decoded, ids)
+}
+
+/// Whether every value of a column is a number (so groups sort numerically).
+fn all_numeric(c: &Column) -> bool {
+    (1..c.cardinality() as u32).all(|k| c.value(k).and_then(parse_num).is_some())
+}
+
 /// A CSV field as R's `write_csv` writes it: `NA` for missing, quoted when needed.
 pub fn field(v: Option<&str>) -> String {
     match v {
@@ -49,8 +86,13 @@ pub fn field(v: Option<&str>) -> String {
 
 /// R's `round(x, 3)`, printed as R prints a double (shortest form: `0.5`, `0.333`, `1`).
 pub fn proportion(x: f64) -> String {
-    let rounded: f64 = format!("{x:.3}").parse().unwrap_or(x);
-    format!("{rounded}")
+    rounded(x, 3)
+}
+
+/// `x` rounded to `digits` places, printed in its shortest form.
+fn rounded(x: f64, digits: u32) -> String {
+    let r: f64 = format!("{x:.*}", digits as usize).parse().unwrap_or(x);
+    if r == 0.0 { "0".to_string() } else { format!("{r}") }
 }
 
 fn protected_text(p: Protected, token: &str) -> String {
@@ -80,14 +122,14 @@ pub fn frequency(frame: &Frame, spec: &Frequency, crosstab: bool) -> Result<Writ
             if crosstab { "two or more" } else { "one or more" }
         )));
     }
-    let columns: Vec<&[Option<String>]> = spec.by.iter().map(|c| frame.column(c)).collect::<Result<_, _>>()?;
-    let numeric: Vec<bool> = columns.iter().map(|c| c.iter().flatten().all(|v| parse_num(v).is_some())).collect();
-    let mut counts: HashMap<Vec<Option<&str>>, i64> = HashMap::new();
-    for i in 0..frame.rows() {
-        let key: Vec<Option<&str>> = columns.iter().map(|c| c[i].as_deref()).collect();
-        *counts.entry(key).or_default() += 1;
+    let columns: Vec<&Column> = spec.by.iter().map(|c| frame.column(c)).collect::<Result<_, _>>()?;
+    let numeric: Vec<bool> = columns.iter().map(|c| all_numeric(c)).collect();
+    let (keys, ids) = group_rows(&columns, frame.rows());
+    let mut counts = vec![0i64; keys.len()];
+    for id in ids {
+        counts[id as usize] += 1;
     }
-    let mut groups: Vec<(Vec<Option<&str>>, i64)> = counts.into_iter().collect();
+    let mut groups: Vec<(Vec<Option<&str>>, i64)> = keys.into_iter().zip(counts).collect();
     groups.sort_by(|a, b| group_order(&a.0, &b.0, &numeric));
     let raw: Vec<i64> = groups.iter().map(|g| g.1).collect();
     let protected: Vec<Protected> = raw.iter().map(|&n| sdc::protect(spec.rounding, n)).collect();
@@ -141,7 +183,7 @@ pub fn value_counts(frame: &Frame, spec: &ValueCounts) -> Result<Vec<Written>, A
     let matching: Vec<&String> = frame
         .names
         .iter()
-        .filter(|n| spec.starts_with.as_ref().is_none_or(|p| n.starts_with(p.as_str())) && spec.ends_with.as_ref().is_none_or(|s| n.ends_with(s.as_str())))
+        .filter(|n| spec.matches(n))
         .collect();
     if matching.is_empty() {
         return Err(AnalysisError(format!(
@@ -149,7 +191,7 @@ pub fn value_counts(frame: &Frame, spec: &ValueCounts) -> Result<Vec<Written>, A
             spec.output,
             spec.starts_with.as_deref().unwrap_or(""),
             spec.ends_with.as_deref().unwrap_or(""),
-            frame.names.join(", ")
+            frame.all_names.join(", ")
         )));
     }
     if matching.len() > 1 && !spec.output.contains("{column}") {
@@ -159,17 +201,13 @@ pub fn value_counts(frame: &Frame, spec: &ValueCounts) -> Result<Vec<Written>, A
     let mut out = vec![];
     for name in matching {
         let column = frame.column(name)?;
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut counts: Vec<(&str, i64)> = vec![];
-        for v in column.iter().flatten() {
-            match index.get(v.as_str()) {
-                Some(&i) => counts[i].1 += 1,
-                None => {
-                    index.insert(v, counts.len());
-                    counts.push((v, 1));
-                }
-            }
+        // Codes are numbered in order of first appearance, so a stable sort by count keeps
+        // ties in that order, as pandas does.
+        let mut per_code = vec![0i64; column.cardinality()];
+        for &c in column.codes() {
+            per_code[c as usize] += 1;
         }
+        let mut counts: Vec<(&str, i64)> = (1..column.cardinality() as u32).map(|k| (column.value(k).unwrap_or_default(), per_code[k as usize])).collect();
         counts.sort_by_key(|c| std::cmp::Reverse(c.1));
         let raw: Vec<i64> = counts.iter().map(|c| c.1).collect();
         let protected: Vec<Protected> = raw.iter().map(|&n| sdc::protect(spec.rounding, n)).collect();
@@ -184,6 +222,96 @@ pub fn value_counts(frame: &Frame, spec: &ValueCounts) -> Result<Vec<Written>, A
     Ok(out)
 }
 
+/// The type-7 quantile of sorted values (R's `quantile` default, pandas' `linear`).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * q;
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+fn quantile_name(q: f64) -> String {
+    let pct = q * 100.0;
+    if pct.fract() == 0.0 { format!("p{}", pct as i64) } else { format!("p{}", format!("{pct}").replace('.', "_")) }
+}
+
+/// Summary statistics of numeric columns per group: `n` and `missing` protected like any
+/// count; the mean, sd and quantiles of 7 or fewer values redacted; minima and maxima
+/// redacted (they are one patient's value) unless the rounding is `none`.
+pub fn summary(frame: &Frame, spec: &Summary) -> Result<Written, AnalysisError> {
+    if spec.columns.is_empty() {
+        return Err(AnalysisError(format!("{}: a summary needs one or more `columns`", spec.output)));
+    }
+    if let Some(q) = spec.quantiles.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+        return Err(AnalysisError(format!("{}: quantile {q} is not between 0 and 1", spec.output)));
+    }
+    let by: Vec<&Column> = spec.by.iter().map(|c| frame.column(c)).collect::<Result<_, _>>()?;
+    let numeric_by: Vec<bool> = by.iter().map(|c| all_numeric(c)).collect();
+    // Group → row indices, groups in dplyr order.
+    let (keys, ids) = group_rows(&by, frame.rows());
+    let mut members: Vec<Vec<usize>> = vec![vec![]; keys.len()];
+    for (i, id) in ids.into_iter().enumerate() {
+        members[id as usize].push(i);
+    }
+    let mut groups: Vec<(Vec<Option<&str>>, Vec<usize>)> = keys.into_iter().zip(members).collect();
+    groups.sort_by(|a, b| group_order(&a.0, &b.0, &numeric_by));
+
+    let token = spec.redacted.as_deref().unwrap_or(sdc::REDACTED);
+    let protecting = spec.rounding != Rounding::None;
+    let mut header: Vec<String> = spec.by.iter().map(|c| field(Some(c))).collect();
+    header.extend(["variable", "n", "missing", "mean", "sd", "min"].map(String::from));
+    header.extend(spec.quantiles.iter().map(|q| quantile_name(*q)));
+    header.push("max".into());
+    let mut text = header.join(",") + "\n";
+    let (mut raw, mut protected, mut suppressed) = (vec![], vec![], 0);
+    for name in &spec.columns {
+        let column = frame.column(name)?;
+        // Each distinct text parsed once; a bad one is reported at its first row.
+        let mut numbers: Vec<Option<f64>> = vec![None];
+        for k in 1..column.cardinality() as u32 {
+            let s = column.value(k).unwrap_or_default();
+            let row = || column.codes().iter().position(|&c| c == k).unwrap_or(0) + 1;
+            numbers.push(Some(parse_num(s).ok_or_else(|| AnalysisError(format!("{}: column `{name}`, row {}: `{s}` is not a number", spec.output, row())))?));
+        }
+        let values: Vec<Option<f64>> = column.codes().iter().map(|&c| numbers[c as usize]).collect();
+        for (key, rows) in &groups {
+            let mut xs: Vec<f64> = rows.iter().filter_map(|&i| values[i]).collect();
+            xs.sort_by(f64::total_cmp);
+            let (n, missing) = (xs.len() as i64, (rows.len() - xs.len()) as i64);
+            let counts = [sdc::protect(spec.rounding, n), sdc::protect(spec.rounding, missing)];
+            raw.extend([n, missing]);
+            protected.extend(counts);
+            let mut cells: Vec<String> = key.iter().map(|v| field(*v)).collect();
+            cells.push(field(Some(name)));
+            cells.extend(counts.map(|p| protected_text(p, token)));
+            let small = protecting && sdc::is_small(n);
+            suppressed += small as usize;
+            let stat = |x: Option<f64>, hide: bool| match x {
+                None => "NA".to_string(),
+                Some(_) if hide => token.to_string(),
+                Some(x) => rounded(x, spec.digits),
+            };
+            let mean = (n > 0).then(|| xs.iter().sum::<f64>() / n as f64);
+            let sd = mean.filter(|_| n > 1).map(|m| (xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1) as f64).sqrt());
+            cells.push(stat(mean, small));
+            cells.push(stat(sd, small));
+            cells.push(stat(xs.first().copied(), protecting));
+            cells.extend(spec.quantiles.iter().map(|q| stat((n > 0).then(|| quantile(&xs, *q)), small)));
+            cells.push(stat(xs.last().copied(), protecting));
+            text.push_str(&cells.join(","));
+            text.push('\n');
+        }
+    }
+    let mut log = log_line(&spec.output, "n` and `missing", spec.rounding, &raw, &protected);
+    if protecting {
+        log.push_str(&format!(
+            "{}: mean, sd and quantiles redacted in {suppressed} rows describing 7 or fewer values; min and max redacted in every row (individual values)\n",
+            spec.output
+        ));
+    }
+    Ok(Written { path: spec.output.clone(), text, log, bars: vec![] })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +323,17 @@ mod tests {
         assert_eq!(proportion(1.0), "1");
         assert_eq!(proportion(2.0 / 3.0), "0.667");
         assert_eq!(proportion(0.0), "0");
+    }
+
+    #[test]
+    fn quantiles_interpolate_as_r_type_7() {
+        let xs = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&xs, 0.5), 2.5);
+        assert_eq!(quantile(&xs, 0.25), 1.75);
+        assert_eq!(quantile(&xs, 0.0), 1.0);
+        assert_eq!(quantile(&xs, 1.0), 4.0);
+        assert_eq!(quantile(&[7.0], 0.9), 7.0);
+        assert_eq!(quantile_name(0.5), "p50");
+        assert_eq!(quantile_name(0.025), "p2_5");
     }
 }

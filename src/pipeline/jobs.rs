@@ -142,6 +142,10 @@ pub struct Job {
     /// moderately_sensitive outputs that fail the level-4 checks: path → reason.
     #[serde(default)]
     pub level4_problems: BTreeMap<String, String>,
+    /// moderately_sensitive CSVs whose contents fail the disclosure checks (small or unrounded
+    /// counts, `quarry check-outputs`): path → problems. Reported, not enforced.
+    #[serde(default)]
+    pub disclosure_warnings: BTreeMap<String, String>,
     /// "Did you mean" candidates when a pattern matched nothing.
     #[serde(default)]
     pub hint: Option<String>,
@@ -361,6 +365,7 @@ mod tests {
             outputs: BTreeMap::new(),
             undeclared_outputs: vec![],
             level4_problems: BTreeMap::new(),
+            disclosure_warnings: BTreeMap::new(),
             hint: None,
         }
     }

@@ -77,6 +77,10 @@ pub fn render(job: &Job, request_id: &str, commit: Option<&str>, lines: &[LogLin
         out.push_str("\nInvalid moderately_sensitive outputs:\n");
         out.push_str(&aligned_rows(&job.level4_problems, "  "));
     }
+    if !job.disclosure_warnings.is_empty() {
+        out.push_str("\nDisclosure checks of moderately_sensitive outputs (quarry check-outputs):\n");
+        out.push_str(&aligned_rows(&job.disclosure_warnings, "  "));
+    }
     if !job.undeclared_outputs.is_empty() {
         out.push_str("\nUndeclared outputs (match no pattern in project.yaml, not saved):\n");
         for p in &job.undeclared_outputs {

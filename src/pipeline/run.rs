@@ -225,6 +225,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
             outputs: BTreeMap::new(),
             undeclared_outputs: Vec::new(),
             level4_problems: BTreeMap::new(),
+            disclosure_warnings: BTreeMap::new(),
             hint: None,
         });
     }
@@ -654,11 +655,21 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
         copy_file(&scratch.join(path), &project_dir.join(path))?;
     }
     let mut level4_problems = BTreeMap::new();
+    let mut disclosure_warnings = BTreeMap::new();
     for (path, level) in &outputs {
         if *level == PrivacyLevel::ModeratelySensitive {
             let problems = level4::check_file(path, &project_dir.join(path));
             if !problems.is_empty() {
                 level4_problems.insert(path.clone(), problems.join("; "));
+            } else if let Some(check) = crate::check_outputs::disclosure_check(path, &project_dir.join(path)) {
+                let problems = match check {
+                    Ok(report) => report.problems,
+                    Err(e) => vec![e],
+                };
+                if !problems.is_empty() {
+                    shared.console.line(&job.action, &format!("Disclosure check: {path}: {}", problems.join("; ")));
+                    disclosure_warnings.insert(path.clone(), problems.join("; "));
+                }
             }
         }
     }
@@ -742,6 +753,7 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
             undeclared
         };
         j.level4_problems = level4_problems;
+        j.disclosure_warnings = disclosure_warnings;
         j.hint = hint;
         j.set_status(code, &message);
         j.completed_at = Some(Timestamp::now());
@@ -889,6 +901,10 @@ fn print_summary(workspace: &Workspace, request: &JobRequest, stop: Option<&Stop
         if !job.level4_problems.is_empty() {
             println!("   invalid moderately_sensitive outputs:");
             print!("{}", log::aligned_rows(&job.level4_problems, "     "));
+        }
+        if !job.disclosure_warnings.is_empty() {
+            println!("   warning: moderately_sensitive outputs an output checker would question (quarry check-outputs):");
+            print!("{}", log::aligned_rows(&job.disclosure_warnings, "     "));
         }
         if !job.undeclared_outputs.is_empty() {
             println!("   warning: files written but matching no output pattern (not saved):");

@@ -1,0 +1,166 @@
+//! `quarry analysis STEP ...`: one analysis step from the command line, for quick use; the
+//! same code as a recipe with a single step (docs/recipes.md).
+
+use std::path::Path;
+
+use clap::{Args, Subcommand};
+use quarry_analysis::recipe::{Chart, Frequency, Recipe, Sort, Step, Summary, ValueCounts};
+use quarry_analysis::sdc::Rounding;
+
+#[derive(Args)]
+pub struct AnalysisArgs {
+    #[command(subcommand)]
+    step: StepCommand,
+}
+
+#[derive(Subcommand)]
+enum StepCommand {
+    /// Counts per group of one or more columns (`--by a,b`).
+    Frequency(FrequencyArgs),
+    /// Counts per combination of two or more columns, with proportions.
+    Crosstab(FrequencyArgs),
+    /// Per matching column, its values and their counts, most frequent first.
+    ValueCounts(ValueCountsArgs),
+    /// n, missing, mean, sd, min, quantiles and max of numeric columns.
+    Summary(SummaryArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// The dataset: .csv, .csv.gz, .arrow or .parquet.
+    #[arg(long)]
+    input: String,
+    /// Where to write the table (a `<output>.sdc.txt` log is written beside it).
+    #[arg(long)]
+    output: String,
+    /// Disclosure control: none, midpoint6, nearest5, redact or redact_and_round.
+    #[arg(long, default_value = "redact_and_round")]
+    rounding: Rounding,
+    /// What a redacted value is written as.
+    #[arg(long, default_value = quarry_analysis::sdc::REDACTED)]
+    redacted: String,
+}
+
+#[derive(Args)]
+struct FrequencyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The grouping columns, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    by: Vec<String>,
+    /// Add a `p` column (always on for a crosstab).
+    #[arg(long)]
+    proportions: bool,
+    /// Sort by descending proportion instead of by group.
+    #[arg(long)]
+    sort_by_proportion: bool,
+    /// Also draw a bar chart of the protected counts (.png or .svg).
+    #[arg(long)]
+    chart: Option<String>,
+    /// The chart's title (default: the grouping columns).
+    #[arg(long)]
+    title: Option<String>,
+}
+
+#[derive(Args)]
+struct ValueCountsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Columns whose names start with this.
+    #[arg(long)]
+    starts_with: Option<String>,
+    /// Columns whose names end with this.
+    #[arg(long)]
+    ends_with: Option<String>,
+    /// Write a `value,count` header row.
+    #[arg(long)]
+    header: bool,
+}
+
+#[derive(Args)]
+struct SummaryArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The numeric columns, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    columns: Vec<String>,
+    /// Optional grouping columns, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    by: Vec<String>,
+    /// Quantiles, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75")]
+    quantiles: Vec<f64>,
+    /// Decimal places of the mean, sd and quantiles.
+    #[arg(long, default_value_t = 2)]
+    digits: u32,
+}
+
+fn frequency(a: FrequencyArgs, crosstab: bool) -> (String, Step) {
+    let chart = a.chart.map(|output| Chart {
+        output,
+        title: a.title.unwrap_or_else(|| a.by.join(" by ")),
+        x_label: a.by.join(" / "),
+        y_label: "Count".into(),
+        subtitle: Some(format!("{}: {}", a.common.rounding_label(), a.common.input)),
+    });
+    let f = Frequency {
+        by: a.by,
+        rounding: a.common.rounding,
+        output: a.common.output,
+        proportions: Some(a.proportions || crosstab),
+        sort: Some(if a.sort_by_proportion { Sort::ProportionDesc } else { Sort::Groups }),
+        redacted: Some(a.common.redacted),
+        chart,
+    };
+    (a.common.input, if crosstab { Step::Crosstab(f) } else { Step::Frequency(f) })
+}
+
+impl Common {
+    fn rounding_label(&self) -> &'static str {
+        self.rounding.describe()
+    }
+}
+
+/// Runs the step; returns the exit code.
+pub fn run(args: AnalysisArgs) -> u8 {
+    let (input, step) = match args.step {
+        StepCommand::Frequency(a) => frequency(a, false),
+        StepCommand::Crosstab(a) => frequency(a, true),
+        StepCommand::ValueCounts(a) => (
+            a.common.input,
+            Step::ValueCounts(ValueCounts {
+                starts_with: a.starts_with,
+                ends_with: a.ends_with,
+                rounding: a.common.rounding,
+                output: a.common.output,
+                redacted: Some(a.common.redacted),
+                header: a.header,
+            }),
+        ),
+        StepCommand::Summary(a) => (
+            a.common.input,
+            Step::Summary(Summary {
+                columns: a.columns,
+                by: a.by,
+                rounding: a.common.rounding,
+                output: a.common.output,
+                quantiles: a.quantiles,
+                digits: a.digits,
+                redacted: Some(a.common.redacted),
+            }),
+        ),
+    };
+    let recipe = Recipe { input, derive: vec![], steps: vec![step] };
+    match quarry_analysis::run(&recipe, "quarry analysis", Path::new(".")) {
+        Ok(files) => {
+            for f in files {
+                eprintln!("[analysis] wrote {}", f.display());
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
