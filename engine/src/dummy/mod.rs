@@ -408,6 +408,10 @@ impl<'g> Plan<'g> {
         let id_at = |k: i64| if (k as usize) < inline.len() { inline[k as usize] } else { first_free + k - inline.len() as i64 };
         let mut next: i64 = 0;
         let mut last_progress = Instant::now();
+        // On a terminal, a bar redrawn in place; in a log, a line a second.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let progress_every = Duration::from_millis(if terminal { 200 } else { 1000 });
+        let mut bar = BarGuard::default();
         let mut failing: HashMap<NodeId, u64> = HashMap::new();
         let mut first_error: Option<EvalError> = None;
         // Give up when even this many ids per wanted patient cannot find them.
@@ -448,14 +452,10 @@ impl<'g> Plan<'g> {
                     .unwrap_or_else(|| "the population".into());
                 return Err(GenError::Unsatisfiable { attempts: report.attempts, part });
             }
-            if options.progress && last_progress.elapsed() >= Duration::from_secs(1) && report.generated < wanted {
-                eprintln!(
-                    "[info] Generated {} of {} dummy patients ({:.0}%)",
-                    report.generated,
-                    wanted,
-                    100.0 * report.generated as f64 / wanted as f64
-                );
+            if options.progress && last_progress.elapsed() >= progress_every && report.generated < wanted {
+                progress_line(report.generated, wanted, started.elapsed(), terminal);
                 last_progress = Instant::now();
+                bar.drawn |= terminal;
             }
             if let Some(t) = options.timeout
                 && started.elapsed() > t
@@ -649,4 +649,37 @@ fn value_repr(v: &Value) -> String {
         Value::Float(f) => quarry_queries::python::value::float_repr(f.0),
         Value::Set(..) => "{…}".into(),
     }
+}
+
+/// Clears a progress bar from the terminal when generation ends, however it ends.
+#[derive(Default)]
+struct BarGuard {
+    drawn: bool,
+}
+
+impl Drop for BarGuard {
+    fn drop(&mut self) {
+        if self.drawn {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// One progress report: a bar redrawn in place on a terminal, else a log line.
+fn progress_line(done: usize, wanted: usize, elapsed: Duration, terminal: bool) {
+    let share = done as f64 / wanted as f64;
+    if !terminal {
+        eprintln!("[info] Generated {done} of {wanted} dummy patients ({:.0}%)", 100.0 * share);
+        return;
+    }
+    const WIDTH: usize = 30;
+    let filled = ((share * WIDTH as f64) as usize).min(WIDTH);
+    let left = if share > 0.0 { format!(", about {:.0} s left", elapsed.as_secs_f64() * (1.0 - share) / share) } else { String::new() };
+    eprint!(
+        "\r\x1b[K[info] [{}{}] {:>3.0}% {done} of {wanted} dummy patients, {:.1} s{left}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        100.0 * share,
+        elapsed.as_secs_f64()
+    );
 }
