@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use clap::{Args, Subcommand};
-use quarry_analysis::recipe::{Chart, Frequency, Recipe, Sort, Step, Summary, ValueCounts};
+use quarry_analysis::recipe::{Chart, Frequency, Histogram, Recipe, Sort, Step, Summary, ValueCounts};
 use quarry_analysis::sdc::Rounding;
 
 #[derive(Args)]
@@ -23,6 +23,8 @@ enum StepCommand {
     ValueCounts(ValueCountsArgs),
     /// n, missing, mean, sd, min, quantiles and max of numeric columns.
     Summary(SummaryArgs),
+    /// Counts of a numeric column in fixed-width bins, optionally charted.
+    Histogram(HistogramArgs),
 }
 
 #[derive(Args)]
@@ -95,14 +97,47 @@ struct SummaryArgs {
     digits: u32,
 }
 
-fn frequency(a: FrequencyArgs, crosstab: bool) -> (String, Step) {
-    let chart = a.chart.map(|output| Chart {
+#[derive(Args)]
+struct HistogramArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The numeric column.
+    #[arg(long)]
+    column: String,
+    /// The width of each bin.
+    #[arg(long)]
+    bin_width: f64,
+    /// A fixed range `FROM,TO` (values outside it are counted as below/above).
+    #[arg(long, value_name = "FROM,TO", value_parser = parse_range)]
+    range: Option<[f64; 2]>,
+    /// Also draw the histogram of the protected counts (.png or .svg).
+    #[arg(long)]
+    chart: Option<String>,
+    /// The chart's title (default: the column).
+    #[arg(long)]
+    title: Option<String>,
+}
+
+fn parse_range(s: &str) -> Result<[f64; 2], String> {
+    let parts: Vec<f64> = s.split(',').map(|p| p.trim().parse::<f64>().map_err(|_| format!("`{p}` is not a number"))).collect::<Result<_, _>>()?;
+    match parts[..] {
+        [from, to] => Ok([from, to]),
+        _ => Err("give the range as FROM,TO".into()),
+    }
+}
+
+fn chart(output: Option<String>, title: Option<String>, default_title: String, x_label: String, common: &Common) -> Option<Chart> {
+    output.map(|output| Chart {
         output,
-        title: a.title.unwrap_or_else(|| a.by.join(" by ")),
-        x_label: a.by.join(" / "),
+        title: title.unwrap_or(default_title),
+        x_label,
         y_label: "Count".into(),
-        subtitle: Some(format!("{}: {}", a.common.rounding_label(), a.common.input)),
-    });
+        subtitle: Some(format!("{}: {}", common.rounding.describe(), common.input)),
+    })
+}
+
+fn frequency(a: FrequencyArgs, crosstab: bool) -> (String, Step) {
+    let chart = chart(a.chart, a.title, a.by.join(" by "), a.by.join(" / "), &a.common);
     let f = Frequency {
         by: a.by,
         rounding: a.common.rounding,
@@ -113,12 +148,6 @@ fn frequency(a: FrequencyArgs, crosstab: bool) -> (String, Step) {
         chart,
     };
     (a.common.input, if crosstab { Step::Crosstab(f) } else { Step::Frequency(f) })
-}
-
-impl Common {
-    fn rounding_label(&self) -> &'static str {
-        self.rounding.describe()
-    }
 }
 
 /// Runs the step; returns the exit code.
@@ -135,6 +164,18 @@ pub fn run(args: AnalysisArgs) -> u8 {
                 output: a.common.output,
                 redacted: Some(a.common.redacted),
                 header: a.header,
+            }),
+        ),
+        StepCommand::Histogram(a) => (
+            a.common.input.clone(),
+            Step::Histogram(Histogram {
+                chart: chart(a.chart, a.title, a.column.clone(), a.column.clone(), &a.common),
+                column: a.column,
+                bin_width: a.bin_width,
+                range: a.range,
+                rounding: a.common.rounding,
+                output: a.common.output,
+                redacted: Some(a.common.redacted),
             }),
         ),
         StepCommand::Summary(a) => (

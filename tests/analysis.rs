@@ -227,3 +227,25 @@ fn the_runner_reports_disclosure_problems_of_moderately_sensitive_outputs() {
     let log = std::fs::read_to_string(dir.join("metadata/raw.log")).unwrap();
     assert!(log.contains("Disclosure checks of moderately_sensitive outputs (quarry check-outputs):\n  output/raw.csv  - column `n`:"), "{log}");
 }
+
+/// people.csv's ages in 25-year bins over [0, 100): 1, 4, 5 and 2 by hand (20 | 30 35 40 45 |
+/// 50 55 60 65 70 | 80 90), none below or above; the chart is a real image.
+#[test]
+fn histograms_count_bins_protect_them_and_chart_the_protected_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("analysis"), tmp.path());
+    let run = |rounding: &str, output: &str| {
+        let out = Command::new(QUARRY)
+            .current_dir(tmp.path())
+            .args(["analysis", "histogram", "--input", "people.csv", "--column", "age", "--bin-width", "25", "--range", "0,100"])
+            .args(["--rounding", rounding, "--output", output, "--chart", &output.replace(".csv", ".png")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read_to_string(tmp.path().join(output)).unwrap()
+    };
+    assert_eq!(run("none", "out/h.csv"), std::fs::read_to_string(tmp.path().join("expected/histogram_unprotected.csv")).unwrap());
+    assert_chart(&tmp.path().join("out/h.png"));
+    let protected = run("redact_and_round", "out/p.csv");
+    assert_eq!(protected.lines().filter(|l| l.ends_with("[REDACTED]")).count(), 4, "{protected}");
+}

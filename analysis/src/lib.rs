@@ -94,6 +94,7 @@ pub fn run(recipe: &recipe::Recipe, shown: &str, workdir: &Path) -> Result<Vec<P
                 recipe::Step::Crosstab(f) => ("crosstab", vec![(steps::frequency(&frame, f, true)?, f.chart.as_ref())]),
                 recipe::Step::ValueCounts(v) => ("value_counts", steps::value_counts(&frame, v)?.into_iter().map(|w| (w, None)).collect()),
                 recipe::Step::Summary(s) => ("summary", vec![(steps::summary(&frame, s)?, None)]),
+                recipe::Step::Histogram(h) => ("histogram", vec![(steps::histogram(&frame, h)?, h.chart.as_ref())]),
             };
             eprintln!("[analysis] step {} ({kind}): computed in {:.3} s", i + 1, started.elapsed().as_secs_f64());
             Ok(out)

@@ -37,6 +37,8 @@ pub enum Step {
     ValueCounts(ValueCounts),
     /// n, missing, mean, sd, min, quantiles and max of numeric columns, optionally per group.
     Summary(Summary),
+    /// Counts of a numeric column in fixed-width bins, protected, optionally charted.
+    Histogram(Histogram),
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +118,25 @@ pub struct Summary {
     pub redacted: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Histogram {
+    /// The numeric column.
+    pub column: String,
+    /// Bins are `[k * bin_width, (k + 1) * bin_width)`.
+    pub bin_width: f64,
+    /// Optional fixed `[from, to)` range; by default the bins cover the data. Values outside
+    /// a fixed range are counted in the first or last bin's `below`/`above` rows.
+    #[serde(default)]
+    pub range: Option<[f64; 2]>,
+    pub rounding: Rounding,
+    pub output: String,
+    #[serde(default)]
+    pub redacted: Option<String>,
+    #[serde(default)]
+    pub chart: Option<Chart>,
+}
+
 fn default_quantiles() -> Vec<f64> {
     vec![0.25, 0.5, 0.75]
 }
@@ -133,6 +154,7 @@ impl Recipe {
                 Step::Frequency(f) | Step::Crosstab(f) => named(&f.by),
                 Step::ValueCounts(v) => v.matches(column),
                 Step::Summary(s) => named(&s.columns) || named(&s.by),
+                Step::Histogram(h) => h.column == column,
             })
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::AnalysisError;
 use crate::data::{Column, Frame};
-use crate::recipe::{Frequency, Sort, Summary, ValueCounts};
+use crate::recipe::{Frequency, Histogram, Sort, Summary, ValueCounts};
 use crate::sdc::{self, Protected, Rounding};
 
 /// One written table: its text and what disclosure control did to it.
@@ -68,6 +68,18 @@ fn group_rows<'f>(columns: &[&'f Column], rows: usize) -> (Vec<Vec<Option<&'f st
     }
     let decoded = keys.iter().map(|k| k.iter().zip(columns).map(|(&code, c)| c.value(code)).collect()).collect();
     (decoded, ids)
+}
+
+/// Each code's number (NULL for code 0): each distinct text parsed once, and a bad one reported
+/// at its first row.
+fn numbers_by_code(column: &Column, name: &str, output: &str) -> Result<Vec<Option<f64>>, AnalysisError> {
+    let mut numbers: Vec<Option<f64>> = vec![None];
+    for k in 1..column.cardinality() as u32 {
+        let s = column.value(k).unwrap_or_default();
+        let row = || column.codes().iter().position(|&c| c == k).unwrap_or(0) + 1;
+        numbers.push(Some(parse_num(s).ok_or_else(|| AnalysisError(format!("{output}: column `{name}`, row {}: `{s}` is not a number", row())))?));
+    }
+    Ok(numbers)
 }
 
 /// Whether every value of a column is a number (so groups sort numerically).
@@ -266,13 +278,7 @@ pub fn summary(frame: &Frame, spec: &Summary) -> Result<Written, AnalysisError> 
     let (mut raw, mut protected, mut suppressed) = (vec![], vec![], 0);
     for name in &spec.columns {
         let column = frame.column(name)?;
-        // Each distinct text parsed once; a bad one is reported at its first row.
-        let mut numbers: Vec<Option<f64>> = vec![None];
-        for k in 1..column.cardinality() as u32 {
-            let s = column.value(k).unwrap_or_default();
-            let row = || column.codes().iter().position(|&c| c == k).unwrap_or(0) + 1;
-            numbers.push(Some(parse_num(s).ok_or_else(|| AnalysisError(format!("{}: column `{name}`, row {}: `{s}` is not a number", spec.output, row())))?));
-        }
+        let numbers = numbers_by_code(column, name, &spec.output)?;
         let values: Vec<Option<f64>> = column.codes().iter().map(|&c| numbers[c as usize]).collect();
         for (key, rows) in &groups {
             let mut xs: Vec<f64> = rows.iter().filter_map(|&i| values[i]).collect();
@@ -310,6 +316,57 @@ pub fn summary(frame: &Frame, spec: &Summary) -> Result<Written, AnalysisError> 
         ));
     }
     Ok(Written { path: spec.output.clone(), text, log, bars: vec![] })
+}
+
+/// Counts per fixed-width bin of a numeric column (NULLs left out), each protected; the chart
+/// is drawn from these protected counts. Bin edges are multiples of the width, so they say
+/// nothing finer than the width about the extremes; with `range`, values outside it are
+/// counted in `below` and `above` rows.
+pub fn histogram(frame: &Frame, spec: &Histogram) -> Result<Written, AnalysisError> {
+    let width = spec.bin_width;
+    if !(width.is_finite() && width > 0.0) {
+        return Err(AnalysisError(format!("{}: bin_width must be a positive number", spec.output)));
+    }
+    let column = frame.column(&spec.column)?;
+    let numbers = numbers_by_code(column, &spec.column, &spec.output)?;
+    let bin = |x: f64| (x / width).floor() as i64;
+    let present = numbers.iter().flatten();
+    let (lo, hi) = match spec.range {
+        Some([from, to]) if from < to => (bin(from), bin(to - width * 1e-9)),
+        Some(_) => return Err(AnalysisError(format!("{}: range must be [from, to] with from < to", spec.output))),
+        None => (present.clone().map(|x| bin(*x)).min().unwrap_or(0), present.map(|x| bin(*x)).max().unwrap_or(-1)),
+    };
+    if hi - lo > 10_000 {
+        return Err(AnalysisError(format!("{}: {} bins of width {width}; choose a wider bin_width or a range", spec.output, hi - lo + 1)));
+    }
+    let mut counts = vec![0i64; (hi - lo + 1).max(0) as usize];
+    let (mut below, mut above) = (0i64, 0i64);
+    for &c in column.codes() {
+        if let Some(x) = numbers[c as usize] {
+            match bin(x) {
+                b if b < lo => below += 1,
+                b if b > hi => above += 1,
+                b => counts[(b - lo) as usize] += 1,
+            }
+        }
+    }
+    let edge = |k: i64| rounded(k as f64 * width, 6);
+    let mut rows: Vec<(String, String, i64)> = (lo..=hi).zip(&counts).map(|(k, n)| (edge(k), edge(k + 1), *n)).collect();
+    if spec.range.is_some() {
+        rows.insert(0, ("below".into(), edge(lo), below));
+        rows.push((edge(hi + 1), "above".into(), above));
+    }
+    let raw: Vec<i64> = rows.iter().map(|r| r.2).collect();
+    let protected: Vec<Protected> = raw.iter().map(|&n| sdc::protect(spec.rounding, n)).collect();
+    let token = spec.redacted.as_deref().unwrap_or(sdc::REDACTED);
+    let mut text = format!("{},bin_start,bin_end,n\n", field(Some("variable")));
+    let mut bars = vec![];
+    for ((start, end, _), p) in rows.iter().zip(&protected) {
+        text.push_str(&format!("{},{start},{end},{}\n", field(Some(&spec.column)), protected_text(*p, token)));
+        bars.push((start.clone(), if let Protected::Count(n) = p { Some(*n) } else { None }));
+    }
+    let log = log_line(&spec.output, "n", spec.rounding, &raw, &protected);
+    Ok(Written { path: spec.output.clone(), text, log, bars })
 }
 
 #[cfg(test)]
