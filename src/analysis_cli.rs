@@ -56,6 +56,9 @@ struct FrequencyArgs {
     /// Sort by descending proportion instead of by group.
     #[arg(long)]
     sort_by_proportion: bool,
+    /// Add `Total` rows (per level of each column, and overall) from the protected counts.
+    #[arg(long)]
+    margins: bool,
     /// Also draw a bar chart of the protected counts (.png or .svg).
     #[arg(long)]
     chart: Option<String>,
@@ -145,6 +148,7 @@ fn frequency(a: FrequencyArgs, crosstab: bool) -> (String, Step) {
         proportions: Some(a.proportions || crosstab),
         sort: Some(if a.sort_by_proportion { Sort::ProportionDesc } else { Sort::Groups }),
         redacted: Some(a.common.redacted),
+        margins: a.margins,
         chart,
     };
     (a.common.input, if crosstab { Step::Crosstab(f) } else { Step::Frequency(f) })

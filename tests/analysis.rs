@@ -158,6 +158,9 @@ fn single_steps_and_typed_inputs_match_the_recipe() {
     };
     run(&["analysis", "crosstab", "--input", "dataset.csv", "--by", "vte_count_primary_diagnoses,code", "--rounding", "midpoint6", "--output", "csv/crosstab.csv"]);
     run(&["analysis", "value-counts", "--input", "dataset.csv", "--starts-with", "co", "--rounding", "redact", "--redacted", "redacted", "--output", "csv/{column}.csv"]);
+    // Margins by hand: cells 7, 1, 1, 11 → midpoint-6 9, 3, 3, 9; totals of those: 12, 12, 24.
+    run(&["analysis", "crosstab", "--input", "dataset.csv", "--by", "vte_count_secondary_admissions,vte_count_secondary_admissions_mb", "--rounding", "midpoint6", "--margins", "--output", "csv/margins.csv"]);
+    assert_eq!(std::fs::read_to_string(tmp.path().join("csv/margins.csv")).unwrap(), std::fs::read_to_string(tmp.path().join("expected/crosstab_margins.csv")).unwrap());
     let code = std::fs::read_to_string(tmp.path().join("csv/code.csv")).unwrap();
     assert_eq!(code, std::fs::read_to_string(tmp.path().join("expected/code.csv")).unwrap());
 

@@ -56,6 +56,10 @@ pub struct Frequency {
     /// What a redacted count is written as (default `[REDACTED]`).
     #[serde(default)]
     pub redacted: Option<String>,
+    /// Add `Total` rows: per level of each column, and the grand total, summed from the
+    /// protected counts.
+    #[serde(default)]
+    pub margins: bool,
     #[serde(default)]
     pub chart: Option<Chart>,
 }

@@ -186,7 +186,38 @@ pub fn frequency(frame: &Frame, spec: &Frequency, crosstab: bool) -> Result<Writ
     if with_p {
         log.push_str(&format!("{}: column `p`: round(n / sum(n), 3) over the protected counts (total {total})\n", spec.output));
     }
+    if spec.margins {
+        // Per level of each column (the others `Total`), then the grand total: sums of the
+        // protected cells, so no total reveals a redacted or unrounded count.
+        for (j, _) in spec.by.iter().enumerate() {
+            let mut levels: Vec<(Option<&str>, i64)> = vec![];
+            for (g, p) in groups.iter().zip(&protected) {
+                let n = if let Protected::Count(n) = p { *n } else { 0 };
+                match levels.iter_mut().find(|(l, _)| *l == g.0[j]) {
+                    Some(level) => level.1 += n,
+                    None => levels.push((g.0[j], n)),
+                }
+            }
+            levels.sort_by(|a, b| group_order(&[a.0], &[b.0], &numeric[j..=j]));
+            for (level, n) in levels {
+                let key: Vec<String> = (0..spec.by.len()).map(|k| if k == j { field(level) } else { "Total".to_string() }).collect();
+                push_margin(&mut text, &key, n, total, with_p);
+            }
+        }
+        push_margin(&mut text, &vec!["Total".to_string(); spec.by.len()], total, total, with_p);
+        log.push_str(&format!("{}: margins (rows with `Total`) are sums of the protected counts, redacted cells counting 0\n", spec.output));
+    }
     Ok(Written { path: spec.output.clone(), text, log, bars })
+}
+
+fn push_margin(text: &mut String, key: &[String], n: i64, total: i64, with_p: bool) {
+    text.push_str(&key.join(","));
+    text.push_str(&format!(",{n}"));
+    if with_p {
+        text.push(',');
+        text.push_str(&if total > 0 { proportion(n as f64 / total as f64) } else { "NA".into() });
+    }
+    text.push('\n');
 }
 
 /// pandas' `value_counts()` of every matching column: NULLs dropped, most frequent first
