@@ -189,13 +189,13 @@ fn check_outputs_reports_small_unrounded_counts_and_passes_protected_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::write(dir.join("good.csv"), "group,n,p\nA,10,0.4\nB,[REDACTED],NA\nC,15,0.6\n").unwrap();
-    std::fs::write(dir.join("bad.csv"), "group,n\nA,3\nB,12\n").unwrap();
+    std::fs::write(dir.join("bad.csv"), "group,n\nA,4\nB,12\n").unwrap();
     std::fs::write(dir.join("ids.csv"), "patient_id,age\n1,40\n").unwrap();
     let run = |paths: &[&str]| Command::new(QUARRY).current_dir(dir).arg("check-outputs").args(paths).output().unwrap();
     let out = run(&["good.csv"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("  n: integer, 2 numeric, 0 missing, 1 redacted, min 10, min non-zero 10, max 15, sum 25, divisible by 5: yes, midpoint 6 rounded: no (checked as counts)"), "{stdout}");
+    assert!(stdout.contains("  n: integer, 2 numeric, 0 missing, 1 redacted, min 10, min non-zero 10, max 15, sum 25, divisible by 5: yes, divisible by 6: no, midpoint 6 rounded: no (checked as counts)"), "{stdout}");
     assert!(stdout.ends_with("checked 1 file(s): no problems found\n"), "{stdout}");
     let out = run(&["good.csv", "bad.csv", "ids.csv"]);
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -30,6 +30,8 @@ pub struct ColumnSummary {
     pub max: Option<f64>,
     pub sum: Option<f64>,
     pub divisible_by_5: bool,
+    /// Every value is a multiple of 6 (midpoint-6 derived: sums of midpoint-6 values).
+    pub divisible_by_6: bool,
     pub midpoint6: bool,
     /// Checked as counts: whole numbers ≥ 0 in a column named as counts, or the last column of
     /// a headerless file.
@@ -103,6 +105,7 @@ fn summarise(name: &str, cells: &[&str], count_column: bool) -> ColumnSummary {
         max: numeric_column.then(|| values.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
         sum: numeric_column.then(|| values.iter().sum()),
         divisible_by_5: kind == "integer" && ints.iter().all(|x| x % ROUNDING_BASE == 0),
+        divisible_by_6: kind == "integer" && ints.iter().all(|x| x % sdc::MIDPOINT_BASE == 0),
         midpoint6: kind == "integer" && ints.iter().all(|x| is_midpoint6(*x)),
         counts: kind == "integer" && ints.iter().all(|x| *x >= 0) && count_column,
     }
@@ -136,7 +139,10 @@ pub fn check_csv(text: &str) -> Result<CsvReport, String> {
         let cells: Vec<&str> = data.iter().map(|r| r.get(i).map(String::as_str).unwrap_or("")).collect();
         let count_column = if has_header { looks_like_count(name) } else { i + 1 == names.len() };
         let s = summarise(name, &cells, count_column);
-        if s.counts && !s.midpoint6 {
+        // Midpoint-6 columns hold rounded values (0, 3, 9, …) and totals derived from them
+        // (multiples of 3: sums of values ≡ 3 mod 6 are ≡ 0 or 3 mod 6).
+        let midpoint6_scheme = s.kind == "integer" && cells.iter().filter_map(|c| c.trim().parse::<i64>().ok()).all(|x| x % (sdc::MIDPOINT_BASE / 2) == 0);
+        if s.counts && !(s.midpoint6 || (midpoint6_scheme && !s.divisible_by_5)) {
             let small = cells.iter().filter_map(|c| c.trim().parse::<i64>().ok()).filter(|x| *x > 0 && *x <= REDACTION_THRESHOLD).count();
             if small > 0 {
                 problems.push(format!("column `{name}`: {small} count(s) between 1 and {REDACTION_THRESHOLD}; redact them (or use midpoint-6 rounding)"));
@@ -165,7 +171,12 @@ pub fn render(report: &CsvReport) -> String {
         }
         if c.kind == "integer" {
             let yes = |b: bool| if b { "yes" } else { "no" };
-            out.push_str(&format!(", divisible by 5: {}, midpoint 6 rounded: {}", yes(c.divisible_by_5), yes(c.midpoint6)));
+            out.push_str(&format!(
+                ", divisible by 5: {}, divisible by 6: {}, midpoint 6 rounded: {}",
+                yes(c.divisible_by_5),
+                yes(c.divisible_by_6),
+                yes(c.midpoint6)
+            ));
             out.push_str(if c.counts { " (checked as counts)" } else { "" });
         }
         out.push('\n');
@@ -186,6 +197,9 @@ mod tests {
         assert_eq!((n.kind, n.redacted, n.min_nonzero, n.sum, n.divisible_by_5, n.counts), ("integer", 1, Some(10.0), Some(135.0), true, true));
         let r = check_csv("x,n_midpoint6\n1,3\n2,9\n3,0\n").unwrap();
         assert!(r.problems.is_empty() && r.columns[1].midpoint6, "{:?}", r.problems);
+        // Margins of midpoint-6 cells (9 + 3 = 12, 24) are midpoint-6 derived.
+        let r = check_csv("a,b,n\n0,0,9\n0,1,3\n0,Total,12\nTotal,Total,24\n").unwrap();
+        assert!(r.problems.is_empty() && !r.columns[2].divisible_by_6, "{:?}", r.problems);
     }
 
     #[test]
