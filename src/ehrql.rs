@@ -28,7 +28,7 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "FILE")]
     pub dummy_data_file: Option<PathBuf>,
     /// Which evaluator to use.
-    #[arg(long, value_enum, default_value_t = Engine::Reference)]
+    #[arg(long, value_enum, default_value_t = Engine::Columnar)]
     pub engine: Engine,
     #[command(flatten)]
     pub dummy: DummyArgs,
@@ -244,11 +244,6 @@ fn store_for(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Result<qua
     quarry_engine::store::load_dummy_tables(graph, roots, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))
 }
 
-fn engine_note(args: &GenerateArgs) {
-    if args.engine == Engine::Columnar {
-        eprintln!("[info] the columnar engine is not built yet; evaluating with the reference evaluator");
-    }
-}
 
 pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     let target = output::parse_target(args.output.as_deref()).map_err(|m| fail(2, m))?;
@@ -259,12 +254,14 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     let roots = dataset.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, !dataset.events.is_empty())?;
     if args.dummy_tables.is_none() && args.dummy_data_file.is_none() {
-        engine_note(args);
         return generate_dummy_dataset(&def.graph, dataset, &target, args);
     }
     let store = store_for(&def.graph, &roots, args)?;
-    engine_note(args);
-    let tables = quarry_engine::evaluate_dataset(&def.graph, dataset, &store).map_err(|e| fail(1, format!("error evaluating the dataset: {e}")))?;
+    let tables = match args.engine {
+        Engine::Columnar => quarry_engine::evaluate_dataset_columnar(&def.graph, dataset, &store),
+        Engine::Reference => quarry_engine::evaluate_dataset(&def.graph, dataset, &store),
+    }
+    .map_err(|e| fail(1, format!("error evaluating the dataset: {e}")))?;
     output::write_tables(&target, tables).map_err(|m| fail(1, m))
 }
 
@@ -286,8 +283,7 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     } else {
         store_for(&def.graph, &roots, args)?
     };
-    engine_note(args);
-    let tables = quarry_engine::measures::evaluate_measures(&def.graph, spec, &store).map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?;
+    let tables = quarry_engine::measures::evaluate_measures(&def.graph, spec, &store, args.engine == Engine::Columnar).map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?;
     let tables = match target {
         Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &tables[0]),
         _ => tables,

@@ -12,26 +12,21 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
 const CASES: u64 = 120;
 const SIZE: usize = 40;
 
-/// SplitMix64: small, seedable, good enough to draw test cases.
-struct Rng(u64);
+use common::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+trait Draw {
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T;
+    fn year(&mut self, from: i32, to: i32) -> i32;
+    fn date(&mut self, from: i32, to: i32) -> String;
+}
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
+impl Draw for Rng {
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }

@@ -4,8 +4,10 @@
 //! (`store`), and ehrQL's CSV output (`output`). Measures are computed in `measures`.
 
 pub mod arrow_io;
+pub mod columnar;
 pub mod columns;
 pub mod dummy;
+pub mod kernels;
 pub mod measures;
 pub mod output;
 pub mod reference;
@@ -98,6 +100,45 @@ impl<'a> DatasetShape<'a> {
         }
         out
     }
+}
+
+impl DatasetShape<'_> {
+    /// A partition's rows, per output table, for the patients in the population.
+    pub fn partition_rows(&self, p: &columnar::Partition) -> Vec<Vec<Vec<Scalar>>> {
+        let mut out: Vec<Vec<Vec<Scalar>>> = vec![vec![]; 1 + self.dataset.events.len()];
+        for (i, &pid) in p.patients.iter().enumerate() {
+            if p.scalar(self.dataset.population, i) != Some(Value::Bool(true)) {
+                continue;
+            }
+            let id = Some(Value::Int(pid));
+            let mut row: Vec<Scalar> = vec![id.clone()];
+            row.extend(self.dataset.variables.iter().map(|(_, n)| p.scalar(*n, i)));
+            out[0].push(row);
+            for (t, ((_, cols), domain)) in self.dataset.events.iter().zip(&self.event_domains).enumerate() {
+                let ids: Vec<NodeId> = cols.iter().map(|(_, n)| *n).collect();
+                out[t + 1].extend(p.event_rows(*domain, &ids, i).into_iter().map(|r| std::iter::once(id.clone()).chain(r).collect()));
+            }
+        }
+        out
+    }
+}
+
+/// Evaluates a dataset with the columnar evaluator (patient partitions in parallel).
+pub fn evaluate_dataset_columnar(graph: &Graph, dataset: &DatasetSpec, store: &Store) -> Result<Vec<Table>, EvalError> {
+    let shape = DatasetShape::new(graph, dataset);
+    let evaluator = columnar::Evaluator::new(graph, &shape.outputs());
+    let mut tables: Vec<Table> = shape.layouts().iter().map(|(name, columns)| Table { name: name.clone(), columns: columns.clone(), rows: vec![] }).collect();
+    evaluator.run(
+        store,
+        |p| shape.partition_rows(p),
+        |parts| {
+            for (t, rows) in tables.iter_mut().zip(parts) {
+                t.rows.extend(rows);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(tables)
 }
 
 /// Evaluates a dataset: the main table and any event tables.

@@ -27,7 +27,7 @@ pub fn round_count(n: i64) -> i64 {
 
 /// All measures in one table: `measure, interval_start, interval_end, ratio, numerator,
 /// denominator`, then every group-by column.
-pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store) -> Result<Vec<Table>, EvalError> {
+pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, columnar: bool) -> Result<Vec<Table>, EvalError> {
     let mut group_columns: Vec<String> = vec![];
     for m in &spec.measures {
         for (g, _) in &m.group_by {
@@ -42,23 +42,29 @@ pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store) -> R
         outputs.push(m.denominator);
         outputs.extend(m.group_by.iter().map(|(_, n)| *n));
     }
-    let mut evaluator = Evaluator::new(graph, &outputs);
+    outputs.dedup();
+    let position: HashMap<NodeId, usize> = outputs.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let mut reference = Evaluator::new(graph, &outputs);
+    let mut partitioned = crate::columnar::Evaluator::new(graph, &outputs);
     let mut patients: BTreeSet<i64> = store.patients.keys().copied().collect();
-    patients.extend(evaluator.inline_patients());
+    patients.extend(reference.inline_patients());
     let mut intervals: Vec<(jiff::civil::Date, jiff::civil::Date)> = spec.measures.iter().flat_map(|m| m.intervals.iter().copied()).collect();
     intervals.sort();
     intervals.dedup();
     let mut table = Table { name: "measures".into(), columns: measures_columns(graph, spec, &group_columns), rows: vec![] };
     for (start, end) in intervals {
-        evaluator.set_param("interval_start_date", Some(Value::Date(start)));
-        evaluator.set_param("interval_end_date", Some(Value::Date(end)));
+        for (name, date) in [("interval_start_date", start), ("interval_end_date", end)] {
+            reference.set_param(name, Some(Value::Date(date)));
+            partitioned.set_param(name, Some(Value::Date(date)));
+        }
         let measures: Vec<_> = spec.measures.iter().filter(|m| m.intervals.contains(&(start, end))).collect();
         // Per measure: group key → (numerator, denominator), in first-seen order.
         let mut sums: Vec<(Vec<Vec<Scalar>>, HashMap<Vec<Scalar>, (i64, i64)>)> = measures.iter().map(|_| (vec![], HashMap::new())).collect();
-        for &p in &patients {
-            let values = evaluator.patient(p, store.patients.get(&p))?;
+        // Adds one patient (its outputs' values, in `outputs` order), patients in id order.
+        let mut add = |values: &[Scalar]| {
+            let value = |n: NodeId| values[position[&n]].clone();
             for (m, (order, acc)) in measures.iter().zip(sums.iter_mut()) {
-                let den = values.scalar(m.denominator);
+                let den = value(m.denominator);
                 let in_population = match &den {
                     Some(Value::Bool(b)) => *b,
                     Some(Value::Int(i)) => *i > 0,
@@ -67,13 +73,28 @@ pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store) -> R
                 if !in_population {
                     continue;
                 }
-                let key: Vec<Scalar> = m.group_by.iter().map(|(_, n)| values.scalar(*n)).collect();
+                let key: Vec<Scalar> = m.group_by.iter().map(|(_, n)| value(*n)).collect();
                 let entry = acc.entry(key.clone()).or_insert_with(|| {
                     order.push(key);
                     (0, 0)
                 });
-                entry.0 += as_count(&values.scalar(m.numerator));
+                entry.0 += as_count(&value(m.numerator));
                 entry.1 += as_count(&den);
+            }
+        };
+        if columnar {
+            partitioned.run(
+                store,
+                |p| (0..p.len()).map(|i| outputs.iter().map(|n| p.scalar(*n, i)).collect::<Vec<Scalar>>()).collect::<Vec<_>>(),
+                |rows| {
+                    rows.iter().for_each(|r| add(r));
+                    Ok(())
+                },
+            )?;
+        } else {
+            for &p in &patients {
+                let values = reference.patient(p, store.patients.get(&p))?;
+                add(&outputs.iter().map(|n| values.scalar(*n)).collect::<Vec<_>>());
             }
         }
         for (m, (order, acc)) in measures.iter().zip(sums) {

@@ -7,10 +7,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 
-use quarry_queries::qm::{AggregateByPatient as A, Domain, Graph, Kind, Node, NodeId, Position, RowsId, TableId, Type, Value, function_inputs};
+use quarry_queries::qm::{AggregateByPatient as A, Domain, Graph, Node, NodeId, Position, RowsId, TableId, Value, function_inputs};
 use quarry_queries::semantics::{self, EvalError, Scalar, compare_nulls_first};
 
+use crate::kernels::{self, PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes};
 use crate::store::Rows;
 
 /// A node's value for one patient.
@@ -23,48 +25,7 @@ enum Ev {
     /// An event frame: indices into the table's rows, in frame order.
     Rows(Rc<Vec<usize>>),
     /// A patient frame: the patient's row, if any.
-    Row(Option<Rc<Vec<Scalar>>>),
-}
-
-/// What `PickOneRowPerPatient` orders by: the user's sorts, then ehrQL's tie-break on every
-/// selected column (§1.6).
-struct PickPlan {
-    keys: Vec<NodeId>,
-    tie_columns: Vec<usize>,
-}
-
-/// A literal set (a codelist), indexed for `In`: text members hashed, the rest scanned.
-struct SetIndex {
-    text: std::collections::HashSet<String>,
-    other: Vec<Value>,
-    empty: bool,
-}
-
-impl SetIndex {
-    fn new(values: &[Value]) -> SetIndex {
-        let mut index = SetIndex { text: Default::default(), other: vec![], empty: values.is_empty() };
-        for v in values {
-            match v {
-                Value::Str(s) | Value::Code(_, s) => {
-                    index.text.insert(s.clone());
-                }
-                v => index.other.push(v.clone()),
-            }
-        }
-        index
-    }
-
-    /// `x IN set` with ehrQL's NULL rule (`semantics::apply` for `In`, without copying the set).
-    fn test(&self, x: &Scalar) -> Scalar {
-        if self.empty {
-            return Some(Value::Bool(false));
-        }
-        let x = x.as_ref()?;
-        Some(Value::Bool(match x {
-            Value::Str(s) | Value::Code(_, s) => self.text.contains(s),
-            x => self.other.iter().any(|v| semantics::equal(v, x)),
-        }))
-    }
+    Row(Option<Arc<Vec<Scalar>>>),
 }
 
 pub struct Evaluator<'g> {
@@ -72,102 +33,17 @@ pub struct Evaluator<'g> {
     needed: Vec<NodeId>,
     /// Literal sets used by `In`, by node index; their `Value` nodes are never copied per
     /// patient.
-    sets: Vec<Option<SetIndex>>,
+    sets: HashMap<NodeId, SetIndex>,
     picks: HashMap<NodeId, PickPlan>,
-    inline: HashMap<RowsId, HashMap<i64, Rc<Vec<Scalar>>>>,
+    inline: HashMap<RowsId, HashMap<i64, Arc<Vec<Scalar>>>>,
     params: HashMap<String, Scalar>,
-}
-
-fn column_index(graph: &Graph, frame: NodeId, name: &str) -> usize {
-    let table = match graph.kind(frame) {
-        Kind::EventFrame { table, .. } | Kind::PatientFrame { table } => *table,
-        Kind::Series(_) => unreachable!("columns are selected from frames"),
-    };
-    graph.table(table).columns.iter().position(|c| c.name == name).expect("validated column")
-}
-
-fn frame_table(graph: &Graph, frame: NodeId) -> TableId {
-    match graph.kind(frame) {
-        Kind::EventFrame { table, .. } | Kind::PatientFrame { table } => *table,
-        Kind::Series(_) => unreachable!("a frame"),
-    }
 }
 
 impl<'g> Evaluator<'g> {
     /// Prepares to evaluate `outputs` (and everything they depend on).
     pub fn new(graph: &'g Graph, outputs: &[NodeId]) -> Evaluator<'g> {
-        let needed = reachable(graph, outputs);
-        // Pick plans.
-        let mut selected: HashMap<NodeId, BTreeSet<String>> = HashMap::new();
-        for (_, node) in graph.iter() {
-            if let Node::SelectColumn { source, name } = node
-                && matches!(graph.node(*source), Node::PickOneRowPerPatient { .. })
-            {
-                selected.entry(*source).or_default().insert(name.clone());
-            }
-        }
-        let mut picks = HashMap::new();
-        for &n in &needed {
-            if let Node::PickOneRowPerPatient { source, .. } = graph.node(n) {
-                let mut keys = vec![];
-                let mut chain = vec![];
-                let mut cur = *source;
-                loop {
-                    chain.push(cur);
-                    match graph.node(cur) {
-                        Node::Sort { source, sort_by } => {
-                            keys.push(*sort_by);
-                            cur = *source;
-                        }
-                        Node::Filter { source, .. } => cur = *source,
-                        _ => break,
-                    }
-                }
-                let directly_sorted: Vec<&str> = keys
-                    .iter()
-                    .filter_map(|k| match graph.node(*k) {
-                        Node::SelectColumn { source, name } if chain.contains(source) => Some(name.as_str()),
-                        _ => None,
-                    })
-                    .collect();
-                let tie_columns = selected
-                    .get(&n)
-                    .map(|cols| {
-                        cols.iter()
-                            .filter(|c| !directly_sorted.contains(&c.as_str()))
-                            .map(|c| column_index(graph, *source, c))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                picks.insert(n, PickPlan { keys, tie_columns });
-            }
-        }
-        let mut inline = HashMap::new();
-        for &n in &needed {
-            if let Node::InlinePatientTable { rows, .. } = graph.node(n) {
-                let map: HashMap<i64, Rc<Vec<Scalar>>> = graph
-                    .inline_rows(*rows)
-                    .iter()
-                    .map(|r| {
-                        let pid = match &r[0] {
-                            Some(Value::Int(p)) => *p,
-                            _ => 0,
-                        };
-                        (pid, Rc::new(r[1..].to_vec()))
-                    })
-                    .collect();
-                inline.insert(*rows, map);
-            }
-        }
-        let mut sets: Vec<Option<SetIndex>> = (0..graph.len()).map(|_| None).collect();
-        for &n in &needed {
-            if let Node::Function(quarry_queries::qm::Function::In(_, set)) = graph.node(n)
-                && let Node::Value(Value::Set(_, values)) = graph.node(*set)
-            {
-                sets[set.index()] = Some(SetIndex::new(values));
-            }
-        }
-        Evaluator { graph, needed: needed.into_iter().collect(), sets, picks, inline, params: HashMap::new() }
+        let needed: Vec<NodeId> = reachable(graph, outputs).into_iter().collect();
+        Evaluator { graph, sets: set_indexes(graph, &needed), picks: pick_plans(graph, &needed), inline: inline_tables(graph, &needed), needed, params: HashMap::new() }
     }
 
     /// Binds `Parameter` nodes (measures' interval dates).
@@ -192,7 +68,7 @@ impl<'g> Evaluator<'g> {
             let get = |n: &NodeId| memo.values[n.index()].as_ref().expect("children are evaluated first");
             let v = match g.node(id) {
                 Node::SelectTable(t) => Ev::Rows(Rc::new((0..rows_of(*t).len()).collect())),
-                Node::SelectPatientTable(t) => Ev::Row(rows_of(*t).last().map(|r| Rc::new(r.clone()))),
+                Node::SelectPatientTable(t) => Ev::Row(rows_of(*t).last().map(|r| Arc::new(r.clone()))),
                 Node::InlinePatientTable { rows, .. } => Ev::Row(self.inline.get(rows).and_then(|m| m.get(&patient_id)).cloned()),
                 Node::Filter { source, condition } => {
                     let Ev::Rows(src) = get(source) else { unreachable!("filter of an event frame") };
@@ -252,10 +128,10 @@ impl<'g> Evaluator<'g> {
                             }
                         });
                     }
-                    Ev::Row(best.map(|i| Rc::new(table_rows[i].clone())))
+                    Ev::Row(best.map(|i| Arc::new(table_rows[i].clone())))
                 }
                 // Indexed sets are read by `In` below, not through the memo.
-                Node::Value(_) if self.sets[id.index()].is_some() => Ev::S(None),
+                Node::Value(_) if self.sets.contains_key(&id) => Ev::S(None),
                 Node::Value(v) => Ev::S(Some(v.clone())),
                 Node::Parameter { name, .. } => Ev::S(self.params.get(name).cloned().flatten()),
                 Node::SelectColumn { source, name } => {
@@ -267,8 +143,8 @@ impl<'g> Evaluator<'g> {
                     }
                 }
                 Node::AggregateByPatient(a) => Ev::S(self.aggregate(a, &memo)?),
-                Node::Function(quarry_queries::qm::Function::In(x, set)) if self.sets[set.index()].is_some() => {
-                    let index = self.sets[set.index()].as_ref().expect("checked");
+                Node::Function(quarry_queries::qm::Function::In(x, set)) if self.sets.contains_key(set) => {
+                    let index = &self.sets[set];
                     match get(x) {
                         Ev::Col(c) => Ev::Col(Rc::new(c.iter().map(|v| index.test(v)).collect())),
                         v => Ev::S(index.test(&scalar(v))),
@@ -342,80 +218,16 @@ impl<'g> Evaluator<'g> {
                 _ => unreachable!("a series"),
             }
         };
-        Ok(match a {
-            A::Exists(f) => Some(Value::Bool(frame_len(f) > 0)),
-            A::Count(f) => Some(Value::Int(frame_len(f) as i64)),
-            A::CountDistinct(s) => {
-                let mut vals = values(s);
-                vals.sort_by(semantics::compare);
-                vals.dedup_by(|a, b| semantics::equal(a, b));
-                Some(Value::Int(vals.len() as i64))
-            }
-            A::CountEpisodes { source, maximum_gap_days } => {
-                let mut dates: Vec<jiff::civil::Date> = values(source)
-                    .into_iter()
-                    .filter_map(|v| if let Value::Date(d) = v { Some(d) } else { None })
-                    .collect();
-                dates.sort();
-                if dates.is_empty() {
-                    Some(Value::Int(0))
-                } else {
-                    let gaps = dates.windows(2).filter(|w| semantics::days_between(w[0], w[1]) > *maximum_gap_days).count();
-                    Some(Value::Int(1 + gaps as i64))
-                }
-            }
-            A::Min(s) | A::Max(s) => {
-                let vals = values(s);
-                let mut best: Option<Value> = None;
-                for v in vals {
-                    best = Some(match best {
-                        None => v,
-                        Some(b) => {
-                            let o = semantics::compare(&v, &b);
-                            if (matches!(a, A::Min(_)) && o.is_lt()) || (matches!(a, A::Max(_)) && o.is_gt()) { v } else { b }
-                        }
-                    });
-                }
-                best
-            }
-            A::Sum(s) => {
-                let vals = values(s);
-                if vals.is_empty() {
-                    None
-                } else if g.type_of(*s) == Some(&Type::Int) {
-                    let mut acc: i64 = 0;
-                    for v in vals {
-                        if let Value::Int(i) = v {
-                            acc = acc.checked_add(i).ok_or_else(|| EvalError { kind: "OverflowError", message: "sum out of range".into() })?;
-                        }
-                    }
-                    Some(Value::Int(acc))
-                } else {
-                    Some(Value::Float(quarry_queries::qm::Float(semantics::float_sum(vals.iter().map(num)))))
-                }
-            }
-            A::Mean(s) => {
-                let vals = values(s);
-                if vals.is_empty() {
-                    None
-                } else {
-                    let total = semantics::float_sum(vals.iter().map(num));
-                    Some(Value::Float(quarry_queries::qm::Float(total / vals.len() as f64)))
-                }
-            }
-            A::CombineAsSet(s) => {
-                let t = g.type_of(*s).cloned().expect("series");
-                Some(Value::set(t, values(s)).map_err(|e| EvalError { kind: "TypeError", message: e.to_string() })?)
-            }
-        })
+        let input = aggregate_input(a);
+        kernels::aggregate(g, a, || frame_len(&input), || values(&input))
     }
 }
 
-fn num(v: &Value) -> f64 {
-    match v {
-        Value::Int(i) => *i as f64,
-        Value::Float(f) => f.0,
-        _ => f64::NAN,
+/// The frame or series an aggregation reads.
+pub(crate) fn aggregate_input(a: &A) -> NodeId {
+    match a {
+        A::Exists(s) | A::Count(s) | A::CountDistinct(s) | A::Min(s) | A::Max(s) | A::Sum(s) | A::Mean(s) | A::CombineAsSet(s) => *s,
+        A::CountEpisodes { source, .. } => *source,
     }
 }
 
@@ -457,10 +269,7 @@ fn children(graph: &Graph, n: NodeId) -> Vec<NodeId> {
         Node::Sort { source, sort_by } => vec![*source, *sort_by],
         Node::PickOneRowPerPatient { source, .. } => vec![*source],
         Node::SelectColumn { source, .. } => vec![*source],
-        Node::AggregateByPatient(a) => vec![match a {
-            A::Exists(s) | A::Count(s) | A::CountDistinct(s) | A::Min(s) | A::Max(s) | A::Sum(s) | A::Mean(s) | A::CombineAsSet(s) => *s,
-            A::CountEpisodes { source, .. } => *source,
-        }],
+        Node::AggregateByPatient(a) => vec![aggregate_input(a)],
         Node::Function(f) => function_inputs(f),
         Node::Case { cases, default } => {
             let mut out = vec![];
