@@ -17,16 +17,21 @@ use quarry_queries::qm::{Graph, NodeId, TableId, Value};
 pub struct GenerateArgs {
     /// The dataset (or measures) definition, a Python file.
     pub definition: PathBuf,
-    /// Where to write: a file (.csv, .csv.gz), or `DIR:csv` for one file per table. CSV on
-    /// stdout when omitted.
+    /// Where to write: a file (.csv, .csv.gz, .arrow, .parquet), or `DIR:csv` for one file
+    /// per table. CSV on stdout when omitted.
     #[arg(long)]
     pub output: Option<String>,
-    /// A directory with one file per table the definition uses (`<table>.csv` or `.csv.gz`).
-    #[arg(long, value_name = "DIR")]
+    /// A directory with one file per table the definition uses (`<table>.csv`, `.csv.gz`,
+    /// `.arrow` or `.parquet`), read into memory.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dummy_data_file", "backend"])]
     pub dummy_tables: Option<PathBuf>,
     /// A ready-made dummy dataset to validate and copy instead of evaluating the definition.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "backend")]
     pub dummy_data_file: Option<PathBuf>,
+    /// A backend of any size: a directory of `<table>.parquet` (or `.arrow`) files sorted by
+    /// patient_id, streamed in rounds of patients (docs/backend.md).
+    #[arg(long, value_name = "DIR")]
+    pub backend: Option<PathBuf>,
     /// Which evaluator to use.
     #[arg(long, value_enum, default_value_t = Engine::Columnar)]
     pub engine: Engine,
@@ -235,7 +240,10 @@ fn generated_store(plan: &dummy::Plan, options: &dummy::Options) -> Result<quarr
 
 fn store_for(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Result<quarry_engine::store::Store, Failure> {
     if args.dummy_data_file.is_some() {
-        return Err(fail(2, "--dummy-data-file is not supported by quarry yet; use --dummy-tables DIR, or neither to generate dummy data"));
+        return Err(fail(2, "--dummy-data-file is read by generate-dataset only; use --dummy-tables DIR for measures, or neither to generate dummy data"));
+    }
+    if args.backend.is_some() {
+        return Err(fail(2, "generate-measures does not read --backend yet; use --dummy-tables DIR, or neither to generate dummy data"));
     }
     let Some(dir) = &args.dummy_tables else {
         unreachable!("callers generate dummy data when no tables are given")
@@ -253,7 +261,13 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     };
     let roots = dataset.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, !dataset.events.is_empty())?;
-    if args.dummy_tables.is_none() && args.dummy_data_file.is_none() {
+    if let Some(file) = &args.dummy_data_file {
+        return copy_dummy_data_file(&def.graph, dataset, file, &target);
+    }
+    if let Some(dir) = &args.backend {
+        return generate_from_backend(&def.graph, dataset, &roots, dir, &target, args);
+    }
+    if args.dummy_tables.is_none() {
         return generate_dummy_dataset(&def.graph, dataset, &target, args);
     }
     let store = store_for(&def.graph, &roots, args)?;
@@ -276,7 +290,7 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     }
     let roots = spec.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, false)?;
-    let store = if args.dummy_tables.is_none() && args.dummy_data_file.is_none() {
+    let store = if args.dummy_tables.is_none() && args.dummy_data_file.is_none() && args.backend.is_none() {
         let plan = measures_plan(&def.graph, spec, &roots);
         let size = population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec));
         generated_store(&plan, &gen_options(size, &args.dummy, &spec.dummy))?
@@ -289,6 +303,44 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
         _ => tables,
     };
     output::write_tables(&target, tables).map_err(|m| fail(1, m))
+}
+
+/// `--dummy-data-file`: the file's rows, validated against the dataset's columns, written in
+/// the output format (ehrQL does no further validation).
+fn copy_dummy_data_file(graph: &Graph, dataset: &DatasetSpec, file: &std::path::Path, target: &Target) -> Result<(), Failure> {
+    if !dataset.events.is_empty() {
+        return Err(fail(2, "--dummy-data-file holds one table; this definition also has event tables (add_event_table): use --dummy-tables DIR"));
+    }
+    let shape = DatasetShape::new(graph, dataset);
+    let (name, columns) = shape.layouts()[0].clone();
+    eprintln!("[info] Reading dummy data from {}", file.display());
+    let rows = quarry_engine::store::read_dummy_dataset(file, &columns).map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
+    output::write_tables(target, vec![output::Table { name, columns, rows }]).map_err(|m| fail(1, m))
+}
+
+/// `--backend DIR`: the dataset evaluated round by round over the backend's tables and
+/// written as it goes.
+fn generate_from_backend(graph: &Graph, dataset: &DatasetSpec, roots: &[NodeId], dir: &std::path::Path, target: &Target, args: &GenerateArgs) -> Result<(), Failure> {
+    if args.engine == Engine::Reference {
+        return Err(fail(2, "--backend is evaluated by the columnar engine; leave out --engine reference (use --dummy-tables DIR to compare with the reference evaluator)"));
+    }
+    let mut backend = quarry_engine::backend::Backend::open(graph, roots, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
+    eprintln!("[info] Reading the backend in {}", dir.display());
+    let started = std::time::Instant::now();
+    let mut last = std::time::Instant::now();
+    let rows = quarry_engine::stream_dataset_backend(graph, dataset, &mut backend, target, |patients| {
+        if last.elapsed().as_secs() >= 1 {
+            eprintln!("[info] {patients} patients read ({:.1} s)", started.elapsed().as_secs_f64());
+            last = std::time::Instant::now();
+        }
+    })
+    .map_err(|e| match e {
+        quarry_engine::StreamError::Input(e) => fail(11, format!("FileValidationError: {e}")),
+        quarry_engine::StreamError::Eval(e) => fail(1, format!("error evaluating the dataset: {e}")),
+        quarry_engine::StreamError::Output(m) => fail(1, m),
+    })?;
+    eprintln!("[info] {rows} rows written in {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Generates dummy patients and evaluates the dataset over them as they are made, writing

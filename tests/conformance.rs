@@ -3,21 +3,11 @@
 //! pyarrow (`.ci/run` sets one up), Arrow outputs are compared with ehrQL's schema and rows
 //! too (`check.sh --arrow`); otherwise only their IPC magic is checked.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn suite() -> PathBuf {
-    let candidates = [
-        std::env::var_os("QUARRY_CONFORMANCE").map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance")),
-        Some(PathBuf::from("/work/shared/conformance")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("check.sh").is_file())
-        .expect("the conformance suite: set QUARRY_CONFORMANCE to the directory holding check.sh")
-}
+mod common;
+use common::suite;
+
 
 fn failures(engine: &str) -> (Vec<String>, String) {
     let mut command = Command::new("bash");

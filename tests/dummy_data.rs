@@ -6,19 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::suite;
+
 const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
 
-fn suite() -> PathBuf {
-    [
-        std::env::var_os("QUARRY_CONFORMANCE").map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance")),
-        Some(PathBuf::from("/work/shared/conformance")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.join("check.sh").is_file())
-    .expect("the conformance suite: set QUARRY_CONFORMANCE to the directory holding check.sh")
-}
 
 fn vte() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/projects/vte")

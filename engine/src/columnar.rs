@@ -92,16 +92,30 @@ impl<'g> Evaluator<'g> {
         self.params.insert(name.to_string(), value);
     }
 
-    /// Every patient to evaluate: the store's and the inline tables', in id order.
-    pub fn patients(&self, store: &Store) -> Vec<i64> {
+    /// Every patient to evaluate: the store's and the inline tables' in `[lo, hi)`, in id order.
+    fn patients(&self, store: &Store, lo: Option<i64>, hi: Option<i64>) -> Vec<i64> {
         let mut all: BTreeSet<i64> = store.patients.keys().copied().collect();
-        all.extend(self.inline.values().flat_map(|m| m.keys().copied()));
+        let in_range = |p: &i64| lo.is_none_or(|l| *p >= l) && hi.is_none_or(|h| *p < h);
+        all.extend(self.inline.values().flat_map(|m| m.keys().copied()).filter(in_range));
         all.into_iter().collect()
     }
 
     /// Evaluates every partition in parallel and hands each, in patient order, to `sink`.
-    pub fn run<T: Send>(&self, store: &Store, each: impl Fn(&Partition) -> T + Sync, mut sink: impl FnMut(T) -> Result<(), EvalError>) -> Result<(), EvalError> {
-        let patients = self.patients(store);
+    pub fn run<T: Send>(&self, store: &Store, each: impl Fn(&Partition) -> T + Sync, sink: impl FnMut(T) -> Result<(), EvalError>) -> Result<(), EvalError> {
+        self.run_range(store, None, None, each, sink)
+    }
+
+    /// As [`Evaluator::run`] for one round of a backend: `store` holds the patients in
+    /// `[lo, hi)`, and only the inline tables' patients in that range join them.
+    pub fn run_range<T: Send>(
+        &self,
+        store: &Store,
+        lo: Option<i64>,
+        hi: Option<i64>,
+        each: impl Fn(&Partition) -> T + Sync,
+        mut sink: impl FnMut(T) -> Result<(), EvalError>,
+    ) -> Result<(), EvalError> {
+        let patients = self.patients(store, lo, hi);
         // Rounds of a few partitions per thread keep memory bounded and output in order.
         let per_round = rayon::current_num_threads().max(1) * 2;
         let size = partition_size();

@@ -4,6 +4,7 @@
 //! (`store`), and ehrQL's CSV output (`output`). Measures are computed in `measures`.
 
 pub mod arrow_io;
+pub mod backend;
 pub mod columnar;
 pub mod columns;
 pub mod dummy;
@@ -139,6 +140,69 @@ pub fn evaluate_dataset_columnar(graph: &Graph, dataset: &DatasetSpec, store: &S
         },
     )?;
     Ok(tables)
+}
+
+/// Rounds of a backend hold this many patients (of the driving table): a few partitions per
+/// thread, so reading one round overlaps little memory with evaluating the last.
+pub fn round_patients() -> usize {
+    columnar::partition_size() * rayon::current_num_threads().max(1) * 4
+}
+
+/// Why a streamed evaluation stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("{0}")]
+    Input(#[from] store::InputError),
+    #[error("{0}")]
+    Eval(#[from] EvalError),
+    #[error("{0}")]
+    Output(String),
+}
+
+/// Evaluates a dataset over a backend, round by round, writing each round's rows as they
+/// come; returns the number of dataset rows. `progress` is told the patients read so far.
+pub fn stream_dataset_backend(
+    graph: &Graph,
+    dataset: &DatasetSpec,
+    backend: &mut backend::Backend,
+    target: &output::Target,
+    mut progress: impl FnMut(usize),
+) -> Result<usize, StreamError> {
+    let shape = DatasetShape::new(graph, dataset);
+    let evaluator = columnar::Evaluator::new(graph, &shape.outputs());
+    let mut stream = output::TableStream::open(target, shape.layouts()).map_err(StreamError::Output)?;
+    let encoder = stream.encoder();
+    let (mut lo, mut patients, mut rows) = (None, 0, 0);
+    let mut write_error = None;
+    while let Some((store, hi)) = backend.next_round(round_patients())? {
+        patients += store.patients.len();
+        evaluator.run_range(
+            &store,
+            lo,
+            hi,
+            |p| shape.partition_rows(p).into_iter().map(|r| (r.len(), encoder.chunk(r))).collect::<Vec<_>>(),
+            |chunks| {
+                for (i, (n, chunk)) in chunks.into_iter().enumerate() {
+                    if i == 0 {
+                        rows += n;
+                    }
+                    if let Err(e) = stream.write(i, chunk) {
+                        write_error = Some(e.clone());
+                        return Err(EvalError { kind: "OSError", message: e });
+                    }
+                }
+                Ok(())
+            },
+        )
+        .map_err(|e| match write_error.take() {
+            Some(w) => StreamError::Output(w),
+            None => StreamError::Eval(e),
+        })?;
+        progress(patients);
+        lo = hi;
+    }
+    stream.finish().map_err(StreamError::Output)?;
+    Ok(rows)
 }
 
 /// Evaluates a dataset: the main table and any event tables.

@@ -12,6 +12,8 @@ use quarry_queries::inline::{check_categories, parse_cell, parse_int};
 use quarry_queries::qm::{Column, Graph, Node, NodeId, TableId, TableSchema, Type, Value};
 use quarry_queries::semantics::Scalar;
 
+use crate::columns::{ColumnKind, ColumnSpec};
+
 /// One table's rows for one patient (values in schema column order).
 pub type Rows = Vec<Vec<Scalar>>;
 
@@ -153,6 +155,75 @@ impl Store {
         }
         rows.push(values);
     }
+}
+
+/// `--dummy-data-file`: a ready-made dataset (ehrQL's rules, ehrql.md §4.5): every output
+/// column must be present (extra ones are ignored), values are parsed and categories checked;
+/// the rows are returned in the file's order, as ehrQL copies them.
+pub fn read_dummy_dataset(path: &Path, columns: &[ColumnSpec]) -> Result<Vec<Vec<Scalar>>, InputError> {
+    let shown = path.display().to_string();
+    let type_of = |c: &ColumnSpec| match c.kind {
+        ColumnKind::Bool => Type::Bool,
+        ColumnKind::Int { .. } => Type::Int,
+        ColumnKind::Float => Type::Float,
+        ColumnKind::Str => Type::Str,
+        ColumnKind::Date => Type::Date,
+    };
+    let check = |c: &ColumnSpec, v: Scalar| -> Result<Scalar, String> {
+        match (&v, &c.categories) {
+            (None, _) if !c.nullable => Err(format!("NULL value in non-nullable column '{}'", c.name)),
+            (Some(x), Some(categories)) if !categories.iter().any(|k| crate::output::render_value(&Some(k.clone())) == crate::output::render_value(&Some(x.clone()))) => {
+                let list: Vec<String> = categories.iter().map(|k| format!("'{}'", crate::output::render_value(&Some(k.clone())))).collect();
+                Err(format!("column '{}': '{}' not in valid categories: {}", c.name, crate::output::render_value(&v), list.join(", ")))
+            }
+            _ => Ok(v),
+        }
+    };
+    let missing = |names: &[String]| -> Result<Vec<usize>, InputError> {
+        let absent: Vec<&str> = columns.iter().filter(|c| !names.contains(&c.name)).map(|c| c.name.as_str()).collect();
+        if !absent.is_empty() {
+            return Err(InputError(format!("{shown}: Missing columns: {}", absent.join(", "))));
+        }
+        Ok(columns.iter().map(|c| names.iter().position(|n| *n == c.name).expect("checked")).collect())
+    };
+    let mut out = vec![];
+    if path.extension().is_some_and(|e| e == "arrow" || e == "parquet") {
+        let file = crate::arrow_io::read_file(path).map_err(InputError)?;
+        let index = missing(&file.names)?;
+        let mut n = 0;
+        for batch in &file.batches {
+            for r in 0..batch.num_rows() {
+                n += 1;
+                let mut row = Vec::with_capacity(columns.len());
+                for (c, &i) in columns.iter().zip(&index) {
+                    let v = crate::arrow_io::value_at(batch.column(i).as_ref(), r).and_then(|v| check(c, v)).map_err(|m| InputError(format!("{shown}: row {n}: {m}")))?;
+                    row.push(v);
+                }
+                out.push(row);
+            }
+        }
+        return Ok(out);
+    }
+    let text = read_text(path).map_err(|e| InputError(format!("Cannot read {shown}: {e}")))?;
+    let mut reader = quarry_queries::csv::Reader::new(&text);
+    let header = reader.next_row().map_err(|m| InputError(format!("{shown}: {m}")))?.unwrap_or_default();
+    let index = missing(&header)?;
+    let mut cells = Vec::new();
+    let mut n = 0;
+    while reader.next_row_into(&mut cells).map_err(|m| InputError(format!("{shown}: row {}: {m}", n + 1)))? {
+        n += 1;
+        let at = |m: String| InputError(format!("{shown}: row {n}: {m}"));
+        if cells.len() != header.len() {
+            return Err(at(format!("expected {} columns but got {}", header.len(), cells.len())));
+        }
+        let mut row = Vec::with_capacity(columns.len());
+        for (c, &i) in columns.iter().zip(&index) {
+            let v = parse_cell(&type_of(c), &cells[i]).map_err(|m| format!("column '{}': {m}", c.name)).and_then(|v| check(c, v)).map_err(at)?;
+            row.push(v);
+        }
+        out.push(row);
+    }
+    Ok(out)
 }
 
 fn read_text(path: &Path) -> std::io::Result<String> {

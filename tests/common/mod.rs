@@ -1,4 +1,21 @@
-//! Shared by the property tests: a small seedable random generator (SplitMix64) to draw cases.
+//! Shared by the integration tests: where the conformance suite is, and a small seedable
+//! random generator (SplitMix64) for the property tests. Each test file uses part of it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The shared conformance suite (`../shared/conformance`, or `QUARRY_CONFORMANCE`).
+pub fn suite() -> PathBuf {
+    [
+        std::env::var_os("QUARRY_CONFORMANCE").map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance")),
+        Some(PathBuf::from("/work/shared/conformance")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.join("check.sh").is_file())
+    .expect("the conformance suite: set QUARRY_CONFORMANCE to the directory holding check.sh")
+}
 
 pub struct Rng(pub u64);
 

@@ -1,0 +1,130 @@
+//! `--backend DIR` (Parquet/Arrow tables streamed in rounds of patients) gives the same bytes
+//! as reading the same tables into memory with `--dummy-tables`, for every dataset definition
+//! of the conformance suite that ehrQL accepts and for the seed study; and `--dummy-data-file`
+//! follows ehrQL's rules.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod common;
+use common::suite;
+
+const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
+
+
+fn quarry(dir: &Path, args: &[&str]) -> std::process::Output {
+    // Tiny partitions and rounds, so rounds split patients' tables at many places.
+    Command::new(QUARRY).current_dir(dir).env("QUARRY_PARTITION_SIZE", "3").args(args).output().unwrap()
+}
+
+/// Tables for `definition` written by create-dummy-tables in `format`.
+fn tables(dir: &Path, definition: &str, format: &str, extra: &[String]) -> PathBuf {
+    let out_dir = std::env::temp_dir().join(format!("quarry-backend-{}-{format}", std::process::id()));
+    let target = out_dir.join(dir.file_name().unwrap());
+    let _ = std::fs::remove_dir_all(&target);
+    let spec = format!("{}:{format}", target.display());
+    let mut args = vec!["create-dummy-tables", definition, &spec, "--population-size", "40"];
+    args.extend(extra.iter().map(String::as_str));
+    let out = quarry(dir, &args);
+    assert!(out.status.success(), "{}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    target
+}
+
+#[test]
+fn backends_give_the_same_bytes_as_in_memory_tables() {
+    let root = suite();
+    let manifest = std::fs::read_to_string(root.join("MANIFEST.tsv")).unwrap();
+    let mut checked = 0;
+    for line in manifest.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (id, features, kind, code) = (f[0], f[2], f[3], f[4]);
+        if code != "0" || kind != "dataset" || features.contains("generate-measures") {
+            continue;
+        }
+        let dir = root.join("cases").join(id);
+        let args: Vec<String> = match std::fs::read_to_string(dir.join("args")) {
+            Ok(text) => std::iter::once("--".to_string()).chain(text.lines().map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty())).collect(),
+            Err(_) => vec![],
+        };
+        let csv = tables(&dir, "definition.py", "csv", &args);
+        let reference = {
+            let mut a = vec!["generate-dataset", "definition.py", "--dummy-tables", csv.to_str().unwrap()];
+            a.extend(args.iter().map(String::as_str));
+            quarry(&dir, &a)
+        };
+        assert!(reference.status.success(), "{id}: {}", String::from_utf8_lossy(&reference.stderr));
+        for format in ["parquet", "arrow"] {
+            let backend = tables(&dir, "definition.py", format, &args);
+            let mut a = vec!["generate-dataset", "definition.py", "--backend", backend.to_str().unwrap()];
+            a.extend(args.iter().map(String::as_str));
+            let out = quarry(&dir, &a);
+            assert!(out.status.success(), "{id} ({format}): {}", String::from_utf8_lossy(&out.stderr));
+            assert!(out.stdout == reference.stdout, "{id} ({format}): --backend differs from --dummy-tables");
+        }
+        checked += 1;
+    }
+    assert!(checked > 150, "checked {checked} definitions");
+}
+
+#[test]
+fn a_missing_backend_table_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vte = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/projects/vte");
+    let out = quarry(&vte, &["generate-dataset", "analysis/dataset_definition.py", "--backend", tmp.path().to_str().unwrap(), "--output", tmp.path().join("o.csv").to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{stderr}");
+    assert!(stderr.contains("Missing table: patients") && stderr.contains("docs/backend.md"), "{stderr}");
+    assert!(!tmp.path().join("o.csv").exists());
+}
+
+/// `d.py`: every patient, with these `dataset.<name> = <expression>` variables.
+fn patients_definition(dir: &Path, variables: &[&str]) {
+    let mut text = String::from("from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\ndataset.define_population(patients.exists_for_patient())\n");
+    for v in variables {
+        text.push_str(&format!("dataset.{v}\n"));
+    }
+    std::fs::write(dir.join("d.py"), text).unwrap();
+}
+
+#[test]
+fn dummy_data_files_are_validated_and_copied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    patients_definition(dir, &["sex = patients.sex", "dob = patients.date_of_birth"]);
+    // Rows are copied in the file's order; extra columns are ignored.
+    std::fs::write(dir.join("good.csv"), "patient_id,dob,sex,extra\n3,1980-01-01,male,x\n1,,female,y\n").unwrap();
+    let out = quarry(dir, &["generate-dataset", "d.py", "--dummy-data-file", "good.csv"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "patient_id,sex,dob\r\n3,male,1980-01-01\r\n1,female,\r\n");
+    for (text, want) in [
+        ("patient_id,sex\n1,male\n", "Missing columns: dob"),
+        ("patient_id,sex,dob\n1,man,1980-01-01\n", "row 1: column 'sex': 'man' not in valid categories: 'female', 'male', 'intersex', 'unknown'"),
+        ("patient_id,sex,dob\n,male,1980-01-01\n", "row 1: NULL value in non-nullable column 'patient_id'"),
+        ("patient_id,sex,dob\n1,male,1980-13-01\n", "row 1: column 'dob'"),
+    ] {
+        std::fs::write(dir.join("bad.csv"), text).unwrap();
+        let out = quarry(dir, &["generate-dataset", "d.py", "--dummy-data-file", "bad.csv", "--output", "out.csv"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(11), "{text}: {stderr}");
+        assert!(stderr.contains(want), "{text}: want {want:?} in {stderr}");
+        assert!(!dir.join("out.csv").exists());
+    }
+}
+
+#[test]
+fn an_unsorted_backend_table_is_reported_with_its_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // A patients.parquet whose rows are out of patient_id order, written by quarry itself
+    // (--dummy-data-file copies rows in the file's order).
+    patients_definition(dir, &["date_of_birth = patients.date_of_birth", "sex = patients.sex"]);
+    std::fs::write(dir.join("rows.csv"), "patient_id,date_of_birth,sex\n1,1980-01-01,male\n5,1990-01-01,female\n2,1970-01-01,male\n").unwrap();
+    std::fs::create_dir(dir.join("backend")).unwrap();
+    let out = quarry(dir, &["generate-dataset", "d.py", "--dummy-data-file", "rows.csv", "--output", "backend/patients.parquet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = quarry(dir, &["generate-dataset", "d.py", "--backend", "backend", "--output", "o.csv"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{stderr}");
+    assert!(stderr.contains("patients.parquet, row 3: patient_id 2 follows 5; backend tables must be sorted by patient_id"), "{stderr}");
+    assert!(!dir.join("o.csv").exists(), "no partial output");
+}
