@@ -223,13 +223,7 @@ impl<'g> Evaluator<'g> {
     }
 }
 
-/// The frame or series an aggregation reads.
-pub(crate) fn aggregate_input(a: &A) -> NodeId {
-    match a {
-        A::Exists(s) | A::Count(s) | A::CountDistinct(s) | A::Min(s) | A::Max(s) | A::Sum(s) | A::Mean(s) | A::CombineAsSet(s) => *s,
-        A::CountEpisodes { source, .. } => *source,
-    }
-}
+pub(crate) use quarry_queries::qm::aggregate_input;
 
 fn scalar(v: &Ev) -> Scalar {
     match v {
@@ -254,33 +248,12 @@ pub fn reachable(graph: &Graph, roots: &[NodeId]) -> BTreeSet<NodeId> {
         if !needed.insert(n) {
             continue;
         }
-        stack.extend(children(graph, n));
+        stack.extend(graph.children(n));
         if let Domain::Rows(d) = graph.domain(n) {
             stack.push(d);
         }
     }
     needed
-}
-
-fn children(graph: &Graph, n: NodeId) -> Vec<NodeId> {
-    match graph.node(n) {
-        Node::SelectTable(_) | Node::SelectPatientTable(_) | Node::InlinePatientTable { .. } | Node::Value(_) | Node::Parameter { .. } => vec![],
-        Node::Filter { source, condition } => vec![*source, *condition],
-        Node::Sort { source, sort_by } => vec![*source, *sort_by],
-        Node::PickOneRowPerPatient { source, .. } => vec![*source],
-        Node::SelectColumn { source, .. } => vec![*source],
-        Node::AggregateByPatient(a) => vec![aggregate_input(a)],
-        Node::Function(f) => function_inputs(f),
-        Node::Case { cases, default } => {
-            let mut out = vec![];
-            for (c, v) in cases {
-                out.push(*c);
-                out.extend(*v);
-            }
-            out.extend(*default);
-            out
-        }
-    }
 }
 
 /// One patient's evaluated nodes.

@@ -1092,6 +1092,50 @@ impl Graph {
 }
 
 /// The series a function reads.
+/// The frame or series an aggregation reads.
+pub fn aggregate_input(a: &AggregateByPatient) -> NodeId {
+    use AggregateByPatient as A;
+    match a {
+        A::Exists(s) | A::Count(s) | A::CountDistinct(s) | A::Min(s) | A::Max(s) | A::Sum(s) | A::Mean(s) | A::CombineAsSet(s) => *s,
+        A::CountEpisodes { source, .. } => *source,
+    }
+}
+
+impl Graph {
+    /// A node's direct inputs.
+    pub fn children(&self, n: NodeId) -> Vec<NodeId> {
+        match self.node(n) {
+            Node::SelectTable(_) | Node::SelectPatientTable(_) | Node::InlinePatientTable { .. } | Node::Value(_) | Node::Parameter { .. } => vec![],
+            Node::Filter { source, condition } => vec![*source, *condition],
+            Node::Sort { source, sort_by } => vec![*source, *sort_by],
+            Node::PickOneRowPerPatient { source, .. } | Node::SelectColumn { source, .. } => vec![*source],
+            Node::AggregateByPatient(a) => vec![aggregate_input(a)],
+            Node::Function(f) => function_inputs(f),
+            Node::Case { cases, default } => {
+                let mut out = vec![];
+                for (c, v) in cases {
+                    out.push(*c);
+                    out.extend(*v);
+                }
+                out.extend(*default);
+                out
+            }
+        }
+    }
+
+    /// Every node `roots` depend on (themselves included), in id order.
+    pub fn reachable_from(&self, roots: &[NodeId]) -> std::collections::BTreeSet<NodeId> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack = roots.to_vec();
+        while let Some(n) = stack.pop() {
+            if seen.insert(n) {
+                stack.extend(self.children(n));
+            }
+        }
+        seen
+    }
+}
+
 pub fn function_inputs(function: &Function) -> Vec<NodeId> {
     use Function as F;
     match function {

@@ -103,11 +103,20 @@ fn node(g: &Graph, n: &Node) -> J {
     }
 }
 
-/// The whole definition as one JSON document.
+/// The whole definition as one JSON document: the nodes the dataset and measures use (not
+/// those of tables merely imported), by id, children first.
 pub fn serialize(g: &Graph, dataset: Option<&DatasetSpec>, measures: Option<&MeasuresSpec>) -> J {
+    let mut roots: Vec<NodeId> = vec![];
+    if let Some(d) = dataset {
+        roots.extend(d.roots());
+        roots.extend(d.dummy.additional_population_constraint);
+    }
+    if let Some(m) = measures {
+        roots.extend(m.roots());
+    }
     let mut nodes = serde_json::Map::new();
-    for (id, n) in g.iter() {
-        nodes.insert(id.index().to_string(), node(g, n));
+    for id in g.reachable_from(&roots) {
+        nodes.insert(id.index().to_string(), node(g, g.node(id)));
     }
     let dataset = dataset.map(|d| {
         json!({

@@ -108,3 +108,23 @@ fn error_messages() {
     }
     insta::assert_snapshot!(out);
 }
+
+/// serialize-definition keeps only the nodes a dataset uses (docs/serialization.md).
+#[test]
+fn serialization_holds_only_the_nodes_the_dataset_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.py");
+    std::fs::write(
+        &path,
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients, clinical_events, medications\n\
+         dataset = create_dataset()\ndataset.define_population(patients.exists_for_patient())\n\
+         dataset.value = clinical_events.where(clinical_events.numeric_value > 5).count_for_patient()\n",
+    )
+    .unwrap();
+    let def = load_definition(&path, &[], Box::new(std::io::sink())).unwrap_or_else(|e| panic!("{}", e.message));
+    let json = quarry_queries::serialize::serialize(&def.graph, def.dataset.as_ref(), def.measures.as_ref());
+    let kinds: Vec<String> = json["nodes"].as_object().unwrap().values().map(|n| n.as_object().unwrap().keys().next().unwrap().clone()).collect();
+    assert_eq!(kinds, ["SelectPatientTable", "SelectTable", "AggregateByPatient.Exists", "SelectColumn", "Value", "Function.GT", "Filter", "AggregateByPatient.Count"]);
+    assert_eq!(json["dataset"]["variables"][0][0], "value");
+    assert!(!json.to_string().contains("medications"), "an imported but unused table is left out");
+}
