@@ -69,6 +69,10 @@ enum Commands {
     Status {
         /// A job request id (or a unique prefix of one).
         id: Option<String>,
+        /// Write (or rewrite) the request's HTML page, metadata/job-requests/<id>.html, and
+        /// print its path.
+        #[arg(long)]
+        html: bool,
         /// The directory holding project.yaml.
         #[arg(long, default_value = ".")]
         project_dir: PathBuf,
@@ -178,7 +182,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
             let code = pipeline::run::run(&options)?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
-        Commands::Status { id, project_dir } => {
+        Commands::Status { id, html, project_dir } => {
             let workspace = Workspace::open_read_only(&project_dir);
             let requests = workspace.load_requests()?;
             let request = match &id {
@@ -209,7 +213,12 @@ fn dispatch(cli: Cli) -> Result<u8> {
                     ),
                 }
             };
-            print!("{}", report::request_text(request));
+            if html {
+                let path = report::html::write_request_page(request, &project_dir, &workspace.requests_dir())?;
+                println!("{}", path.display());
+            } else {
+                print!("{}", report::request_text(request));
+            }
             Ok(0)
         }
         Commands::Exec { image, args } => exec(&image, &args),

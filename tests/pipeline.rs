@@ -51,7 +51,9 @@ impl Project {
         let dir = self.path().join("metadata/job-requests");
         let mut requests: Vec<Value> = fs::read_dir(&dir)
             .unwrap()
-            .map(|e| serde_json::from_str(&fs::read_to_string(e.unwrap().path()).unwrap()).unwrap())
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .map(|p| serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap())
             .collect();
         requests.sort_by_key(|r| r["created_at"].as_str().unwrap().to_string());
         requests.pop().unwrap()

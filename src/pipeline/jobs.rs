@@ -152,6 +152,32 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job just created for `action` (status `created`).
+    pub fn new(id: String, action: &str, run_command: &str, created_at: Timestamp) -> Job {
+        let code = StatusCode::Created;
+        Job {
+            id,
+            action: action.to_string(),
+            run_command: run_command.to_string(),
+            requires_db: false,
+            needs: vec![],
+            wait_for: vec![],
+            state: code.state(),
+            status_code: code,
+            status_message: code.default_message().to_string(),
+            cancelled: false,
+            created_at,
+            started_at: None,
+            completed_at: None,
+            exit_code: None,
+            outputs: BTreeMap::new(),
+            undeclared_outputs: Vec::new(),
+            level4_problems: BTreeMap::new(),
+            disclosure_warnings: BTreeMap::new(),
+            hint: None,
+        }
+    }
+
     pub fn set_status(&mut self, code: StatusCode, message: impl Into<String>) {
         self.status_code = code;
         self.state = code.state();
@@ -347,27 +373,9 @@ mod tests {
     use super::*;
 
     fn job(code: StatusCode) -> Job {
-        Job {
-            id: "x".into(),
-            action: "a".into(),
-            run_command: "python:v2 a.py".into(),
-            requires_db: false,
-            needs: vec![],
-            wait_for: vec![],
-            state: code.state(),
-            status_code: code,
-            status_message: code.default_message().into(),
-            cancelled: false,
-            created_at: Timestamp::UNIX_EPOCH,
-            started_at: None,
-            completed_at: None,
-            exit_code: None,
-            outputs: BTreeMap::new(),
-            undeclared_outputs: vec![],
-            level4_problems: BTreeMap::new(),
-            disclosure_warnings: BTreeMap::new(),
-            hint: None,
-        }
+        let mut j = Job::new("x".into(), "a", "python:v2 a.py", Timestamp::UNIX_EPOCH);
+        j.set_status(code, code.default_message());
+        j
     }
 
     #[test]

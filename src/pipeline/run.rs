@@ -173,6 +173,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
         workspace.save_request(&request)?;
         println!("=> All actions already completed successfully");
         println!("   Use -f option to force everything to re-run");
+        write_page(&workspace, &request);
         return Ok(0);
     }
 
@@ -206,28 +207,11 @@ pub fn run(options: &RunOptions) -> Result<i32> {
             .filter(|n| planned.contains(n.as_str()))
             .map(|n| jobs::job_id(&request_id, n))
             .collect();
-        let code = StatusCode::Created;
-        request.jobs.push(Job {
-            id: jobs::job_id(&request_id, action_id),
-            action: action_id.clone(),
-            run_command: action.run.raw.clone(),
-            requires_db: action.is_database_action(),
-            needs: action.needs.clone(),
-            wait_for,
-            state: code.state(),
-            status_code: code,
-            status_message: code.default_message().to_string(),
-            cancelled: false,
-            created_at: now,
-            started_at: None,
-            completed_at: None,
-            exit_code: None,
-            outputs: BTreeMap::new(),
-            undeclared_outputs: Vec::new(),
-            level4_problems: BTreeMap::new(),
-            disclosure_warnings: BTreeMap::new(),
-            hint: None,
-        });
+        let mut job = Job::new(jobs::job_id(&request_id, action_id), action_id, &action.run.raw, now);
+        job.requires_db = action.is_database_action();
+        job.needs = action.needs.clone();
+        job.wait_for = wait_for;
+        request.jobs.push(job);
     }
     workspace.save_request(&request)?;
     println!("\nRunning actions: {}\n", plan.join(", "));
@@ -252,8 +236,21 @@ pub fn run(options: &RunOptions) -> Result<i32> {
 
     let request = shared.request.lock().expect("request lock").clone();
     print_summary(&shared.workspace, &request, stop_reason.as_ref());
+    write_page(&shared.workspace, &request);
     let all_succeeded = request.jobs.iter().all(|j| j.state == State::Succeeded);
     Ok(if all_succeeded { 0 } else { 1 })
+}
+
+/// Writes the request's page (`metadata/job-requests/<id>.html`) and says where it is; a
+/// failure to write it is a warning, never a failed run.
+fn write_page(workspace: &Workspace, request: &JobRequest) {
+    match crate::report::html::write_request_page(request, &workspace.project_dir, &workspace.requests_dir()) {
+        Ok(path) => {
+            let shown = path.strip_prefix(&workspace.project_dir).unwrap_or(&path);
+            println!("\n   job request page: {}", shown.display());
+        }
+        Err(e) => eprintln!("warning: could not write the job request page: {e:#}"),
+    }
 }
 
 fn print_error(kind: &str, message: &str, project: Option<&Project>) {

@@ -1,6 +1,8 @@
 //! What a person reads about a run: `quarry status` (a job request as text, in the jobs
 //! site's order) and `quarry check` (the validated plan).
 
+pub mod html;
+
 use std::fmt::Write as _;
 
 use jiff::{Timestamp, tz::TimeZone};
