@@ -9,15 +9,8 @@
 #
 # pandas is installed into $HOME/.cache/quarry/bench-venv if no python3 with pandas is found
 # (PEER_PYTHON overrides). Results go to docs/performance.md by hand, with this command.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${CARGO_TARGET_DIR:=target}"
-cargo build --release --quiet
-QUARRY="$(cd "$CARGO_TARGET_DIR" && pwd)/release/quarry"
-PEER="$(pwd)/benches/peers/seed_steps_pandas.py"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-[ -x /usr/bin/time ] || { echo "needs GNU time (/usr/bin/time; apt-get install time)" >&2; exit 2; }
+source "$(dirname "$0")/lib.sh"
+PEER="$ROOT/benches/peers/seed_steps_pandas.py"
 PY=${PEER_PYTHON:-python3}
 if ! "$PY" -c 'import pandas' 2>/dev/null; then
     venv="$HOME/.cache/quarry/bench-venv"

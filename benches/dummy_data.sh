@@ -8,14 +8,7 @@
 #   benches/dummy_data.sh [--all-cases]
 #
 # Results go to docs/performance.md by hand, with this command.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${CARGO_TARGET_DIR:=target}"
-cargo build --release --quiet
-QUARRY="$(cd "$CARGO_TARGET_DIR" && pwd)/release/quarry"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-[ -x /usr/bin/time ] || { echo "needs GNU time (/usr/bin/time; apt-get install time)" >&2; exit 2; }
+source "$(dirname "$0")/lib.sh"
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo); quarry $(git rev-parse --short HEAD)"
 printf '%-40s %10s %10s %14s %12s\n' definition patients "median s" "rows/s" "peak RSS MB"

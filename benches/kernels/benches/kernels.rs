@@ -97,7 +97,7 @@ fn store(events: &[Event], patients: TableId, clinical_events: TableId) -> quarr
 
 fn frame(events: &[Event]) -> DataFrame {
     let date = Series::new("date".into(), events.iter().map(|e| e.day).collect::<Vec<i32>>()).cast(&DataType::Date).unwrap();
-    DataFrame::new(vec![
+    DataFrame::new(events.len(), vec![
         Column::new("patient_id".into(), events.iter().map(|e| e.patient).collect::<Vec<i64>>()),
         date.into(),
         Column::new("code".into(), events.iter().map(|e| code_text(e.code)).collect::<Vec<String>>()),
@@ -108,7 +108,7 @@ fn frame(events: &[Event]) -> DataFrame {
 
 fn polars_query(df: &DataFrame, kernel: usize) -> DataFrame {
     let codes = Series::new("codes".into(), codelist());
-    let filtered = df.clone().lazy().filter(col("code").is_in(lit(codes).implode(), false));
+    let filtered = df.clone().lazy().filter(col("code").is_in(lit(codes).implode(false), false));
     let agg = match kernel {
         0 => len().alias("value"),
         1 => len().gt(lit(0)).alias("value"),

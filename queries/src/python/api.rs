@@ -573,14 +573,46 @@ fn table_from_file(interp: &mut Interp, mut args: Args) -> R<V> {
     let Some(V::Str(path)) = &a[0] else {
         return Err(type_err("table_from_file() needs a path"));
     };
-    let Some(V::Dict(cols)) = columns else {
-        return Err(err(
-            "quarry.UnsupportedError",
-            "table_from_file() needs columns={name: type, ...} (the older decorator form on a class is not supported)",
-        ));
+    match columns {
+        Some(V::Dict(cols)) => {
+            let cols: Vec<(V, V)> = cols.borrow().iter().map(|(k, t)| (k.clone(), t.clone())).collect();
+            inline_table(interp, path, &cols)
+        }
+        // The older decorator form: `@table_from_file(path)` on a `PatientFrame` class.
+        None => {
+            let decorator = Object { class: "TableFromFile", attrs: std::cell::RefCell::new(vec![("path".into(), V::Str(path.clone()))]) };
+            Ok(V::Method(Rc::new(V::Object(Rc::new(decorator))), Rc::from("__call__")))
+        }
+        Some(other) => Err(type_err(format!("table_from_file() columns must be a dict of {{name: type}}, not {}", other.type_name()))),
+    }
+}
+
+/// `@table_from_file(path)` applied to a class: its `Series(type)` attributes are the columns.
+pub fn table_from_file_class(interp: &mut Interp, decorator: &Object, args: Args) -> R<V> {
+    let a = args.bind("table_from_file", &["cls"])?;
+    let Some(V::Object(class)) = &a[0] else {
+        return Err(type_err("@table_from_file(...) decorates a class (class name(PatientFrame): ...)"));
     };
+    if class.get("__base__").is_some_and(|b| !matches!(b, V::Type("PatientFrame"))) {
+        return Err(type_err("@table_from_file(...) makes a PatientFrame: the class must subclass PatientFrame"));
+    }
+    let Some(V::Str(path)) = decorator.get("path") else { unreachable!("the decorator holds its path") };
+    let Some(V::List(columns)) = class.get("__columns__") else { unreachable!("a frame class lists its columns") };
+    let cols: Vec<(V, V)> = columns
+        .borrow()
+        .iter()
+        .map(|pair| match pair {
+            V::Tuple(t) => (t[0].clone(), t[1].clone()),
+            _ => unreachable!("(name, type) pairs"),
+        })
+        .collect();
+    inline_table(interp, &path, &cols)
+}
+
+/// A `table_from_file` table: `cols` are `(name, type)` pairs, in file-independent order.
+fn inline_table(interp: &mut Interp, path: &Rc<str>, cols: &[(V, V)]) -> R<V> {
     let mut schema_cols = vec![];
-    for (k, t) in cols.borrow().iter() {
+    for (k, t) in cols {
         let V::Str(name) = k else { return Err(type_err("column names must be strings")) };
         let type_ = match t {
             V::Type("int") => Type::Int,
@@ -605,7 +637,15 @@ fn table_from_file(interp: &mut Interp, mut args: Args) -> R<V> {
     Ok(V::Frame(Rc::new(FrameObj { node, table: None, name: "PatientFrame".into(), picked: false })))
 }
 
-pub fn call_type(interp: &mut Interp, t: &str, args: Args) -> R<V> {
+pub fn call_type(interp: &mut Interp, t: &str, mut args: Args) -> R<V> {
+    if t == "Series" {
+        // A column of a frame class: `Series(int)`, `Series(str, constraints=[...])`; only
+        // the type matters here.
+        args.kw.clear();
+        let a = args.bind("Series", &["type"])?;
+        let Some(ty @ V::Type(_)) = &a[0] else { return Err(type_err("Series() needs a type, e.g. Series(int)")) };
+        return Ok(V::Object(Rc::new(Object { class: "SeriesSpec", attrs: std::cell::RefCell::new(vec![("type".into(), ty.clone())]) })));
+    }
     if let Some(c) = CodeSystem::from_class_name(t) {
         let a = args.bind(t, &["value"])?;
         let Some(V::Str(s)) = &a[0] else { return Err(type_err(format!("{t}() needs a string"))) };

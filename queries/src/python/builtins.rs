@@ -696,6 +696,7 @@ fn str_arg(v: Option<&V>, what: &str) -> R<String> {
 
 pub fn call_method(interp: &mut Interp, obj: V, name: &str, mut args: Args) -> R<V> {
     match &obj {
+        V::Object(o) if o.class == "TableFromFile" && name == "__call__" => super::api::table_from_file_class(interp, o, args),
         V::Str(s) => string_method(interp, s, name, args),
         V::List(l) => {
             let l = l.clone();

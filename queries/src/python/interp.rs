@@ -392,7 +392,8 @@ impl Interp {
                 scope.set(&f.name.id, value);
             }
             Stmt::ClassDef(c) => {
-                return Err(self.unsupported(&format!("a class definition (`class {}`)", c.name.id)));
+                let value = self.frame_class(c, scope)?;
+                scope.set(&c.name.id, value);
             }
             Stmt::Import(s) => {
                 for alias in &s.names {
@@ -960,6 +961,48 @@ impl Interp {
     }
 
     // --- Calls -----------------------------------------------------------------------
+
+    /// A class definition: only ehrQL's frame classes (`class x(PatientFrame): col = Series(int)`)
+    /// under a decorator that turns them into a table (`@table_from_file(path)`).
+    fn frame_class(&mut self, c: &ruff_python_ast::StmtClassDef, scope: &Rc<Scope>) -> R<V> {
+        let unsupported = |this: &Self| this.unsupported(&format!("a class definition (`class {}`) other than a PatientFrame under @table_from_file(...)", c.name.id));
+        let bases: Vec<V> = match &c.arguments {
+            Some(a) => a.args.iter().map(|b| self.eval(b, scope)).collect::<R<_>>()?,
+            None => vec![],
+        };
+        let base = match bases.as_slice() {
+            [V::Type(t @ ("PatientFrame" | "EventFrame"))] => *t,
+            _ => return Err(unsupported(self)),
+        };
+        if c.decorator_list.is_empty() {
+            return Err(unsupported(self));
+        }
+        let mut columns = vec![];
+        for stmt in c.body.iter() {
+            match stmt {
+                Stmt::Expr(e) if matches!(*e.value, ruff_python_ast::Expr::StringLiteral(_)) => {}
+                Stmt::Assign(a) if a.targets.len() == 1 => {
+                    let ruff_python_ast::Expr::Name(target) = &a.targets[0] else { return Err(unsupported(self)) };
+                    let spec = self.eval(&a.value, scope)?;
+                    let V::Object(o) = &spec else { return Err(type_err(format!("{}.{}: a column is Series(type)", c.name.id, target.id))) };
+                    let Some(t) = o.get("type").filter(|_| o.class == "SeriesSpec") else {
+                        return Err(type_err(format!("{}.{}: a column is Series(type)", c.name.id, target.id)));
+                    };
+                    columns.push(V::Tuple(Rc::new(vec![V::str(&target.id), t])));
+                }
+                _ => return Err(unsupported(self)),
+            }
+        }
+        let mut value = V::Object(Rc::new(super::value::Object {
+            class: "FrameClass",
+            attrs: std::cell::RefCell::new(vec![("__name__".into(), V::str(&c.name.id)), ("__base__".into(), V::Type(base)), ("__columns__".into(), V::list(columns))]),
+        }));
+        for d in c.decorator_list.iter().rev() {
+            let dec = self.eval(&d.expression, scope)?;
+            value = self.call(dec, Args::new(vec![value]))?;
+        }
+        Ok(value)
+    }
 
     pub fn call(&mut self, func: V, args: Args) -> R<V> {
         match func {
