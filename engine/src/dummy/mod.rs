@@ -192,8 +192,9 @@ impl<'g> Plan<'g> {
                     let (Kind::EventFrame { table, .. } | Kind::PatientFrame { table }) = graph.kind(*source) else { continue };
                     let Some(tp) = tables.iter_mut().find(|tp| tp.id == *table) else { continue };
                     let Some(cp) = tp.columns.iter_mut().find(|c| c.name == *name) else { continue };
-                    // An empty set (`is_in([])`) suggests no value.
-                    let empty_set = matches!(&*value, Value::Set(_, vs) if vs.is_empty());
+                    // An empty set (`is_in([])`) suggests no value, and an empty string
+                    // (`contains("")`) none that CSV dummy tables could hold (empty is NULL).
+                    let empty_set = matches!(&*value, Value::Set(_, vs) if vs.is_empty()) || matches!(&*value, Value::Str(s) if s.is_empty());
                     if matches!(op, solve::Op::In | solve::Op::Eq | solve::Op::Ne | solve::Op::Contains) && !empty_set && !cp.hints.contains(&value) {
                         cp.hints.push(value);
                     }

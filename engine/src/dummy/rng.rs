@@ -7,10 +7,11 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64, a: u64, b: u64) -> Rng {
-        let mut r = Rng(seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xD1B5_4A32_D192_ED03));
-        r.next_u64();
-        r.next_u64();
-        r
+        // Each input is mixed in through the full SplitMix64 finaliser, so streams of nearby
+        // ids are unrelated (a linear combination let the stream of id a + 2 be that of id a
+        // shifted by two draws).
+        let mix = |x: u64| Rng(x).next_u64();
+        Rng(mix(mix(mix(seed) ^ a) ^ b))
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -61,6 +62,23 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Nearby patient ids must not share (shifted) streams: no draw of patient `a` may appear
+    /// among the first draws of patients `a + 1 ..= a + 8`.
+    #[test]
+    fn nearby_ids_have_unrelated_streams() {
+        for seed in [0, 1, 42] {
+            for a in 0..64u64 {
+                let mine: Vec<u64> = { let mut r = Rng::new(seed, a, 0); (0..16).map(|_| r.next_u64()).collect() };
+                for b in a + 1..=a + 8 {
+                    let mut r = Rng::new(seed, b, 0);
+                    for _ in 0..16 {
+                        assert!(!mine.contains(&r.next_u64()), "seed {seed}: ids {a} and {b} share draws");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn same_seed_same_stream_and_bounds_hold() {
