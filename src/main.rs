@@ -99,6 +99,22 @@ enum Commands {
         #[arg(long, default_value = ".")]
         project_dir: PathBuf,
     },
+    /// Write a TPP-shaped synthetic backend (Parquet, the --backend layout) for throughput
+    /// benchmarks (docs/backend.md).
+    MakeBackend {
+        /// How many patients.
+        #[arg(long)]
+        patients: u64,
+        /// The directory to write (one .parquet file per table).
+        #[arg(long)]
+        out: PathBuf,
+        /// The same seed gives the same backend.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Mean clinical events per patient (long-tailed).
+        #[arg(long, default_value_t = 40.0)]
+        events_per_patient: f64,
+    },
     /// Print docs/tables.md, generated from the table declarations.
     TablesDoc,
     /// Run one action command directly, e.g. `quarry exec ehrql:v1 generate-dataset ...`.
@@ -228,6 +244,32 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Commands::CreateDummyTables(a) => Ok(ehrql_result(ehrql::create_dummy_tables(&a))),
         Commands::Analysis(a) => Ok(analysis_cli::run(a)),
         Commands::CheckOutputs { paths, project_dir } => check_outputs::run(&paths, &project_dir),
+        Commands::MakeBackend { patients, out, seed, events_per_patient } => {
+            let options = quarry_engine::make_backend::Options { patients, seed, events_per_patient };
+            eprintln!("[info] Writing a backend of {patients} patients (seed {seed}) into {}", out.display());
+            let started = std::time::Instant::now();
+            let mut last = std::time::Instant::now();
+            let report = quarry_engine::make_backend::make_backend(&out, &options, |done| {
+                if last.elapsed().as_secs() >= 1 || done == patients {
+                    let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                    eprintln!("[info] {done} of {patients} patients ({:.0}%), {:.0} patients/s", 100.0 * done as f64 / patients.max(1) as f64, rate);
+                    last = std::time::Instant::now();
+                }
+            });
+            match report {
+                Ok(r) => {
+                    for (table, rows) in &r.rows {
+                        println!("{}  {rows} rows", out.join(format!("{table}.parquet")).display());
+                    }
+                    eprintln!("[info] {} patients in {:.1} s", r.patients, r.seconds);
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(1)
+                }
+            }
+        }
         Commands::TablesDoc => {
             print!("{}", quarry_queries::tables::markdown());
             Ok(0)

@@ -58,7 +58,7 @@ impl Witness {
         let death = (rng.below(4) == 0).then(|| rng.date(2016, 2023));
         let events = (0..rng.below(5)).map(|_| (rng.date(2010, 2023), *rng.pick(&CODES), rng.below(400) as f64 / 10.0)).collect();
         let medications = (0..rng.below(3)).map(|_| (rng.date(2010, 2023), *rng.pick(&DMD))).collect();
-        Witness { birth_year, sex: *rng.pick(&SEXES), death, events, medications }
+        Witness { birth_year, sex: SEXES[rng.below(SEXES.len() as u64) as usize], death, events, medications }
     }
 
     fn write(&self, dir: &Path) {

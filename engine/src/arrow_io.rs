@@ -343,12 +343,54 @@ pub fn value_at(array: &dyn Array, row: usize) -> Result<Scalar, String> {
         DataType::Date32 => Value::Date(days::to_date(array.as_primitive::<Date32Type>().value(row) as i64)),
         DataType::Date64 => Value::Date(days::to_date(array.as_primitive::<arrow_array::types::Date64Type>().value(row).div_euclid(86_400_000))),
         DataType::Dictionary(..) => {
+            // The key of this row only (normalized_keys() would unpack the whole array).
             let dict = array.as_any_dictionary();
-            let key = dict.normalized_keys()[row];
-            return value_at(dict.values().as_ref(), key);
+            let Some(Value::Int(key)) = value_at(dict.keys(), row)? else { return Ok(None) };
+            return value_at(dict.values().as_ref(), key as usize);
         }
         other => return Err(format!("unsupported Arrow type {other}")),
     }))
+}
+
+/// A whole column's values, typed as the schema column wants: one pass per array with the
+/// common types unpacked directly (what reading a backend spends its time on).
+pub fn column_values(array: &dyn Array, want: &Type) -> Result<Vec<Scalar>, String> {
+    let n = array.len();
+    let valid = |i: usize| !array.is_null(i);
+    Ok(match (array.data_type(), want) {
+        (DataType::Int64, _) => {
+            let a = array.as_primitive::<Int64Type>();
+            (0..n).map(|i| valid(i).then(|| Value::Int(a.value(i)))).collect()
+        }
+        (DataType::Float64, _) => {
+            let a = array.as_primitive::<Float64Type>();
+            (0..n).map(|i| valid(i).then(|| Value::Float(Float(a.value(i))))).collect()
+        }
+        (DataType::Date32, _) => {
+            let a = array.as_primitive::<Date32Type>();
+            (0..n).map(|i| valid(i).then(|| Value::Date(days::to_date(a.value(i) as i64)))).collect()
+        }
+        (DataType::Boolean, _) => {
+            let a = array.as_boolean();
+            (0..n).map(|i| valid(i).then(|| Value::Bool(a.value(i)))).collect()
+        }
+        (DataType::Utf8, Type::Code(c)) => {
+            let a = array.as_string::<i32>();
+            (0..n).map(|i| valid(i).then(|| Value::Code(*c, a.value(i).to_string()))).collect()
+        }
+        (DataType::Utf8, _) => {
+            let a = array.as_string::<i32>();
+            (0..n).map(|i| valid(i).then(|| Value::Str(a.value(i).to_string()))).collect()
+        }
+        (DataType::Dictionary(..), _) => {
+            // Each dictionary value converted once, then looked up by key.
+            let dict = array.as_any_dictionary();
+            let values = column_values(dict.values().as_ref(), want)?;
+            let keys = dict.normalized_keys();
+            (0..n).map(|i| if valid(i) { values.get(keys[i]).cloned().flatten() } else { None }).collect()
+        }
+        _ => (0..n).map(|i| typed_value_at(array, i, want)).collect::<Result<_, _>>()?,
+    })
 }
 
 /// The value at `row`, typed as the schema column wants (codes keep their system).

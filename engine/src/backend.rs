@@ -13,7 +13,7 @@ use arrow_array::RecordBatch;
 use quarry_queries::qm::{Graph, NodeId, TableId, TableSchema, Type, Value};
 use quarry_queries::semantics::Scalar;
 
-use crate::arrow_io::{type_matches, typed_value_at, value_at};
+use crate::arrow_io::{column_values, type_matches};
 use crate::store::{InputError, Store, used_tables};
 
 /// Rows per record batch read.
@@ -30,7 +30,10 @@ struct Cursor {
     columns: Vec<(Option<usize>, Type)>,
     pid: usize,
     batches: Batches,
-    batch: Option<RecordBatch>,
+    /// The current batch, converted: patient ids, and per schema column its values (empty
+    /// for columns not read).
+    ids: Vec<Option<i64>>,
+    values: Vec<Vec<Scalar>>,
     row: usize,
     /// Rows read so far (for messages) and the last patient id (to check the order).
     read: usize,
@@ -38,7 +41,8 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn open(table: TableId, schema: &TableSchema, path: &Path) -> Result<Cursor, InputError> {
+    /// Opens a table's file, reading only the `used` columns (the others are NULL).
+    fn open(table: TableId, schema: &TableSchema, path: &Path, used: &[String]) -> Result<Cursor, InputError> {
         let shown = path.display().to_string();
         let err = |m: String| InputError(format!("{shown}: {m}"));
         let file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
@@ -50,7 +54,7 @@ impl Cursor {
                 .fields()
                 .iter()
                 .enumerate()
-                .filter(|(_, f)| f.name() == "patient_id" || schema.column(f.name()).is_some())
+                .filter(|(_, f)| f.name() == "patient_id" || used.contains(f.name()))
                 .map(|(i, _)| i)
                 .collect();
             let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
@@ -72,7 +76,7 @@ impl Cursor {
         }
         let mut columns = vec![];
         for c in &schema.columns {
-            let i = position(&c.name);
+            let i = position(&c.name).filter(|_| used.contains(&c.name));
             if let Some(i) = i
                 && !type_matches(&types[i], &c.type_)
             {
@@ -80,25 +84,37 @@ impl Cursor {
             }
             columns.push((i, c.type_.clone()));
         }
-        Ok(Cursor { table, patient_level: schema.patient_level, shown, columns, pid, batches, batch: None, row: 0, read: 0, last: None })
+        Ok(Cursor { table, patient_level: schema.patient_level, shown, columns, pid, batches, ids: vec![], values: vec![], row: 0, read: 0, last: None })
     }
 
     /// The patient id of the next row, reading a batch if needed; `None` at the end.
     fn peek(&mut self) -> Result<Option<i64>, InputError> {
         loop {
-            if let Some(b) = &self.batch
-                && self.row < b.num_rows()
-            {
-                let at = |m: String| InputError(format!("{}, row {}: {m}", self.shown, self.read + 1));
-                return match value_at(b.column(self.pid).as_ref(), self.row).map_err(at)? {
-                    Some(Value::Int(p)) => Ok(Some(p)),
-                    _ => Err(at("NULL value in non-nullable column 'patient_id'".into())),
+            if self.row < self.ids.len() {
+                return match self.ids[self.row] {
+                    Some(p) => Ok(Some(p)),
+                    None => Err(InputError(format!("{}, row {}: NULL value in non-nullable column 'patient_id'", self.shown, self.read + 1))),
                 };
             }
             match self.batches.next() {
                 None => return Ok(None),
                 Some(b) => {
-                    self.batch = Some(b.map_err(|e| InputError(format!("{}: {e}", self.shown)))?);
+                    let b = b.map_err(|e| InputError(format!("{}: {e}", self.shown)))?;
+                    let at = |m: String| InputError(format!("{}, rows {}–{}: {m}", self.shown, self.read + 1, self.read + b.num_rows()));
+                    self.ids = column_values(b.column(self.pid).as_ref(), &Type::Int)
+                        .map_err(at)?
+                        .into_iter()
+                        .map(|v| if let Some(Value::Int(p)) = v { Some(p) } else { None })
+                        .collect();
+                    self.values = self
+                        .columns
+                        .iter()
+                        .map(|(i, type_)| match i {
+                            Some(i) => column_values(b.column(*i).as_ref(), type_),
+                            None => Ok(vec![]),
+                        })
+                        .collect::<Result<_, _>>()
+                        .map_err(at)?;
                     self.row = 0;
                 }
             }
@@ -115,14 +131,8 @@ impl Cursor {
                 self.last.unwrap_or_default()
             )));
         }
-        let b = self.batch.as_ref().expect("peeked");
-        let mut values = Vec::with_capacity(self.columns.len());
-        for (i, type_) in &self.columns {
-            values.push(match i {
-                Some(i) => typed_value_at(b.column(*i).as_ref(), self.row, type_).map_err(|m| InputError(format!("{}, row {}: {m}", self.shown, self.read + 1)))?,
-                None => None,
-            });
-        }
+        let row = self.row;
+        let values = self.values.iter_mut().map(|c| c.get_mut(row).map(std::mem::take).unwrap_or(None)).collect();
         self.row += 1;
         self.read += 1;
         self.last = Some(patient);
@@ -167,12 +177,19 @@ impl Backend {
         if let Some(i) = tables.iter().position(|t| graph.table(*t).name == "patients") {
             tables.swap(0, i);
         }
+        // The columns the definition reads, per table.
+        let mut used: std::collections::HashMap<TableId, Vec<String>> = std::collections::HashMap::new();
+        for n in graph.reachable_from(roots) {
+            if let quarry_queries::qm::Node::SelectColumn { source, name } = graph.node(n) {
+                used.entry(crate::kernels::frame_table(graph, *source)).or_default().push(name.clone());
+            }
+        }
         let mut cursors = vec![];
         for t in tables {
             let schema = graph.table(t);
             let path = table_file(dir, &schema.name)
                 .ok_or_else(|| InputError(format!("Missing table: {} (expected {}.parquet or {}.arrow; see docs/backend.md)", schema.name, dir.join(&schema.name).display(), schema.name)))?;
-            cursors.push(Cursor::open(t, schema, &path)?);
+            cursors.push(Cursor::open(t, schema, &path, used.get(&t).map(Vec::as_slice).unwrap_or(&[]))?);
         }
         Ok(Backend { cursors, dir: dir.to_path_buf() })
     }

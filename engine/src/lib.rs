@@ -9,6 +9,7 @@ pub mod columnar;
 pub mod columns;
 pub mod dummy;
 pub mod kernels;
+pub mod make_backend;
 pub mod measures;
 pub mod output;
 pub mod reference;

@@ -37,7 +37,7 @@ impl PageModel {
     pub fn new(request: &JobRequest) -> PageModel {
         let total = request.jobs.len();
         let count = |s: State| request.jobs.iter().filter(|j| j.state == s).count();
-        let pct = |n: usize| if total == 0 { 0 } else { n * 100 / total };
+        let pct = |n: usize| (n * 100).checked_div(total).unwrap_or(0);
         let statistics = [State::Pending, State::Running, State::Succeeded, State::Failed].into_iter().map(|s| (s, count(s), pct(count(s)))).collect();
         let completed = count(State::Succeeded) + count(State::Failed);
         let seconds = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;

@@ -1416,6 +1416,20 @@ fn frame_method(interp: &mut Interp, f: &Rc<FrameObj>, name: &str, args: Args) -
                 build(interp, F::And(vec![notnull, before]))
             }
         }
+        // emis.patients: `registration_start_date.is_on_or_before(start) &
+        // (registration_end_date.is_after(end) | registration_end_date.is_null())`.
+        "has_practice_registration_spanning" => {
+            let a = args.bind(name, &["start_date", "end_date"])?;
+            let s = need_series(interp, &Type::Date, &a[0].clone().unwrap_or(V::None))?;
+            let e = need_series(interp, &Type::Date, &a[1].clone().unwrap_or(V::None))?;
+            let start = col(interp, "registration_start_date")?;
+            let end = col(interp, "registration_end_date")?;
+            let started = interp.graph.function(F::Le(start, s)).map_err(qm_err)?;
+            let after = interp.graph.function(F::Gt(end, e)).map_err(qm_err)?;
+            let open = interp.graph.function(F::IsNull(end)).map_err(qm_err)?;
+            let ongoing = interp.graph.function(F::Or(vec![after, open])).map_err(qm_err)?;
+            build(interp, F::And(vec![started, ongoing]))
+        }
         "spanning" | "spanning_with_systmone" => {
             let a = args.bind(name, &["start_date", "end_date"])?;
             let s = need_series(interp, &Type::Date, &a[0].clone().unwrap_or(V::None))?;
