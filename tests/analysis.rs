@@ -96,7 +96,7 @@ fn the_seed_study_runs_end_to_end_and_writes_every_declared_output() {
     }
     // The dataset has the project's population size (1000 in project.yaml).
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(o.join("dataset.csv.gz")).unwrap()), &mut text).unwrap();
+    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(std::fs::File::open(o.join("dataset.csv.gz")).unwrap()), &mut text).unwrap();
     assert_eq!(text.lines().count(), 1001);
     // Midpoint-6 counts only: 0, 3, 9, 15, …
     let freq = std::fs::read_to_string(o.join("vte_primary_diagnosis_frequency_distribution.csv")).unwrap();

@@ -98,7 +98,7 @@ fn seed_definitions_generate_exactly_the_population_size_up_to_100_000() {
             let out = generate(&vte(), def, size, &file.display().to_string(), &[]);
             assert!(out.status.success(), "{def} at {size}: {}", String::from_utf8_lossy(&out.stderr));
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(&file).unwrap()), &mut text).unwrap();
+            std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(std::fs::File::open(&file).unwrap()), &mut text).unwrap();
             assert_eq!(text.lines().count() - 1, size, "{def} at {size}");
         }
     }

@@ -15,7 +15,7 @@ const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
 
 fn gunzip(path: &Path) -> String {
     let mut out = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_string(&mut out).unwrap();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap()).read_to_string(&mut out).unwrap();
     out
 }
 

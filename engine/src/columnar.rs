@@ -147,6 +147,7 @@ impl<'g> Evaluator<'g> {
             tables.insert(t, part);
         }
         let mut values: Vec<Option<Cv>> = vec![None; g.len()];
+        let mut columns: HashMap<(TableId, usize), Arc<Vec<Scalar>>> = HashMap::new();
         for &id in &self.needed {
             let get = |x: &NodeId| values[x.index()].as_ref().expect("children are evaluated first");
             let table_of = |frame: NodeId| &tables[&frame_table(g, frame)];
@@ -248,7 +249,14 @@ impl<'g> Evaluator<'g> {
                 Node::SelectColumn { source, name } => {
                     let c = column_index(g, *source, name);
                     match get(source) {
-                        Cv::Rows { .. } => Cv::Col(Arc::new(table_of(*source).rows.iter().map(|r| r[c].clone()).collect())),
+                        // Event-level series span all the table's rows whatever the frame, so a
+                        // column is copied out of the rows once per partition and shared.
+                        Cv::Rows { .. } => Cv::Col(
+                            columns
+                                .entry((frame_table(g, *source), c))
+                                .or_insert_with(|| Arc::new(table_of(*source).rows.iter().map(|r| r[c].clone()).collect()))
+                                .clone(),
+                        ),
                         Cv::Row(picked) => {
                             let part = table_of(*source);
                             Cv::S(Arc::new(picked.iter().map(|r| r.and_then(|r| part.rows[r as usize][c].clone())).collect()))

@@ -216,7 +216,7 @@ struct StreamFile {
 
 enum StreamWriter {
     Plain(std::io::BufWriter<std::fs::File>),
-    Gz(Box<flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>>>),
+    Gz(Box<GzMembers>),
     Typed(Box<TypedWriter>),
 }
 
@@ -302,7 +302,7 @@ impl StreamFile {
         let file = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         let writer = match format {
             Format::Csv => StreamWriter::Plain(std::io::BufWriter::with_capacity(1 << 20, file)),
-            Format::CsvGz => StreamWriter::Gz(Box::new(flate2::write::GzEncoder::new(std::io::BufWriter::with_capacity(1 << 20, file), flate2::Compression::new(6)))),
+            Format::CsvGz => StreamWriter::Gz(Box::new(GzMembers { out: std::io::BufWriter::with_capacity(1 << 20, file), pending: Vec::new(), full: Vec::new() })),
             Format::Arrow | Format::Parquet => StreamWriter::Typed(Box::new(
                 TypedWriter::create(file, columns, format == Format::Parquet).map_err(|e| format!("cannot write {}: {e}", path.display()))?,
             )),
@@ -318,7 +318,7 @@ impl StreamFile {
         let io = |e: std::io::Error| format!("cannot write {}: {e}", self.tmp.display());
         match (self.writer.as_mut().expect("open until closed"), chunk) {
             (StreamWriter::Plain(w), Chunk::Text(t)) => w.write_all(t.as_bytes()).map_err(io),
-            (StreamWriter::Gz(w), Chunk::Text(t)) => w.write_all(t.as_bytes()).map_err(io),
+            (StreamWriter::Gz(w), Chunk::Text(t)) => w.write(t.as_bytes()).map_err(io),
             (StreamWriter::Typed(w), Chunk::Rows(rows)) => w.push(rows).map_err(|e| format!("cannot write {}: {e}", self.path.display())),
             _ => unreachable!("chunks come from the stream's own encoder"),
         }
@@ -338,4 +338,54 @@ impl StreamFile {
         let file = buffered.into_inner().map_err(|e| err(e.into_error()))?;
         file.sync_all().map_err(err)
     }
+}
+
+/// Bytes of CSV per gzip member: outputs smaller than this are one member, as ehrQL writes them.
+const GZ_MEMBER: usize = 4 << 20;
+
+/// `.csv.gz` written as a series of gzip members (a valid gzip file: readers concatenate
+/// members), compressed in parallel, so a large output is not limited by one core's deflate.
+pub struct GzMembers {
+    out: std::io::BufWriter<std::fs::File>,
+    pending: Vec<u8>,
+    /// Full members waiting to be compressed together.
+    full: Vec<Vec<u8>>,
+}
+
+impl GzMembers {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= GZ_MEMBER {
+            self.full.push(std::mem::take(&mut self.pending));
+            if self.full.len() >= rayon::current_num_threads().max(1) * 2 {
+                self.compress_full()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compress_full(&mut self) -> std::io::Result<()> {
+        use rayon::prelude::*;
+        let members: Vec<std::io::Result<Vec<u8>>> = self.full.par_iter().map(|text| gzip(text)).collect();
+        self.full.clear();
+        for m in members {
+            self.out.write_all(&m?)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<std::io::BufWriter<std::fs::File>> {
+        if !self.pending.is_empty() || self.full.is_empty() {
+            self.full.push(std::mem::take(&mut self.pending));
+        }
+        self.compress_full()?;
+        Ok(self.out)
+    }
+}
+
+/// One gzip member at ehrQL's level (6).
+fn gzip(text: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(text.len() / 4), flate2::Compression::new(6));
+    enc.write_all(text)?;
+    enc.finish()
 }
