@@ -1,5 +1,5 @@
 # Sourced by the benchmark scripts: from the repository root, a release build, QUARRY (the
-# binary), ROOT, TMP (removed on exit), GNU time checked, and median (the middle of 3 values).
+# binary), ROOT, TMP (removed on exit), GNU time checked, and median (the middle value).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -9,4 +9,4 @@ QUARRY="$(cd "$CARGO_TARGET_DIR" && pwd)/release/quarry"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 [ -x /usr/bin/time ] || { echo "needs GNU time (/usr/bin/time; apt-get install time)" >&2; exit 2; }
-median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
