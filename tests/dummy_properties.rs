@@ -21,16 +21,11 @@ const SIZE: usize = 40;
 use common::Rng;
 
 trait Draw {
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T;
     fn year(&mut self, from: i32, to: i32) -> i32;
     fn date(&mut self, from: i32, to: i32) -> String;
 }
 
 impl Draw for Rng {
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
     fn year(&mut self, from: i32, to: i32) -> i32 {
         from + self.below((to - from + 1) as u64) as i32
     }
@@ -153,7 +148,7 @@ fn satisfiable_random_populations_generate_exactly_the_requested_size() {
     let mut satisfiable = 0;
     let mut failures = vec![];
     for seed in 0..CASES {
-        let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0xdead_beef);
+        let mut rng = Rng::new(seed, 0xdead_beef, 0);
         let witness = Witness::draw(&mut rng);
         let population = formula(&mut rng, &witness, 4);
         let dir = tmp.path().join(format!("case{seed}"));

@@ -163,7 +163,7 @@ fn random_definitions_give_the_same_bytes_on_both_evaluators() {
     let tmp = tempfile::tempdir().unwrap();
     let mut with_rows = 0;
     for seed in 0..CASES {
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9) ^ 0x5eed);
+        let mut rng = Rng::new(seed, 0x5eed, 0);
         let dir = tmp.path().join(format!("case{seed}"));
         std::fs::create_dir_all(&dir).unwrap();
         let def = definition(&mut rng);

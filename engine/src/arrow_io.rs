@@ -178,7 +178,7 @@ impl ColumnEncoder {
 }
 
 /// Codes and strings are the same category when their text is.
-fn same_category(category: &Value, v: &Value) -> bool {
+pub(crate) fn same_category(category: &Value, v: &Value) -> bool {
     match (category, v) {
         (Value::Str(a) | Value::Code(_, a), Value::Str(b) | Value::Code(_, b)) => a == b,
         _ => category == v,
@@ -308,11 +308,6 @@ pub fn type_matches(data_type: &DataType, want: &Type) -> bool {
         Type::Date => matches!(data_type, DataType::Date32 | DataType::Date64),
         Type::Set(_) => false,
     }
-}
-
-/// ehrQL's name of a type, for messages.
-pub fn arrow_type_name(data_type: &DataType) -> String {
-    data_type.to_string()
 }
 
 /// The value at `row`, as the plain value its Arrow type holds.

@@ -7,7 +7,7 @@
 //! on the backend's.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arrow_array::RecordBatch;
 use quarry_queries::qm::{Graph, NodeId, TableId, TableSchema, Type, Value};
@@ -146,11 +146,7 @@ impl Cursor {
                 break;
             }
             let row = self.take(p)?;
-            let rows = store.patients.entry(p).or_default().entry(self.table).or_default();
-            if self.patient_level {
-                rows.clear();
-            }
-            rows.push(row);
+            store.push(self.table, self.patient_level, p, row);
         }
         Ok(())
     }
@@ -159,12 +155,6 @@ impl Cursor {
 /// The open backend: one cursor per used table, the first driving the rounds.
 pub struct Backend {
     cursors: Vec<Cursor>,
-    pub dir: PathBuf,
-}
-
-/// Where a table lives in a backend directory.
-pub fn table_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    ["parquet", "arrow"].iter().map(|ext| dir.join(format!("{name}.{ext}"))).find(|p| p.is_file())
 }
 
 impl Backend {
@@ -187,11 +177,11 @@ impl Backend {
         let mut cursors = vec![];
         for t in tables {
             let schema = graph.table(t);
-            let path = table_file(dir, &schema.name)
+            let path = crate::store::find_file(dir, &schema.name, &["parquet", "arrow"])
                 .ok_or_else(|| InputError(format!("Missing table: {} (expected {}.parquet or {}.arrow; see docs/backend.md)", schema.name, dir.join(&schema.name).display(), schema.name)))?;
             cursors.push(Cursor::open(t, schema, &path, used.get(&t).map(Vec::as_slice).unwrap_or(&[]))?);
         }
-        Ok(Backend { cursors, dir: dir.to_path_buf() })
+        Ok(Backend { cursors })
     }
 
     /// The next round: at least `patients` whole patients of the driving table (fewer at the
@@ -212,11 +202,7 @@ impl Backend {
                 distinct += 1;
             }
             let row = driver.take(p)?;
-            let rows = store.patients.entry(p).or_default().entry(driver.table).or_default();
-            if driver.patient_level {
-                rows.clear();
-            }
-            rows.push(row);
+            store.push(driver.table, driver.patient_level, p, row);
         }
         for c in rest {
             c.take_below(bound, &mut store)?;

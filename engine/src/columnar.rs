@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use quarry_queries::qm::{AggregateByPatient as A, Domain, Function, Graph, Node, NodeId, Position, RowsId, TableId, Value, function_inputs};
+use quarry_queries::qm::{AggregateByPatient as A, Domain, Function, Graph, Node, NodeId, RowsId, TableId, Value, function_inputs};
 use quarry_queries::semantics::{self, EvalError, Scalar, compare_nulls_first};
 use rayon::prelude::*;
 
@@ -101,20 +101,21 @@ impl<'g> Evaluator<'g> {
     }
 
     /// Evaluates every partition in parallel and hands each, in patient order, to `sink`.
-    pub fn run<T: Send>(&self, store: &Store, each: impl Fn(&Partition) -> T + Sync, sink: impl FnMut(T) -> Result<(), EvalError>) -> Result<(), EvalError> {
+    pub fn run<T: Send, E: From<EvalError>>(&self, store: &Store, each: impl Fn(&Partition) -> T + Sync, sink: impl FnMut(T) -> Result<(), E>) -> Result<(), E> {
         self.run_range(store, None, None, each, sink)
     }
 
     /// As [`Evaluator::run`] for one round of a backend: `store` holds the patients in
     /// `[lo, hi)`, and only the inline tables' patients in that range join them.
-    pub fn run_range<T: Send>(
+    /// `sink`'s own errors (writing, say) stop the run too, as they are.
+    pub fn run_range<T: Send, E: From<EvalError>>(
         &self,
         store: &Store,
         lo: Option<i64>,
         hi: Option<i64>,
         each: impl Fn(&Partition) -> T + Sync,
-        mut sink: impl FnMut(T) -> Result<(), EvalError>,
-    ) -> Result<(), EvalError> {
+        mut sink: impl FnMut(T) -> Result<(), E>,
+    ) -> Result<(), E> {
         let patients = self.patients(store, lo, hi);
         // Rounds of a few partitions per thread keep memory bounded and output in order.
         let per_round = rayon::current_num_threads().max(1) * 2;
@@ -201,43 +202,18 @@ impl<'g> Evaluator<'g> {
                     let Cv::Rows { rows, seg } = get(source) else { unreachable!("pick from an event frame") };
                     let plan = &self.picks[&id];
                     let part = table_of(*source);
-                    let keys: Vec<&Arc<Vec<Scalar>>> = plan
+                    let keys: Vec<&[Scalar]> = plan
                         .keys
                         .iter()
                         .filter_map(|k| match get(k) {
-                            Cv::Col(c) => Some(c),
+                            Cv::Col(c) => Some(c.as_slice()),
                             _ => None,
                         })
                         .collect();
-                    let order = |a: u32, b: u32| {
-                        for k in &keys {
-                            let o = compare_nulls_first(&k[a as usize], &k[b as usize]);
-                            if o.is_ne() {
-                                return o;
-                            }
-                        }
-                        for &c in &plan.tie_columns {
-                            let o = compare_nulls_first(&part.rows[a as usize][c], &part.rows[b as usize][c]);
-                            if o.is_ne() {
-                                return o;
-                            }
-                        }
-                        std::cmp::Ordering::Equal
-                    };
                     let picked = (0..n)
                         .map(|i| {
-                            let mut best: Option<u32> = None;
-                            for &r in &rows[seg[i] as usize..seg[i + 1] as usize] {
-                                best = Some(match best {
-                                    None => r,
-                                    Some(b) => match (position, order(r, b)) {
-                                        (Position::First, o) if o.is_lt() => r,
-                                        (Position::Last, o) if o.is_ge() => r,
-                                        _ => b,
-                                    },
-                                });
-                            }
-                            best
+                            let mine = rows[seg[i] as usize..seg[i + 1] as usize].iter().map(|&r| r as usize);
+                            plan.pick(mine, *position, &keys, |r| part.rows[r]).map(|r| r as u32)
                         })
                         .collect();
                     Cv::Row(Arc::new(picked))

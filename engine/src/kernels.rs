@@ -5,8 +5,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use quarry_queries::qm::{AggregateByPatient as A, Graph, Kind, Node, NodeId, RowsId, TableId, Type, Value};
-use quarry_queries::semantics::{self, EvalError, Scalar};
+use quarry_queries::qm::{AggregateByPatient as A, Graph, Kind, Node, NodeId, Position, RowsId, TableId, Type, Value};
+use quarry_queries::semantics::{self, EvalError, Scalar, compare_nulls_first};
 
 /// A literal set (a codelist), indexed for `In`: text members hashed, the rest scanned.
 pub struct SetIndex {
@@ -71,6 +71,33 @@ pub fn frame_table(graph: &Graph, frame: NodeId) -> TableId {
 
 pub fn column_index(graph: &Graph, frame: NodeId, name: &str) -> usize {
     graph.table(frame_table(graph, frame)).columns.iter().position(|c| c.name == name).expect("validated column")
+}
+
+impl PickPlan {
+    /// The row `position` picks among `rows` (row numbers into `keys`, the sort keys' values,
+    /// and into `row`, the table's rows): ordered by the keys, then the tie-break columns,
+    /// NULLs first; `last` takes the last of equal rows, `first` the first.
+    pub fn pick<'r>(&self, rows: impl IntoIterator<Item = usize>, position: Position, keys: &[&[Scalar]], row: impl Fn(usize) -> &'r [Scalar]) -> Option<usize> {
+        let order = |a: usize, b: usize| {
+            keys.iter()
+                .map(|k| compare_nulls_first(&k[a], &k[b]))
+                .chain(self.tie_columns.iter().map(|&c| compare_nulls_first(&row(a)[c], &row(b)[c])))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        };
+        let mut best: Option<usize> = None;
+        for r in rows {
+            best = Some(match best {
+                None => r,
+                Some(b) => match (position, order(r, b)) {
+                    (Position::First, o) if o.is_lt() => r,
+                    (Position::Last, o) if o.is_ge() => r,
+                    _ => b,
+                },
+            });
+        }
+        best
+    }
 }
 
 /// The pick plans of the `needed` picks.

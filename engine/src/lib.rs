@@ -174,7 +174,6 @@ pub fn stream_dataset_backend(
     let mut stream = output::TableStream::open(target, shape.layouts()).map_err(StreamError::Output)?;
     let encoder = stream.encoder();
     let (mut lo, mut patients, mut rows) = (None, 0, 0);
-    let mut write_error = None;
     while let Some((store, hi)) = backend.next_round(round_patients())? {
         patients += store.patients.len();
         evaluator.run_range(
@@ -182,23 +181,14 @@ pub fn stream_dataset_backend(
             lo,
             hi,
             |p| shape.partition_rows(p).into_iter().map(|r| (r.len(), encoder.chunk(r))).collect::<Vec<_>>(),
-            |chunks| {
-                for (i, (n, chunk)) in chunks.into_iter().enumerate() {
-                    if i == 0 {
-                        rows += n;
-                    }
-                    if let Err(e) = stream.write(i, chunk) {
-                        write_error = Some(e.clone());
-                        return Err(EvalError { kind: "OSError", message: e });
-                    }
+            |chunks| -> Result<(), StreamError> {
+                rows += chunks.first().map_or(0, |(n, _)| *n);
+                for (i, (_, chunk)) in chunks.into_iter().enumerate() {
+                    stream.write(i, chunk).map_err(StreamError::Output)?;
                 }
                 Ok(())
             },
-        )
-        .map_err(|e| match write_error.take() {
-            Some(w) => StreamError::Output(w),
-            None => StreamError::Eval(e),
-        })?;
+        )?;
         progress(patients);
         lo = hi;
     }

@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use quarry_queries::qm::{CodeSystem, Column, Constraint, Float, Type, Value};
+use quarry_queries::qm::{CodeSystem, Column, Constraint, Float, Value};
 use quarry_queries::semantics::Scalar;
 use rayon::prelude::*;
 
@@ -314,9 +314,4 @@ pub fn make_backend(dir: &Path, o: &Options, mut progress: impl FnMut(u64)) -> R
     }
     stream.finish()?;
     Ok(Report { patients: o.patients, rows: TABLES.iter().map(|t| t.to_string()).zip(counts).collect(), seconds: started.elapsed().as_secs_f64() })
-}
-
-/// Column types of a backend table, for docs and tests.
-pub fn table_columns(name: &str) -> Vec<(String, Type)> {
-    union_columns(name).into_iter().map(|(c, _)| (c.name, c.type_)).collect()
 }

@@ -20,6 +20,11 @@ fn as_count(v: &Scalar) -> i64 {
     }
 }
 
+enum Engine<'g> {
+    Reference(Evaluator<'g>, BTreeSet<i64>),
+    Columnar(crate::columnar::Evaluator<'g>),
+}
+
 /// ehrQL's default disclosure control: counts ≤ 7 become 0, others round to the nearest 5.
 pub fn round_count(n: i64) -> i64 {
     if n <= 7 { 0 } else { ((n as f64 / 5.0).round() as i64) * 5 }
@@ -44,18 +49,26 @@ pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, colu
     }
     outputs.dedup();
     let position: HashMap<NodeId, usize> = outputs.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-    let mut reference = Evaluator::new(graph, &outputs);
-    let mut partitioned = crate::columnar::Evaluator::new(graph, &outputs);
-    let mut patients: BTreeSet<i64> = store.patients.keys().copied().collect();
-    patients.extend(reference.inline_patients());
+    // The reference evaluator goes patient by patient (store and inline patients, in id
+    // order); the columnar one finds its patients itself.
+    let mut engine = if columnar {
+        Engine::Columnar(crate::columnar::Evaluator::new(graph, &outputs))
+    } else {
+        let reference = Evaluator::new(graph, &outputs);
+        let mut patients: BTreeSet<i64> = store.patients.keys().copied().collect();
+        patients.extend(reference.inline_patients());
+        Engine::Reference(reference, patients)
+    };
     let mut intervals: Vec<(jiff::civil::Date, jiff::civil::Date)> = spec.measures.iter().flat_map(|m| m.intervals.iter().copied()).collect();
     intervals.sort();
     intervals.dedup();
     let mut table = Table { name: "measures".into(), columns: measures_columns(graph, spec, &group_columns), rows: vec![] };
     for (start, end) in intervals {
         for (name, date) in [("interval_start_date", start), ("interval_end_date", end)] {
-            reference.set_param(name, Some(Value::Date(date)));
-            partitioned.set_param(name, Some(Value::Date(date)));
+            match &mut engine {
+                Engine::Reference(e, _) => e.set_param(name, Some(Value::Date(date))),
+                Engine::Columnar(e) => e.set_param(name, Some(Value::Date(date))),
+            }
         }
         let measures: Vec<_> = spec.measures.iter().filter(|m| m.intervals.contains(&(start, end))).collect();
         // Per measure: group key → (numerator, denominator), in first-seen order.
@@ -82,19 +95,20 @@ pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, colu
                 entry.1 += as_count(&den);
             }
         };
-        if columnar {
-            partitioned.run(
+        match &engine {
+            Engine::Columnar(e) => e.run(
                 store,
                 |p| (0..p.len()).map(|i| outputs.iter().map(|n| p.scalar(*n, i)).collect::<Vec<Scalar>>()).collect::<Vec<_>>(),
                 |rows| {
                     rows.iter().for_each(|r| add(r));
-                    Ok(())
+                    Ok::<(), EvalError>(())
                 },
-            )?;
-        } else {
-            for &p in &patients {
-                let values = reference.patient(p, store.patients.get(&p))?;
-                add(&outputs.iter().map(|n| values.scalar(*n)).collect::<Vec<_>>());
+            )?,
+            Engine::Reference(e, patients) => {
+                for &p in patients {
+                    let values = e.patient(p, store.patients.get(&p))?;
+                    add(&outputs.iter().map(|n| values.scalar(*n)).collect::<Vec<_>>());
+                }
             }
         }
         for (m, (order, acc)) in measures.iter().zip(sums) {

@@ -198,6 +198,8 @@ impl Encoder {
 /// removed, so a failure never leaves a partial output.
 pub struct TableStream {
     names: Vec<String>,
+    /// Text for CSV (and stdout), typed rows for Arrow and Parquet.
+    encoder: Encoder,
     dest: StreamDest,
     finished: bool,
 }
@@ -238,15 +240,15 @@ impl TableStream {
                 StreamDest::Files(files)
             }
         };
-        Ok(TableStream { names, dest, finished: false })
+        let text = match target {
+            Target::Stdout => true,
+            Target::File(_, format) | Target::Directory(_, format) => format.is_text(),
+        };
+        Ok(TableStream { names, encoder: Encoder { text }, dest, finished: false })
     }
 
     pub fn encoder(&self) -> Encoder {
-        let text = match &self.dest {
-            StreamDest::Stdout(_) => true,
-            StreamDest::Files(files) => !matches!(files.first().and_then(|f| f.writer.as_ref()), Some(StreamWriter::Typed(_))),
-        };
-        Encoder { text }
+        self.encoder
     }
 
     /// Appends rows (made by [`TableStream::encoder`]) to table `index`.

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use quarry_queries::qm::{AggregateByPatient as A, Domain, Graph, Node, NodeId, Position, RowsId, TableId, Value, function_inputs};
+use quarry_queries::qm::{AggregateByPatient as A, Domain, Graph, Node, NodeId, RowsId, TableId, Value, function_inputs};
 use quarry_queries::semantics::{self, EvalError, Scalar, compare_nulls_first};
 
 use crate::kernels::{self, PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes};
@@ -91,43 +91,15 @@ impl<'g> Evaluator<'g> {
                     let Ev::Rows(src) = get(source) else { unreachable!("pick from an event frame") };
                     let plan = &self.picks[&id];
                     let table_rows = rows_of(frame_table(g, *source));
-                    let keys: Vec<&Rc<Vec<Scalar>>> = plan
+                    let keys: Vec<&[Scalar]> = plan
                         .keys
                         .iter()
                         .map(|k| match get(k) {
-                            Ev::Col(c) => c,
+                            Ev::Col(c) => c.as_slice(),
                             _ => unreachable!("sort keys are event-level"),
                         })
                         .collect();
-                    let order = |a: usize, b: usize| {
-                        for k in &keys {
-                            let o = compare_nulls_first(&k[a], &k[b]);
-                            if o.is_ne() {
-                                return o;
-                            }
-                        }
-                        for &c in &plan.tie_columns {
-                            let o = compare_nulls_first(&table_rows[a][c], &table_rows[b][c]);
-                            if o.is_ne() {
-                                return o;
-                            }
-                        }
-                        std::cmp::Ordering::Equal
-                    };
-                    let mut best: Option<usize> = None;
-                    for &r in src.iter() {
-                        best = Some(match best {
-                            None => r,
-                            Some(b) => {
-                                let o = order(r, b);
-                                match position {
-                                    Position::First if o.is_lt() => r,
-                                    Position::Last if o.is_ge() => r,
-                                    _ => b,
-                                }
-                            }
-                        });
-                    }
+                    let best = plan.pick(src.iter().copied(), *position, &keys, |r| table_rows[r].as_slice());
                     Ev::Row(best.map(|i| Arc::new(table_rows[i].clone())))
                 }
                 // Indexed sets are read by `In` below, not through the memo.

@@ -41,14 +41,9 @@ pub fn used_tables(graph: &Graph, roots: &[NodeId]) -> Vec<TableId> {
     out
 }
 
-fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    for ext in ["csv", "csv.gz", "arrow", "parquet"] {
-        let p = dir.join(format!("{name}.{ext}"));
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    None
+/// The first `DIR/<name>.<ext>` that exists, trying `extensions` in order.
+pub(crate) fn find_file(dir: &Path, name: &str, extensions: &[&str]) -> Option<PathBuf> {
+    extensions.iter().map(|ext| dir.join(format!("{name}.{ext}"))).find(|p| p.is_file())
 }
 
 /// Loads the used tables from a dummy-tables directory.
@@ -59,7 +54,7 @@ pub fn load_dummy_tables(graph: &Graph, roots: &[NodeId], dir: &Path) -> Result<
     }
     for table in used_tables(graph, roots) {
         let schema = graph.table(table);
-        let Some(path) = find_file(dir, &schema.name) else {
+        let Some(path) = find_file(dir, &schema.name, &["csv", "csv.gz", "arrow", "parquet"]) else {
             return Err(InputError(format!("Missing file: {}", dir.join(format!("{}.csv", schema.name)).display())));
         };
         let shown = path.display().to_string();
@@ -89,7 +84,7 @@ pub fn load_dummy_tables(graph: &Graph, roots: &[NodeId], dir: &Path) -> Result<
             }
             let patient = parse_int(&row[pid]).ok_or_else(|| at(format!("column 'patient_id': invalid literal for int() with base 10: '{}'", row[pid])))?;
             let values = row_values(schema, &columns, |i, c| parse_cell(&c.type_, &row[i])).map_err(at)?;
-            store.push(table, schema, patient, values);
+            store.push(table, schema.patient_level, patient, values);
         }
     }
     Ok(store)
@@ -123,7 +118,7 @@ fn load_typed(store: &mut Store, table: TableId, schema: &TableSchema, path: &Pa
                 _ => return Err(at("NULL value in non-nullable column 'patient_id'".into())),
             };
             let values = row_values(schema, &columns, |i, c| crate::arrow_io::typed_value_at(batch.column(i).as_ref(), r, &c.type_)).map_err(at)?;
-            store.push(table, schema, patient, values);
+            store.push(table, schema.patient_level, patient, values);
         }
     }
     Ok(())
@@ -147,9 +142,10 @@ fn row_values(schema: &TableSchema, columns: &[Option<usize>], read: impl Fn(usi
 }
 
 impl Store {
-    fn push(&mut self, table: TableId, schema: &TableSchema, patient: i64, values: Vec<Scalar>) {
+    /// Adds a row of `table` for `patient`.
+    pub(crate) fn push(&mut self, table: TableId, patient_level: bool, patient: i64, values: Vec<Scalar>) {
         let rows = self.patients.entry(patient).or_default().entry(table).or_default();
-        if schema.patient_level {
+        if patient_level {
             // ehrQL's local-file engine keeps the last row for a patient.
             rows.clear();
         }
@@ -172,7 +168,7 @@ pub fn read_dummy_dataset(path: &Path, columns: &[ColumnSpec]) -> Result<Vec<Vec
     let check = |c: &ColumnSpec, v: Scalar| -> Result<Scalar, String> {
         match (&v, &c.categories) {
             (None, _) if !c.nullable => Err(format!("NULL value in non-nullable column '{}'", c.name)),
-            (Some(x), Some(categories)) if !categories.iter().any(|k| crate::output::render_value(&Some(k.clone())) == crate::output::render_value(&Some(x.clone()))) => {
+            (Some(x), Some(categories)) if !categories.iter().any(|k| crate::arrow_io::same_category(k, x)) => {
                 let list: Vec<String> = categories.iter().map(|k| format!("'{}'", crate::output::render_value(&Some(k.clone())))).collect();
                 Err(format!("column '{}': '{}' not in valid categories: {}", c.name, crate::output::render_value(&v), list.join(", ")))
             }

@@ -1,5 +1,5 @@
-//! Shared by the integration tests: where the conformance suite is, and a small seedable
-//! random generator (SplitMix64) for the property tests. Each test file uses part of it.
+//! Shared by the integration tests: where the conformance suite is, copying fixtures, and the
+//! seedable random generator the property tests draw cases with. Each test file uses part of it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -31,18 +31,6 @@ pub fn suite() -> PathBuf {
     .expect("the conformance suite: set QUARRY_CONFORMANCE to the directory holding check.sh")
 }
 
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// The generator quarry draws dummy data with (SplitMix64, seeded per case).
+#[allow(unused_imports)]
+pub use quarry_engine::dummy::rng::Rng;
