@@ -32,9 +32,16 @@ pub struct GenerateArgs {
     /// patient_id, streamed in rounds of patients (docs/backend.md).
     #[arg(long, value_name = "DIR")]
     pub backend: Option<PathBuf>,
-    /// Which evaluator to use.
-    #[arg(long, value_enum, default_value_t = Engine::Columnar)]
+    /// Which evaluator to use (also from QUARRY_ENGINE, e.g. for project.yaml actions).
+    #[arg(long, value_enum, default_value_t = Engine::Columnar, env = "QUARRY_ENGINE")]
     pub engine: Engine,
+    /// The Spark Connect server that `--engine spark` runs on.
+    #[arg(long, value_name = "sc://HOST:PORT", env = "SPARK_REMOTE")]
+    pub spark_remote: Option<String>,
+    /// With `--engine spark`: read the cluster's existing catalog tables named
+    /// PREFIX<table> (e.g. `tpp.` for tpp.clinical_events) instead of files.
+    #[arg(long, value_name = "PREFIX", env = "QUARRY_SPARK_TABLES", conflicts_with_all = ["dummy_tables", "backend", "dummy_data_file"])]
+    pub spark_tables: Option<String>,
     #[command(flatten)]
     pub dummy: DummyArgs,
     /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
@@ -73,6 +80,9 @@ pub enum Engine {
     Reference,
     /// The patient-partitioned columnar engine.
     Columnar,
+    /// Translate to Spark SQL and run on a Spark cluster through Spark Connect
+    /// (`--spark-remote`; docs/spark.md).
+    Spark,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -264,6 +274,21 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     if let Some(file) = &args.dummy_data_file {
         return copy_dummy_data_file(&def.graph, dataset, file, &target);
     }
+    if args.engine == Engine::Spark {
+        let spark = spark_session(args)?;
+        let store;
+        let tables = match spark_tables(args)? {
+            Some(tables) => tables,
+            None => {
+                store = store_for(&def.graph, &roots, args)?;
+                quarry_spark::Tables::Dummy(&store)
+            }
+        };
+        let started = std::time::Instant::now();
+        let rows = quarry_spark::generate_dataset(&spark, &def.graph, dataset, &tables, &target).map_err(spark_failure)?;
+        eprintln!("[info] {rows} rows written in {:.2} s (Spark)", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     if let Some(dir) = &args.backend {
         return generate_from_backend(&def.graph, dataset, &roots, dir, &target, args);
     }
@@ -272,8 +297,8 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     }
     let store = store_for(&def.graph, &roots, args)?;
     let tables = match args.engine {
-        Engine::Columnar => quarry_engine::evaluate_dataset_columnar(&def.graph, dataset, &store),
         Engine::Reference => quarry_engine::evaluate_dataset(&def.graph, dataset, &store),
+        Engine::Columnar | Engine::Spark => quarry_engine::evaluate_dataset_columnar(&def.graph, dataset, &store),
     }
     .map_err(|e| fail(1, format!("error evaluating the dataset: {e}")))?;
     output::write_tables(&target, tables).map_err(|m| fail(1, m))
@@ -290,6 +315,23 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     }
     let roots = spec.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, false)?;
+    if args.engine == Engine::Spark {
+        let spark = spark_session(args)?;
+        let store;
+        let tables = match spark_tables(args)? {
+            Some(tables) => tables,
+            None => {
+                store = store_for(&def.graph, &roots, args)?;
+                quarry_spark::Tables::Dummy(&store)
+            }
+        };
+        let tables = quarry_spark::generate_measures(&spark, &def.graph, spec, &tables).map_err(spark_failure)?;
+        let tables = match target {
+            Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &tables[0]),
+            _ => tables,
+        };
+        return output::write_tables(&target, tables).map_err(|m| fail(1, m));
+    }
     let store = if args.dummy_tables.is_none() && args.dummy_data_file.is_none() && args.backend.is_none() {
         let plan = measures_plan(&def.graph, spec, &roots);
         let size = population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec));
@@ -303,6 +345,42 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
         _ => tables,
     };
     output::write_tables(&target, tables).map_err(|m| fail(1, m))
+}
+
+/// The Spark session for `--engine spark`.
+fn spark_session(args: &GenerateArgs) -> Result<quarry_spark::Spark, Failure> {
+    let Some(remote) = args.spark_remote.as_deref() else {
+        return Err(fail(2, "--engine spark needs a Spark Connect server: give --spark-remote sc://HOST:PORT or set SPARK_REMOTE (scripts/spark-cluster.sh start runs a local one)"));
+    };
+    if args.dummy_tables.is_none() && args.backend.is_none() && args.spark_tables.is_none() {
+        return Err(fail(
+            2,
+            "--engine spark evaluates existing tables: give --backend DIR|URI (Parquet files every executor can read), --spark-tables PREFIX (catalog tables) or --dummy-tables DIR; dummy data is generated by the local engines (leave out --engine spark)",
+        ));
+    }
+    eprintln!("[info] Connecting to Spark at {remote}");
+    quarry_spark::Spark::connect(remote).map_err(spark_failure)
+}
+
+/// The Spark tables named by --backend or --spark-tables (`None`: --dummy-tables, read here).
+fn spark_tables(args: &GenerateArgs) -> Result<Option<quarry_spark::Tables<'static>>, Failure> {
+    if let Some(prefix) = &args.spark_tables {
+        return Ok(Some(quarry_spark::Tables::Catalog(prefix.clone())));
+    }
+    if let Some(dir) = &args.backend {
+        return Ok(Some(quarry_spark::Tables::Parquet(dir.to_string_lossy().into_owned())));
+    }
+    if args.dummy_data_file.is_some() {
+        return Err(fail(2, "--dummy-data-file is copied, not evaluated: leave out --engine spark"));
+    }
+    Ok(None)
+}
+
+fn spark_failure(e: quarry_spark::SparkFailure) -> Failure {
+    match e {
+        quarry_spark::SparkFailure::Input(m) => fail(11, format!("FileValidationError: {m}")),
+        other => fail(1, other.to_string()),
+    }
 }
 
 /// `--dummy-data-file`: the file's rows, validated against the dataset's columns, written in

@@ -13,6 +13,7 @@ pub mod make_backend;
 pub mod measures;
 pub mod output;
 pub mod reference;
+pub mod sql;
 pub mod store;
 
 use std::collections::BTreeSet;

@@ -30,25 +30,24 @@ pub fn round_count(n: i64) -> i64 {
     if n <= 7 { 0 } else { ((n as f64 / 5.0).round() as i64) * 5 }
 }
 
-/// All measures in one table: `measure, interval_start, interval_end, ratio, numerator,
-/// denominator`, then every group-by column.
-pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, columnar: bool) -> Result<Vec<Table>, EvalError> {
-    let mut group_columns: Vec<String> = vec![];
+/// The nodes a measures run evaluates per patient: numerators, denominators and group-by
+/// series, each once.
+pub fn measures_outputs(spec: &MeasuresSpec) -> Vec<NodeId> {
+    let mut outputs: Vec<NodeId> = vec![];
     for m in &spec.measures {
-        for (g, _) in &m.group_by {
-            if !group_columns.contains(g) {
-                group_columns.push(g.clone());
+        for n in [m.numerator, m.denominator].into_iter().chain(m.group_by.iter().map(|(_, n)| *n)) {
+            if !outputs.contains(&n) {
+                outputs.push(n);
             }
         }
     }
-    let mut outputs: Vec<NodeId> = vec![];
-    for m in &spec.measures {
-        outputs.push(m.numerator);
-        outputs.push(m.denominator);
-        outputs.extend(m.group_by.iter().map(|(_, n)| *n));
-    }
-    outputs.dedup();
-    let position: HashMap<NodeId, usize> = outputs.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    outputs
+}
+
+/// All measures in one table: `measure, interval_start, interval_end, ratio, numerator,
+/// denominator`, then every group-by column.
+pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, columnar: bool) -> Result<Vec<Table>, EvalError> {
+    let outputs = measures_outputs(spec);
     // The reference evaluator goes patient by patient (store and inline patients, in id
     // order); the columnar one finds its patients itself.
     let mut engine = if columnar {
@@ -59,17 +58,55 @@ pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, colu
         patients.extend(reference.inline_patients());
         Engine::Reference(reference, patients)
     };
-    let mut intervals: Vec<(jiff::civil::Date, jiff::civil::Date)> = spec.measures.iter().flat_map(|m| m.intervals.iter().copied()).collect();
-    intervals.sort();
-    intervals.dedup();
-    let mut table = Table { name: "measures".into(), columns: measures_columns(graph, spec, &group_columns), rows: vec![] };
-    for (start, end) in intervals {
+    aggregate_measures(graph, spec, |(start, end), add| {
         for (name, date) in [("interval_start_date", start), ("interval_end_date", end)] {
             match &mut engine {
                 Engine::Reference(e, _) => e.set_param(name, Some(Value::Date(date))),
                 Engine::Columnar(e) => e.set_param(name, Some(Value::Date(date))),
             }
         }
+        match &engine {
+            Engine::Columnar(e) => e.run(
+                store,
+                |p| (0..p.len()).map(|i| outputs.iter().map(|n| p.scalar(*n, i)).collect::<Vec<Scalar>>()).collect::<Vec<_>>(),
+                |rows| {
+                    rows.iter().for_each(|r| add(r));
+                    Ok::<(), EvalError>(())
+                },
+            ),
+            Engine::Reference(e, patients) => {
+                for &p in patients {
+                    let values = e.patient(p, store.patients.get(&p))?;
+                    add(&outputs.iter().map(|n| values.scalar(*n)).collect::<Vec<_>>());
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+/// The measures table from per-patient values: `patients` is called once per interval with
+/// a sink for each patient's values of `measures_outputs(spec)`, patients in id order.
+pub fn aggregate_measures<E>(
+    graph: &Graph,
+    spec: &MeasuresSpec,
+    mut patients: impl FnMut((jiff::civil::Date, jiff::civil::Date), &mut dyn FnMut(&[Scalar])) -> Result<(), E>,
+) -> Result<Vec<Table>, E> {
+    let mut group_columns: Vec<String> = vec![];
+    for m in &spec.measures {
+        for (g, _) in &m.group_by {
+            if !group_columns.contains(g) {
+                group_columns.push(g.clone());
+            }
+        }
+    }
+    let outputs = measures_outputs(spec);
+    let position: HashMap<NodeId, usize> = outputs.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let mut intervals: Vec<(jiff::civil::Date, jiff::civil::Date)> = spec.measures.iter().flat_map(|m| m.intervals.iter().copied()).collect();
+    intervals.sort();
+    intervals.dedup();
+    let mut table = Table { name: "measures".into(), columns: measures_columns(graph, spec, &group_columns), rows: vec![] };
+    for (start, end) in intervals {
         let measures: Vec<_> = spec.measures.iter().filter(|m| m.intervals.contains(&(start, end))).collect();
         // Per measure: group key → (numerator, denominator), in first-seen order.
         let mut sums: Vec<(Vec<Vec<Scalar>>, HashMap<Vec<Scalar>, (i64, i64)>)> = measures.iter().map(|_| (vec![], HashMap::new())).collect();
@@ -95,22 +132,7 @@ pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, colu
                 entry.1 += as_count(&den);
             }
         };
-        match &engine {
-            Engine::Columnar(e) => e.run(
-                store,
-                |p| (0..p.len()).map(|i| outputs.iter().map(|n| p.scalar(*n, i)).collect::<Vec<Scalar>>()).collect::<Vec<_>>(),
-                |rows| {
-                    rows.iter().for_each(|r| add(r));
-                    Ok::<(), EvalError>(())
-                },
-            )?,
-            Engine::Reference(e, patients) => {
-                for &p in patients {
-                    let values = e.patient(p, store.patients.get(&p))?;
-                    add(&outputs.iter().map(|n| values.scalar(*n)).collect::<Vec<_>>());
-                }
-            }
-        }
+        patients((start, end), &mut add)?;
         for (m, (order, acc)) in measures.iter().zip(sums) {
             for key in order {
                 let (mut num, mut den) = acc[&key];
