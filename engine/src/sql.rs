@@ -109,6 +109,8 @@ struct Chain {
 
 enum Base {
     Table(TableId),
+    /// The rows picked from a sorted frame.
+    Pick(NodeId),
     Inline(TableId, RowsId),
 }
 
@@ -241,7 +243,7 @@ impl<'g> Translator<'g> {
             // A definition that reads no table has no patients.
             parts.push("SELECT CAST(NULL AS BIGINT) AS patient_id WHERE FALSE".into());
         }
-        let body = parts.join(" UNION ");
+        let body = format!("SELECT DISTINCT patient_id FROM ({})", parts.join(" UNION ALL "));
         q.ctes.push(("universe".into(), body));
         "universe".into()
     }
@@ -331,7 +333,11 @@ impl<'g> Translator<'g> {
         let (mut conditions, mut cur, mut key) = (vec![], frame, None);
         loop {
             match self.graph.node(cur) {
-                Node::Sort { source, .. } | Node::PickOneRowPerPatient { source, .. } => cur = *source,
+                Node::Sort { source, .. } => cur = *source,
+                Node::PickOneRowPerPatient { .. } => {
+                    conditions.reverse();
+                    return Chain { base: Base::Pick(cur), conditions, key: key.unwrap_or(cur) };
+                }
                 Node::Filter { source, condition } => {
                     key.get_or_insert(cur);
                     conditions.push(*condition);
@@ -355,6 +361,7 @@ impl<'g> Translator<'g> {
         let rel = match chain.base {
             Base::Table(t) => (self.relation)(&self.graph.table(t).name),
             Base::Inline(t, rows) => self.inline_view(t, rows),
+            Base::Pick(p) => self.pick(q, p)?,
         };
         let mut conds = vec![];
         for &c in &chain.conditions {
@@ -384,6 +391,9 @@ impl<'g> Translator<'g> {
         let chain = self.chain(frame);
         if let Some(name) = q.built.get(&chain.key) {
             return Ok(name.clone());
+        }
+        if let (Base::Pick(p), true) = (&chain.base, chain.conditions.is_empty()) {
+            return self.pick(q, *p);
         }
         let mut s = Scope::rows();
         let (from, conds) = self.frame_from(q, &mut s, &chain)?;
@@ -518,9 +528,6 @@ impl<'g> Translator<'g> {
             Node::SelectColumn { source, name } => {
                 if s.rows && matches!(self.graph.domain(n), Domain::Rows(_)) {
                     format!("r.{}", quote(name))
-                } else if matches!(self.graph.node(*source), Node::PickOneRowPerPatient { .. }) {
-                    let pk = self.pick(q, *source)?;
-                    format!("{}.{}", s.join(&pk), quote(name))
                 } else {
                     let pf = self.patient_frame(q, *source)?;
                     format!("{}.{}", s.join(&pf), quote(name))
@@ -587,6 +594,7 @@ impl<'g> Translator<'g> {
                 let (x, y) = (format!("CAST({} AS DOUBLE)", e(a)?), format!("CAST({} AS DOUBLE)", e(b)?));
                 format!(
                     "CASE WHEN ({x} = 0 AND {y} < 0) OR ({x} < 0 AND {y} <> floor({y})) THEN NULL \
+                     WHEN {y} < 0 AND {y} = floor({y}) AND {x} = floor({x}) AND abs(power({x}, - {y})) < 9007199254740992 THEN 1 / power({x}, - {y}) \
                      WHEN isnan(power({x}, {y})) = FALSE AND abs(power({x}, {y})) = CAST('Infinity' AS DOUBLE) AND abs({x}) < CAST('Infinity' AS DOUBLE) AND abs({y}) < CAST('Infinity' AS DOUBLE) \
                      THEN {} ELSE power({x}, {y}) END",
                     raise("OverflowError: (34, 'Numerical result out of range')")
@@ -705,7 +713,7 @@ fn float_floor_div(a: &str, b: &str) -> String {
 fn int_power(x: &str, y: &str) -> String {
     format!(
         "CASE WHEN {y} < 0 THEN NULL WHEN {x} = 0 THEN CASE WHEN {y} = 0 THEN 1L ELSE 0L END WHEN {x} = 1 THEN 1L \
-         WHEN {x} = -1 THEN CASE WHEN {y} % 2 = 0 THEN 1L ELSE -1L END WHEN {y} > 64 THEN {} \
+         WHEN {x} = -1 THEN CASE WHEN {y} % 2 = 0 THEN 1L ELSE -1L END WHEN {y} = 0 THEN 1L WHEN {y} > 64 THEN {} \
          ELSE aggregate(sequence(1, CAST({y} AS INT)), 1L, (acc, i) -> acc * {x}) END",
         raise("OverflowError: integer result out of range")
     )

@@ -338,6 +338,16 @@ fn batch_rows(batch: &RecordBatch, types: &[Type]) -> Result<Vec<Vec<Scalar>>, S
     Ok((0..batch.num_rows()).map(|_| iters.iter_mut().map(|c| c.next().flatten()).collect()).collect())
 }
 
+/// A translator; `QUARRY_SPARK_INLINE_SET_MAX` sets how large a literal set may be before it
+/// is sent as a view (tests set 0 to send them all).
+fn translator<'g>(graph: &'g Graph, relation: Box<dyn Fn(&str) -> String>, order: RowOrder) -> Translator<'g> {
+    let t = Translator::new(graph, relation, order);
+    match std::env::var("QUARRY_SPARK_INLINE_SET_MAX").ok().and_then(|v| v.parse().ok()) {
+        Some(n) => t.inline_set_max(n),
+        None => t,
+    }
+}
+
 /// Finds the variable a failing query's error comes from, by running each alone.
 fn culprit(spark: &Spark, translator: &mut Translator, population: NodeId, variables: &[(String, NodeId)]) -> Option<String> {
     for (name, node) in variables {
@@ -353,7 +363,7 @@ fn culprit(spark: &Spark, translator: &mut Translator, population: NodeId, varia
 pub fn generate_dataset(spark: &Spark, graph: &Graph, dataset: &DatasetSpec, tables: &Tables, target: &Target) -> Result<usize, SparkFailure> {
     let roots = dataset.roots();
     let (relation, order) = spark.register_tables(graph, &roots, tables)?;
-    let mut translator = Translator::new(graph, relation, order);
+    let mut translator = translator(graph, relation, order);
     let shape = quarry_engine::DatasetShape::new(graph, dataset);
     let variables: Vec<NodeId> = dataset.variables.iter().map(|(_, n)| *n).collect();
     let mut queries = vec![("dataset".to_string(), translator.dataset_query(dataset.population, &variables).map_err(|e| SparkFailure::Translate(e.to_string()))?)];
@@ -413,7 +423,7 @@ pub fn generate_dataset(spark: &Spark, graph: &Graph, dataset: &DatasetSpec, tab
 pub fn generate_measures(spark: &Spark, graph: &Graph, spec: &MeasuresSpec, tables: &Tables) -> Result<Vec<output::Table>, SparkFailure> {
     let outputs = quarry_engine::measures::measures_outputs(spec);
     let (relation, order) = spark.register_tables(graph, &outputs, tables)?;
-    let mut translator = Translator::new(graph, relation, order);
+    let mut translator = translator(graph, relation, order);
     let types: Vec<Type> = outputs.iter().map(|n| graph.type_of(*n).cloned().unwrap_or(Type::Bool)).collect();
     let mut done = 0;
     quarry_engine::measures::aggregate_measures(graph, spec, |(start, end), add| {
