@@ -29,8 +29,9 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "backend")]
     pub dummy_data_file: Option<PathBuf>,
     /// A backend of any size: a directory of `<table>.parquet` (or `.arrow`) files sorted by
-    /// patient_id, streamed in rounds of patients (docs/backend.md).
-    #[arg(long, value_name = "DIR")]
+    /// patient_id, streamed in rounds of patients (docs/backend.md). With `--engine spark`, a
+    /// directory or URI every executor can read. Also from QUARRY_BACKEND.
+    #[arg(long, value_name = "DIR", env = "QUARRY_BACKEND")]
     pub backend: Option<PathBuf>,
     /// Which evaluator to use (also from QUARRY_ENGINE, e.g. for project.yaml actions).
     #[arg(long, value_enum, default_value_t = Engine::Columnar, env = "QUARRY_ENGINE")]
@@ -275,17 +276,8 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
         return copy_dummy_data_file(&def.graph, dataset, file, &target);
     }
     if args.engine == Engine::Spark {
-        let spark = spark_session(args)?;
-        let store;
-        let tables = match spark_tables(args)? {
-            Some(tables) => tables,
-            None => {
-                store = store_for(&def.graph, &roots, args)?;
-                quarry_spark::Tables::Dummy(&store)
-            }
-        };
         let started = std::time::Instant::now();
-        let rows = quarry_spark::generate_dataset(&spark, &def.graph, dataset, &tables, &target).map_err(spark_failure)?;
+        let rows = on_spark(&def.graph, &roots, args, |spark, tables| quarry_spark::generate_dataset(spark, &def.graph, dataset, tables, &target))?;
         eprintln!("[info] {rows} rows written in {:.2} s (Spark)", started.elapsed().as_secs_f64());
         return Ok(());
     }
@@ -315,31 +307,18 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     }
     let roots = spec.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, false)?;
-    if args.engine == Engine::Spark {
-        let spark = spark_session(args)?;
-        let store;
-        let tables = match spark_tables(args)? {
-            Some(tables) => tables,
-            None => {
-                store = store_for(&def.graph, &roots, args)?;
-                quarry_spark::Tables::Dummy(&store)
-            }
-        };
-        let tables = quarry_spark::generate_measures(&spark, &def.graph, spec, &tables).map_err(spark_failure)?;
-        let tables = match target {
-            Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &tables[0]),
-            _ => tables,
-        };
-        return output::write_tables(&target, tables).map_err(|m| fail(1, m));
-    }
-    let store = if args.dummy_tables.is_none() && args.dummy_data_file.is_none() && args.backend.is_none() {
-        let plan = measures_plan(&def.graph, spec, &roots);
-        let size = population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec));
-        generated_store(&plan, &gen_options(size, &args.dummy, &spec.dummy))?
+    let tables = if args.engine == Engine::Spark {
+        on_spark(&def.graph, &roots, args, |spark, tables| quarry_spark::generate_measures(spark, &def.graph, spec, tables))?
     } else {
-        store_for(&def.graph, &roots, args)?
+        let store = if args.dummy_tables.is_none() && args.dummy_data_file.is_none() && args.backend.is_none() {
+            let plan = measures_plan(&def.graph, spec, &roots);
+            let size = population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec));
+            generated_store(&plan, &gen_options(size, &args.dummy, &spec.dummy))?
+        } else {
+            store_for(&def.graph, &roots, args)?
+        };
+        quarry_engine::measures::evaluate_measures(&def.graph, spec, &store, args.engine == Engine::Columnar).map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?
     };
-    let tables = quarry_engine::measures::evaluate_measures(&def.graph, spec, &store, args.engine == Engine::Columnar).map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?;
     let tables = match target {
         Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &tables[0]),
         _ => tables,
@@ -362,18 +341,28 @@ fn spark_session(args: &GenerateArgs) -> Result<quarry_spark::Spark, Failure> {
     quarry_spark::Spark::connect(remote).map_err(spark_failure)
 }
 
-/// The Spark tables named by --backend or --spark-tables (`None`: --dummy-tables, read here).
-fn spark_tables(args: &GenerateArgs) -> Result<Option<quarry_spark::Tables<'static>>, Failure> {
-    if let Some(prefix) = &args.spark_tables {
-        return Ok(Some(quarry_spark::Tables::Catalog(prefix.clone())));
-    }
-    if let Some(dir) = &args.backend {
-        return Ok(Some(quarry_spark::Tables::Parquet(dir.to_string_lossy().into_owned())));
-    }
+/// Runs `run` on Spark over the tables the arguments name: --spark-tables, --backend, or
+/// --dummy-tables (read here and sent to Spark).
+fn on_spark<T>(
+    graph: &Graph,
+    roots: &[NodeId],
+    args: &GenerateArgs,
+    run: impl FnOnce(&quarry_spark::Spark, &quarry_spark::Tables) -> Result<T, quarry_spark::SparkFailure>,
+) -> Result<T, Failure> {
     if args.dummy_data_file.is_some() {
         return Err(fail(2, "--dummy-data-file is copied, not evaluated: leave out --engine spark"));
     }
-    Ok(None)
+    let spark = spark_session(args)?;
+    let store;
+    let tables = if let Some(prefix) = &args.spark_tables {
+        quarry_spark::Tables::Catalog(prefix.clone())
+    } else if let Some(dir) = &args.backend {
+        quarry_spark::Tables::Parquet(dir.to_string_lossy().into_owned())
+    } else {
+        store = store_for(graph, roots, args)?;
+        quarry_spark::Tables::Dummy(&store)
+    };
+    run(&spark, &tables).map_err(spark_failure)
 }
 
 fn spark_failure(e: quarry_spark::SparkFailure) -> Failure {

@@ -124,11 +124,11 @@ impl Spark {
             *last = Instant::now();
             let (tasks, done): (i64, i64) = p.stages.iter().fold((0, 0), |(t, d), s| (t + s.num_tasks, d + s.num_completed_tasks));
             let read: i64 = p.stages.iter().map(|s| s.input_bytes_read).sum();
-            let stages = p.stages.iter().filter(|s| !s.done).map(|s| s.stage_id.to_string()).collect::<Vec<_>>().join(",");
+            let running = p.stages.iter().filter(|s| !s.done).count();
             let _ = writeln!(
                 std::io::stderr(),
-                "[spark] {what_owned}: stage{} {stages}: {done}/{tasks} tasks, {:.1} MB read ({:.1} s)",
-                if stages.contains(',') { "s" } else { "" },
+                "[spark] {what_owned}: {done}/{tasks} tasks done, {running} stage{} running, {:.1} MB read ({:.1} s)",
+                if running == 1 { "" } else { "s" },
                 read as f64 / 1e6,
                 started.elapsed().as_secs_f64()
             );
