@@ -123,3 +123,28 @@ fn an_unreachable_remote_fails_at_once_with_what_to_do() {
     let out = run(&case, &["generate-dataset", "definition.py", "--engine", "spark", "--spark-remote", &remote]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--engine spark evaluates existing tables"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn event_tables_on_parquet_keep_the_files_row_order() {
+    let Some(remote) = remote() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for case in ["001_basic_event_table", "002_filtered_event_table_with_expressions", "003_two_event_tables"] {
+        let dir = suite().join("cases/event_tables").join(case);
+        let tables = tmp.path().join(case).join("tables");
+        let out = run(&dir, &["create-dummy-tables", "definition.py", &format!("{}:parquet", tables.display()), "--population-size", "50"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (local, spark) = (tmp.path().join(case).join("local"), tmp.path().join(case).join("spark"));
+        let out = run(&dir, &["generate-dataset", "definition.py", "--backend", tables.to_str().unwrap(), "--output", &format!("{}:csv", local.display())]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run(&dir, &["generate-dataset", "definition.py", "--backend", tables.to_str().unwrap(), "--engine", "spark", "--spark-remote", &remote, "--output", &format!("{}:csv", spark.display())]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for f in std::fs::read_dir(&local).unwrap() {
+            let f = f.unwrap();
+            let (a, b) = (std::fs::read(f.path()).unwrap(), std::fs::read(spark.join(f.file_name())).unwrap());
+            assert!(a == b, "{case}: {:?} differs", f.file_name());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "{checked} files compared");
+}
