@@ -290,7 +290,8 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     let store = store_for(&def.graph, &roots, args)?;
     let tables = match args.engine {
         Engine::Reference => quarry_engine::evaluate_dataset(&def.graph, dataset, &store),
-        Engine::Columnar | Engine::Spark => quarry_engine::evaluate_dataset_columnar(&def.graph, dataset, &store),
+        Engine::Columnar => quarry_engine::evaluate_dataset_columnar(&def.graph, dataset, &store),
+        Engine::Spark => unreachable!("--engine spark returned above"),
     }
     .map_err(|e| fail(1, format!("error evaluating the dataset: {e}")))?;
     output::write_tables(&target, tables).map_err(|m| fail(1, m))

@@ -501,9 +501,8 @@ impl<'g> Translator<'g> {
                 _ => return Err(err("cannot aggregate a series that has one row per patient")),
             });
         };
-        if !q.aggs.get(&domain).is_some_and(|v| v.contains(&n)) {
-            q.aggs.entry(domain).or_default().push(n);
-        }
+        // `universe` collected every aggregation the query reaches, so the domain's CTE has it.
+        debug_assert!(q.aggs.get(&domain).is_some_and(|v| v.contains(&n)), "aggregation collected up front");
         let name = self.aggregates(q, domain)?;
         let alias = s.join(&name);
         let col = format!("{alias}.a{}", n.index());

@@ -214,9 +214,7 @@ impl Spark {
             Tables::Dummy(store) => {
                 for t in &used {
                     let schema = graph.table(*t);
-                    let mut columns = vec![("patient_id".to_string(), Type::Int)];
-                    columns.extend(schema.columns.iter().map(|c| (c.name.clone(), c.type_.clone())));
-                    columns.push(("__row".into(), Type::Int));
+                    let columns = uploaded_columns(schema);
                     let mut rows = vec![];
                     for (pid, patient) in &store.patients {
                         for row in patient.get(t).map(Vec::as_slice).unwrap_or(&[]) {
@@ -289,9 +287,7 @@ impl Spark {
                 }
                 View::Inline { name, table, rows } => {
                     let schema = graph.table(*table);
-                    let mut columns = vec![("patient_id".to_string(), Type::Int)];
-                    columns.extend(schema.columns.iter().map(|c| (c.name.clone(), c.type_.clone())));
-                    columns.push(("__row".into(), Type::Int));
+                    let columns = uploaded_columns(schema);
                     let rows = graph
                         .inline_rows(*rows)
                         .iter()
@@ -305,6 +301,15 @@ impl Spark {
         *done = views.len();
         Ok(())
     }
+}
+
+/// The columns of a table sent to Spark: `patient_id`, the schema's, and `__row`, the input
+/// order (event tables are written in it).
+fn uploaded_columns(schema: &quarry_queries::qm::TableSchema) -> Vec<(String, Type)> {
+    let mut columns = vec![("patient_id".to_string(), Type::Int)];
+    columns.extend(schema.columns.iter().map(|c| (c.name.clone(), c.type_.clone())));
+    columns.push(("__row".into(), Type::Int));
+    columns
 }
 
 /// A `--backend` location as Spark reads it: local paths made absolute `file://` URIs.
