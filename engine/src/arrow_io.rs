@@ -211,9 +211,13 @@ impl TypedWriter {
         let schema = Arc::new(schema(specs));
         let out = BufWriter::with_capacity(1 << 20, file);
         let sink = if parquet {
-            let props = parquet::file::properties::WriterProperties::builder()
-                .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::default()))
-                .build();
+            let mut props = parquet::file::properties::WriterProperties::builder().set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::default()));
+            // Tests write small row groups (`QUARRY_PARQUET_ROW_GROUP_ROWS`) to cross their
+            // boundaries; the default is Parquet's (about a million rows).
+            if let Some(rows) = std::env::var("QUARRY_PARQUET_ROW_GROUP_ROWS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0) {
+                props = props.set_max_row_group_row_count(Some(rows));
+            }
+            let props = props.build();
             Sink::Parquet(Box::new(parquet::arrow::ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(|e| e.to_string())?))
         } else {
             let options = arrow_ipc::writer::IpcWriteOptions::default()

@@ -12,6 +12,7 @@ pub mod kernels;
 pub mod make_backend;
 pub mod measures;
 pub mod output;
+pub mod pushdown;
 pub mod reference;
 pub mod sql;
 pub mod store;
@@ -174,9 +175,8 @@ pub fn stream_dataset_backend(
     let evaluator = columnar::Evaluator::new(graph, &shape.outputs());
     let mut stream = output::TableStream::open(target, shape.layouts()).map_err(StreamError::Output)?;
     let encoder = stream.encoder();
-    let (mut lo, mut patients, mut rows) = (None, 0, 0);
+    let (mut lo, mut rows) = (None, 0);
     while let Some((store, hi)) = backend.next_round(round_patients())? {
-        patients += store.patients.len();
         evaluator.run_range(
             &store,
             lo,
@@ -190,7 +190,7 @@ pub fn stream_dataset_backend(
                 Ok(())
             },
         )?;
-        progress(patients);
+        progress(backend.patients_read());
         lo = hi;
     }
     stream.finish().map_err(StreamError::Output)?;
