@@ -382,11 +382,17 @@ pub fn column_values(array: &dyn Array, want: &Type) -> Result<Vec<Scalar>, Stri
             (0..n).map(|i| valid(i).then(|| Value::Str(a.value(i).to_string()))).collect()
         }
         (DataType::Dictionary(..), _) => {
-            // Each dictionary value converted once, then looked up by key.
             let dict = array.as_any_dictionary();
-            let values = column_values(dict.values().as_ref(), want)?;
             let keys = dict.normalized_keys();
-            (0..n).map(|i| if valid(i) { values.get(keys[i]).cloned().flatten() } else { None }).collect()
+            if dict.values().len() > n {
+                // A dictionary larger than the batch (Parquet shares one per column chunk, and
+                // a column of mostly distinct values has a large one): only the used values.
+                (0..n).map(|i| if valid(i) { typed_value_at(dict.values().as_ref(), keys[i], want) } else { Ok(None) }).collect::<Result<_, _>>()?
+            } else {
+                // Each dictionary value converted once, then looked up by key.
+                let values = column_values(dict.values().as_ref(), want)?;
+                (0..n).map(|i| if valid(i) { values.get(keys[i]).cloned().flatten() } else { None }).collect()
+            }
         }
         _ => (0..n).map(|i| typed_value_at(array, i, want)).collect::<Result<_, _>>()?,
     })

@@ -23,6 +23,16 @@ use crate::arrow_io::{column_values, type_matches, typed_value_at};
 use crate::pushdown::TableFilter;
 use crate::store::{InputError, Store, used_tables};
 
+/// A Parquet reader's error, with what to do when the file uses a codec quarry lacks.
+fn parquet_message(e: impl std::fmt::Display) -> String {
+    let m = e.to_string();
+    if m.contains("Disabled feature at compile time") {
+        format!("{m} (quarry reads Parquet compressed with zstd, snappy, gzip or lz4, or uncompressed; rewrite the file with one of those)")
+    } else {
+        m
+    }
+}
+
 /// Whether filters are pushed into the scan (`QUARRY_PUSHDOWN=0` turns it off, so tests and
 /// benchmarks can compare both ways).
 fn pushdown_enabled() -> bool {
@@ -261,8 +271,8 @@ impl Cursor {
             let reader: Batches = if stages.is_empty() {
                 let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, reader_metadata);
                 let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
-                let reader = builder.with_projection(mask).with_batch_size(BATCH).build().map_err(|e| err(e.to_string()))?;
-                Box::new(reader.map(|b| b.map_err(|e| e.to_string())))
+                let reader = builder.with_projection(mask).with_batch_size(BATCH).build().map_err(|e| err(parquet_message(e)))?;
+                Box::new(reader.map(|b| b.map_err(parquet_message)))
             } else {
                 // Parquet evaluates a row filter when the reader is built, so the row groups
                 // are filtered in parallel, each by its own reader; their batches then follow
@@ -293,7 +303,7 @@ impl Cursor {
                             .with_batch_size(BATCH)
                             .with_row_filter(RowFilter::new(predicates))
                             .build()
-                            .map_err(|e| err(e.to_string()))?;
+                            .map_err(|e| err(parquet_message(e)))?;
                         let rows = std::mem::take(&mut *rows.lock().expect("not poisoned"));
                         let group = match stash.batches.lock().expect("not poisoned").take() {
                             Some(batches) => Group::Stashed(batches),
@@ -313,7 +323,7 @@ impl Cursor {
                 Box::new(readers.into_iter().flat_map(|g| -> Batches {
                     match g {
                         Group::Stashed(batches) => Box::new(batches.into_iter().map(Ok)),
-                        Group::Stream(reader) => Box::new(reader.map(|b| b.map_err(|e| e.to_string()))),
+                        Group::Stream(reader) => Box::new(reader.map(|b| b.map_err(parquet_message))),
                     }
                 }))
             };
