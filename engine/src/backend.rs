@@ -505,14 +505,23 @@ impl Backend {
         }
         let path_of = |t: TableId| -> Result<&std::path::PathBuf, InputError> { Ok(&paths[&t]) };
         let columns = |t: TableId| used.get(&t).map(Vec::as_slice).unwrap_or(&[]);
+        // Tables are opened (and their filters run) in parallel: first those that gather the
+        // candidates, then the rest, which read only the candidates' rows.
+        let scans: Vec<(usize, TableId, Scan)> = tables
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &t)| {
+                let (_, candidate) = candidates.as_ref()?.iter().find(|(x, _)| *x == t)?;
+                Some((i, t, Scan { filter: filters.remove(&t), collect: Some((candidate.clone(), sink.clone())), ..Scan::default() }))
+            })
+            .collect();
+        // The table's own filter keeps every row a candidate frame has, so when each such table
+        // has one (and the scan ran it), their kept rows' patients are the candidates.
+        let mut gathered = candidates.is_some() && scans.iter().all(|(_, _, s)| s.filter.is_some());
+        let open = |(i, t, scan): (usize, TableId, Scan)| -> Result<(usize, Cursor), InputError> { Ok((i, Cursor::open(t, graph.table(t), path_of(t)?, columns(t), scan)?)) };
         let mut opened: Vec<Option<Cursor>> = tables.iter().map(|_| None).collect();
-        let mut gathered = candidates.is_some();
-        for (i, &t) in tables.iter().enumerate() {
-            let Some((_, candidate)) = candidates.as_ref().and_then(|c| c.iter().find(|(x, _)| *x == t)) else { continue };
-            let filter = filters.remove(&t);
-            // The table's own filter keeps every row a candidate frame has.
-            gathered &= filter.is_some();
-            let cursor = Cursor::open(t, graph.table(t), path_of(t)?, columns(t), Scan { filter, collect: Some((candidate.clone(), sink.clone())), ..Scan::default() })?;
+        for r in scans.into_par_iter().map(open).collect::<Vec<_>>() {
+            let (i, cursor) = r?;
             gathered &= cursor.kept.is_some();
             opened[i] = Some(cursor);
         }
@@ -522,10 +531,10 @@ impl Backend {
             ids.dedup();
             Arc::new(ids)
         });
-        for (i, &t) in tables.iter().enumerate() {
-            if opened[i].is_none() {
-                opened[i] = Some(Cursor::open(t, graph.table(t), path_of(t)?, columns(t), Scan { candidates: ids.clone(), filter: filters.remove(&t), collect: None })?);
-            }
+        let rest: Vec<(usize, TableId, Scan)> = tables.iter().enumerate().filter(|(i, _)| opened[*i].is_none()).map(|(i, &t)| (i, t, Scan { candidates: ids.clone(), filter: filters.remove(&t), collect: None })).collect();
+        for r in rest.into_par_iter().map(open).collect::<Vec<_>>() {
+            let (i, cursor) = r?;
+            opened[i] = Some(cursor);
         }
         let mut cursors: Vec<Cursor> = opened.into_iter().map(|c| c.expect("every table opened")).collect();
         let mut required = required;

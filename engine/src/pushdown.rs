@@ -191,7 +191,8 @@ impl TableFilter {
         }
         let n = batch.num_rows();
         let tri = to_tri(self.expr.eval(&columns, n)?, n)?;
-        Ok(BooleanArray::from(tri.into_iter().map(|t| if partial { t != FALSE } else { t == TRUE }).collect::<Vec<bool>>()))
+        let pass = |t: u8| if partial { t != FALSE } else { t == TRUE };
+        Ok(BooleanArray::new(arrow_buffer::BooleanBuffer::collect_bool(n, |i| pass(tri[i])), None))
     }
 
     /// Whether a first pass over the `cheap` columns (the others read only for the rows it
@@ -289,6 +290,9 @@ impl Expr {
             Function::And(_) | Function::Or(_) => {
                 let (decisive, other) = if matches!(function, Function::Or(_)) { (TRUE, FALSE) } else { (FALSE, TRUE) };
                 let mut out = vec![other; n];
+                // Unknown arguments count once (as NULL), and only if no argument decides.
+                let unknown = values.iter().any(|v| matches!(v, Tv::Unknown));
+                let values = values.into_iter().filter(|v| !matches!(v, Tv::Unknown)).chain(unknown.then_some(Tv::Unknown));
                 for v in values {
                     for (o, t) in out.iter_mut().zip(to_tri(v, n)?) {
                         if *o != decisive && t != other {
@@ -350,7 +354,10 @@ fn by_value(x: &Tv, n: usize, cache: &mut Option<DictCache>, test: impl Fn(&Scal
         Tv::Array(a, t) if matches!(a.data_type(), DataType::Dictionary(..)) => {
             let dict = a.as_any_dictionary();
             let values = dict.values();
-            let fresh = cache.as_ref().is_none_or(|c| !Arc::ptr_eq(&c.values, values) && c.values.to_data() != values.to_data());
+            let fresh = cache.as_ref().is_none_or(|c| {
+                let (held, new) = (c.values.to_data(), values.to_data());
+                !Arc::ptr_eq(&c.values, values) && !held.ptr_eq(&new) && held != new
+            });
             if fresh {
                 let results = (0..values.len()).map(|i| typed_value_at(values.as_ref(), i, t).and_then(|v| test(&v))).collect::<Result<_, _>>()?;
                 *cache = Some(DictCache { values: values.clone(), results });
