@@ -392,8 +392,11 @@ fn generate_from_backend(graph: &Graph, dataset: &DatasetSpec, roots: &[NodeId],
     if args.engine == Engine::Reference {
         return Err(fail(2, "--backend is evaluated by the columnar engine; leave out --engine reference (use --dummy-tables DIR to compare with the reference evaluator)"));
     }
-    let mut backend = quarry_engine::backend::Backend::open(graph, roots, Some(dataset.population), dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
     eprintln!("[info] Reading the backend in {}", dir.display());
+    let mut backend = quarry_engine::backend::Backend::open(graph, roots, Some(dataset.population), dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
+    for note in backend.notes() {
+        eprintln!("[info] {note}");
+    }
     let started = std::time::Instant::now();
     let mut last = std::time::Instant::now();
     let rows = quarry_engine::stream_dataset_backend(graph, dataset, &mut backend, target, |patients| {

@@ -7,7 +7,9 @@
 //! picks with ties, date arithmetic, patient-level values broadcast into event-level filters,
 //! case, boolean logic with NULLs, sets — and tables from `create-dummy-tables` (whose
 //! background rows give every variable matches, non-matches and NULLs), then perturbs them
-//! with extra patients who have no rows at all.
+//! with extra patients who have no rows at all. The same tables as a Parquet backend (small
+//! row groups) must give the same bytes through `--backend`, whose scan pushes filters down
+//! and reads only the population's candidates.
 
 use std::path::Path;
 use std::process::Command;
@@ -127,7 +129,13 @@ fn definition(rng: &mut Rng) -> String {
          from ehrql.tables.core import patients, clinical_events, medications, practice_registrations\n\
          dataset = create_dataset()\n",
     );
-    let population = if rng.below(2) == 0 { "patients.exists_for_patient()".to_string() } else { format!("patients.exists_for_patient() & {}", boolean(rng, 1)) };
+    let population = match rng.below(4) {
+        0 => "patients.exists_for_patient()".to_string(),
+        1 => format!("patients.exists_for_patient() & {}", boolean(rng, 1)),
+        // Only patients with certain rows (a backend reads just those patients).
+        2 => format!("medications.where(medications.date.is_after(\"{}\")).exists_for_patient()", rng.date()),
+        _ => format!("{}.exists_for_patient() | medications.where(medications.date.is_after(\"{}\")).exists_for_patient()", frame(rng), rng.date()),
+    };
     out.push_str(&format!("dataset.define_population({population})\n"));
     for v in 0..8 {
         let expr = match rng.below(5) {
@@ -161,7 +169,7 @@ fn add_bare_patients(tables: &Path) {
 #[test]
 fn random_definitions_give_the_same_bytes_on_both_evaluators() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut with_rows = 0;
+    let (mut with_rows, mut pushed, mut candidates) = (0, 0, 0);
     for seed in 0..CASES {
         let mut rng = Rng::new(seed, 0x5eed, 0);
         let dir = tmp.path().join(format!("case{seed}"));
@@ -181,6 +189,22 @@ fn random_definitions_give_the_same_bytes_on_both_evaluators() {
         std::fs::write(dir.join("tables.py"), everyone).unwrap();
         let out = quarry(&dir, &["create-dummy-tables", "tables.py", "tables", "--population-size", "60", "--seed", &seed.to_string()], "5");
         assert!(out.status.success(), "case {seed}: {}\n{def}", String::from_utf8_lossy(&out.stderr));
+        // The same tables as a Parquet backend of small row groups: the backend scan (filters
+        // pushed into it, only the population's candidates read) gives the reference's bytes.
+        let backend = dir.join("backend");
+        let out = Command::new(QUARRY)
+            .current_dir(&dir)
+            .env("QUARRY_PARQUET_ROW_GROUP_ROWS", "40")
+            .args(["create-dummy-tables", "tables.py", &format!("{}:parquet", backend.display()), "--population-size", "60", "--seed", &seed.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "case {seed}: {}", String::from_utf8_lossy(&out.stderr));
+        let plain = quarry(&dir, &["generate-dataset", "definition.py", "--dummy-tables", "tables", "--engine", "reference"], "5");
+        let scanned = Command::new(QUARRY).current_dir(&dir).env("QUARRY_PARTITION_SIZE", "3").env("QUARRY_HELD_ROWS", "30").args(["generate-dataset", "definition.py", "--backend", "backend"]).output().unwrap();
+        assert!(scanned.status.success(), "case {seed}, backend: {}\n{def}", String::from_utf8_lossy(&scanned.stderr));
+        pushed += String::from_utf8_lossy(&scanned.stderr).contains("rows pass the definition's filters") as u64;
+        candidates += String::from_utf8_lossy(&scanned.stderr).contains("belong to patients who can be in the population") as u64;
+        assert!(scanned.stdout == plain.stdout, "case {seed}: the backend scan differs\n{def}\nreference:\n{}\nbackend:\n{}", String::from_utf8_lossy(&plain.stdout), String::from_utf8_lossy(&scanned.stdout));
         add_bare_patients(&dir.join("tables"));
         let run = |engine: &str, partition: &str| {
             let out = quarry(&dir, &["generate-dataset", "definition.py", "--dummy-tables", "tables", "--engine", engine], partition);
@@ -196,4 +220,6 @@ fn random_definitions_give_the_same_bytes_on_both_evaluators() {
         }
     }
     assert!(with_rows >= CASES / 2, "only {with_rows} of {CASES} cases had patients in their population");
+    eprintln!("{pushed} of {CASES} cases had filters pushed into the scan, {candidates} read only the population's candidates");
+    assert!(pushed >= CASES / 2 && candidates >= CASES / 8, "too few cases exercise the scan's filters: {pushed} pushed, {candidates} with candidates");
 }

@@ -78,6 +78,8 @@ struct Cursor {
     batch: Option<RecordBatch>,
     /// Batches read so far.
     batch_no: usize,
+    /// What the scan's filters left, for the user.
+    note: Option<String>,
 }
 
 /// Which rows a Parquet scan of a table may drop (`pushdown`): those of patients not among
@@ -240,6 +242,7 @@ impl Cursor {
         let file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let parquet = path.extension().is_some_and(|e| e == "parquet");
         let mut kept = None;
+        let mut note = None;
         let (names, types, batches): (Vec<String>, Vec<arrow_schema::DataType>, Batches) = if parquet {
             use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter};
             let unreadable = |e: parquet::errors::ParquetError| err(format!("not a readable Parquet file: {e}"));
@@ -319,6 +322,13 @@ impl Cursor {
                     queue.extend(rows);
                     readers.push(reader);
                 }
+                let total: i64 = reader_metadata.metadata().row_groups().iter().map(|g| g.num_rows()).sum();
+                let why = match (&scan.candidates, &scan.filter) {
+                    (Some(_), None) => "belong to patients who can be in the population",
+                    (None, _) => "pass the definition's filters",
+                    (Some(_), Some(_)) => "pass the definition's filters and belong to patients who can be in the population",
+                };
+                note = Some(format!("{}: {} of {} rows {why}", schema.name, queue.len(), total));
                 kept = Some(Arc::new(Mutex::new(queue)));
                 Box::new(readers.into_iter().flat_map(|g| -> Batches {
                     match g {
@@ -352,7 +362,7 @@ impl Cursor {
             }
             columns.push((i, c.type_.clone()));
         }
-        Ok(Cursor { table, patient_level: schema.patient_level, shown, columns, pid, batches, ids: vec![], values: vec![], row: 0, read: 0, last: None, kept, lazy: false, batch: None, batch_no: 0 })
+        Ok(Cursor { table, patient_level: schema.patient_level, shown, columns, pid, batches, ids: vec![], values: vec![], row: 0, read: 0, last: None, kept, lazy: false, batch: None, batch_no: 0, note })
     }
 
     /// The next row's number in the file (1-based), for messages.
@@ -547,6 +557,11 @@ impl Backend {
             driver.lazy = !required.is_empty() && ids.is_none();
         }
         Ok(Backend { cursors, required, read: 0 })
+    }
+
+    /// What the scans' filters left, one line per filtered table (for the user).
+    pub fn notes(&self) -> Vec<String> {
+        self.cursors.iter().filter_map(|c| c.note.clone()).collect()
     }
 
     /// Patients of the driving table read so far (for progress).
