@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Large-backend throughput (issue 8): for each N, a TPP-shaped backend made by
 # `quarry make-backend` (cached by N and seed under $HOME/.cache/quarry/backends), then the seed
-# study's two datasets — dataset_definition_v1.py and dataset_definition_pivoted.py — with
-# `quarry generate-dataset --backend` and as hand-written SQL in DuckDB
-# (benches/peers/seed_duckdb.py) over the same Parquet files, both to .csv.gz; the outputs are
+# study's two datasets — dataset_definition_v1.py and dataset_definition_pivoted.py — and, as
+# the unfavourable case where no filter can be pushed into the scan,
+# benches/definitions/whole_table.py ("whole"), with `quarry generate-dataset --backend` and as
+# hand-written SQL in DuckDB (benches/peers/seed_duckdb.py) over the same Parquet files, both to .csv.gz; the outputs are
 # checked to agree (rows and values, after normalising booleans and numbers); then the seed's
 # initial_analysis recipe on quarry's dataset. Median wall time of RUNS runs, peak RSS (GNU
 # time), rows and events per second, and the quarry/DuckDB ratio.
 #
 #   benches/backend.sh [N ...]          default: 100000 1000000
 #   RUNS=3 SEED=1 PEER_PYTHON=python3 QUARRY=path/to/quarry BACKEND_CACHE=DIR benches/backend.sh 10000000
+#   DATASETS="dataset pivoted" benches/backend.sh 1000000   (default: dataset pivoted whole)
 #
 # DuckDB is installed from PyPI into $HOME/.cache/quarry/bench-venv if PEER_PYTHON lacks it.
 # Results go to docs/performance.md by hand, with this command.
@@ -42,9 +44,10 @@ for n in "${SIZES[@]}"; do
         "$QUARRY" make-backend --patients "$n" --seed "$SEED" --out "$backend" >/dev/null 2>"$TMP/make.log" || { cat "$TMP/make.log" >&2; exit 1; }
     fi
     events=$("$PY" -c "import duckdb; print(duckdb.sql(\"select count(*) from read_parquet('$backend/clinical_events.parquet')\").fetchall()[0][0])")
-    for which in dataset pivoted; do
+    for which in ${DATASETS:-dataset pivoted whole}; do
         def=analysis/dataset_definition_v1.py
         [ $which = pivoted ] && def=analysis/dataset_definition_pivoted.py
+        [ $which = whole ] && def="$ROOT/benches/definitions/whole_table.py"
         q=() d=() qrss=0 drss=0
         for _ in $(seq "$RUNS"); do
             (cd "$VTE" && "${TIME[@]}" "$QUARRY" generate-dataset "$def" --backend "$backend" --output "$TMP/q.csv.gz" 2>"$TMP/q.log") || { cat "$TMP/q.log" >&2; exit 1; }

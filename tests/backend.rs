@@ -217,17 +217,25 @@ fn a_filtered_table_reports_rows_by_their_place_in_the_file() {
     assert!(!dir.join("o.csv").exists(), "no partial output");
 }
 
+/// A Python with pyarrow (`ARROW_PYTHON`, which `.ci/run` provides), or `None` after saying
+/// the test is skipped.
+fn pyarrow() -> Option<String> {
+    let python = std::env::var("ARROW_PYTHON").unwrap_or_else(|_| "python3".into());
+    if Command::new(&python).args(["-c", "import pyarrow"]).output().is_ok_and(|o| o.status.success()) {
+        Some(python)
+    } else {
+        eprintln!("SKIPPED: {python} cannot import pyarrow (set ARROW_PYTHON; .ci/run does)");
+        None
+    }
+}
+
 /// A Parquet backend as other tools write it: snappy-compressed (pyarrow's and Spark's
 /// default), several row groups, and a text column of mostly distinct values (its dictionary
 /// pages fall back to plain ones). The pushed filter finds the right rows. Needs pyarrow
 /// (`ARROW_PYTHON`, which `.ci/run` provides); without it the test says it skipped.
 #[test]
 fn a_snappy_backend_with_distinct_codes_is_filtered_right() {
-    let python = std::env::var("ARROW_PYTHON").unwrap_or_else(|_| "python3".into());
-    if !Command::new(&python).args(["-c", "import pyarrow"]).output().is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED: {python} cannot import pyarrow (set ARROW_PYTHON; .ci/run does)");
-        return;
-    }
+    let Some(python) = pyarrow() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::create_dir(dir.join("backend")).unwrap();
@@ -253,4 +261,23 @@ fn a_snappy_backend_with_distinct_codes_is_filtered_right() {
     // 100000–100003, the first ending 791900000. Held rows keep the column chunk's whole
     // dictionary, so reading them converts only the values used.
     assert_eq!(String::from_utf8_lossy(&out.stdout), "patient_id,n,last\r\n1,2,100000000000015838\r\n25001,1,100000000791900000\r\n");
+}
+
+/// A date beyond ehrQL's years (1–9999) in a backend file is a named error, not a crash.
+#[test]
+fn a_date_out_of_range_is_reported() {
+    let Some(python) = pyarrow() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("backend")).unwrap();
+    let script = "import pyarrow as pa, pyarrow.parquet as pq\n\
+                  pq.write_table(pa.table({'patient_id': pa.array([1, 2], pa.int64()), 'date_of_birth': pa.array([0, 3000000], pa.date32())}), 'backend/patients.parquet')\n";
+    let out = Command::new(&python).current_dir(dir).args(["-c", script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    patients_definition(dir, &["dob = patients.date_of_birth"]);
+    let out = quarry(dir, &["generate-dataset", "d.py", "--backend", "backend", "--output", "o.csv"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{stderr}");
+    assert!(stderr.contains("patients.parquet") && stderr.contains("the date 3000000 days from 1970-01-01 is outside years 1–9999"), "{stderr}");
+    assert!(!dir.join("o.csv").exists());
 }

@@ -1,8 +1,8 @@
-"""The seed study's two datasets as hand-written DuckDB SQL over a `make-backend` backend: the
-peer of `benches/backend.sh`. Writes the same columns as quarry (T/F booleans, ISO dates) to a
-.csv.gz and prints the wall time.
+"""The seed study's two datasets (and benches/definitions/whole_table.py, `whole`) as
+hand-written DuckDB SQL over a `make-backend` backend: the peer of `benches/backend.sh`. Writes
+the same columns as quarry (T/F booleans, ISO dates) to a .csv.gz and prints the wall time.
 
-    python seed_duckdb.py BACKEND_DIR CODELIST_DIR dataset|pivoted OUT.csv.gz [THREADS]
+    python seed_duckdb.py BACKEND_DIR CODELIST_DIR dataset|pivoted|whole OUT.csv.gz [THREADS]
 """
 import sys
 import time
@@ -71,6 +71,13 @@ LEFT JOIN deaths d USING (patient_id) LEFT JOIN pts pt USING (patient_id)
 LEFT JOIN sec s USING (patient_id) LEFT JOIN sec_mb smb USING (patient_id)
 LEFT JOIN bmi b USING (patient_id) LEFT JOIN pivoted pv USING (patient_id)
 ORDER BY p.patient_id
+"""
+
+if which == "whole":
+    sql = f"""
+SELECT p.patient_id, count(e.patient_id) AS events, max(e.date) AS last_event_date, p.sex
+FROM {table('patients')} p LEFT JOIN {table('clinical_events')} e USING (patient_id)
+GROUP BY p.patient_id, p.sex ORDER BY p.patient_id
 """
 
 start = time.perf_counter()

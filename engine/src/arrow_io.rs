@@ -314,6 +314,15 @@ pub fn type_matches(data_type: &DataType, want: &Type) -> bool {
     }
 }
 
+fn out_of_range(day: i64) -> String {
+    format!("the date {day} days from 1970-01-01 is outside years 1–9999")
+}
+
+/// A day number's date, or why it is not one.
+fn date(day: i64) -> Result<jiff::civil::Date, String> {
+    days::checked_date(day).ok_or_else(|| out_of_range(day))
+}
+
 /// The value at `row`, as the plain value its Arrow type holds.
 pub fn value_at(array: &dyn Array, row: usize) -> Result<Scalar, String> {
     if array.is_null(row) {
@@ -339,8 +348,8 @@ pub fn value_at(array: &dyn Array, row: usize) -> Result<Scalar, String> {
         DataType::Utf8 => Value::Str(array.as_string::<i32>().value(row).to_string()),
         DataType::LargeUtf8 => Value::Str(array.as_string::<i64>().value(row).to_string()),
         DataType::Utf8View => Value::Str(array.as_string_view().value(row).to_string()),
-        DataType::Date32 => Value::Date(days::to_date(array.as_primitive::<Date32Type>().value(row) as i64)),
-        DataType::Date64 => Value::Date(days::to_date(array.as_primitive::<arrow_array::types::Date64Type>().value(row).div_euclid(86_400_000))),
+        DataType::Date32 => Value::Date(date(array.as_primitive::<Date32Type>().value(row) as i64)?),
+        DataType::Date64 => Value::Date(date(array.as_primitive::<arrow_array::types::Date64Type>().value(row).div_euclid(86_400_000))?),
         DataType::Dictionary(..) => {
             // The key of this row only (normalized_keys() would unpack the whole array).
             let dict = array.as_any_dictionary();
@@ -366,8 +375,28 @@ pub fn column_values(array: &dyn Array, want: &Type) -> Result<Vec<Scalar>, Stri
             (0..n).map(|i| valid(i).then(|| Value::Float(Float(a.value(i))))).collect()
         }
         (DataType::Date32, _) => {
+            // Dates repeat: each thread keeps its conversions by day number (65,536 slots,
+            // so 179 consecutive years never collide).
+            thread_local! {
+                static MEMO: std::cell::RefCell<Vec<(i32, Option<jiff::civil::Date>)>> = std::cell::RefCell::new(vec![(i32::MIN, None); 1 << 16]);
+            }
             let a = array.as_primitive::<Date32Type>();
-            (0..n).map(|i| valid(i).then(|| Value::Date(days::to_date(a.value(i) as i64)))).collect()
+            MEMO.with_borrow_mut(|memo| -> Result<Vec<Scalar>, String> {
+                let mut out = Vec::with_capacity(n);
+                for i in 0..n {
+                    if !valid(i) {
+                        out.push(None);
+                        continue;
+                    }
+                    let day = a.value(i);
+                    let slot = &mut memo[day as u32 as usize & 0xffff];
+                    if slot.0 != day {
+                        *slot = (day, days::checked_date(day as i64));
+                    }
+                    out.push(Some(Value::Date(slot.1.ok_or_else(|| out_of_range(day as i64))?)));
+                }
+                Ok(out)
+            })?
         }
         (DataType::Boolean, _) => {
             let a = array.as_boolean();

@@ -459,12 +459,24 @@ impl Cursor {
 
     /// Moves every row with a patient id below `bound` (all rows if `None`) into `store`.
     fn take_below(&mut self, bound: Option<i64>, store: &mut Store) -> Result<(), InputError> {
+        // A patient's rows are consecutive: they go into the store together.
+        let mut current: Option<(i64, Vec<Vec<Scalar>>)> = None;
         while let Some(p) = self.peek()? {
             if bound.is_some_and(|b| p >= b) {
                 break;
             }
             let row = self.take(p)?;
-            store.push(self.table, self.patient_level, p, row);
+            match &mut current {
+                Some((q, rows)) if *q == p => rows.push(row),
+                _ => {
+                    if let Some((q, rows)) = current.replace((p, vec![row])) {
+                        store.push_rows(self.table, self.patient_level, q, rows);
+                    }
+                }
+            }
+        }
+        if let Some((q, rows)) = current {
+            store.push_rows(self.table, self.patient_level, q, rows);
         }
         Ok(())
     }

@@ -142,6 +142,21 @@ fn row_values(schema: &TableSchema, columns: &[Option<usize>], read: impl Fn(usi
 }
 
 impl Store {
+    /// Adds rows of `table` for `patient`, in order.
+    pub(crate) fn push_rows(&mut self, table: TableId, patient_level: bool, patient: i64, mut values: Rows) {
+        let rows = self.patients.entry(patient).or_default().entry(table).or_default();
+        if patient_level {
+            // ehrQL's local-file engine keeps the last row for a patient.
+            values.drain(..values.len().saturating_sub(1));
+            rows.clear();
+        }
+        if rows.is_empty() {
+            *rows = values;
+        } else {
+            rows.append(&mut values);
+        }
+    }
+
     /// Adds a row of `table` for `patient`.
     pub(crate) fn push(&mut self, table: TableId, patient_level: bool, patient: i64, values: Vec<Scalar>) {
         let rows = self.patients.entry(patient).or_default().entry(table).or_default();

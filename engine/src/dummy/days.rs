@@ -30,6 +30,15 @@ pub fn civil(n: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + if m <= 2 { 1 } else { 0 }, m, d)
 }
 
+/// The date of a day number, if it is one ehrQL supports (years 1 to 9999).
+pub fn checked_date(n: i64) -> Option<Date> {
+    let (y, m, d) = civil(n);
+    if !(1..=9999).contains(&y) {
+        return None;
+    }
+    Date::new(y as i16, m as i8, d as i8).ok()
+}
+
 pub fn to_date(n: i64) -> Date {
     let (y, m, d) = civil(n);
     Date::new(y as i16, m as i8, d as i8).expect("a day number inside the supported range")
