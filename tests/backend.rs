@@ -215,6 +215,11 @@ fn a_filtered_table_reports_rows_by_their_place_in_the_file() {
     assert_eq!(out.status.code(), Some(11), "{stderr}");
     assert!(stderr.contains("clinical_events.parquet, row 4: patient_id 2 follows 3; backend tables must be sorted by patient_id"), "{stderr}");
     assert!(!dir.join("o.csv").exists(), "no partial output");
+    // Past its budget for row numbers, the scan counts rows among those the filters kept.
+    let out = Command::new(QUARRY).current_dir(dir).env("QUARRY_ROW_NUMBERS", "1").args(["generate-dataset", "d.py", "--backend", "backend", "--output", "o.csv"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{stderr}");
+    assert!(stderr.contains("clinical_events.parquet, row 3 of those the definition's filters kept: patient_id 2 follows 3"), "{stderr}");
 }
 
 /// A Python with pyarrow (`ARROW_PYTHON`, which `.ci/run` provides), or `None` after saying

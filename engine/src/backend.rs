@@ -46,6 +46,14 @@ const BATCH: usize = 16_384;
 /// (a few hundred MB at most); beyond it, row groups are streamed (decoded a second time).
 const EAGER_ROWS: usize = 2_000_000;
 
+/// File row numbers kept for messages about a filtered table's rows (32 MB), or
+/// `QUARRY_ROW_NUMBERS` (tests set it low).
+const ROW_NUMBERS: usize = 4_000_000;
+
+fn row_numbers() -> usize {
+    std::env::var("QUARRY_ROW_NUMBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(ROW_NUMBERS)
+}
+
 /// [`EAGER_ROWS`], or `QUARRY_HELD_ROWS` (tests set it low to stream filtered row groups).
 fn eager_rows() -> usize {
     std::env::var("QUARRY_HELD_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(EAGER_ROWS)
@@ -73,6 +81,8 @@ struct Cursor {
     /// With a pushed filter: the file row numbers of the rows it kept, not yet taken (so that
     /// messages name the row in the file).
     kept: Option<Arc<Mutex<VecDeque<u64>>>>,
+    /// Whether a filter ran in the scan (with or without the row numbers).
+    filtered: bool,
     /// Lazy: batches are kept as read, and a row's values converted only if it is kept.
     lazy: bool,
     batch: Option<RecordBatch>,
@@ -131,15 +141,14 @@ impl Scan {
         let fits = |f: &TableFilter| f.columns.iter().all(|(name, t)| arrow.fields().iter().any(|x| x.name() == name && type_matches(x.data_type(), t)));
         let Some(filter) = self.filter.as_ref().filter(|f| fits(f)) else { return stages };
         let cheap = |c: &str| arrow.field_with_name(c).is_ok_and(|f| matches!(f.data_type(), arrow_schema::DataType::Utf8 | arrow_schema::DataType::Dictionary(..)));
-        let columns = |f: &TableFilter, only_cheap: bool| -> Vec<String> { f.columns.iter().map(|(c, _)| c.clone()).filter(|c| !only_cheap || cheap(c)).collect() };
         if filter.splits(cheap) {
             // First the text columns (tested per dictionary value), then the rest only for
             // the rows that pass.
             let mut partial = filter.clone();
-            stages.push(Stage { columns: columns(filter, true), test: Box::new(move |b| partial.evaluate(b, true)) });
+            let columns = filter.columns.iter().map(|(c, _)| c.clone()).filter(|c| cheap(c)).collect();
+            stages.push(Stage { columns, test: Box::new(move |b| partial.evaluate(b, true)) });
         }
         let mut full = filter.clone();
-        let _ = columns(filter, false);
         let mut last = Stage { columns: wanted.to_vec(), test: Box::new(move |b| full.evaluate(b, false)) };
         if let Some((candidate, sink)) = &self.collect
             && fits(candidate)
@@ -149,7 +158,13 @@ impl Scan {
                 let keep = test(b)?;
                 let mine = candidate.evaluate(b, false)?;
                 let ids = patient_ids(b)?;
-                sink.lock().expect("not poisoned").extend(keep.values().set_indices().filter(|&i| mine.value(i)).filter_map(|i| ids[i]));
+                // Rows come in patient order: one id per run of a patient's rows.
+                let mut sink = sink.lock().expect("not poisoned");
+                for p in keep.values().set_indices().filter(|&i| mine.value(i)).filter_map(|i| ids[i]) {
+                    if sink.last() != Some(&p) {
+                        sink.push(p);
+                    }
+                }
                 Ok(keep)
             });
         }
@@ -192,6 +207,33 @@ impl Stash {
     }
 }
 
+/// A budget for the kept rows' file row numbers across a table's row groups (8 bytes each):
+/// past [`ROW_NUMBERS`], they are dropped and messages count rows among those kept.
+/// It also counts the rows the filters keep.
+#[derive(Clone, Default)]
+struct Numbers {
+    kept: Arc<std::sync::atomic::AtomicUsize>,
+    used: Arc<std::sync::atomic::AtomicUsize>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Numbers {
+    /// Counts `rows` kept; whether their numbers may be recorded.
+    fn allow(&self, rows: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.kept.fetch_add(rows, Relaxed);
+        if self.lost.load(Relaxed) || self.used.fetch_add(rows, Relaxed) + rows > row_numbers() {
+            self.lost.store(true, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A row group's tests as Parquet predicates, and where the row numbers (in the file, from
 /// the group's first row `start`) of the rows the last keeps are gathered: the first test sees
 /// every row, each later one the rows the one before kept.
@@ -201,13 +243,16 @@ fn predicates(
     schema: &parquet::schema::types::SchemaDescriptor,
     index: impl Fn(&str) -> Option<usize>,
     stash: &Stash,
+    numbers: &Numbers,
 ) -> (Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>>, Arc<Mutex<VecDeque<u64>>>) {
     let mut input: Option<Arc<Mutex<VecDeque<u64>>>> = None;
     let mut out: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> = vec![];
     let count = stages.len();
     *stash.batches.lock().expect("not poisoned") = Some(vec![]);
     for (k, mut stage) in stages.into_iter().enumerate() {
-        let stash = (k + 1 == count).then(|| stash.clone());
+        let last = k + 1 == count;
+        let stash = last.then(|| stash.clone());
+        let numbers = numbers.clone();
         let output: Arc<Mutex<VecDeque<u64>>> = Arc::default();
         let (from, into) = (input.take(), output.clone());
         let mut seen = start;
@@ -222,7 +267,9 @@ fn predicates(
                     (seen - n as u64..seen).collect()
                 }
             };
-            into.lock().expect("not poisoned").extend(keep.values().set_indices().map(|i| rows[i]));
+            if !last || numbers.allow(keep.true_count()) {
+                into.lock().expect("not poisoned").extend(keep.values().set_indices().map(|i| rows[i]));
+            }
             if let Some(stash) = &stash {
                 stash.keep(&batch, &keep)?;
             }
@@ -242,6 +289,7 @@ impl Cursor {
         let file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let parquet = path.extension().is_some_and(|e| e == "parquet");
         let mut kept = None;
+        let mut filtered = false;
         let mut note = None;
         let (names, types, batches): (Vec<String>, Vec<arrow_schema::DataType>, Batches) = if parquet {
             use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter};
@@ -291,6 +339,7 @@ impl Cursor {
                     })
                     .collect();
                 let budget = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let numbers = Numbers::default();
                 let built: Vec<Result<(Group, VecDeque<u64>), InputError>> = starts
                     .par_iter()
                     .enumerate()
@@ -299,7 +348,7 @@ impl Cursor {
                         let group = ParquetRecordBatchReaderBuilder::new_with_metadata(file, reader_metadata.clone());
                         let mask = parquet::arrow::ProjectionMask::roots(group.parquet_schema(), wanted.iter().copied());
                         let stash = Stash { budget: budget.clone(), batches: Arc::default() };
-                        let (predicates, rows) = predicates(scan.stages(&arrow, &wanted_names), start, group.parquet_schema(), |c| arrow.index_of(c).ok(), &stash);
+                        let (predicates, rows) = predicates(scan.stages(&arrow, &wanted_names), start, group.parquet_schema(), |c| arrow.index_of(c).ok(), &stash, &numbers);
                         let reader = group
                             .with_row_groups(vec![g])
                             .with_projection(mask)
@@ -328,8 +377,11 @@ impl Cursor {
                     (None, _) => "pass the definition's filters",
                     (Some(_), Some(_)) => "pass the definition's filters and belong to patients who can be in the population",
                 };
-                note = Some(format!("{}: {} of {} rows {why}", schema.name, queue.len(), total));
-                kept = Some(Arc::new(Mutex::new(queue)));
+                filtered = true;
+                note = Some(format!("{}: {} of {} rows {why}", schema.name, numbers.kept.load(std::sync::atomic::Ordering::Relaxed), total));
+                if !numbers.lost() {
+                    kept = Some(Arc::new(Mutex::new(queue)));
+                }
                 Box::new(readers.into_iter().flat_map(|g| -> Batches {
                     match g {
                         Group::Stashed(batches) => Box::new(batches.into_iter().map(Ok)),
@@ -362,14 +414,16 @@ impl Cursor {
             }
             columns.push((i, c.type_.clone()));
         }
-        Ok(Cursor { table, patient_level: schema.patient_level, shown, columns, pid, batches, ids: vec![], values: vec![], row: 0, read: 0, last: None, kept, lazy: false, batch: None, batch_no: 0, note })
+        Ok(Cursor { table, patient_level: schema.patient_level, shown, columns, pid, batches, ids: vec![], values: vec![], row: 0, read: 0, last: None, kept, filtered, lazy: false, batch: None, batch_no: 0, note })
     }
 
-    /// The next row's number in the file (1-based), for messages.
-    fn file_row(&self) -> u64 {
+    /// The next row's number in the file (1-based), for messages; or, when a filter dropped
+    /// rows without keeping the kept rows' numbers, among the rows it kept.
+    fn file_row(&self) -> String {
         match &self.kept {
-            Some(queue) => queue.lock().expect("not poisoned").front().map_or(self.read as u64, |r| *r) + 1,
-            None => self.read as u64 + 1,
+            Some(queue) => (queue.lock().expect("not poisoned").front().map_or(self.read as u64, |r| *r) + 1).to_string(),
+            None if self.filtered => format!("{} of those the definition's filters kept", self.read + 1),
+            None => (self.read + 1).to_string(),
         }
     }
 
@@ -387,9 +441,9 @@ impl Cursor {
                 Some(b) => {
                     let b = b.map_err(|e| InputError(format!("{}: {e}", self.shown)))?;
                     let first = self.file_row();
-                    let at = |m: String| match self.kept {
-                        None => InputError(format!("{}, rows {}–{}: {m}", self.shown, first, first - 1 + b.num_rows() as u64)),
-                        Some(_) => InputError(format!("{}, rows from {first}: {m}", self.shown)),
+                    let at = |m: String| match self.filtered {
+                        false => InputError(format!("{}, rows {}–{}: {m}", self.shown, first, self.read + b.num_rows())),
+                        true => InputError(format!("{}, rows from {first}: {m}", self.shown)),
                     };
                     let pid = b.column(self.pid);
                     self.ids = match pid.as_primitive_opt::<arrow_array::types::Int64Type>() {
@@ -544,7 +598,7 @@ impl Backend {
         let mut opened: Vec<Option<Cursor>> = tables.iter().map(|_| None).collect();
         for r in scans.into_par_iter().map(open).collect::<Vec<_>>() {
             let (i, cursor) = r?;
-            gathered &= cursor.kept.is_some();
+            gathered &= cursor.filtered;
             opened[i] = Some(cursor);
         }
         let ids = gathered.then(|| {
