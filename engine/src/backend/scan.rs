@@ -1,0 +1,346 @@
+//! How a backend's Parquet table is scanned (docs/backend.md, "How it is read"): the tests a
+//! scan applies to each row group (the population's candidates, the pushed filter in one or
+//! two passes), run as Parquet row filters on the row groups in parallel, with the kept rows'
+//! file numbers and the rows themselves held within budgets.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::cast::AsArray;
+use arrow_array::{BooleanArray, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+use quarry_queries::qm::{TableSchema, Type, Value};
+use rayon::prelude::*;
+
+use super::{BATCH, Batches, parquet_message};
+use crate::arrow_io::{column_values, type_matches};
+use crate::pushdown::TableFilter;
+use crate::store::InputError;
+
+/// Filtered rows held in memory from the filters' own decoding, across a table's row groups
+/// (a few hundred MB at most); beyond it, row groups are streamed (decoded a second time).
+const EAGER_ROWS: usize = 2_000_000;
+
+/// File row numbers kept for messages about a filtered table's rows (32 MB), or
+/// `QUARRY_ROW_NUMBERS` (tests set it low).
+const ROW_NUMBERS: usize = 4_000_000;
+
+fn row_numbers() -> usize {
+    std::env::var("QUARRY_ROW_NUMBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(ROW_NUMBERS)
+}
+
+/// [`EAGER_ROWS`], or `QUARRY_HELD_ROWS` (tests set it low to stream filtered row groups).
+fn eager_rows() -> usize {
+    std::env::var("QUARRY_HELD_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(EAGER_ROWS)
+}
+
+/// Which rows a Parquet scan of a table may drop (`pushdown`): those of patients not among
+/// `candidates`, those `filter` does not keep; and, with `collect`, the patient ids of the
+/// kept rows `candidate` keeps are gathered (the population's candidates).
+#[derive(Default)]
+pub(super) struct Scan {
+    pub candidates: Option<Arc<Vec<i64>>>,
+    pub filter: Option<TableFilter>,
+    pub collect: Option<(TableFilter, Arc<Mutex<Vec<i64>>>)>,
+}
+
+/// One test of a scan: the columns it reads and which of the rows it is given it keeps.
+struct Stage {
+    columns: Vec<String>,
+    test: Box<dyn FnMut(&RecordBatch) -> Result<BooleanArray, String> + Send>,
+}
+
+fn patient_ids(batch: &RecordBatch) -> Result<Vec<Option<i64>>, String> {
+    let pid = batch.column_by_name("patient_id").ok_or("no patient_id column in the scan")?;
+    Ok(match pid.as_primitive_opt::<arrow_array::types::Int64Type>() {
+        Some(ids) => ids.iter().collect(),
+        None => column_values(pid.as_ref(), &Type::Int)?.into_iter().map(|v| if let Some(Value::Int(p)) = v { Some(p) } else { None }).collect(),
+    })
+}
+
+impl Scan {
+    /// The tests for one row group, in order, for a file with the schema `arrow` (a filter
+    /// whose columns the file lacks or types differently is left to the checks that report it).
+    fn stages(&self, arrow: &arrow_schema::Schema, wanted: &[String]) -> Vec<Stage> {
+        let mut stages = vec![];
+        if let Some(ids) = &self.candidates {
+            let ids = ids.clone();
+            stages.push(Stage {
+                columns: vec!["patient_id".into()],
+                test: Box::new(move |b| Ok(patient_ids(b)?.into_iter().map(|p| Some(p.is_some_and(|p| ids.binary_search(&p).is_ok()))).collect())),
+            });
+        }
+        let mut stages = self.filter_stages(arrow, wanted, stages);
+        // The last test reads every column the cursor wants (for the rows the earlier ones
+        // kept), so the rows it keeps can be taken from it rather than decoded again.
+        if stages.last().is_some_and(|s| wanted.iter().any(|w| !s.columns.contains(w))) {
+            stages.push(Stage { columns: wanted.to_vec(), test: Box::new(|b| Ok(BooleanArray::from(vec![true; b.num_rows()]))) });
+        }
+        stages
+    }
+
+    fn filter_stages(&self, arrow: &arrow_schema::Schema, wanted: &[String], mut stages: Vec<Stage>) -> Vec<Stage> {
+        let fits = |f: &TableFilter| f.columns.iter().all(|(name, t)| arrow.fields().iter().any(|x| x.name() == name && type_matches(x.data_type(), t)));
+        let Some(filter) = self.filter.as_ref().filter(|f| fits(f)) else { return stages };
+        let cheap = |c: &str| arrow.field_with_name(c).is_ok_and(|f| matches!(f.data_type(), arrow_schema::DataType::Utf8 | arrow_schema::DataType::Dictionary(..)));
+        if filter.splits(cheap) {
+            // First the text columns (tested per dictionary value), then the rest only for
+            // the rows that pass.
+            let mut partial = filter.clone();
+            let columns = filter.columns.iter().map(|(c, _)| c.clone()).filter(|c| cheap(c)).collect();
+            stages.push(Stage { columns, test: Box::new(move |b| partial.evaluate(b, true)) });
+        }
+        let mut full = filter.clone();
+        let mut last = Stage { columns: wanted.to_vec(), test: Box::new(move |b| full.evaluate(b, false)) };
+        if let Some((candidate, sink)) = &self.collect
+            && fits(candidate)
+        {
+            let (mut candidate, sink, mut test) = (candidate.clone(), sink.clone(), last.test);
+            last.test = Box::new(move |b| {
+                let keep = test(b)?;
+                let mine = candidate.evaluate(b, false)?;
+                let ids = patient_ids(b)?;
+                // Rows come in patient order: one id per run of a patient's rows.
+                let mut sink = sink.lock().expect("not poisoned");
+                for p in keep.values().set_indices().filter(|&i| mine.value(i)).filter_map(|i| ids[i]) {
+                    if sink.last() != Some(&p) {
+                        sink.push(p);
+                    }
+                }
+                Ok(keep)
+            });
+        }
+        stages.push(last);
+        stages
+    }
+}
+
+/// A row group's filtered rows, taken from its last test (`Stashed`), or its reader when they
+/// were too many to hold.
+enum Group {
+    Stashed(Vec<RecordBatch>),
+    Stream(ParquetRecordBatchReader),
+}
+
+/// Where a row group's last test puts the rows it keeps, while all groups together hold at
+/// most [`EAGER_ROWS`]; past that, the group gives up its stash and is read again as a stream.
+#[derive(Clone)]
+struct Stash {
+    budget: Arc<std::sync::atomic::AtomicUsize>,
+    batches: Arc<Mutex<Option<Vec<RecordBatch>>>>,
+}
+
+impl Stash {
+    fn keep(&self, batch: &RecordBatch, keep: &BooleanArray) -> Result<(), arrow_schema::ArrowError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut batches = self.batches.lock().expect("not poisoned");
+        let Some(held) = batches.as_mut() else { return Ok(()) };
+        let rows = keep.true_count();
+        if self.budget.fetch_add(rows, Relaxed) + rows > eager_rows() {
+            let given_back: usize = held.iter().map(RecordBatch::num_rows).sum::<usize>() + rows;
+            self.budget.fetch_sub(given_back, Relaxed);
+            *batches = None;
+            return Ok(());
+        }
+        if rows > 0 {
+            held.push(arrow_select::filter::filter_record_batch(batch, keep)?);
+        }
+        Ok(())
+    }
+}
+
+/// A budget for the kept rows' file row numbers across a table's row groups (8 bytes each):
+/// past [`ROW_NUMBERS`], they are dropped and messages count rows among those kept.
+/// It also counts the rows the filters keep.
+#[derive(Clone, Default)]
+struct Numbers {
+    kept: Arc<std::sync::atomic::AtomicUsize>,
+    used: Arc<std::sync::atomic::AtomicUsize>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Numbers {
+    /// Counts `rows` kept; whether their numbers may be recorded.
+    fn allow(&self, rows: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.kept.fetch_add(rows, Relaxed);
+        if self.lost.load(Relaxed) || self.used.fetch_add(rows, Relaxed) + rows > row_numbers() {
+            self.lost.store(true, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A row group's tests as Parquet predicates, and where the row numbers (in the file, from
+/// the group's first row `start`) of the rows the last keeps are gathered: the first test sees
+/// every row, each later one the rows the one before kept.
+fn predicates(
+    stages: Vec<Stage>,
+    start: u64,
+    schema: &parquet::schema::types::SchemaDescriptor,
+    index: impl Fn(&str) -> Option<usize>,
+    stash: &Stash,
+    numbers: &Numbers,
+) -> (Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>>, Arc<Mutex<VecDeque<u64>>>) {
+    let mut input: Option<Arc<Mutex<VecDeque<u64>>>> = None;
+    let mut out: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> = vec![];
+    let count = stages.len();
+    *stash.batches.lock().expect("not poisoned") = Some(vec![]);
+    for (k, mut stage) in stages.into_iter().enumerate() {
+        let last = k + 1 == count;
+        let stash = last.then(|| stash.clone());
+        let numbers = numbers.clone();
+        let output: Arc<Mutex<VecDeque<u64>>> = Arc::default();
+        let (from, into) = (input.take(), output.clone());
+        let mut seen = start;
+        let mask = parquet::arrow::ProjectionMask::roots(schema, stage.columns.iter().filter_map(|c| index(c)));
+        out.push(Box::new(parquet::arrow::arrow_reader::ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+            let keep = (stage.test)(&batch).map_err(arrow_schema::ArrowError::ComputeError)?;
+            let n = batch.num_rows();
+            let rows: Vec<u64> = match &from {
+                Some(q) => q.lock().expect("not poisoned").drain(..n).collect(),
+                None => {
+                    seen += n as u64;
+                    (seen - n as u64..seen).collect()
+                }
+            };
+            if !last || numbers.allow(keep.true_count()) {
+                into.lock().expect("not poisoned").extend(keep.values().set_indices().map(|i| rows[i]));
+            }
+            if let Some(stash) = &stash {
+                stash.keep(&batch, &keep)?;
+            }
+            Ok(keep)
+        })));
+        input = Some(output);
+    }
+    (out, input.unwrap_or_default())
+}
+
+/// What opening a Parquet table gives a cursor: the projected columns' names and types,
+/// the batches (filtered as `scan` allows), the kept rows' file numbers (when held), whether a
+/// filter ran, and a line for the user about what it left.
+pub(super) struct Opened {
+    pub names: Vec<String>,
+    pub types: Vec<arrow_schema::DataType>,
+    pub batches: Batches,
+    pub kept: Option<Arc<Mutex<VecDeque<u64>>>>,
+    pub filtered: bool,
+    pub note: Option<String>,
+}
+
+/// Opens a Parquet table reading the `used` columns (and `patient_id`), with `scan`'s filters.
+pub(super) fn open_parquet(file: File, path: &Path, schema: &TableSchema, used: &[String], scan: Scan) -> Result<Opened, InputError> {
+    let shown = path.display().to_string();
+    let err = |m: String| InputError(format!("{shown}: {m}"));
+    let mut kept = None;
+    let mut filtered = false;
+    let mut note = None;
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter};
+    let unreadable = |e: parquet::errors::ParquetError| err(format!("not a readable Parquet file: {e}"));
+    let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(unreadable)?;
+    let arrow = metadata.schema().clone();
+    // Text columns are read as dictionaries (as Parquet stores them): each distinct
+    // value is converted, and tested by a pushed filter, once.
+    let hinted = arrow_schema::Schema::new_with_metadata(
+        arrow
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                arrow_schema::DataType::Utf8 => Arc::new(f.as_ref().clone().with_data_type(arrow_schema::DataType::Dictionary(Box::new(arrow_schema::DataType::Int32), Box::new(arrow_schema::DataType::Utf8)))),
+                _ => f.clone(),
+            })
+            .collect::<Vec<_>>(),
+        arrow.metadata().clone(),
+    );
+    let reader_metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), ArrowReaderOptions::new().with_schema(Arc::new(hinted))).map_err(unreadable)?;
+    let wanted: Vec<usize> = arrow
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name() == "patient_id" || used.contains(f.name()))
+        .map(|(i, _)| i)
+        .collect();
+    let wanted_names: Vec<String> = wanted.iter().map(|&i| arrow.field(i).name().clone()).collect();
+    let stages = scan.stages(&arrow, &wanted_names);
+    let reader: Batches = if stages.is_empty() {
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, reader_metadata);
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
+        let reader = builder.with_projection(mask).with_batch_size(BATCH).build().map_err(|e| err(parquet_message(e)))?;
+        Box::new(reader.map(|b| b.map_err(parquet_message)))
+    } else {
+        // Parquet evaluates a row filter when the reader is built, so the row groups
+        // are filtered in parallel, each by its own reader; their batches then follow
+        // one another in file order.
+        let starts: Vec<u64> = reader_metadata
+            .metadata()
+            .row_groups()
+            .iter()
+            .scan(0u64, |at, g| {
+                let start = *at;
+                *at += g.num_rows() as u64;
+                Some(start)
+            })
+            .collect();
+        let budget = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let numbers = Numbers::default();
+        let built: Vec<Result<(Group, VecDeque<u64>), InputError>> = starts
+            .par_iter()
+            .enumerate()
+            .map(|(g, &start)| {
+                let file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
+                let group = ParquetRecordBatchReaderBuilder::new_with_metadata(file, reader_metadata.clone());
+                let mask = parquet::arrow::ProjectionMask::roots(group.parquet_schema(), wanted.iter().copied());
+                let stash = Stash { budget: budget.clone(), batches: Arc::default() };
+                let (predicates, rows) = predicates(scan.stages(&arrow, &wanted_names), start, group.parquet_schema(), |c| arrow.index_of(c).ok(), &stash, &numbers);
+                let reader = group
+                    .with_row_groups(vec![g])
+                    .with_projection(mask)
+                    .with_batch_size(BATCH)
+                    .with_row_filter(RowFilter::new(predicates))
+                    .build()
+                    .map_err(|e| err(parquet_message(e)))?;
+                let rows = std::mem::take(&mut *rows.lock().expect("not poisoned"));
+                let group = match stash.batches.lock().expect("not poisoned").take() {
+                    Some(batches) => Group::Stashed(batches),
+                    None => Group::Stream(reader),
+                };
+                Ok((group, rows))
+            })
+            .collect();
+        let mut queue = VecDeque::new();
+        let mut readers = vec![];
+        for b in built {
+            let (reader, rows) = b?;
+            queue.extend(rows);
+            readers.push(reader);
+        }
+        let total: i64 = reader_metadata.metadata().row_groups().iter().map(|g| g.num_rows()).sum();
+        let why = match (&scan.candidates, &scan.filter) {
+            (Some(_), None) => "belong to patients who can be in the population",
+            (None, _) => "pass the definition's filters",
+            (Some(_), Some(_)) => "pass the definition's filters and belong to patients who can be in the population",
+        };
+        filtered = true;
+        note = Some(format!("{}: {} of {} rows {why}", schema.name, numbers.kept.load(std::sync::atomic::Ordering::Relaxed), total));
+        if !numbers.lost() {
+            kept = Some(Arc::new(Mutex::new(queue)));
+        }
+        Box::new(readers.into_iter().flat_map(|g| -> Batches {
+            match g {
+                Group::Stashed(batches) => Box::new(batches.into_iter().map(Ok)),
+                Group::Stream(reader) => Box::new(reader.map(|b| b.map_err(parquet_message))),
+            }
+        }))
+    };
+    let names = wanted.iter().map(|&i| arrow.field(i).name().clone()).collect();
+    let types = wanted.iter().map(|&i| arrow.field(i).data_type().clone()).collect();
+    Ok(Opened { names, types, batches: reader, kept, filtered, note })
+}
