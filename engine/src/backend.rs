@@ -166,7 +166,6 @@ impl Cursor {
                         })
                         .collect::<Result<_, _>>()
                         .map_err(at)?;
-                    self.row = 0;
                 }
             }
         }
@@ -246,7 +245,7 @@ enum DrivingRow {
 /// The open backend: one cursor per used table, the first driving the rounds.
 pub struct Backend {
     cursors: Vec<Cursor>,
-    /// Tables a patient needs a row in to be in the population (`pushdown::required_tables`),
+    /// Tables a patient needs a row in to be in the population (`pushdown::required_frames`),
     /// when the driving table is not one of them: the other patients are left out of rounds.
     required: Vec<TableId>,
     /// Patients of the driving table read so far.
