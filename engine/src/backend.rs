@@ -14,8 +14,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 
 use arrow_array::RecordBatch;
-use arrow_array::cast::AsArray;
-use quarry_queries::qm::{Graph, NodeId, TableId, TableSchema, Type, Value};
+use quarry_queries::qm::{Graph, NodeId, TableId, TableSchema, Type};
 use quarry_queries::semantics::Scalar;
 
 use crate::arrow_io::{column_values, type_matches, typed_value_at};
@@ -90,7 +89,7 @@ impl Cursor {
         let mut note = None;
         let (names, types, batches): (Vec<String>, Vec<arrow_schema::DataType>, Batches) = if parquet {
             let opened = scan::open_parquet(file, path, schema, used, scan)?;
-            (kept, filtered, note) = (opened.kept, opened.filtered, opened.note);
+            (kept, filtered, note) = (opened.kept, opened.note.is_some(), opened.note);
             (opened.names, opened.types, opened.batches)
         } else {
             let reader = arrow_ipc::reader::FileReader::try_new_buffered(file, None).map_err(|e| err(format!("not a readable Arrow IPC file: {e}")))?;
@@ -145,11 +144,7 @@ impl Cursor {
                         false => InputError(format!("{}, rows {}–{}: {m}", self.shown, first, self.read + b.num_rows())),
                         true => InputError(format!("{}, rows from {first}: {m}", self.shown)),
                     };
-                    let pid = b.column(self.pid);
-                    self.ids = match pid.as_primitive_opt::<arrow_array::types::Int64Type>() {
-                        Some(ids) => ids.iter().collect(),
-                        None => column_values(pid.as_ref(), &Type::Int).map_err(at)?.into_iter().map(|v| if let Some(Value::Int(p)) = v { Some(p) } else { None }).collect(),
-                    };
+                    self.ids = scan::patient_ids(b.column(self.pid).as_ref()).map_err(at)?;
                     self.row = 0;
                     self.batch_no += 1;
                     if self.lazy {
@@ -212,25 +207,18 @@ impl Cursor {
 
     /// Moves every row with a patient id below `bound` (all rows if `None`) into `store`.
     fn take_below(&mut self, bound: Option<i64>, store: &mut Store) -> Result<(), InputError> {
-        // A patient's rows are consecutive: they go into the store together.
-        let mut current: Option<(i64, Vec<Vec<Scalar>>)> = None;
+        // One patient's run of rows at a time goes into the store.
+        let mut run: Vec<(i64, Vec<Scalar>)> = vec![];
         while let Some(p) = self.peek()? {
             if bound.is_some_and(|b| p >= b) {
                 break;
             }
-            let row = self.take(p)?;
-            match &mut current {
-                Some((q, rows)) if *q == p => rows.push(row),
-                _ => {
-                    if let Some((q, rows)) = current.replace((p, vec![row])) {
-                        store.push_rows(self.table, self.patient_level, q, rows);
-                    }
-                }
+            if run.last().is_some_and(|(q, _)| *q != p) {
+                store.push_runs(self.table, self.patient_level, std::mem::take(&mut run));
             }
+            run.push((p, self.take(p)?));
         }
-        if let Some((q, rows)) = current {
-            store.push_rows(self.table, self.patient_level, q, rows);
-        }
+        store.push_runs(self.table, self.patient_level, run);
         Ok(())
     }
 }
@@ -275,8 +263,9 @@ impl Backend {
         let mut filters = if enabled { crate::pushdown::plan(graph, roots) } else { Default::default() };
         // When only patients with certain rows can be in the population, those tables are
         // scanned first, gathering the candidates' ids, and the others read only their rows.
-        let candidates = population.filter(|_| enabled).and_then(|p| crate::pushdown::candidates(graph, p)).filter(|c| !c.iter().any(|(t, _)| Some(t) == tables.first()));
-        let required: Vec<TableId> = population.filter(|_| enabled).and_then(|p| crate::pushdown::required_frames(graph, p)).map(|frames| frames.iter().map(|f| crate::kernels::frame_table(graph, *f)).collect()).unwrap_or_default();
+        let frames = population.filter(|_| enabled).and_then(|p| crate::pushdown::required_frames(graph, p)).unwrap_or_default();
+        let candidates = crate::pushdown::candidates(graph, &frames).filter(|c| !c.iter().any(|(t, _)| Some(t) == tables.first()));
+        let mut required: Vec<TableId> = frames.iter().map(|f| crate::kernels::frame_table(graph, *f)).collect();
         let sink: Arc<Mutex<Vec<i64>>> = Arc::default();
         let mut paths = HashMap::new();
         for &t in &tables {
@@ -285,7 +274,6 @@ impl Backend {
                 .ok_or_else(|| InputError(format!("Missing table: {} (expected {}.parquet or {}.arrow; see docs/backend.md)", schema.name, dir.join(&schema.name).display(), schema.name)))?;
             paths.insert(t, path);
         }
-        let path_of = |t: TableId| -> Result<&std::path::PathBuf, InputError> { Ok(&paths[&t]) };
         let columns = |t: TableId| used.get(&t).map(Vec::as_slice).unwrap_or(&[]);
         // Tables are opened (and their filters run) in parallel: first those that gather the
         // candidates, then the rest, which read only the candidates' rows.
@@ -300,7 +288,7 @@ impl Backend {
         // The table's own filter keeps every row a candidate frame has, so when each such table
         // has one (and the scan ran it), their kept rows' patients are the candidates.
         let mut gathered = candidates.is_some() && scans.iter().all(|(_, _, s)| s.filter.is_some());
-        let open = |(i, t, scan): (usize, TableId, Scan)| -> Result<(usize, Cursor), InputError> { Ok((i, Cursor::open(t, graph.table(t), path_of(t)?, columns(t), scan)?)) };
+        let open = |(i, t, scan): (usize, TableId, Scan)| -> Result<(usize, Cursor), InputError> { Ok((i, Cursor::open(t, graph.table(t), &paths[&t], columns(t), scan)?)) };
         let mut opened: Vec<Option<Cursor>> = tables.iter().map(|_| None).collect();
         for r in scans.into_par_iter().map(open).collect::<Vec<_>>() {
             let (i, cursor) = r?;
@@ -319,7 +307,6 @@ impl Backend {
             opened[i] = Some(cursor);
         }
         let mut cursors: Vec<Cursor> = opened.into_iter().map(|c| c.expect("every table opened")).collect();
-        let mut required = required;
         if cursors.first().is_some_and(|c| required.contains(&c.table)) {
             required.clear();
         }
@@ -381,15 +368,17 @@ impl Backend {
         if !self.required.is_empty() {
             store.patients.retain(|_, tables| self.required.iter().any(|t| tables.contains_key(t)));
         }
+        let mut kept = Vec::with_capacity(driving.len());
         for (p, row) in driving {
             if self.required.is_empty() || store.patients.contains_key(&p) {
                 let row = match row {
                     DrivingRow::Converted(values) => values,
                     DrivingRow::Deferred(b, r) => driver.convert(&batches[b], r)?,
                 };
-                store.push(driver.table, driver.patient_level, p, row);
+                kept.push((p, row));
             }
         }
+        store.push_runs(driver.table, driver.patient_level, kept);
         if store.patients.is_empty() && bound.is_none() {
             return Ok(None);
         }

@@ -123,13 +123,16 @@ fn filter_of(graph: &Graph, starts: &[Option<(NodeId, NodeId)>]) -> Option<Table
     Some(TableFilter { columns, expr })
 }
 
-/// Which patients can be in `population`, as rows they must have: per table, a filter whose
-/// rows' patients are the candidates (a patient with no such row in any of the tables is not
-/// in the population). `None` when the population is not of that shape (see
-/// [`required_frames`]) or a frame's rows cannot be described by a pushed filter.
-pub fn candidates(graph: &Graph, population: NodeId) -> Option<Vec<(TableId, TableFilter)>> {
+/// Which patients can be in the population, given the `frames` it needs a row in
+/// ([`required_frames`]): per table, a filter whose rows' patients are the candidates (a
+/// patient with no such row in any of the tables is not in the population). `None` when there
+/// are no such frames or a frame's rows cannot be described by a pushed filter.
+pub fn candidates(graph: &Graph, frames: &[NodeId]) -> Option<Vec<(TableId, TableFilter)>> {
+    if frames.is_empty() {
+        return None;
+    }
     let mut by_table: Vec<(TableId, Vec<Option<(NodeId, NodeId)>>)> = vec![];
-    for frame in required_frames(graph, population)? {
+    for &frame in frames {
         let table = crate::kernels::frame_table(graph, frame);
         let s = start(graph, frame);
         match by_table.iter_mut().find(|(t, _)| *t == table) {

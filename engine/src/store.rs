@@ -142,29 +142,39 @@ fn row_values(schema: &TableSchema, columns: &[Option<usize>], read: impl Fn(usi
 }
 
 impl Store {
-    /// Adds rows of `table` for `patient`, in order.
-    pub(crate) fn push_rows(&mut self, table: TableId, patient_level: bool, patient: i64, mut values: Rows) {
+    /// `patient`'s rows of `table`, emptied first for a patient-level table (ehrQL's local-file
+    /// engine keeps the last row for a patient).
+    fn slot(&mut self, table: TableId, patient_level: bool, patient: i64) -> &mut Rows {
         let rows = self.patients.entry(patient).or_default().entry(table).or_default();
         if patient_level {
-            // ehrQL's local-file engine keeps the last row for a patient.
-            values.drain(..values.len().saturating_sub(1));
             rows.clear();
         }
-        if rows.is_empty() {
-            *rows = values;
-        } else {
-            rows.append(&mut values);
-        }
+        rows
     }
 
     /// Adds a row of `table` for `patient`.
     pub(crate) fn push(&mut self, table: TableId, patient_level: bool, patient: i64, values: Vec<Scalar>) {
-        let rows = self.patients.entry(patient).or_default().entry(table).or_default();
-        if patient_level {
-            // ehrQL's local-file engine keeps the last row for a patient.
-            rows.clear();
+        self.slot(table, patient_level, patient).push(values);
+    }
+
+    /// Adds rows of `table` in patient order, each patient's run at once.
+    pub(crate) fn push_runs(&mut self, table: TableId, patient_level: bool, rows: impl IntoIterator<Item = (i64, Vec<Scalar>)>) {
+        let mut rows = rows.into_iter().peekable();
+        while let Some((patient, first)) = rows.next() {
+            let mut run = vec![first];
+            while let Some((_, row)) = rows.next_if(|(p, _)| *p == patient) {
+                run.push(row);
+            }
+            if patient_level {
+                run.drain(..run.len() - 1);
+            }
+            let slot = self.slot(table, patient_level, patient);
+            if slot.is_empty() {
+                *slot = run;
+            } else {
+                slot.append(&mut run);
+            }
         }
-        rows.push(values);
     }
 }
 

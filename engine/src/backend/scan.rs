@@ -52,11 +52,20 @@ struct Stage {
     test: Box<dyn FnMut(&RecordBatch) -> Result<BooleanArray, String> + Send>,
 }
 
-fn patient_ids(batch: &RecordBatch) -> Result<Vec<Option<i64>>, String> {
-    let pid = batch.column_by_name("patient_id").ok_or("no patient_id column in the scan")?;
+fn pid_column(batch: &RecordBatch) -> Result<&dyn arrow_array::Array, String> {
+    Ok(batch.column_by_name("patient_id").ok_or("no patient_id column in the scan")?.as_ref())
+}
+
+/// Whether a file with the schema `arrow` has the filter's columns with the schema's types.
+fn fits(filter: &TableFilter, arrow: &arrow_schema::Schema) -> bool {
+    filter.columns.iter().all(|(name, t)| arrow.field_with_name(name).is_ok_and(|x| type_matches(x.data_type(), t)))
+}
+
+/// A `patient_id` column's values (NULL where missing).
+pub(super) fn patient_ids(pid: &dyn arrow_array::Array) -> Result<Vec<Option<i64>>, String> {
     Ok(match pid.as_primitive_opt::<arrow_array::types::Int64Type>() {
         Some(ids) => ids.iter().collect(),
-        None => column_values(pid.as_ref(), &Type::Int)?.into_iter().map(|v| if let Some(Value::Int(p)) = v { Some(p) } else { None }).collect(),
+        None => column_values(pid, &Type::Int)?.into_iter().map(|v| if let Some(Value::Int(p)) = v { Some(p) } else { None }).collect(),
     })
 }
 
@@ -69,7 +78,7 @@ impl Scan {
             let ids = ids.clone();
             stages.push(Stage {
                 columns: vec!["patient_id".into()],
-                test: Box::new(move |b| Ok(patient_ids(b)?.into_iter().map(|p| Some(p.is_some_and(|p| ids.binary_search(&p).is_ok()))).collect())),
+                test: Box::new(move |b| Ok(patient_ids(pid_column(b)?)?.into_iter().map(|p| Some(p.is_some_and(|p| ids.binary_search(&p).is_ok()))).collect())),
             });
         }
         let mut stages = self.filter_stages(arrow, wanted, stages);
@@ -81,9 +90,13 @@ impl Scan {
         stages
     }
 
+    /// The pushed filter, when the file has its columns with the schema's types.
+    fn filter_for(&self, arrow: &arrow_schema::Schema) -> Option<&TableFilter> {
+        self.filter.as_ref().filter(|f| fits(f, arrow))
+    }
+
     fn filter_stages(&self, arrow: &arrow_schema::Schema, wanted: &[String], mut stages: Vec<Stage>) -> Vec<Stage> {
-        let fits = |f: &TableFilter| f.columns.iter().all(|(name, t)| arrow.fields().iter().any(|x| x.name() == name && type_matches(x.data_type(), t)));
-        let Some(filter) = self.filter.as_ref().filter(|f| fits(f)) else { return stages };
+        let Some(filter) = self.filter_for(arrow) else { return stages };
         let cheap = |c: &str| arrow.field_with_name(c).is_ok_and(|f| matches!(f.data_type(), arrow_schema::DataType::Utf8 | arrow_schema::DataType::Dictionary(..)));
         if filter.splits(cheap) {
             // First the text columns (tested per dictionary value), then the rest only for
@@ -95,13 +108,13 @@ impl Scan {
         let mut full = filter.clone();
         let mut last = Stage { columns: wanted.to_vec(), test: Box::new(move |b| full.evaluate(b, false)) };
         if let Some((candidate, sink)) = &self.collect
-            && fits(candidate)
+            && fits(candidate, arrow)
         {
             let (mut candidate, sink, mut test) = (candidate.clone(), sink.clone(), last.test);
             last.test = Box::new(move |b| {
                 let keep = test(b)?;
                 let mine = candidate.evaluate(b, false)?;
-                let ids = patient_ids(b)?;
+                let ids = patient_ids(pid_column(b)?)?;
                 // Rows come in patient order: one id per run of a patient's rows.
                 let mut sink = sink.lock().expect("not poisoned");
                 for p in keep.values().set_indices().filter(|&i| mine.value(i)).filter_map(|i| ids[i]) {
@@ -133,6 +146,10 @@ struct Stash {
 }
 
 impl Stash {
+    fn new(budget: Arc<std::sync::atomic::AtomicUsize>) -> Stash {
+        Stash { budget, batches: Arc::new(Mutex::new(Some(vec![]))) }
+    }
+
     fn keep(&self, batch: &RecordBatch, keep: &BooleanArray) -> Result<(), arrow_schema::ArrowError> {
         use std::sync::atomic::Ordering::Relaxed;
         let mut batches = self.batches.lock().expect("not poisoned");
@@ -192,7 +209,6 @@ fn predicates(
     let mut input: Option<Arc<Mutex<VecDeque<u64>>>> = None;
     let mut out: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> = vec![];
     let count = stages.len();
-    *stash.batches.lock().expect("not poisoned") = Some(vec![]);
     for (k, mut stage) in stages.into_iter().enumerate() {
         let last = k + 1 == count;
         let stash = last.then(|| stash.clone());
@@ -225,14 +241,13 @@ fn predicates(
 }
 
 /// What opening a Parquet table gives a cursor: the projected columns' names and types,
-/// the batches (filtered as `scan` allows), the kept rows' file numbers (when held), whether a
-/// filter ran, and a line for the user about what it left.
+/// the batches (filtered as `scan` allows), the kept rows' file numbers (when held), and, when
+/// the scan filtered, a line for the user about what it left.
 pub(super) struct Opened {
     pub names: Vec<String>,
     pub types: Vec<arrow_schema::DataType>,
     pub batches: Batches,
     pub kept: Option<Arc<Mutex<VecDeque<u64>>>>,
-    pub filtered: bool,
     pub note: Option<String>,
 }
 
@@ -240,9 +255,6 @@ pub(super) struct Opened {
 pub(super) fn open_parquet(file: File, path: &Path, schema: &TableSchema, used: &[String], scan: Scan) -> Result<Opened, InputError> {
     let shown = path.display().to_string();
     let err = |m: String| InputError(format!("{shown}: {m}"));
-    let mut kept = None;
-    let mut filtered = false;
-    let mut note = None;
     use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter};
     let unreadable = |e: parquet::errors::ParquetError| err(format!("not a readable Parquet file: {e}"));
     let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(unreadable)?;
@@ -270,77 +282,73 @@ pub(super) fn open_parquet(file: File, path: &Path, schema: &TableSchema, used: 
         .collect();
     let wanted_names: Vec<String> = wanted.iter().map(|&i| arrow.field(i).name().clone()).collect();
     let stages = scan.stages(&arrow, &wanted_names);
-    let reader: Batches = if stages.is_empty() {
+    let types = wanted.iter().map(|&i| arrow.field(i).data_type().clone()).collect();
+    if stages.is_empty() {
         let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, reader_metadata);
         let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
         let reader = builder.with_projection(mask).with_batch_size(BATCH).build().map_err(|e| err(parquet_message(e)))?;
-        Box::new(reader.map(|b| b.map_err(parquet_message)))
-    } else {
-        // Parquet evaluates a row filter when the reader is built, so the row groups
-        // are filtered in parallel, each by its own reader; their batches then follow
-        // one another in file order.
-        let starts: Vec<u64> = reader_metadata
-            .metadata()
-            .row_groups()
-            .iter()
-            .scan(0u64, |at, g| {
-                let start = *at;
-                *at += g.num_rows() as u64;
-                Some(start)
-            })
-            .collect();
-        let budget = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let numbers = Numbers::default();
-        let built: Vec<Result<(Group, VecDeque<u64>), InputError>> = starts
-            .par_iter()
-            .enumerate()
-            .map(|(g, &start)| {
-                let file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
-                let group = ParquetRecordBatchReaderBuilder::new_with_metadata(file, reader_metadata.clone());
-                let mask = parquet::arrow::ProjectionMask::roots(group.parquet_schema(), wanted.iter().copied());
-                let stash = Stash { budget: budget.clone(), batches: Arc::default() };
-                let (predicates, rows) = predicates(scan.stages(&arrow, &wanted_names), start, group.parquet_schema(), |c| arrow.index_of(c).ok(), &stash, &numbers);
-                let reader = group
-                    .with_row_groups(vec![g])
-                    .with_projection(mask)
-                    .with_batch_size(BATCH)
-                    .with_row_filter(RowFilter::new(predicates))
-                    .build()
-                    .map_err(|e| err(parquet_message(e)))?;
-                let rows = std::mem::take(&mut *rows.lock().expect("not poisoned"));
-                let group = match stash.batches.lock().expect("not poisoned").take() {
-                    Some(batches) => Group::Stashed(batches),
-                    None => Group::Stream(reader),
-                };
-                Ok((group, rows))
-            })
-            .collect();
-        let mut queue = VecDeque::new();
-        let mut readers = vec![];
-        for b in built {
-            let (reader, rows) = b?;
-            queue.extend(rows);
-            readers.push(reader);
-        }
-        let total: i64 = reader_metadata.metadata().row_groups().iter().map(|g| g.num_rows()).sum();
-        let why = match (&scan.candidates, &scan.filter) {
-            (Some(_), None) => "belong to patients who can be in the population",
-            (None, _) => "pass the definition's filters",
-            (Some(_), Some(_)) => "pass the definition's filters and belong to patients who can be in the population",
-        };
-        filtered = true;
-        note = Some(format!("{}: {} of {} rows {why}", schema.name, numbers.kept.load(std::sync::atomic::Ordering::Relaxed), total));
-        if !numbers.lost() {
-            kept = Some(Arc::new(Mutex::new(queue)));
-        }
-        Box::new(readers.into_iter().flat_map(|g| -> Batches {
-            match g {
-                Group::Stashed(batches) => Box::new(batches.into_iter().map(Ok)),
-                Group::Stream(reader) => Box::new(reader.map(|b| b.map_err(parquet_message))),
-            }
-        }))
+        let batches = Box::new(reader.map(|b| b.map_err(parquet_message)));
+        return Ok(Opened { names: wanted_names, types, batches, kept: None, note: None });
+    }
+    // Parquet evaluates a row filter when the reader is built, so the row groups
+    // are filtered in parallel, each by its own reader; their batches then follow
+    // one another in file order.
+    let starts: Vec<u64> = reader_metadata
+        .metadata()
+        .row_groups()
+        .iter()
+        .scan(0u64, |at, g| {
+            let start = *at;
+            *at += g.num_rows() as u64;
+            Some(start)
+        })
+        .collect();
+    let budget = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let numbers = Numbers::default();
+    let built: Vec<Result<(Group, VecDeque<u64>), InputError>> = starts
+        .par_iter()
+        .enumerate()
+        .map(|(g, &start)| {
+            let file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
+            let group = ParquetRecordBatchReaderBuilder::new_with_metadata(file, reader_metadata.clone());
+            let mask = parquet::arrow::ProjectionMask::roots(group.parquet_schema(), wanted.iter().copied());
+            let stash = Stash::new(budget.clone());
+            let (predicates, rows) = predicates(scan.stages(&arrow, &wanted_names), start, group.parquet_schema(), |c| arrow.index_of(c).ok(), &stash, &numbers);
+            let reader = group
+                .with_row_groups(vec![g])
+                .with_projection(mask)
+                .with_batch_size(BATCH)
+                .with_row_filter(RowFilter::new(predicates))
+                .build()
+                .map_err(|e| err(parquet_message(e)))?;
+            let rows = std::mem::take(&mut *rows.lock().expect("not poisoned"));
+            let group = match stash.batches.lock().expect("not poisoned").take() {
+                Some(batches) => Group::Stashed(batches),
+                None => Group::Stream(reader),
+            };
+            Ok((group, rows))
+        })
+        .collect();
+    let mut queue = VecDeque::new();
+    let mut readers = vec![];
+    for b in built {
+        let (reader, rows) = b?;
+        queue.extend(rows);
+        readers.push(reader);
+    }
+    let total: i64 = reader_metadata.metadata().row_groups().iter().map(|g| g.num_rows()).sum();
+    let why = match (scan.candidates.is_some(), scan.filter_for(&arrow).is_some()) {
+        (true, false) => "belong to patients who can be in the population",
+        (false, _) => "pass the definition's filters",
+        (true, true) => "pass the definition's filters and belong to patients who can be in the population",
     };
-    let names = wanted.iter().map(|&i| arrow.field(i).name().clone()).collect();
-    let types = wanted.iter().map(|&i| arrow.field(i).data_type().clone()).collect();
-    Ok(Opened { names, types, batches: reader, kept, filtered, note })
+    let note = format!("{}: {} of {} rows {why}", schema.name, numbers.kept.load(std::sync::atomic::Ordering::Relaxed), total);
+    let kept = (!numbers.lost()).then(|| Arc::new(Mutex::new(queue)));
+    let batches = Box::new(readers.into_iter().flat_map(|g| -> Batches {
+        match g {
+            Group::Stashed(batches) => Box::new(batches.into_iter().map(Ok)),
+            Group::Stream(reader) => Box::new(reader.map(|b| b.map_err(parquet_message))),
+        }
+    }));
+    Ok(Opened { names: wanted_names, types, batches, kept, note: Some(note) })
 }
