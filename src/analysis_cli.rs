@@ -122,7 +122,8 @@ struct HistogramArgs {
 }
 
 fn parse_range(s: &str) -> Result<[f64; 2], String> {
-    let parts: Vec<f64> = s.split(',').map(|p| p.trim().parse::<f64>().map_err(|_| format!("`{p}` is not a number"))).collect::<Result<_, _>>()?;
+    let parts: Vec<f64> =
+        s.split(',').map(|p| p.trim().parse::<f64>().map_err(|_| format!("`{p}` is not a number"))).collect::<Result<_, _>>()?;
     match parts[..] {
         [from, to] => Ok([from, to]),
         _ => Err("give the range as FROM,TO".into()),

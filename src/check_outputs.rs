@@ -115,6 +115,10 @@ pub fn run(paths: &[PathBuf], project_dir: &Path) -> Result<u8> {
         }
         failing += !problems.is_empty() as usize;
     }
-    println!("checked {} file(s): {}", files.len(), if failing == 0 { "no problems found".to_string() } else { format!("{failing} with problems") });
+    println!(
+        "checked {} file(s): {}",
+        files.len(),
+        if failing == 0 { "no problems found".to_string() } else { format!("{failing} with problems") }
+    );
     Ok(u8::from(failing > 0))
 }

@@ -240,10 +240,14 @@ fn generated_store(plan: &dummy::Plan, options: &dummy::Options) -> Result<quarr
     eprintln!("[info] Generating dummy data for {} patients (seed {})", options.population_size, options.seed);
     let mut store = quarry_engine::store::Store::default();
     let report = plan
-        .generate(options, |pid, tables, _| (pid, tables.clone()), |(pid, tables)| {
-            store.patients.insert(pid, tables);
-            Ok(())
-        })
+        .generate(
+            options,
+            |pid, tables, _| (pid, tables.clone()),
+            |(pid, tables)| {
+                store.patients.insert(pid, tables);
+                Ok(())
+            },
+        )
         .map_err(|e| fail(1, e.to_string()))?;
     report_generation(&report, options);
     Ok(store)
@@ -251,18 +255,18 @@ fn generated_store(plan: &dummy::Plan, options: &dummy::Options) -> Result<quarr
 
 fn store_for(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Result<quarry_engine::store::Store, Failure> {
     if args.dummy_data_file.is_some() {
-        return Err(fail(2, "--dummy-data-file is read by generate-dataset only; use --dummy-tables DIR for measures, or neither to generate dummy data"));
+        return Err(fail(
+            2,
+            "--dummy-data-file is read by generate-dataset only; use --dummy-tables DIR for measures, or neither to generate dummy data",
+        ));
     }
     if args.backend.is_some() {
         return Err(fail(2, "generate-measures does not read --backend yet; use --dummy-tables DIR, or neither to generate dummy data"));
     }
-    let Some(dir) = &args.dummy_tables else {
-        unreachable!("callers generate dummy data when no tables are given")
-    };
+    let Some(dir) = &args.dummy_tables else { unreachable!("callers generate dummy data when no tables are given") };
     eprintln!("[info] Reading table data from {}", dir.display());
     quarry_engine::store::load_dummy_tables(graph, roots, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))
 }
-
 
 pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     let target = output::parse_target(args.output.as_deref()).map_err(|m| fail(2, m))?;
@@ -277,7 +281,9 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     }
     if args.engine == Engine::Spark {
         let started = std::time::Instant::now();
-        let rows = on_spark(&def.graph, &roots, args, |spark, tables| quarry_spark::generate_dataset(spark, &def.graph, dataset, tables, &target))?;
+        let rows = on_spark(&def.graph, &roots, args, |spark, tables| {
+            quarry_spark::generate_dataset(spark, &def.graph, dataset, tables, &target)
+        })?;
         eprintln!("[info] {rows} rows written in {:.2} s (Spark)", started.elapsed().as_secs_f64());
         return Ok(());
     }
@@ -318,7 +324,8 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
         } else {
             store_for(&def.graph, &roots, args)?
         };
-        quarry_engine::measures::evaluate_measures(&def.graph, spec, &store, args.engine == Engine::Columnar).map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?
+        quarry_engine::measures::evaluate_measures(&def.graph, spec, &store, args.engine == Engine::Columnar)
+            .map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?
     };
     let tables = match target {
         Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &tables[0]),
@@ -330,7 +337,10 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
 /// The Spark session for `--engine spark`.
 fn spark_session(args: &GenerateArgs) -> Result<quarry_spark::Spark, Failure> {
     let Some(remote) = args.spark_remote.as_deref() else {
-        return Err(fail(2, "--engine spark needs a Spark Connect server: give --spark-remote sc://HOST:PORT or set SPARK_REMOTE (scripts/spark-cluster.sh start runs a local one)"));
+        return Err(fail(
+            2,
+            "--engine spark needs a Spark Connect server: give --spark-remote sc://HOST:PORT or set SPARK_REMOTE (scripts/spark-cluster.sh start runs a local one)",
+        ));
     };
     if args.dummy_tables.is_none() && args.backend.is_none() && args.spark_tables.is_none() {
         return Err(fail(
@@ -377,7 +387,10 @@ fn spark_failure(e: quarry_spark::SparkFailure) -> Failure {
 /// the output format (ehrQL does no further validation).
 fn copy_dummy_data_file(graph: &Graph, dataset: &DatasetSpec, file: &std::path::Path, target: &Target) -> Result<(), Failure> {
     if !dataset.events.is_empty() {
-        return Err(fail(2, "--dummy-data-file holds one table; this definition also has event tables (add_event_table): use --dummy-tables DIR"));
+        return Err(fail(
+            2,
+            "--dummy-data-file holds one table; this definition also has event tables (add_event_table): use --dummy-tables DIR",
+        ));
     }
     let shape = DatasetShape::new(graph, dataset);
     let (name, columns) = shape.layouts()[0].clone();
@@ -388,12 +401,23 @@ fn copy_dummy_data_file(graph: &Graph, dataset: &DatasetSpec, file: &std::path::
 
 /// `--backend DIR`: the dataset evaluated round by round over the backend's tables and
 /// written as it goes.
-fn generate_from_backend(graph: &Graph, dataset: &DatasetSpec, roots: &[NodeId], dir: &std::path::Path, target: &Target, args: &GenerateArgs) -> Result<(), Failure> {
+fn generate_from_backend(
+    graph: &Graph,
+    dataset: &DatasetSpec,
+    roots: &[NodeId],
+    dir: &std::path::Path,
+    target: &Target,
+    args: &GenerateArgs,
+) -> Result<(), Failure> {
     if args.engine == Engine::Reference {
-        return Err(fail(2, "--backend is evaluated by the columnar engine; leave out --engine reference (use --dummy-tables DIR to compare with the reference evaluator)"));
+        return Err(fail(
+            2,
+            "--backend is evaluated by the columnar engine; leave out --engine reference (use --dummy-tables DIR to compare with the reference evaluator)",
+        ));
     }
     eprintln!("[info] Reading the backend in {}", dir.display());
-    let mut backend = quarry_engine::backend::Backend::open(graph, roots, Some(dataset.population), dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
+    let mut backend = quarry_engine::backend::Backend::open(graph, roots, Some(dataset.population), dir)
+        .map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
     for note in backend.notes() {
         eprintln!("[info] {note}");
     }
@@ -431,14 +455,24 @@ fn stream_generated(
     options: &dummy::Options,
     target: &Target,
     layouts: &[output::Layout],
-    rows: impl Fn(i64, &std::collections::BTreeMap<TableId, quarry_engine::store::Rows>, &quarry_engine::reference::PatientValues) -> Vec<Vec<Vec<quarry_queries::semantics::Scalar>>> + Sync,
+    rows: impl Fn(
+        i64,
+        &std::collections::BTreeMap<TableId, quarry_engine::store::Rows>,
+        &quarry_engine::reference::PatientValues,
+    ) -> Vec<Vec<Vec<quarry_queries::semantics::Scalar>>>
+    + Sync,
 ) -> Result<(), Failure> {
     let mut stream = output::TableStream::open(target, layouts).map_err(|m| fail(1, m))?;
     let encoder = stream.encoder();
     let report = plan
         .generate(
             options,
-            |pid, tables, values| rows(pid, tables, values).into_iter().map(|table_rows| (!table_rows.is_empty()).then(|| encoder.chunk(table_rows))).collect::<Vec<_>>(),
+            |pid, tables, values| {
+                rows(pid, tables, values)
+                    .into_iter()
+                    .map(|table_rows| (!table_rows.is_empty()).then(|| encoder.chunk(table_rows)))
+                    .collect::<Vec<_>>()
+            },
             |parts| {
                 for (i, chunk) in parts.into_iter().enumerate() {
                     if let Some(chunk) = chunk {
@@ -465,7 +499,11 @@ pub fn create_dummy_tables(args: &CreateDummyTablesArgs) -> Result<(), Failure> 
     let (plan, size, config) = match (&def.dataset, &def.measures) {
         (Some(dataset), _) => {
             let shape = DatasetShape::new(&def.graph, dataset);
-            (dataset_plan(&def.graph, dataset, &shape.outputs()), population_size(&args.dummy, dataset.dummy.population_size, 10), dataset.dummy.clone())
+            (
+                dataset_plan(&def.graph, dataset, &shape.outputs()),
+                population_size(&args.dummy, dataset.dummy.population_size, 10),
+                dataset.dummy.clone(),
+            )
         }
         (None, Some(spec)) if !spec.measures.is_empty() => (
             measures_plan(&def.graph, spec, &spec.roots()),
@@ -476,11 +514,8 @@ pub fn create_dummy_tables(args: &CreateDummyTablesArgs) -> Result<(), Failure> 
     };
     let options = gen_options(size, &args.dummy, &config);
     // Only used columns are written, in schema order.
-    let layout: Vec<(TableId, Vec<usize>)> = plan
-        .tables
-        .iter()
-        .map(|t| (t.id, t.columns.iter().enumerate().filter(|(_, c)| c.used).map(|(i, _)| i).collect()))
-        .collect();
+    let layout: Vec<(TableId, Vec<usize>)> =
+        plan.tables.iter().map(|t| (t.id, t.columns.iter().enumerate().filter(|(_, c)| c.used).map(|(i, _)| i).collect())).collect();
     let layouts: Vec<output::Layout> = plan
         .tables
         .iter()
@@ -488,7 +523,8 @@ pub fn create_dummy_tables(args: &CreateDummyTablesArgs) -> Result<(), Failure> 
         .map(|(t, (id, cols))| {
             let schema = def.graph.table(*id);
             let mut columns = vec![output::ColumnSpec::patient_id()];
-            columns.extend(cols.iter().map(|&i| output::ColumnSpec::of_column(schema.column(&t.columns[i].name).expect("a schema column"))));
+            columns
+                .extend(cols.iter().map(|&i| output::ColumnSpec::of_column(schema.column(&t.columns[i].name).expect("a schema column"))));
             (t.name.clone(), columns)
         })
         .collect();

@@ -147,19 +147,14 @@ fn main() -> ExitCode {
     keep_freed_memory();
     // A bug in quarry must still end with one readable line, never a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
+        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         let message = info
             .payload()
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        eprintln!(
-            "quarry: internal error{location}: {message}\nThis is a bug in quarry; please report it with the command you ran."
-        );
+        eprintln!("quarry: internal error{location}: {message}\nThis is a bug in quarry; please report it with the command you ran.");
     }));
     let cli = Cli::parse();
     match dispatch(cli) {
@@ -180,10 +175,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                     for w in &project.warnings {
                         eprintln!("warning: {w}");
                     }
-                    print!(
-                        "{}",
-                        report::plan_text(&project, &path.display().to_string())
-                    );
+                    print!("{}", report::plan_text(&project, &path.display().to_string()));
                     Ok(0)
                 }
                 Err(e) => {
@@ -192,17 +184,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 }
             }
         }
-        Commands::Run {
-            actions,
-            force_run_dependencies,
-            continue_on_error,
-            concurrency,
-            project_dir,
-            timestamps,
-            timeout,
-        } => {
-            ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
-                .context("could not install the Ctrl-C handler")?;
+        Commands::Run { actions, force_run_dependencies, continue_on_error, concurrency, project_dir, timestamps, timeout } => {
+            ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)).context("could not install the Ctrl-C handler")?;
             let options = RunOptions {
                 project_dir,
                 actions,
@@ -221,29 +204,17 @@ fn dispatch(cli: Cli) -> Result<u8> {
             let request = match &id {
                 None => requests.last(),
                 Some(id) => {
-                    let matching: Vec<_> = requests
-                        .iter()
-                        .filter(|r| r.id.starts_with(id.as_str()))
-                        .collect();
+                    let matching: Vec<_> = requests.iter().filter(|r| r.id.starts_with(id.as_str())).collect();
                     if matching.len() > 1 {
-                        bail!(
-                            "`{id}` matches {} job requests; give more of the id",
-                            matching.len()
-                        );
+                        bail!("`{id}` matches {} job requests; give more of the id", matching.len());
                     }
                     matching.into_iter().next()
                 }
             };
             let Some(request) = request else {
                 match id {
-                    Some(id) => bail!(
-                        "no job request `{id}` in {}",
-                        workspace.requests_dir().display()
-                    ),
-                    None => bail!(
-                        "no job requests yet in {}: run `quarry run ACTION` first",
-                        workspace.requests_dir().display()
-                    ),
+                    Some(id) => bail!("no job request `{id}` in {}", workspace.requests_dir().display()),
+                    None => bail!("no job requests yet in {}: run `quarry run ACTION` first", workspace.requests_dir().display()),
                 }
             };
             if html {
@@ -269,7 +240,11 @@ fn dispatch(cli: Cli) -> Result<u8> {
             let report = quarry_engine::make_backend::make_backend(&out, &options, |done| {
                 if last.elapsed().as_secs() >= 1 || done == patients {
                     let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                    eprintln!("[info] {done} of {patients} patients ({:.0}%), {:.0} patients/s", 100.0 * done as f64 / patients.max(1) as f64, rate);
+                    eprintln!(
+                        "[info] {done} of {patients} patients ({:.0}%), {:.0} patients/s",
+                        100.0 * done as f64 / patients.max(1) as f64,
+                        rate
+                    );
                     last = std::time::Instant::now();
                 }
             });
@@ -316,9 +291,7 @@ fn exec(image: &str, args: &[String]) -> Result<u8> {
                 }
             }
         }
-        other => bail!(
-            "`quarry exec` runs quarry's own runtimes (ehrql, analysis); `{other}` is not one of them"
-        ),
+        other => bail!("`quarry exec` runs quarry's own runtimes (ehrql, analysis); `{other}` is not one of them"),
     }
 }
 

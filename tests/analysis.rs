@@ -9,7 +9,6 @@ use common::copy_dir;
 
 const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
 
-
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
@@ -49,7 +48,9 @@ fn seed_steps_match_hand_checked_r_and_pandas_outputs() {
 fn a_bad_recipe_names_the_file_and_the_problem_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&fixtures().join("analysis"), tmp.path());
-    let recipe = std::fs::read_to_string(tmp.path().join("recipe.yaml")).unwrap().replace("by: [vte_count_primary_diagnoses]", "by: [no_such_column]");
+    let recipe = std::fs::read_to_string(tmp.path().join("recipe.yaml"))
+        .unwrap()
+        .replace("by: [vte_count_primary_diagnoses]", "by: [no_such_column]");
     std::fs::write(tmp.path().join("bad.yaml"), recipe).unwrap();
     let out = Command::new(QUARRY).current_dir(tmp.path()).args(["exec", "analysis:v1", "bad.yaml"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -96,7 +97,11 @@ fn the_seed_study_runs_end_to_end_and_writes_every_declared_output() {
     }
     // The dataset has the project's population size (1000 in project.yaml).
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(std::fs::File::open(o.join("dataset.csv.gz")).unwrap()), &mut text).unwrap();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(o.join("dataset.csv.gz")).unwrap()),
+        &mut text,
+    )
+    .unwrap();
     assert_eq!(text.lines().count(), 1001);
     // Midpoint-6 counts only: 0, 3, 9, 15, …
     let freq = std::fs::read_to_string(o.join("vte_primary_diagnosis_frequency_distribution.csv")).unwrap();
@@ -115,7 +120,20 @@ fn summary_statistics_protect_counts_small_groups_and_extremes() {
     for (rounding, expected) in [("redact_and_round", "summary_protected.csv"), ("none", "summary_unprotected.csv")] {
         let out = Command::new(QUARRY)
             .current_dir(tmp.path())
-            .args(["analysis", "summary", "--input", "people.csv", "--columns", "age,bmi", "--by", "sex", "--rounding", rounding, "--output", "out/s.csv"])
+            .args([
+                "analysis",
+                "summary",
+                "--input",
+                "people.csv",
+                "--columns",
+                "age,bmi",
+                "--by",
+                "sex",
+                "--rounding",
+                rounding,
+                "--output",
+                "out/s.csv",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -147,11 +165,50 @@ fn single_steps_and_typed_inputs_match_the_recipe() {
         let out = Command::new(QUARRY).current_dir(tmp.path()).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&["analysis", "crosstab", "--input", "dataset.csv", "--by", "vte_count_primary_diagnoses,code", "--rounding", "midpoint6", "--output", "csv/crosstab.csv"]);
-    run(&["analysis", "value-counts", "--input", "dataset.csv", "--starts-with", "co", "--rounding", "redact", "--redacted", "redacted", "--output", "csv/{column}.csv"]);
+    run(&[
+        "analysis",
+        "crosstab",
+        "--input",
+        "dataset.csv",
+        "--by",
+        "vte_count_primary_diagnoses,code",
+        "--rounding",
+        "midpoint6",
+        "--output",
+        "csv/crosstab.csv",
+    ]);
+    run(&[
+        "analysis",
+        "value-counts",
+        "--input",
+        "dataset.csv",
+        "--starts-with",
+        "co",
+        "--rounding",
+        "redact",
+        "--redacted",
+        "redacted",
+        "--output",
+        "csv/{column}.csv",
+    ]);
     // Margins by hand: cells 7, 1, 1, 11 → midpoint-6 9, 3, 3, 9; totals of those: 12, 12, 24.
-    run(&["analysis", "crosstab", "--input", "dataset.csv", "--by", "vte_count_secondary_admissions,vte_count_secondary_admissions_mb", "--rounding", "midpoint6", "--margins", "--output", "csv/margins.csv"]);
-    assert_eq!(std::fs::read_to_string(tmp.path().join("csv/margins.csv")).unwrap(), std::fs::read_to_string(tmp.path().join("expected/crosstab_margins.csv")).unwrap());
+    run(&[
+        "analysis",
+        "crosstab",
+        "--input",
+        "dataset.csv",
+        "--by",
+        "vte_count_secondary_admissions,vte_count_secondary_admissions_mb",
+        "--rounding",
+        "midpoint6",
+        "--margins",
+        "--output",
+        "csv/margins.csv",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("csv/margins.csv")).unwrap(),
+        std::fs::read_to_string(tmp.path().join("expected/crosstab_margins.csv")).unwrap()
+    );
     let code = std::fs::read_to_string(tmp.path().join("csv/code.csv")).unwrap();
     assert_eq!(code, std::fs::read_to_string(tmp.path().join("expected/code.csv")).unwrap());
 
@@ -168,7 +225,18 @@ fn single_steps_and_typed_inputs_match_the_recipe() {
     std::fs::create_dir(tmp.path().join("no_tables")).unwrap();
     for ext in ["arrow", "parquet"] {
         run(&["generate-dataset", "copy.py", "--dummy-tables", "no_tables", "--output", &format!("dataset.{ext}")]);
-        run(&["analysis", "crosstab", "--input", &format!("dataset.{ext}"), "--by", "vte_count_primary_diagnoses,code", "--rounding", "midpoint6", "--output", &format!("{ext}/crosstab.csv")]);
+        run(&[
+            "analysis",
+            "crosstab",
+            "--input",
+            &format!("dataset.{ext}"),
+            "--by",
+            "vte_count_primary_diagnoses,code",
+            "--rounding",
+            "midpoint6",
+            "--output",
+            &format!("{ext}/crosstab.csv"),
+        ]);
         let want = std::fs::read_to_string(tmp.path().join("csv/crosstab.csv")).unwrap();
         let got = std::fs::read_to_string(tmp.path().join(format!("{ext}/crosstab.csv"))).unwrap();
         assert_eq!(got, want, "{ext}");
@@ -219,7 +287,10 @@ fn the_runner_reports_disclosure_problems_of_moderately_sensitive_outputs() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("warning: moderately_sensitive outputs an output checker would question"), "{stdout}");
     let log = std::fs::read_to_string(dir.join("metadata/raw.log")).unwrap();
-    assert!(log.contains("Disclosure checks of moderately_sensitive outputs (quarry check-outputs):\n  output/raw.csv  - column `n`:"), "{log}");
+    assert!(
+        log.contains("Disclosure checks of moderately_sensitive outputs (quarry check-outputs):\n  output/raw.csv  - column `n`:"),
+        "{log}"
+    );
 }
 
 /// people.csv's ages in 25-year bins over [0, 100): 1, 4, 5 and 2 by hand (20 | 30 35 40 45 |

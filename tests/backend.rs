@@ -11,7 +11,6 @@ use common::suite;
 
 const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
 
-
 fn quarry(dir: &Path, args: &[&str]) -> std::process::Output {
     // Tiny partitions and rounds, so rounds split patients' tables at many places.
     Command::new(QUARRY).current_dir(dir).env("QUARRY_PARTITION_SIZE", "3").args(args).output().unwrap()
@@ -43,7 +42,9 @@ fn backends_give_the_same_bytes_as_in_memory_tables() {
         }
         let dir = root.join("cases").join(id);
         let args: Vec<String> = match std::fs::read_to_string(dir.join("args")) {
-            Ok(text) => std::iter::once("--".to_string()).chain(text.lines().map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty())).collect(),
+            Ok(text) => std::iter::once("--".to_string())
+                .chain(text.lines().map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty()))
+                .collect(),
             Err(_) => vec![],
         };
         let csv = tables(&dir, "definition.py", "csv", &args);
@@ -70,7 +71,17 @@ fn backends_give_the_same_bytes_as_in_memory_tables() {
 fn a_missing_backend_table_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let vte = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/projects/vte");
-    let out = quarry(&vte, &["generate-dataset", "analysis/dataset_definition.py", "--backend", tmp.path().to_str().unwrap(), "--output", tmp.path().join("o.csv").to_str().unwrap()]);
+    let out = quarry(
+        &vte,
+        &[
+            "generate-dataset",
+            "analysis/dataset_definition.py",
+            "--backend",
+            tmp.path().to_str().unwrap(),
+            "--output",
+            tmp.path().join("o.csv").to_str().unwrap(),
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(11), "{stderr}");
     assert!(stderr.contains("Missing table: patients") && stderr.contains("docs/backend.md"), "{stderr}");
@@ -79,7 +90,9 @@ fn a_missing_backend_table_is_named() {
 
 /// `d.py`: every patient, with these `dataset.<name> = <expression>` variables.
 fn patients_definition(dir: &Path, variables: &[&str]) {
-    let mut text = String::from("from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\ndataset.define_population(patients.exists_for_patient())\n");
+    let mut text = String::from(
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\ndataset.define_population(patients.exists_for_patient())\n",
+    );
     for v in variables {
         text.push_str(&format!("dataset.{v}\n"));
     }
@@ -98,7 +111,10 @@ fn dummy_data_files_are_validated_and_copied() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "patient_id,sex,dob\r\n3,male,1980-01-01\r\n1,female,\r\n");
     for (text, want) in [
         ("patient_id,sex\n1,male\n", "Missing columns: dob"),
-        ("patient_id,sex,dob\n1,man,1980-01-01\n", "row 1: column 'sex': 'man' not in valid categories: 'female', 'male', 'intersex', 'unknown'"),
+        (
+            "patient_id,sex,dob\n1,man,1980-01-01\n",
+            "row 1: column 'sex': 'man' not in valid categories: 'female', 'male', 'intersex', 'unknown'",
+        ),
         ("patient_id,sex,dob\n,male,1980-01-01\n", "row 1: NULL value in non-nullable column 'patient_id'"),
         ("patient_id,sex,dob\n1,male,1980-13-01\n", "row 1: column 'dob'"),
     ] {
@@ -118,7 +134,8 @@ fn an_unsorted_backend_table_is_reported_with_its_row() {
     // A patients.parquet whose rows are out of patient_id order, written by quarry itself
     // (--dummy-data-file copies rows in the file's order).
     patients_definition(dir, &["date_of_birth = patients.date_of_birth", "sex = patients.sex"]);
-    std::fs::write(dir.join("rows.csv"), "patient_id,date_of_birth,sex\n1,1980-01-01,male\n5,1990-01-01,female\n2,1970-01-01,male\n").unwrap();
+    std::fs::write(dir.join("rows.csv"), "patient_id,date_of_birth,sex\n1,1980-01-01,male\n5,1990-01-01,female\n2,1970-01-01,male\n")
+        .unwrap();
     std::fs::create_dir(dir.join("backend")).unwrap();
     let out = quarry(dir, &["generate-dataset", "d.py", "--dummy-data-file", "rows.csv", "--output", "backend/patients.parquet"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -158,21 +175,39 @@ fn pushed_filters_give_the_same_rows_as_reading_everything() {
     )
     .unwrap();
     std::fs::create_dir_all(tmp.path().join("codelists")).unwrap();
-    std::fs::copy(vte.join("codelists/opensafely-venous-thromboembolic-disease.csv"), tmp.path().join("codelists/opensafely-venous-thromboembolic-disease.csv")).unwrap();
-    for (dir, def) in [(vte.as_path(), "analysis/dataset_definition_v1.py"), (vte.as_path(), "analysis/dataset_definition_pivoted.py"), (tmp.path(), "events.py")] {
+    std::fs::copy(
+        vte.join("codelists/opensafely-venous-thromboembolic-disease.csv"),
+        tmp.path().join("codelists/opensafely-venous-thromboembolic-disease.csv"),
+    )
+    .unwrap();
+    for (dir, def) in [
+        (vte.as_path(), "analysis/dataset_definition_v1.py"),
+        (vte.as_path(), "analysis/dataset_definition_pivoted.py"),
+        (tmp.path(), "events.py"),
+    ] {
         let run = |env: &[(&str, &str)], name: &str| {
             // Event tables go to a directory (`DIR:csv`), a plain dataset to one file.
             let events = def == "events.py";
             let out_path = tmp.path().join(if events { name.to_string() } else { format!("{name}.csv") });
             let target = if events { format!("{}:csv", out_path.display()) } else { out_path.display().to_string() };
             let mut c = Command::new(QUARRY);
-            c.current_dir(dir).envs(env.iter().copied()).args(["generate-dataset", def, "--backend", backend.to_str().unwrap(), "--output", &target]);
+            c.current_dir(dir).envs(env.iter().copied()).args([
+                "generate-dataset",
+                def,
+                "--backend",
+                backend.to_str().unwrap(),
+                "--output",
+                &target,
+            ]);
             let o = c.output().unwrap();
             assert!(o.status.success(), "{def} {env:?}: {}", String::from_utf8_lossy(&o.stderr));
             if events {
                 let mut files: Vec<PathBuf> = std::fs::read_dir(&out_path).unwrap().map(|e| e.unwrap().path()).collect();
                 files.sort();
-                files.iter().map(|p| format!("{}\n{}", p.file_name().unwrap().to_string_lossy(), std::fs::read_to_string(p).unwrap())).collect::<String>()
+                files
+                    .iter()
+                    .map(|p| format!("{}\n{}", p.file_name().unwrap().to_string_lossy(), std::fs::read_to_string(p).unwrap()))
+                    .collect::<String>()
             } else {
                 std::fs::read_to_string(&out_path).unwrap()
             }
@@ -200,7 +235,11 @@ fn a_filtered_table_reports_rows_by_their_place_in_the_file() {
     )
     .unwrap();
     // Row 2 (dropped by the filter) is out of order; row 4 is out of order among the kept.
-    std::fs::write(dir.join("rows.csv"), "patient_id,date,snomedct_code\n1,2020-01-01,271649006\n9,2020-01-01,999999999\n3,2020-01-01,271649006\n2,2020-01-01,271649006\n").unwrap();
+    std::fs::write(
+        dir.join("rows.csv"),
+        "patient_id,date,snomedct_code\n1,2020-01-01,271649006\n9,2020-01-01,999999999\n3,2020-01-01,271649006\n2,2020-01-01,271649006\n",
+    )
+    .unwrap();
     std::fs::create_dir(dir.join("backend")).unwrap();
     let out = quarry(dir, &["generate-dataset", "rows.py", "--dummy-data-file", "rows.csv", "--output", "backend/clinical_events.parquet"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -213,10 +252,18 @@ fn a_filtered_table_reports_rows_by_their_place_in_the_file() {
     let out = quarry(dir, &["generate-dataset", "d.py", "--backend", "backend", "--output", "o.csv"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(11), "{stderr}");
-    assert!(stderr.contains("clinical_events.parquet, row 4: patient_id 2 follows 3; backend tables must be sorted by patient_id"), "{stderr}");
+    assert!(
+        stderr.contains("clinical_events.parquet, row 4: patient_id 2 follows 3; backend tables must be sorted by patient_id"),
+        "{stderr}"
+    );
     assert!(!dir.join("o.csv").exists(), "no partial output");
     // Past its budget for row numbers, the scan counts rows among those the filters kept.
-    let out = Command::new(QUARRY).current_dir(dir).env("QUARRY_ROW_NUMBERS", "1").args(["generate-dataset", "d.py", "--backend", "backend", "--output", "o.csv"]).output().unwrap();
+    let out = Command::new(QUARRY)
+        .current_dir(dir)
+        .env("QUARRY_ROW_NUMBERS", "1")
+        .args(["generate-dataset", "d.py", "--backend", "backend", "--output", "o.csv"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(11), "{stderr}");
     assert!(stderr.contains("clinical_events.parquet, row 3 of those the definition's filters kept: patient_id 2 follows 3"), "{stderr}");
@@ -283,6 +330,9 @@ fn a_date_out_of_range_is_reported() {
     let out = quarry(dir, &["generate-dataset", "d.py", "--backend", "backend", "--output", "o.csv"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(11), "{stderr}");
-    assert!(stderr.contains("patients.parquet") && stderr.contains("the date 3000000 days from 1970-01-01 is outside years 1–9999"), "{stderr}");
+    assert!(
+        stderr.contains("patients.parquet") && stderr.contains("the date 3000000 days from 1970-01-01 is outside years 1–9999"),
+        "{stderr}"
+    );
     assert!(!dir.join("o.csv").exists());
 }

@@ -10,7 +10,9 @@ fn the_backend_benchmark_runs_at_ten_thousand_patients() {
     let python = std::env::var("ARROW_PYTHON").unwrap_or_else(|_| "python3".into());
     let has_duckdb = Command::new(&python).args(["-c", "import duckdb"]).output().is_ok_and(|o| o.status.success());
     if !has_duckdb {
-        eprintln!("SKIPPED the backend benchmark run: {python} cannot import duckdb (set ARROW_PYTHON to a Python with duckdb; .ci/run does)");
+        eprintln!(
+            "SKIPPED the backend benchmark run: {python} cannot import duckdb (set ARROW_PYTHON to a Python with duckdb; .ci/run does)"
+        );
         return;
     }
     let cache = tempfile::tempdir().unwrap();

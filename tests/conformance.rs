@@ -8,7 +8,6 @@ use std::process::Command;
 mod common;
 use common::suite;
 
-
 fn failures(engine: &str) -> (Vec<String>, String) {
     let mut command = Command::new("bash");
     command.arg(suite().join("check.sh"));
@@ -21,11 +20,7 @@ fn failures(engine: &str) -> (Vec<String>, String) {
         .output()
         .expect("run check.sh");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let failed = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("FAIL "))
-        .map(|l| l.split(':').next().unwrap_or(l).to_string())
-        .collect();
+    let failed = stdout.lines().filter_map(|l| l.strip_prefix("FAIL ")).map(|l| l.split(':').next().unwrap_or(l).to_string()).collect();
     (failed, stdout)
 }
 
@@ -34,7 +29,10 @@ fn conformance_suite_passes_on_both_evaluators() {
     for engine in ["reference", "columnar"] {
         let (failed, stdout) = failures(engine);
         assert!(failed.is_empty(), "--engine {engine}: conformance failures {failed:?}\n{stdout}");
-        assert!(stdout.lines().last().is_some_and(|l| l.ends_with(" passed, 0 failed")), "--engine {engine}: unexpected check.sh output\n{stdout}");
+        assert!(
+            stdout.lines().last().is_some_and(|l| l.ends_with(" passed, 0 failed")),
+            "--engine {engine}: unexpected check.sh output\n{stdout}"
+        );
         assert!(!stdout.contains("cannot import pyarrow"), "ARROW_PYTHON is set but cannot import pyarrow\n{stdout}");
     }
 }

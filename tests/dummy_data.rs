@@ -11,7 +11,6 @@ use common::suite;
 
 const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
 
-
 fn vte() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/projects/vte")
 }
@@ -37,7 +36,9 @@ fn cases() -> Vec<Case> {
         }
         let dir = root.join("cases").join(id);
         let args = match std::fs::read_to_string(dir.join("args")) {
-            Ok(text) => std::iter::once("--".to_string()).chain(text.lines().map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty())).collect(),
+            Ok(text) => std::iter::once("--".to_string())
+                .chain(text.lines().map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty()))
+                .collect(),
             Err(_) => vec![],
         };
         let from_file = std::fs::read_to_string(dir.join("definition.py")).unwrap().contains("table_from_file");
@@ -158,11 +159,18 @@ fn dummy_tables_round_trip_through_create_dummy_tables_in_every_format() {
         let tables = tmp.path().join(format!("tables_{format}"));
         let out = Command::new(QUARRY)
             .current_dir(vte())
-            .args(["create-dummy-tables", "analysis/dataset_definition.py", &format!("{}:{format}", tables.display()), "--population-size", "300"])
+            .args([
+                "create-dummy-tables",
+                "analysis/dataset_definition.py",
+                &format!("{}:{format}", tables.display()),
+                "--population-size",
+                "300",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let mut written: Vec<String> = std::fs::read_dir(&tables).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        let mut written: Vec<String> =
+            std::fs::read_dir(&tables).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
         written.sort();
         assert_eq!(written, ["clinical_events", "hospital_admissions", "ons_deaths", "patients"].map(|t| format!("{t}.{format}")));
         if format == "csv" {
@@ -173,7 +181,14 @@ fn dummy_tables_round_trip_through_create_dummy_tables_in_every_format() {
         let via_tables = tmp.path().join(format!("via_{format}.csv"));
         let out = Command::new(QUARRY)
             .current_dir(vte())
-            .args(["generate-dataset", "analysis/dataset_definition.py", "--dummy-tables", &tables.display().to_string(), "--output", &via_tables.display().to_string()])
+            .args([
+                "generate-dataset",
+                "analysis/dataset_definition.py",
+                "--dummy-tables",
+                &tables.display().to_string(),
+                "--output",
+                &via_tables.display().to_string(),
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

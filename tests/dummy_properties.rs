@@ -60,7 +60,12 @@ impl Witness {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(
             dir.join("patients.csv"),
-            format!("patient_id,date_of_birth,sex,date_of_death\n1,{}-06-01,{},{}\n", self.birth_year, self.sex, self.death.as_deref().unwrap_or("")),
+            format!(
+                "patient_id,date_of_birth,sex,date_of_death\n1,{}-06-01,{},{}\n",
+                self.birth_year,
+                self.sex,
+                self.death.as_deref().unwrap_or("")
+            ),
         )
         .unwrap();
         let mut events = String::from("patient_id,date,snomedct_code,numeric_value\n");
@@ -160,7 +165,8 @@ fn satisfiable_random_populations_generate_exactly_the_requested_size() {
             continue;
         }
         satisfiable += 1;
-        let (ok, _, stderr) = run(&dir, &["generate-dataset", "definition.py", "--population-size", &SIZE.to_string(), "--output", "out.csv"]);
+        let (ok, _, stderr) =
+            run(&dir, &["generate-dataset", "definition.py", "--population-size", &SIZE.to_string(), "--output", "out.csv"]);
         let rows = std::fs::read_to_string(dir.join("out.csv")).map(|t| t.lines().count() - 1).unwrap_or(0);
         if !ok || rows != SIZE {
             failures.push(format!("case {seed}: {rows} of {SIZE} rows for population {population}\n{stderr}"));

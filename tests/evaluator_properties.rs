@@ -134,7 +134,11 @@ fn definition(rng: &mut Rng) -> String {
         1 => format!("patients.exists_for_patient() & {}", boolean(rng, 1)),
         // Only patients with certain rows (a backend reads just those patients).
         2 => format!("medications.where(medications.date.is_after(\"{}\")).exists_for_patient()", rng.date()),
-        _ => format!("{}.exists_for_patient() | medications.where(medications.date.is_after(\"{}\")).exists_for_patient()", frame(rng), rng.date()),
+        _ => format!(
+            "{}.exists_for_patient() | medications.where(medications.date.is_after(\"{}\")).exists_for_patient()",
+            frame(rng),
+            rng.date()
+        ),
     };
     out.push_str(&format!("dataset.define_population({population})\n"));
     for v in 0..8 {
@@ -187,7 +191,8 @@ fn random_definitions_give_the_same_bytes_on_both_evaluators() {
             .collect::<Vec<_>>()
             .join("\n");
         std::fs::write(dir.join("tables.py"), everyone).unwrap();
-        let out = quarry(&dir, &["create-dummy-tables", "tables.py", "tables", "--population-size", "60", "--seed", &seed.to_string()], "5");
+        let out =
+            quarry(&dir, &["create-dummy-tables", "tables.py", "tables", "--population-size", "60", "--seed", &seed.to_string()], "5");
         assert!(out.status.success(), "case {seed}: {}\n{def}", String::from_utf8_lossy(&out.stderr));
         // The same tables as a Parquet backend of small row groups: the backend scan (filters
         // pushed into it, only the population's candidates read) gives the reference's bytes.
@@ -195,16 +200,35 @@ fn random_definitions_give_the_same_bytes_on_both_evaluators() {
         let out = Command::new(QUARRY)
             .current_dir(&dir)
             .env("QUARRY_PARQUET_ROW_GROUP_ROWS", "40")
-            .args(["create-dummy-tables", "tables.py", &format!("{}:parquet", backend.display()), "--population-size", "60", "--seed", &seed.to_string()])
+            .args([
+                "create-dummy-tables",
+                "tables.py",
+                &format!("{}:parquet", backend.display()),
+                "--population-size",
+                "60",
+                "--seed",
+                &seed.to_string(),
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "case {seed}: {}", String::from_utf8_lossy(&out.stderr));
         let plain = quarry(&dir, &["generate-dataset", "definition.py", "--dummy-tables", "tables", "--engine", "reference"], "5");
-        let scanned = Command::new(QUARRY).current_dir(&dir).env("QUARRY_PARTITION_SIZE", "3").env("QUARRY_HELD_ROWS", "30").args(["generate-dataset", "definition.py", "--backend", "backend"]).output().unwrap();
+        let scanned = Command::new(QUARRY)
+            .current_dir(&dir)
+            .env("QUARRY_PARTITION_SIZE", "3")
+            .env("QUARRY_HELD_ROWS", "30")
+            .args(["generate-dataset", "definition.py", "--backend", "backend"])
+            .output()
+            .unwrap();
         assert!(scanned.status.success(), "case {seed}, backend: {}\n{def}", String::from_utf8_lossy(&scanned.stderr));
         pushed += String::from_utf8_lossy(&scanned.stderr).contains("rows pass the definition's filters") as u64;
         candidates += String::from_utf8_lossy(&scanned.stderr).contains("belong to patients who can be in the population") as u64;
-        assert!(scanned.stdout == plain.stdout, "case {seed}: the backend scan differs\n{def}\nreference:\n{}\nbackend:\n{}", String::from_utf8_lossy(&plain.stdout), String::from_utf8_lossy(&scanned.stdout));
+        assert!(
+            scanned.stdout == plain.stdout,
+            "case {seed}: the backend scan differs\n{def}\nreference:\n{}\nbackend:\n{}",
+            String::from_utf8_lossy(&plain.stdout),
+            String::from_utf8_lossy(&scanned.stdout)
+        );
         add_bare_patients(&dir.join("tables"));
         let run = |engine: &str, partition: &str| {
             let out = quarry(&dir, &["generate-dataset", "definition.py", "--dummy-tables", "tables", "--engine", engine], partition);
@@ -216,10 +240,18 @@ fn random_definitions_give_the_same_bytes_on_both_evaluators() {
         for partition in ["1", "7", "4096"] {
             let columnar = run("columnar", partition);
             assert_eq!(columnar.0, Some(0), "case {seed}, partitions of {partition}: {}\n{def}", columnar.2);
-            assert!(columnar.1 == reference.1, "case {seed}, partitions of {partition}: the evaluators differ\n{def}\nreference:\n{}\ncolumnar:\n{}", reference.1, columnar.1);
+            assert!(
+                columnar.1 == reference.1,
+                "case {seed}, partitions of {partition}: the evaluators differ\n{def}\nreference:\n{}\ncolumnar:\n{}",
+                reference.1,
+                columnar.1
+            );
         }
     }
     assert!(with_rows >= CASES / 2, "only {with_rows} of {CASES} cases had patients in their population");
     eprintln!("{pushed} of {CASES} cases had filters pushed into the scan, {candidates} read only the population's candidates");
-    assert!(pushed >= CASES / 2 && candidates >= CASES / 8, "too few cases exercise the scan's filters: {pushed} pushed, {candidates} with candidates");
+    assert!(
+        pushed >= CASES / 2 && candidates >= CASES / 8,
+        "too few cases exercise the scan's filters: {pushed} pushed, {candidates} with candidates"
+    );
 }

@@ -11,9 +11,12 @@ use common::copy_dir;
 
 const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
 
-
 fn chromium() -> Option<PathBuf> {
-    std::env::var_os("QUARRY_CHROMIUM").map(PathBuf::from).into_iter().chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from)).find(|p| p.is_file())
+    std::env::var_os("QUARRY_CHROMIUM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from))
+        .find(|p| p.is_file())
 }
 
 #[test]
@@ -27,7 +30,18 @@ fn a_run_writes_a_self_contained_page_that_renders_in_chromium() {
     let line = stdout.lines().find(|l| l.contains("job request page:")).unwrap_or_else(|| panic!("no page line in\n{stdout}"));
     let page = project.join(line.split("job request page: ").nth(1).unwrap().trim());
     let html = std::fs::read_to_string(&page).unwrap();
-    for want in ["Job request", "Output security levels", "Job statistics", "4/4 (100%) complete", "Timeline", "Requested actions", "Highly sensitive", "Moderately sensitive", "data:image/png;base64,", "Output checks:"] {
+    for want in [
+        "Job request",
+        "Output security levels",
+        "Job statistics",
+        "4/4 (100%) complete",
+        "Timeline",
+        "Requested actions",
+        "Highly sensitive",
+        "Moderately sensitive",
+        "data:image/png;base64,",
+        "Output checks:",
+    ] {
         assert!(html.contains(want), "the page lacks {want:?}");
     }
     assert!(!html.contains("http://") && !html.contains("https://"), "the page must not load anything from the network");
@@ -43,7 +57,16 @@ fn a_run_writes_a_self_contained_page_that_renders_in_chromium() {
     };
     let shot = tmp.path().join("page.png");
     let out = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
         .arg(format!("--user-data-dir={}", tmp.path().join("profile").display()))
         .args(["--window-size=1200,2000"])
         .arg(format!("--screenshot={}", shot.display()))
@@ -67,7 +90,11 @@ fn failures_and_nothing_to_do_are_shown() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::write(dir.join("fail.py"), "print('about to fail: bad value in row 9000')\nraise SystemExit(3)\n").unwrap();
-    std::fs::write(dir.join("ok.py"), "import pathlib\npathlib.Path('output').mkdir(exist_ok=True)\npathlib.Path('output/n.csv').write_text('n\\n10\\n')\n").unwrap();
+    std::fs::write(
+        dir.join("ok.py"),
+        "import pathlib\npathlib.Path('output').mkdir(exist_ok=True)\npathlib.Path('output/n.csv').write_text('n\\n10\\n')\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.join("project.yaml"),
         "version: '4.0'\nactions:\n  ok:\n    run: python:latest ok.py\n    outputs:\n      moderately_sensitive:\n        t: output/n.csv\n  \

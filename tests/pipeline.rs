@@ -92,11 +92,7 @@ impl From<Output> for Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
     }
 }
 
@@ -105,19 +101,12 @@ fn ts(v: &Value) -> jiff::Timestamp {
 }
 
 fn python_available() -> bool {
-    Command::new("python3")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    Command::new("python3").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 macro_rules! require_python {
     () => {
-        assert!(
-            python_available(),
-            "these tests run python: actions and need python3 on PATH (.ci/run installs it)"
-        );
+        assert!(python_available(), "these tests run python: actions and need python3 on PATH (.ci/run installs it)");
     };
 }
 
@@ -190,19 +179,9 @@ fn validation_messages() {
     for (name, yaml) in cases {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("project.yaml"), &yaml).unwrap();
-        let out = Command::new(QUARRY)
-            .arg("check")
-            .arg("--project-dir")
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr)
-            .replace(&dir.path().display().to_string(), "<dir>");
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{name}: expected exit 1\n{stderr}"
-        );
+        let out = Command::new(QUARRY).arg("check").arg("--project-dir").arg(dir.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).replace(&dir.path().display().to_string(), "<dir>");
+        assert_eq!(out.status.code(), Some(1), "{name}: expected exit 1\n{stderr}");
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
         report.push_str(&format!("## {name}\n{}\n", stderr.trim_end()));
     }
@@ -216,12 +195,7 @@ fn pre_v5_run_all_action_is_a_warning_and_ignored() {
     );
     let out = Run::from(p.quarry(&["check"]));
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(
-        out.stderr.contains(
-            "`run_all` is a reserved action name; user-defined actions with this name are ignored"
-        ),
-        "{out:?}"
-    );
+    assert!(out.stderr.contains("`run_all` is a reserved action name; user-defined actions with this name are ignored"), "{out:?}");
 }
 
 #[test]
@@ -251,30 +225,18 @@ fn independent_actions_run_in_parallel() {
     let out = p.run(&["run_all", "-c", "2"]);
     assert_eq!(out.code, 0, "{out:?}");
     let (a, b) = (p.job("a"), p.job("b"));
-    let busy = |j: &Value| {
-        ts(&j["completed_at"])
-            .duration_since(ts(&j["started_at"]))
-            .as_secs_f64()
-    };
-    let span = ts(&a["completed_at"])
-        .max(ts(&b["completed_at"]))
-        .duration_since(ts(&a["started_at"]).min(ts(&b["started_at"])))
-        .as_secs_f64();
+    let busy = |j: &Value| ts(&j["completed_at"]).duration_since(ts(&j["started_at"])).as_secs_f64();
+    let span =
+        ts(&a["completed_at"]).max(ts(&b["completed_at"])).duration_since(ts(&a["started_at"]).min(ts(&b["started_at"]))).as_secs_f64();
     // Both sleep 1 s: in parallel the whole span is clearly less than the sum of the jobs.
-    assert!(
-        span < 0.8 * (busy(&a) + busy(&b)),
-        "span {span:.2}s, jobs {:.2}s + {:.2}s",
-        busy(&a),
-        busy(&b)
-    );
+    assert!(span < 0.8 * (busy(&a) + busy(&b)), "span {span:.2}s, jobs {:.2}s + {:.2}s", busy(&a), busy(&b));
 
     // And with one worker they do not overlap.
     let p = two_independent_sleepers();
     let out = p.run(&["run_all", "-c", "1"]);
     assert_eq!(out.code, 0, "{out:?}");
     let (a, b) = (p.job("a"), p.job("b"));
-    let overlap = ts(&a["completed_at"]) > ts(&b["started_at"])
-        && ts(&b["completed_at"]) > ts(&a["started_at"]);
+    let overlap = ts(&a["completed_at"]) > ts(&b["started_at"]) && ts(&b["completed_at"]) > ts(&a["started_at"]);
     assert!(!overlap, "with -c 1 the jobs overlapped");
 }
 
@@ -285,12 +247,7 @@ fn chain() -> Project {
 }
 
 fn job_ids(p: &Project) -> Vec<String> {
-    p.latest_request()["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["action"].as_str().unwrap().to_string())
-        .collect()
+    p.latest_request()["jobs"].as_array().unwrap().iter().map(|j| j["action"].as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -305,7 +262,10 @@ fn rerun_rules() {
     // run_all again: nothing to do, recorded as such.
     let out = p.run(&["run_all"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("=> All actions already completed successfully\n   Use -f option to force everything to re-run"), "{out:?}");
+    assert!(
+        out.stdout.contains("=> All actions already completed successfully\n   Use -f option to force everything to re-run"),
+        "{out:?}"
+    );
     assert_eq!(p.latest_request()["status"], "nothing_to_do");
 
     // A requested action always runs; its succeeded dependency is reused.
@@ -333,10 +293,7 @@ fn rerun_rules() {
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(job_ids(&failing), ["extract", "analyse"]);
     assert_eq!(failing.job("analyse")["status_code"], "dependency_failed");
-    assert_eq!(
-        failing.job("analyse")["status_message"],
-        "Not starting as dependency failed"
-    );
+    assert_eq!(failing.job("analyse")["status_message"], "Not starting as dependency failed");
 }
 
 #[test]
@@ -350,10 +307,7 @@ fn failure_stops_the_run_unless_continue_on_error() {
     assert_eq!(p.job("after_bad")["status_code"], "dependency_failed");
     assert_eq!(p.job("good")["status_code"], "stopped");
     assert!(!p.exists("o/g.csv"));
-    assert!(
-        out.stdout.contains("logs (truncated):") && out.stdout.contains("failing on purpose"),
-        "{out:?}"
-    );
+    assert!(out.stdout.contains("logs (truncated):") && out.stdout.contains("failing on purpose"), "{out:?}");
     assert_eq!(p.latest_request()["status"], "failed");
 
     let p = Project::new(yaml);
@@ -374,20 +328,10 @@ fn unmatched_pattern_says_did_you_mean() {
     assert_eq!(out.code, 1, "{out:?}");
     let job = p.job("a");
     assert_eq!(job["status_code"], "unmatched_patterns");
-    assert_eq!(
-        job["status_message"],
-        "No outputs found matching patterns:\n - o/table.csv"
-    );
-    assert!(
-        out.stdout
-            .contains("Did you mean to match one of these files instead?\n    - o/tabel.csv"),
-        "{out:?}"
-    );
+    assert_eq!(job["status_message"], "No outputs found matching patterns:\n - o/table.csv");
+    assert!(out.stdout.contains("Did you mean to match one of these files instead?\n    - o/tabel.csv"), "{out:?}");
     let log = fs::read_to_string(p.path().join("metadata/a.log")).unwrap();
-    assert!(
-        log.contains("hint: Did you mean to match one of these files instead?"),
-        "{log}"
-    );
+    assert!(log.contains("hint: Did you mean to match one of these files instead?"), "{log}");
 }
 
 #[test]
@@ -398,12 +342,7 @@ fn undeclared_outputs_are_reported_and_not_saved() {
     );
     let out = p.run(&["a"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(
-        out.stdout.contains(
-            "a: Warning: o/extra.txt matches no output pattern in project.yaml and was not saved"
-        ),
-        "{out:?}"
-    );
+    assert!(out.stdout.contains("a: Warning: o/extra.txt matches no output pattern in project.yaml and was not saved"), "{out:?}");
     assert!(p.exists("o/a.csv") && !p.exists("o/extra.txt"));
     assert_eq!(p.job("a")["undeclared_outputs"][0], "o/extra.txt");
 }
@@ -415,10 +354,7 @@ fn level4_checks_are_reported() {
         "version: 5\nactions:\n  a:\n    run: python:v2 act.py csv o/ids.csv patient_id,n 3 csv o/long.csv group,n 5001 csv o/fine.csv group,n 5000 big o/huge.txt 16.5\n    outputs: {moderately_sensitive: {ids: o/ids.csv, long: o/long.csv, fine: o/fine.csv, huge: o/huge.txt}}\n",
     );
     let out = p.run(&["a"]);
-    assert_eq!(
-        out.code, 0,
-        "level-4 problems are reported, not fatal\n{out:?}"
-    );
+    assert_eq!(out.code, 0, "level-4 problems are reported, not fatal\n{out:?}");
     let job = p.job("a");
     assert_eq!(
         job["status_message"],
@@ -426,24 +362,12 @@ fn level4_checks_are_reported() {
     );
     let problems = &job["level4_problems"];
     assert_eq!(problems["o/ids.csv"], "File has patient_id column");
-    assert_eq!(
-        problems["o/long.csv"],
-        "File row count (5001) exceeds maximum allowed rows (5000)"
-    );
-    assert_eq!(
-        problems["o/huge.txt"],
-        "File size of 16.5Mb is larger that limit of 16.0Mb."
-    );
+    assert_eq!(problems["o/long.csv"], "File row count (5001) exceeds maximum allowed rows (5000)");
+    assert_eq!(problems["o/huge.txt"], "File size of 16.5Mb is larger that limit of 16.0Mb.");
     assert!(problems.get("o/fine.csv").is_none());
     let log = fs::read_to_string(p.path().join("metadata/a.log")).unwrap();
-    assert!(
-        log.contains("Invalid moderately_sensitive outputs:\n  o/huge.txt  - File size of 16.5Mb"),
-        "{log}"
-    );
-    assert!(
-        out.stdout.contains("invalid moderately_sensitive outputs:"),
-        "{out:?}"
-    );
+    assert!(log.contains("Invalid moderately_sensitive outputs:\n  o/huge.txt  - File size of 16.5Mb"), "{log}");
+    assert!(out.stdout.contains("invalid moderately_sensitive outputs:"), "{out:?}");
 }
 
 #[test]
@@ -473,24 +397,12 @@ fn log_file_has_the_upstream_trailer() {
     let log = fs::read_to_string(p.path().join("metadata/a.log")).unwrap();
     let first = log.lines().next().unwrap();
     assert_eq!(first.len(), 30 + 1 + "hello".len(), "{log}");
-    assert!(
-        first.ends_with(" hello") && first.as_bytes()[29] == b'Z',
-        "{log}"
-    );
-    let trailer = log
-        .split("\n=============JOB SUMMARY=============\n")
-        .nth(1)
-        .expect("summary marker");
+    assert!(first.ends_with(" hello") && first.as_bytes()[29] == b'Z', "{log}");
+    let trailer = log.split("\n=============JOB SUMMARY=============\n").nth(1).expect("summary marker");
     let filtered: String = trailer
         .lines()
         .map(|l| match l.split_once(": ") {
-            Some((
-                k @ ("job_definition_id"
-                | "job_definition_request_id"
-                | "created_at"
-                | "completed_at"),
-                _,
-            )) => format!("{k}: <{k}>"),
+            Some((k @ ("job_definition_id" | "job_definition_request_id" | "created_at" | "completed_at"), _)) => format!("{k}: <{k}>"),
             _ => l.to_string(),
         })
         .collect::<Vec<_>>()
@@ -511,19 +423,9 @@ fn malformed_yaml_names_line_and_column() {
 fn a_missing_project_file_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     for command in ["check", "run"] {
-        let out = Run::from(
-            Command::new(QUARRY)
-                .args([command, "--project-dir"])
-                .arg(dir.path())
-                .output()
-                .unwrap(),
-        );
+        let out = Run::from(Command::new(QUARRY).args([command, "--project-dir"]).arg(dir.path()).output().unwrap());
         assert_eq!(out.code, 1, "{out:?}");
-        assert!(
-            out.stderr.contains("There is no project.yaml at")
-                && out.stderr.contains("--project-dir"),
-            "{out:?}"
-        );
+        assert!(out.stderr.contains("There is no project.yaml at") && out.stderr.contains("--project-dir"), "{out:?}");
     }
 }
 
@@ -542,24 +444,13 @@ fn missing_interpreters_are_reported_clearly() {
     );
     let out = Run::from(p.quarry_env(
         &["run", "run_all", "--continue-on-error"],
-        &[
-            ("QUARRY_PYTHON", "no-such-python3"),
-            ("QUARRY_RSCRIPT", "no-such-Rscript"),
-        ],
+        &[("QUARRY_PYTHON", "no-such-python3"), ("QUARRY_RSCRIPT", "no-such-Rscript")],
     ));
     assert_eq!(out.code, 1, "{out:?}");
     let py = p.job("py")["status_message"].as_str().unwrap().to_string();
     let r = p.job("r")["status_message"].as_str().unwrap().to_string();
-    assert!(
-        py.contains(
-            "Python 3 is not installed: `no-such-python3` was not found on PATH; install Python 3"
-        ),
-        "{py}"
-    );
-    assert!(
-        r.contains("R is not installed: `no-such-Rscript` was not found on PATH; install R"),
-        "{r}"
-    );
+    assert!(py.contains("Python 3 is not installed: `no-such-python3` was not found on PATH; install Python 3"), "{py}");
+    assert!(r.contains("R is not installed: `no-such-Rscript` was not found on PATH; install R"), "{r}");
 }
 
 #[test]
@@ -569,17 +460,10 @@ fn images_without_a_native_runtime_are_refused_up_front() {
     );
     let out = p.run(&["a"]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stdout.contains("`safetab` is a reusable action"),
-        "{out:?}"
-    );
+    assert!(out.stdout.contains("`safetab` is a reusable action"), "{out:?}");
     assert!(out.stdout.contains("without network access"), "{out:?}");
     let out = p.run(&["b"]);
-    assert!(
-        out.stdout
-            .contains("`stata-mp` actions need OpenSAFELY's `stata-mp` Docker image"),
-        "{out:?}"
-    );
+    assert!(out.stdout.contains("`stata-mp` actions need OpenSAFELY's `stata-mp` Docker image"), "{out:?}");
 }
 
 #[test]
@@ -592,28 +476,17 @@ fn timeout_stops_a_job() {
     let out = p.run(&["slow", "--timeout", "1"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(started.elapsed() < Duration::from_secs(20));
-    assert!(
-        p.job("slow")["status_message"]
-            .as_str()
-            .unwrap()
-            .contains("--timeout of 1 s")
-    );
+    assert!(p.job("slow")["status_message"].as_str().unwrap().contains("--timeout of 1 s"));
 }
 
 fn wait_for_executing(p: &Project, action: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let dir = p.path().join("metadata/job-requests");
-        if dir.exists()
-            && fs::read_dir(&dir).unwrap().count() > 0
-            && p.job(action)["status_code"] == "executing"
-        {
+        if dir.exists() && fs::read_dir(&dir).unwrap().count() > 0 && p.job(action)["status_code"] == "executing" {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{action} never started executing"
-        );
+        assert!(Instant::now() < deadline, "{action} never started executing");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -643,17 +516,9 @@ fn a_killed_run_is_recovered_by_the_next() {
 
     let out = p.run(&["run_all"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(
-        out.stdout
-            .contains("Marked jobs left unfinished by an interrupted run as failed: slow"),
-        "{out:?}"
-    );
+    assert!(out.stdout.contains("Marked jobs left unfinished by an interrupted run as failed: slow"), "{out:?}");
     let old: Value = serde_json::from_str(
-        &fs::read_to_string(p.path().join(format!(
-            "metadata/job-requests/{}.json",
-            killed_request["id"].as_str().unwrap()
-        )))
-        .unwrap(),
+        &fs::read_to_string(p.path().join(format!("metadata/job-requests/{}.json", killed_request["id"].as_str().unwrap()))).unwrap(),
     )
     .unwrap();
     assert_eq!(old["jobs"][0]["state"], "failed");
@@ -671,10 +536,7 @@ fn ctrl_c_cancels_running_jobs() {
     let child = spawn_run(&p, "slow");
     wait_for_executing(&p, "slow");
     let started = Instant::now();
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let out = Run::from(child.wait_with_output().unwrap());
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(out.code, 1, "{out:?}");
@@ -712,8 +574,5 @@ fn config_is_passed_as_json() {
     assert_eq!(p.run(&["a"]).code, 0);
     let log = fs::read_to_string(p.path().join("metadata/a.log")).unwrap();
     // Upstream's form: `--config '<json>'` with `'` escaped as \u0027.
-    assert!(
-        log.contains(r#" --config|{"name":"it\u0027s","n":2}"#),
-        "{log}"
-    );
+    assert!(log.contains(r#" --config|{"name":"it\u0027s","n":2}"#), "{log}");
 }

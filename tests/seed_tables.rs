@@ -31,7 +31,8 @@ fn project_reading(tables: &str) -> tempfile::TempDir {
 }
 
 fn run(dir: &Path) {
-    let out = Command::new(QUARRY).args(["run", "generate_dataset", "generate_pivoted_dataset", "--project-dir"]).arg(dir).output().unwrap();
+    let out =
+        Command::new(QUARRY).args(["run", "generate_dataset", "generate_pivoted_dataset", "--project-dir"]).arg(dir).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 

@@ -17,8 +17,13 @@ fn remote() -> Option<String> {
     match std::env::var("QUARRY_SPARK_REMOTE") {
         Ok(r) if !r.is_empty() => Some(r),
         _ => {
-            assert!(std::env::var_os("CI").is_none(), "CI must run the Spark tests: start scripts/spark-cluster.sh and set QUARRY_SPARK_REMOTE");
-            eprintln!("skipped: no Spark Connect server (run scripts/spark-cluster.sh start and set QUARRY_SPARK_REMOTE=sc://127.0.0.1:15002)");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the Spark tests: start scripts/spark-cluster.sh and set QUARRY_SPARK_REMOTE"
+            );
+            eprintln!(
+                "skipped: no Spark Connect server (run scripts/spark-cluster.sh start and set QUARRY_SPARK_REMOTE=sc://127.0.0.1:15002)"
+            );
             None
         }
     }
@@ -74,7 +79,21 @@ fn the_seed_definitions_give_the_same_bytes_as_the_columnar_engine_on_a_backend(
         let (local, spark) = (tmp.path().join("local.csv"), tmp.path().join("spark.csv"));
         let out = run(&vte, &["generate-dataset", def, "--backend", backend.to_str().unwrap(), "--output", local.to_str().unwrap()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let out = run(&vte, &["generate-dataset", def, "--backend", backend.to_str().unwrap(), "--engine", "spark", "--spark-remote", &remote, "--output", spark.to_str().unwrap()]);
+        let out = run(
+            &vte,
+            &[
+                "generate-dataset",
+                def,
+                "--backend",
+                backend.to_str().unwrap(),
+                "--engine",
+                "spark",
+                "--spark-remote",
+                &remote,
+                "--output",
+                spark.to_str().unwrap(),
+            ],
+        );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let (a, b) = (std::fs::read(&local).unwrap(), std::fs::read(&spark).unwrap());
         assert!(a.len() > 1000, "{def}: a dataset with rows");
@@ -97,7 +116,10 @@ fn missing_tables_and_columns_are_named() {
     assert_eq!(out.status.code(), Some(11), "{stderr}");
     assert!(stderr.contains("Table patients") && stderr.contains("has no column 'date_of_birth'"), "{stderr}");
     assert!(!tmp.path().join("out.csv").exists());
-    let out = run(tmp.path(), &[&["generate-dataset", "uses_sex.py", "--spark-tables", "no_such_database.", "--output", "out.csv"][..], &spark].concat());
+    let out = run(
+        tmp.path(),
+        &[&["generate-dataset", "uses_sex.py", "--spark-tables", "no_such_database.", "--output", "out.csv"][..], &spark].concat(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(11), "{stderr}");
     assert!(stderr.contains("Missing table: patients (Spark relation no_such_database.patients)"), "{stderr}");
@@ -111,17 +133,35 @@ fn an_unreachable_remote_fails_at_once_with_what_to_do() {
     let case = suite().join("cases/population/001_patients_exist");
     let started = Instant::now();
     let remote = format!("sc://127.0.0.1:{port}");
-    let out = run(&case, &["generate-dataset", "definition.py", "--dummy-tables", "tables", "--engine", "spark", "--spark-remote", &remote]);
+    let out =
+        run(&case, &["generate-dataset", "definition.py", "--dummy-tables", "tables", "--engine", "spark", "--spark-remote", &remote]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("cannot reach the Spark Connect server at 127.0.0.1:{port}")) && stderr.contains("scripts/spark-cluster.sh start"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach the Spark Connect server at 127.0.0.1:{port}"))
+            && stderr.contains("scripts/spark-cluster.sh start"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     // No remote at all, and no tables for Spark to read.
-    let out = Command::new(QUARRY).current_dir(&case).env_remove("SPARK_REMOTE").args(["generate-dataset", "definition.py", "--dummy-tables", "tables", "--engine", "spark"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--engine spark needs a Spark Connect server"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(QUARRY)
+        .current_dir(&case)
+        .env_remove("SPARK_REMOTE")
+        .args(["generate-dataset", "definition.py", "--dummy-tables", "tables", "--engine", "spark"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--engine spark needs a Spark Connect server"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(&case, &["generate-dataset", "definition.py", "--engine", "spark", "--spark-remote", &remote]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--engine spark evaluates existing tables"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--engine spark evaluates existing tables"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -135,9 +175,26 @@ fn event_tables_on_parquet_keep_the_files_row_order() {
         let out = run(&dir, &["create-dummy-tables", "definition.py", &format!("{}:parquet", tables.display()), "--population-size", "50"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let (local, spark) = (tmp.path().join(case).join("local"), tmp.path().join(case).join("spark"));
-        let out = run(&dir, &["generate-dataset", "definition.py", "--backend", tables.to_str().unwrap(), "--output", &format!("{}:csv", local.display())]);
+        let out = run(
+            &dir,
+            &["generate-dataset", "definition.py", "--backend", tables.to_str().unwrap(), "--output", &format!("{}:csv", local.display())],
+        );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let out = run(&dir, &["generate-dataset", "definition.py", "--backend", tables.to_str().unwrap(), "--engine", "spark", "--spark-remote", &remote, "--output", &format!("{}:csv", spark.display())]);
+        let out = run(
+            &dir,
+            &[
+                "generate-dataset",
+                "definition.py",
+                "--backend",
+                tables.to_str().unwrap(),
+                "--engine",
+                "spark",
+                "--spark-remote",
+                &remote,
+                "--output",
+                &format!("{}:csv", spark.display()),
+            ],
+        );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         for f in std::fs::read_dir(&local).unwrap() {
             let f = f.unwrap();

@@ -10,15 +10,59 @@ const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
 
 /// Every node kind `serialize-definition` can print (docs/serialization.md).
 const NODE_KINDS: &[&str] = &[
-    "SelectTable", "SelectPatientTable", "InlinePatientTable", "Filter", "Sort", "PickOneRowPerPatient", "Value", "SelectColumn", "Case",
-    "AggregateByPatient.Exists", "AggregateByPatient.Count", "AggregateByPatient.CountDistinct", "AggregateByPatient.CountEpisodes",
-    "AggregateByPatient.Min", "AggregateByPatient.Max", "AggregateByPatient.Sum", "AggregateByPatient.Mean", "AggregateByPatient.CombineAsSet",
-    "Function.EQ", "Function.NE", "Function.LT", "Function.LE", "Function.GT", "Function.GE", "Function.And", "Function.Or", "Function.Not",
-    "Function.IsNull", "Function.Negate", "Function.Absolute", "Function.Add", "Function.Subtract", "Function.Multiply", "Function.TrueDivide",
-    "Function.FloorDivide", "Function.Power", "Function.CastToInt", "Function.CastToFloat", "Function.DateAddDays", "Function.DateAddMonths",
-    "Function.DateAddYears", "Function.DateDifferenceInDays", "Function.DateDifferenceInMonths", "Function.DateDifferenceInYears",
-    "Function.YearFromDate", "Function.MonthFromDate", "Function.DayFromDate", "Function.ToFirstOfYear", "Function.ToFirstOfMonth",
-    "Function.StringContains", "Function.In", "Function.MinimumOf", "Function.MaximumOf",
+    "SelectTable",
+    "SelectPatientTable",
+    "InlinePatientTable",
+    "Filter",
+    "Sort",
+    "PickOneRowPerPatient",
+    "Value",
+    "SelectColumn",
+    "Case",
+    "AggregateByPatient.Exists",
+    "AggregateByPatient.Count",
+    "AggregateByPatient.CountDistinct",
+    "AggregateByPatient.CountEpisodes",
+    "AggregateByPatient.Min",
+    "AggregateByPatient.Max",
+    "AggregateByPatient.Sum",
+    "AggregateByPatient.Mean",
+    "AggregateByPatient.CombineAsSet",
+    "Function.EQ",
+    "Function.NE",
+    "Function.LT",
+    "Function.LE",
+    "Function.GT",
+    "Function.GE",
+    "Function.And",
+    "Function.Or",
+    "Function.Not",
+    "Function.IsNull",
+    "Function.Negate",
+    "Function.Absolute",
+    "Function.Add",
+    "Function.Subtract",
+    "Function.Multiply",
+    "Function.TrueDivide",
+    "Function.FloorDivide",
+    "Function.Power",
+    "Function.CastToInt",
+    "Function.CastToFloat",
+    "Function.DateAddDays",
+    "Function.DateAddMonths",
+    "Function.DateAddYears",
+    "Function.DateDifferenceInDays",
+    "Function.DateDifferenceInMonths",
+    "Function.DateDifferenceInYears",
+    "Function.YearFromDate",
+    "Function.MonthFromDate",
+    "Function.DayFromDate",
+    "Function.ToFirstOfYear",
+    "Function.ToFirstOfMonth",
+    "Function.StringContains",
+    "Function.In",
+    "Function.MinimumOf",
+    "Function.MaximumOf",
 ];
 
 struct Case {
@@ -103,10 +147,19 @@ fn spec_cases_pass_on_both_evaluators_and_cover_every_node() {
         write_case(case, &dir);
         let want: String = case.expected.iter().map(|r| r.join(",") + "\r\n").collect();
         for engine in ["reference", "columnar"] {
-            let out = Command::new(QUARRY).current_dir(&dir).args(["generate-dataset", "definition.py", "--dummy-tables", "tables", "--engine", engine]).output().unwrap();
+            let out = Command::new(QUARRY)
+                .current_dir(&dir)
+                .args(["generate-dataset", "definition.py", "--dummy-tables", "tables", "--engine", engine])
+                .output()
+                .unwrap();
             let got = String::from_utf8_lossy(&out.stdout);
             if !out.status.success() || got != want {
-                failures.push(format!("{} / {} ({engine}):\n{}\nwant:\n{want}got:\n{got}", case.file, case.title, String::from_utf8_lossy(&out.stderr)));
+                failures.push(format!(
+                    "{} / {} ({engine}):\n{}\nwant:\n{want}got:\n{got}",
+                    case.file,
+                    case.title,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
             }
         }
         let out = Command::new(QUARRY).current_dir(&dir).args(["serialize-definition", "definition.py"]).output().unwrap();

@@ -101,7 +101,9 @@ fn summarise(name: &str, cells: &[&str], count_column: bool) -> ColumnSummary {
         missing,
         redacted,
         min: numeric_column.then(|| values.iter().copied().fold(f64::INFINITY, f64::min)),
-        min_nonzero: numeric_column.then(|| values.iter().copied().filter(|x| *x != 0.0).fold(f64::INFINITY, f64::min)).filter(|x| x.is_finite()),
+        min_nonzero: numeric_column
+            .then(|| values.iter().copied().filter(|x| *x != 0.0).fold(f64::INFINITY, f64::min))
+            .filter(|x| x.is_finite()),
         max: numeric_column.then(|| values.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
         sum: numeric_column.then(|| values.iter().sum()),
         divisible_by_5: kind == "integer" && ints.iter().all(|x| x % ROUNDING_BASE == 0),
@@ -128,11 +130,8 @@ pub fn check_csv(text: &str) -> Result<CsvReport, String> {
     };
     // A first line whose last field is a number is data: value counts are written headerless.
     let has_header = first.last().is_none_or(|f| f.trim().parse::<f64>().is_err() && !is_redacted(f));
-    let (names, data): (Vec<String>, &[Vec<String>]) = if has_header {
-        (first.clone(), &rows[1..])
-    } else {
-        ((1..=first.len()).map(|i| format!("column {i}")).collect(), &rows[..])
-    };
+    let (names, data): (Vec<String>, &[Vec<String>]) =
+        if has_header { (first.clone(), &rows[1..]) } else { ((1..=first.len()).map(|i| format!("column {i}")).collect(), &rows[..]) };
     let mut problems = vec![];
     let mut columns = vec![];
     for (i, name) in names.iter().enumerate() {
@@ -141,15 +140,20 @@ pub fn check_csv(text: &str) -> Result<CsvReport, String> {
         let s = summarise(name, &cells, count_column);
         // Midpoint-6 columns hold rounded values (0, 3, 9, …) and totals derived from them
         // (multiples of 3: sums of values ≡ 3 mod 6 are ≡ 0 or 3 mod 6).
-        let midpoint6_scheme = s.kind == "integer" && cells.iter().filter_map(|c| c.trim().parse::<i64>().ok()).all(|x| x % (sdc::MIDPOINT_BASE / 2) == 0);
+        let midpoint6_scheme =
+            s.kind == "integer" && cells.iter().filter_map(|c| c.trim().parse::<i64>().ok()).all(|x| x % (sdc::MIDPOINT_BASE / 2) == 0);
         if s.counts && !(s.midpoint6 || (midpoint6_scheme && !s.divisible_by_5)) {
             let small = cells.iter().filter_map(|c| c.trim().parse::<i64>().ok()).filter(|x| *x > 0 && *x <= REDACTION_THRESHOLD).count();
             if small > 0 {
-                problems.push(format!("column `{name}`: {small} count(s) between 1 and {REDACTION_THRESHOLD}; redact them (or use midpoint-6 rounding)"));
+                problems.push(format!(
+                    "column `{name}`: {small} count(s) between 1 and {REDACTION_THRESHOLD}; redact them (or use midpoint-6 rounding)"
+                ));
             }
             if !s.divisible_by_5 {
                 let unrounded = cells.iter().filter_map(|c| c.trim().parse::<i64>().ok()).filter(|x| x % ROUNDING_BASE != 0).count();
-                problems.push(format!("column `{name}`: {unrounded} count(s) neither rounded to a multiple of {ROUNDING_BASE} nor midpoint-6 rounded"));
+                problems.push(format!(
+                    "column `{name}`: {unrounded} count(s) neither rounded to a multiple of {ROUNDING_BASE} nor midpoint-6 rounded"
+                ));
             }
         }
         columns.push(s);
@@ -167,7 +171,13 @@ pub fn render(report: &CsvReport) -> String {
     for c in &report.columns {
         out.push_str(&format!("  {}: {}, {} numeric, {} missing, {} redacted", c.name, c.kind, c.numeric, c.missing, c.redacted));
         if c.kind == "integer" || c.kind == "float" {
-            out.push_str(&format!(", min {}, min non-zero {}, max {}, sum {}", number(c.min), number(c.min_nonzero), number(c.max), number(c.sum)));
+            out.push_str(&format!(
+                ", min {}, min non-zero {}, max {}, sum {}",
+                number(c.min),
+                number(c.min_nonzero),
+                number(c.max),
+                number(c.sum)
+            ));
         }
         if c.kind == "integer" {
             let yes = |b: bool| if b { "yes" } else { "no" };
@@ -194,7 +204,10 @@ mod tests {
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!(r.rows, 4);
         let n = &r.columns[1];
-        assert_eq!((n.kind, n.redacted, n.min_nonzero, n.sum, n.divisible_by_5, n.counts), ("integer", 1, Some(10.0), Some(135.0), true, true));
+        assert_eq!(
+            (n.kind, n.redacted, n.min_nonzero, n.sum, n.divisible_by_5, n.counts),
+            ("integer", 1, Some(10.0), Some(135.0), true, true)
+        );
         let r = check_csv("x,n_midpoint6\n1,3\n2,9\n3,0\n").unwrap();
         assert!(r.problems.is_empty() && r.columns[1].midpoint6, "{:?}", r.problems);
         // Margins of midpoint-6 cells (9 + 3 = 12, 24) are midpoint-6 derived.

@@ -122,7 +122,9 @@ pub fn read(path: &Path, keep: &(dyn Fn(&str) -> bool + Sync)) -> Result<Frame, 
     let bytes = std::fs::read(path).map_err(|e| AnalysisError(format!("cannot read the input {shown}: {e}")))?;
     let bytes = if name.ends_with(".gz") {
         let mut out = Vec::with_capacity(bytes.len() * 4);
-        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut out).map_err(|e| AnalysisError(format!("{shown}: not a gzip file: {e}")))?;
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(|e| AnalysisError(format!("{shown}: not a gzip file: {e}")))?;
         out
     } else {
         bytes
@@ -130,7 +132,10 @@ pub fn read(path: &Path, keep: &(dyn Fn(&str) -> bool + Sync)) -> Result<Frame, 
     let text = String::from_utf8(bytes).map_err(|_| AnalysisError(format!("{shown}: not UTF-8 text")))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut reader = quarry_queries::csv::Reader::new(text);
-    let all_names = reader.next_row().map_err(|m| AnalysisError(format!("{shown}, line 1: {m}")))?.ok_or_else(|| AnalysisError(format!("{shown}: empty file, no header")))?;
+    let all_names = reader
+        .next_row()
+        .map_err(|m| AnalysisError(format!("{shown}, line 1: {m}")))?
+        .ok_or_else(|| AnalysisError(format!("{shown}: empty file, no header")))?;
     let kept: Vec<usize> = (0..all_names.len()).filter(|&i| keep(&all_names[i])).collect();
     let body = &text[text.find('\n').map(|i| i + 1).unwrap_or(text.len())..];
     // Without a quote anywhere, every line is one row: parse chunks of lines in parallel.
@@ -191,7 +196,10 @@ fn interners<'a>(n: usize) -> Vec<(Interner<'a>, Vec<u32>)> {
 fn finish(rows: usize, columns: Vec<(Interner<'_>, Vec<u32>)>) -> Chunk {
     Chunk {
         rows,
-        columns: columns.into_iter().map(|(i, codes)| Column { codes, values: i.values.into_iter().map(str::to_string).collect() }).collect(),
+        columns: columns
+            .into_iter()
+            .map(|(i, codes)| Column { codes, values: i.values.into_iter().map(str::to_string).collect() })
+            .collect(),
     }
 }
 

@@ -33,7 +33,9 @@ fn derive(frame: &mut data::Frame, rules: &[recipe::Derive], shown: &str) -> Res
             }
             (None, Some(cols)) => {
                 let columns: Vec<&data::Column> = cols.iter().map(|c| frame.column(c)).collect::<Result<_, _>>()?;
-                data::Column::from_cells((0..frame.rows()).map(|i| Some(if columns.iter().any(|c| c.get(i) == Some("1")) { "1" } else { "0" })))
+                data::Column::from_cells(
+                    (0..frame.rows()).map(|i| Some(if columns.iter().any(|c| c.get(i) == Some("1")) { "1" } else { "0" })),
+                )
             }
             _ => return Err(AnalysisError(format!("{shown}: derived column `{}` needs exactly one of `positive` or `any_of`", rule.name))),
         };
@@ -64,7 +66,8 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Runs a recipe file; paths in it are relative to `workdir`. Returns the files written.
 pub fn run_recipe(recipe_path: &Path, workdir: &Path) -> Result<Vec<PathBuf>, AnalysisError> {
     let shown = recipe_path.display().to_string();
-    let text = std::fs::read_to_string(workdir.join(recipe_path)).map_err(|e| AnalysisError(format!("cannot read the recipe {shown}: {e}")))?;
+    let text =
+        std::fs::read_to_string(workdir.join(recipe_path)).map_err(|e| AnalysisError(format!("cannot read the recipe {shown}: {e}")))?;
     run(&recipe::parse(&text, &shown)?, &shown, workdir)
 }
 

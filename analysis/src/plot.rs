@@ -39,7 +39,11 @@ pub fn bar_chart(path: &Path, chart: &Chart, bars: &[(String, Option<i64>)]) -> 
     }
 }
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, plotters::coord::Shift>, chart: &Chart, bars: &[(String, Option<i64>)]) -> Result<(), String> {
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    chart: &Chart,
+    bars: &[(String, Option<i64>)],
+) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (top, body) = root.split_vertically(if chart.subtitle.is_some() { 70 } else { 45 });
     top.draw_text(&chart.title, &("sans-serif", 24).into_font().color(&BLACK), (20, 12)).map_err(|e| e.to_string())?;

@@ -165,7 +165,8 @@ impl Recipe {
 
 impl ValueCounts {
     pub fn matches(&self, column: &str) -> bool {
-        self.starts_with.as_ref().is_none_or(|p| column.starts_with(p.as_str())) && self.ends_with.as_ref().is_none_or(|s| column.ends_with(s.as_str()))
+        self.starts_with.as_ref().is_none_or(|p| column.starts_with(p.as_str()))
+            && self.ends_with.as_ref().is_none_or(|s| column.ends_with(s.as_str()))
     }
 }
 

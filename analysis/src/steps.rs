@@ -77,7 +77,9 @@ fn numbers_by_code(column: &Column, name: &str, output: &str) -> Result<Vec<Opti
     for k in 1..column.cardinality() as u32 {
         let s = column.value(k).unwrap_or_default();
         let row = || column.codes().iter().position(|&c| c == k).unwrap_or(0) + 1;
-        numbers.push(Some(parse_num(s).ok_or_else(|| AnalysisError(format!("{output}: column `{name}`, row {}: `{s}` is not a number", row())))?));
+        numbers.push(Some(
+            parse_num(s).ok_or_else(|| AnalysisError(format!("{output}: column `{name}`, row {}: `{s}` is not a number", row())))?,
+        ));
     }
     Ok(numbers)
 }
@@ -205,7 +207,10 @@ pub fn frequency(frame: &Frame, spec: &Frequency, crosstab: bool) -> Result<Writ
             }
         }
         push_margin(&mut text, &vec!["Total".to_string(); spec.by.len()], total, total, with_p);
-        log.push_str(&format!("{}: margins (rows with `Total`) are sums of the protected counts, redacted cells counting 0\n", spec.output));
+        log.push_str(&format!(
+            "{}: margins (rows with `Total`) are sums of the protected counts, redacted cells counting 0\n",
+            spec.output
+        ));
     }
     Ok(Written { path: spec.output.clone(), text, log, bars })
 }
@@ -223,11 +228,7 @@ fn push_margin(text: &mut String, key: &[String], n: i64, total: i64, with_p: bo
 /// pandas' `value_counts()` of every matching column: NULLs dropped, most frequent first
 /// (ties in order of first appearance), each count protected; one file per column.
 pub fn value_counts(frame: &Frame, spec: &ValueCounts) -> Result<Vec<Written>, AnalysisError> {
-    let matching: Vec<&String> = frame
-        .names
-        .iter()
-        .filter(|n| spec.matches(n))
-        .collect();
+    let matching: Vec<&String> = frame.names.iter().filter(|n| spec.matches(n)).collect();
     if matching.is_empty() {
         return Err(AnalysisError(format!(
             "{}: no dataset column starts with {:?} and ends with {:?} (columns: {})",
@@ -250,7 +251,8 @@ pub fn value_counts(frame: &Frame, spec: &ValueCounts) -> Result<Vec<Written>, A
         for &c in column.codes() {
             per_code[c as usize] += 1;
         }
-        let mut counts: Vec<(&str, i64)> = (1..column.cardinality() as u32).map(|k| (column.value(k).unwrap_or_default(), per_code[k as usize])).collect();
+        let mut counts: Vec<(&str, i64)> =
+            (1..column.cardinality() as u32).map(|k| (column.value(k).unwrap_or_default(), per_code[k as usize])).collect();
         counts.sort_by_key(|c| std::cmp::Reverse(c.1));
         let raw: Vec<i64> = counts.iter().map(|c| c.1).collect();
         let protected: Vec<Protected> = raw.iter().map(|&n| sdc::protect(spec.rounding, n)).collect();

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use arrow_array::types::{
+    Date32Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
 use arrow_array::{Array, ArrayRef, DictionaryArray, PrimitiveArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use quarry_queries::qm::{Float, Type, Value};
@@ -105,7 +107,10 @@ fn narrow(array: ArrayRef, to: &DataType, column: &str) -> Result<ArrayRef, Stri
         for v in a.iter() {
             out.push(match v {
                 None => None,
-                Some(x) => Some(T::Native::try_from(x).map_err(|_| format!("column '{column}': value {x} does not fit the column's type ({})", T::DATA_TYPE))?),
+                Some(x) => Some(
+                    T::Native::try_from(x)
+                        .map_err(|_| format!("column '{column}': value {x} does not fit the column's type ({})", T::DATA_TYPE))?,
+                ),
             });
         }
         Ok(Arc::new(PrimitiveArray::<T>::from_iter(out)))
@@ -156,7 +161,11 @@ impl ColumnEncoder {
                 None => None,
                 Some(v) => {
                     let i = categories.iter().position(|c| same_category(c, v)).ok_or_else(|| {
-                        format!("column '{}': value {} is not one of its categories", spec.name, crate::output::render_value(&Some(v.clone())))
+                        format!(
+                            "column '{}': value {} is not one of its categories",
+                            spec.name,
+                            crate::output::render_value(&Some(v.clone()))
+                        )
                     })?;
                     Some(i as i32)
                 }
@@ -211,7 +220,8 @@ impl TypedWriter {
         let schema = Arc::new(schema(specs));
         let out = BufWriter::with_capacity(1 << 20, file);
         let sink = if parquet {
-            let mut props = parquet::file::properties::WriterProperties::builder().set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::default()));
+            let mut props = parquet::file::properties::WriterProperties::builder()
+                .set_compression(parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::default()));
             // Tests write small row groups (`QUARRY_PARQUET_ROW_GROUP_ROWS`) to cross their
             // boundaries; the default is Parquet's (about a million rows).
             if let Some(rows) = std::env::var("QUARRY_PARQUET_ROW_GROUP_ROWS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0) {
@@ -285,12 +295,14 @@ pub fn read_file(path: &Path) -> Result<TypedFile, String> {
     let file = File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let is_parquet = path.extension().is_some_and(|e| e == "parquet");
     let (schema, batches): (SchemaRef, Vec<RecordBatch>) = if is_parquet {
-        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
         let schema = builder.schema().clone();
         let reader = builder.with_batch_size(ROWS_PER_BATCH).build().map_err(|e| format!("{shown}: {e}"))?;
         (schema, reader.collect::<Result<_, _>>().map_err(|e| format!("{shown}: {e}"))?)
     } else {
-        let reader = arrow_ipc::reader::FileReader::try_new_buffered(file, None).map_err(|e| format!("{shown}: not a readable Arrow IPC file: {e}"))?;
+        let reader = arrow_ipc::reader::FileReader::try_new_buffered(file, None)
+            .map_err(|e| format!("{shown}: not a readable Arrow IPC file: {e}"))?;
         let schema = reader.schema();
         (schema, reader.collect::<Result<_, _>>().map_err(|e| format!("{shown}: {e}"))?)
     };
@@ -308,7 +320,9 @@ pub fn type_matches(data_type: &DataType, want: &Type) -> bool {
         Type::Bool => matches!(data_type, DataType::Boolean),
         Type::Int => data_type.is_integer(),
         Type::Float => data_type.is_floating(),
-        Type::Str | Type::Code(_) | Type::MultiCodeString(_) => matches!(data_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View),
+        Type::Str | Type::Code(_) | Type::MultiCodeString(_) => {
+            matches!(data_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+        }
         Type::Date => matches!(data_type, DataType::Date32 | DataType::Date64),
         Type::Set(_) => false,
     }
@@ -416,7 +430,9 @@ pub fn column_values(array: &dyn Array, want: &Type) -> Result<Vec<Scalar>, Stri
             if dict.values().len() > n {
                 // A dictionary larger than the batch (Parquet shares one per column chunk, and
                 // a column of mostly distinct values has a large one): only the used values.
-                (0..n).map(|i| if valid(i) { typed_value_at(dict.values().as_ref(), keys[i], want) } else { Ok(None) }).collect::<Result<_, _>>()?
+                (0..n)
+                    .map(|i| if valid(i) { typed_value_at(dict.values().as_ref(), keys[i], want) } else { Ok(None) })
+                    .collect::<Result<_, _>>()?
             } else {
                 // Each dictionary value converted once, then looked up by key.
                 let values = column_values(dict.values().as_ref(), want)?;

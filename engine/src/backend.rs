@@ -20,8 +20,8 @@ use quarry_queries::semantics::Scalar;
 use crate::arrow_io::{column_values, type_matches, typed_value_at};
 mod scan;
 
-use scan::Scan;
 use crate::store::{InputError, Store, used_tables};
+use scan::Scan;
 
 /// A Parquet reader's error, with what to do when the file uses a codec quarry lacks.
 fn parquet_message(e: impl std::fmt::Display) -> String {
@@ -92,7 +92,8 @@ impl Cursor {
             (kept, filtered, note) = (opened.kept, opened.note.is_some(), opened.note);
             (opened.names, opened.types, opened.batches)
         } else {
-            let reader = arrow_ipc::reader::FileReader::try_new_buffered(file, None).map_err(|e| err(format!("not a readable Arrow IPC file: {e}")))?;
+            let reader = arrow_ipc::reader::FileReader::try_new_buffered(file, None)
+                .map_err(|e| err(format!("not a readable Arrow IPC file: {e}")))?;
             let arrow = reader.schema();
             let names = arrow.fields().iter().map(|f| f.name().clone()).collect();
             let types = arrow.fields().iter().map(|f| f.data_type().clone()).collect();
@@ -113,7 +114,25 @@ impl Cursor {
             }
             columns.push((i, c.type_.clone()));
         }
-        Ok(Cursor { table, patient_level: schema.patient_level, shown, columns, pid, batches, ids: vec![], values: vec![], row: 0, read: 0, last: None, kept, filtered, lazy: false, batch: None, batch_no: 0, note })
+        Ok(Cursor {
+            table,
+            patient_level: schema.patient_level,
+            shown,
+            columns,
+            pid,
+            batches,
+            ids: vec![],
+            values: vec![],
+            row: 0,
+            read: 0,
+            last: None,
+            kept,
+            filtered,
+            lazy: false,
+            batch: None,
+            batch_no: 0,
+            note,
+        })
     }
 
     /// The next row's number in the file (1-based), for messages; or, when a filter dropped
@@ -132,7 +151,9 @@ impl Cursor {
             if self.row < self.ids.len() {
                 return match self.ids[self.row] {
                     Some(p) => Ok(Some(p)),
-                    None => Err(InputError(format!("{}, row {}: NULL value in non-nullable column 'patient_id'", self.shown, self.file_row()))),
+                    None => {
+                        Err(InputError(format!("{}, row {}: NULL value in non-nullable column 'patient_id'", self.shown, self.file_row())))
+                    }
                 };
             }
             match self.batches.next() {
@@ -270,8 +291,14 @@ impl Backend {
         let mut paths = HashMap::new();
         for &t in &tables {
             let schema = graph.table(t);
-            let path = crate::store::find_file(dir, &schema.name, &["parquet", "arrow"])
-                .ok_or_else(|| InputError(format!("Missing table: {} (expected {}.parquet or {}.arrow; see docs/backend.md)", schema.name, dir.join(&schema.name).display(), schema.name)))?;
+            let path = crate::store::find_file(dir, &schema.name, &["parquet", "arrow"]).ok_or_else(|| {
+                InputError(format!(
+                    "Missing table: {} (expected {}.parquet or {}.arrow; see docs/backend.md)",
+                    schema.name,
+                    dir.join(&schema.name).display(),
+                    schema.name
+                ))
+            })?;
             paths.insert(t, path);
         }
         let columns = |t: TableId| used.get(&t).map(Vec::as_slice).unwrap_or(&[]);
@@ -288,7 +315,9 @@ impl Backend {
         // The table's own filter keeps every row a candidate frame has, so when each such table
         // has one (and the scan ran it), their kept rows' patients are the candidates.
         let mut gathered = candidates.is_some() && scans.iter().all(|(_, _, s)| s.filter.is_some());
-        let open = |(i, t, scan): (usize, TableId, Scan)| -> Result<(usize, Cursor), InputError> { Ok((i, Cursor::open(t, graph.table(t), &paths[&t], columns(t), scan)?)) };
+        let open = |(i, t, scan): (usize, TableId, Scan)| -> Result<(usize, Cursor), InputError> {
+            Ok((i, Cursor::open(t, graph.table(t), &paths[&t], columns(t), scan)?))
+        };
         let mut opened: Vec<Option<Cursor>> = tables.iter().map(|_| None).collect();
         for r in scans.into_par_iter().map(open).collect::<Vec<_>>() {
             let (i, cursor) = r?;
@@ -301,7 +330,12 @@ impl Backend {
             ids.dedup();
             Arc::new(ids)
         });
-        let rest: Vec<(usize, TableId, Scan)> = tables.iter().enumerate().filter(|(i, _)| opened[*i].is_none()).map(|(i, &t)| (i, t, Scan { candidates: ids.clone(), filter: filters.remove(&t), collect: None })).collect();
+        let rest: Vec<(usize, TableId, Scan)> = tables
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| opened[*i].is_none())
+            .map(|(i, &t)| (i, t, Scan { candidates: ids.clone(), filter: filters.remove(&t), collect: None }))
+            .collect();
         for r in rest.into_par_iter().map(open).collect::<Vec<_>>() {
             let (i, cursor) = r?;
             opened[i] = Some(cursor);

@@ -85,7 +85,15 @@ impl<'g> Evaluator<'g> {
                 tables.push(*t);
             }
         }
-        Evaluator { graph, tables, picks: pick_plans(graph, &needed), sets: set_indexes(graph, &needed), inline: inline_tables(graph, &needed), needed, params: HashMap::new() }
+        Evaluator {
+            graph,
+            tables,
+            picks: pick_plans(graph, &needed),
+            sets: set_indexes(graph, &needed),
+            inline: inline_tables(graph, &needed),
+            needed,
+            params: HashMap::new(),
+        }
     }
 
     pub fn set_param(&mut self, name: &str, value: Scalar) {
@@ -101,7 +109,12 @@ impl<'g> Evaluator<'g> {
     }
 
     /// Evaluates every partition in parallel and hands each, in patient order, to `sink`.
-    pub fn run<T: Send, E: From<EvalError>>(&self, store: &Store, each: impl Fn(&Partition) -> T + Sync, sink: impl FnMut(T) -> Result<(), E>) -> Result<(), E> {
+    pub fn run<T: Send, E: From<EvalError>>(
+        &self,
+        store: &Store,
+        each: impl Fn(&Partition) -> T + Sync,
+        sink: impl FnMut(T) -> Result<(), E>,
+    ) -> Result<(), E> {
         self.run_range(store, None, None, each, sink)
     }
 
@@ -121,7 +134,8 @@ impl<'g> Evaluator<'g> {
         let per_round = rayon::current_num_threads().max(1) * 2;
         let size = partition_size();
         for round in patients.chunks(size * per_round) {
-            let results: Vec<Result<T, EvalError>> = round.par_chunks(size).map(|ids| self.partition(ids, &store.patients).map(|p| each(&p))).collect();
+            let results: Vec<Result<T, EvalError>> =
+                round.par_chunks(size).map(|ids| self.partition(ids, &store.patients).map(|p| each(&p))).collect();
             for r in results {
                 sink(r?)?;
             }
@@ -189,7 +203,8 @@ impl<'g> Evaluator<'g> {
                     match get(sort_by) {
                         Cv::Col(key) => {
                             for i in 0..n {
-                                sorted[seg[i] as usize..seg[i + 1] as usize].sort_by(|a, b| compare_nulls_first(&key[*a as usize], &key[*b as usize]));
+                                sorted[seg[i] as usize..seg[i + 1] as usize]
+                                    .sort_by(|a, b| compare_nulls_first(&key[*a as usize], &key[*b as usize]));
                             }
                         }
                         // A key that is the same for all of a patient's rows leaves their order.
@@ -328,7 +343,14 @@ fn map1(x: &Cv, f: impl Fn(&Scalar) -> Result<Scalar, EvalError>) -> Result<Cv, 
 
 /// Applies `f` row by row: over table rows when any argument is event-level (patient-level
 /// arguments broadcast to their patients' rows), else over patients, else once.
-fn elementwise(args: &[&Cv], f: impl Fn(&[Scalar]) -> Result<Scalar, EvalError>, tables: &HashMap<TableId, PartTable>, g: &Graph, id: NodeId, n: usize) -> Result<Cv, EvalError> {
+fn elementwise(
+    args: &[&Cv],
+    f: impl Fn(&[Scalar]) -> Result<Scalar, EvalError>,
+    tables: &HashMap<TableId, PartTable>,
+    g: &Graph,
+    id: NodeId,
+    n: usize,
+) -> Result<Cv, EvalError> {
     let mut row: Vec<Scalar> = Vec::with_capacity(args.len());
     if args.iter().any(|a| matches!(a, Cv::Col(_))) {
         let Domain::Rows(d) = g.domain(id) else { unreachable!("an event-level result has a row domain") };

@@ -11,7 +11,10 @@ use quarry_queries::qm::{AggregateByPatient, Column, Constraint, Graph, Node, No
 pub enum ColumnKind {
     Bool,
     /// An integer with its known range, if any.
-    Int { min: Option<i64>, max: Option<i64> },
+    Int {
+        min: Option<i64>,
+        max: Option<i64>,
+    },
     Float,
     /// Strings, codes and multi-code strings.
     Str,

@@ -77,7 +77,13 @@ impl PickPlan {
     /// The row `position` picks among `rows` (row numbers into `keys`, the sort keys' values,
     /// and into `row`, the table's rows): ordered by the keys, then the tie-break columns,
     /// NULLs first; `last` takes the last of equal rows, `first` the first.
-    pub fn pick<'r>(&self, rows: impl IntoIterator<Item = usize>, position: Position, keys: &[&[Scalar]], row: impl Fn(usize) -> &'r [Scalar]) -> Option<usize> {
+    pub fn pick<'r>(
+        &self,
+        rows: impl IntoIterator<Item = usize>,
+        position: Position,
+        keys: &[&[Scalar]],
+        row: impl Fn(usize) -> &'r [Scalar],
+    ) -> Option<usize> {
         let order = |a: usize, b: usize| {
             keys.iter()
                 .map(|k| compare_nulls_first(&k[a], &k[b]))
@@ -170,7 +176,12 @@ fn num(v: &Value) -> f64 {
 
 /// One patient's aggregation: `frame_len` is the size of the frame (`Exists`, `Count`),
 /// `values` the non-NULL values of the series over the patient's rows, in row order.
-pub fn aggregate(graph: &Graph, a: &A, frame_len: impl FnOnce() -> usize, values: impl FnOnce() -> Vec<Value>) -> Result<Scalar, EvalError> {
+pub fn aggregate(
+    graph: &Graph,
+    a: &A,
+    frame_len: impl FnOnce() -> usize,
+    values: impl FnOnce() -> Vec<Value>,
+) -> Result<Scalar, EvalError> {
     Ok(match a {
         A::Exists(_) => Some(Value::Bool(frame_len() > 0)),
         A::Count(_) => Some(Value::Int(frame_len() as i64)),
@@ -181,7 +192,8 @@ pub fn aggregate(graph: &Graph, a: &A, frame_len: impl FnOnce() -> usize, values
             Some(Value::Int(vals.len() as i64))
         }
         A::CountEpisodes { maximum_gap_days, .. } => {
-            let mut dates: Vec<jiff::civil::Date> = values().into_iter().filter_map(|v| if let Value::Date(d) = v { Some(d) } else { None }).collect();
+            let mut dates: Vec<jiff::civil::Date> =
+                values().into_iter().filter_map(|v| if let Value::Date(d) = v { Some(d) } else { None }).collect();
             dates.sort();
             if dates.is_empty() {
                 Some(Value::Int(0))
@@ -220,7 +232,8 @@ pub fn aggregate(graph: &Graph, a: &A, frame_len: impl FnOnce() -> usize, values
         }
         A::Mean(_) => {
             let vals = values();
-            (!vals.is_empty()).then(|| Value::Float(quarry_queries::qm::Float(semantics::float_sum(vals.iter().map(num)) / vals.len() as f64)))
+            (!vals.is_empty())
+                .then(|| Value::Float(quarry_queries::qm::Float(semantics::float_sum(vals.iter().map(num)) / vals.len() as f64)))
         }
         A::CombineAsSet(s) => {
             let t = graph.type_of(*s).cloned().expect("series");

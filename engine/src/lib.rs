@@ -20,8 +20,8 @@ pub mod store;
 use std::collections::BTreeSet;
 
 use quarry_queries::python::DatasetSpec;
-use quarry_queries::qm::{Domain, Graph, NodeId};
 use quarry_queries::qm::Value;
+use quarry_queries::qm::{Domain, Graph, NodeId};
 use quarry_queries::semantics::{EvalError, Scalar};
 
 use reference::PatientValues;
@@ -131,7 +131,8 @@ impl DatasetShape<'_> {
 pub fn evaluate_dataset_columnar(graph: &Graph, dataset: &DatasetSpec, store: &Store) -> Result<Vec<Table>, EvalError> {
     let shape = DatasetShape::new(graph, dataset);
     let evaluator = columnar::Evaluator::new(graph, &shape.outputs());
-    let mut tables: Vec<Table> = shape.layouts().iter().map(|(name, columns)| Table { name: name.clone(), columns: columns.clone(), rows: vec![] }).collect();
+    let mut tables: Vec<Table> =
+        shape.layouts().iter().map(|(name, columns)| Table { name: name.clone(), columns: columns.clone(), rows: vec![] }).collect();
     evaluator.run(
         store,
         |p| shape.partition_rows(p),
@@ -203,7 +204,8 @@ pub fn evaluate_dataset(graph: &Graph, dataset: &DatasetSpec, store: &Store) -> 
     let evaluator = reference::Evaluator::new(graph, &shape.outputs());
     let mut patients: BTreeSet<i64> = store.patients.keys().copied().collect();
     patients.extend(evaluator.inline_patients());
-    let mut tables: Vec<Table> = shape.layouts().iter().map(|(name, columns)| Table { name: name.clone(), columns: columns.clone(), rows: vec![] }).collect();
+    let mut tables: Vec<Table> =
+        shape.layouts().iter().map(|(name, columns)| Table { name: name.clone(), columns: columns.clone(), rows: vec![] }).collect();
     for p in patients {
         let values = evaluator.patient(p, store.patients.get(&p))?;
         if !shape.in_population(&values) {

@@ -23,14 +23,15 @@ use crate::columns::ColumnSpec;
 use crate::dummy::days;
 use crate::dummy::rng::Rng;
 use crate::dummy::values::{ColPlan, Window, choose, random_code};
-use crate::output::{Format, Target, TableStream};
+use crate::output::{Format, TableStream, Target};
 
 const VTE_CTV3: &str = include_str!("../assets/opensafely-venous-thromboembolic-disease.csv");
 const VTE_ICD10: &str = include_str!("../assets/opensafely-venous-thromboembolic-disease-hospital.csv");
 const VTE_ICD10_MB: &str = include_str!("../assets/user-matthewberesford92-venous-thromboembolism.csv");
 
 /// The tables written, by ehrQL table name.
-pub const TABLES: [&str; 8] = ["patients", "practice_registrations", "addresses", "clinical_events", "medications", "apcs", "hospital_admissions", "ons_deaths"];
+pub const TABLES: [&str; 8] =
+    ["patients", "practice_registrations", "addresses", "clinical_events", "medications", "apcs", "hospital_admissions", "ons_deaths"];
 /// Patients generated (in parallel) and written per chunk.
 const CHUNK: u64 = 20_000;
 const VTE_SHARE: f64 = 0.015;
@@ -186,7 +187,11 @@ fn rows_for(pid: i64, seed: u64, o: &Options, tables: &[TableOut], u: &Universes
                     k if k % 2 == 0 => "female",
                     _ => "male",
                 };
-                rows.push(table.row(&mut rng, window, &[("date_of_birth", date(p.birth)), ("sex", Some(Value::Str(sex.into()))), ("date_of_death", p.death.and_then(date))]));
+                rows.push(table.row(
+                    &mut rng,
+                    window,
+                    &[("date_of_birth", date(p.birth)), ("sex", Some(Value::Str(sex.into()))), ("date_of_death", p.death.and_then(date))],
+                ));
             }
             "practice_registrations" | "addresses" => {
                 let n = 1 + rng.geometric(0.6, 4);
@@ -199,17 +204,33 @@ fn rows_for(pid: i64, seed: u64, o: &Options, tables: &[TableOut], u: &Universes
             }
             "clinical_events" => {
                 let n = (-o.events_per_patient * (1.0 - rng.unit()).ln()) as u64;
-                let mut events: Vec<(i64, Scalar, Scalar)> = (0..n).map(|_| (when(&mut rng, p.birth), code(CodeSystem::SNOMEDCT, u.snomed.draw(&mut rng)), code(CodeSystem::CTV3, u.ctv3.draw(&mut rng)))).collect();
+                let mut events: Vec<(i64, Scalar, Scalar)> = (0..n)
+                    .map(|_| {
+                        (
+                            when(&mut rng, p.birth),
+                            code(CodeSystem::SNOMEDCT, u.snomed.draw(&mut rng)),
+                            code(CodeSystem::CTV3, u.ctv3.draw(&mut rng)),
+                        )
+                    })
+                    .collect();
                 if p.vte {
                     for _ in 0..1 + rng.below(3) {
                         let c = rng.pick(&u.vte_ctv3).clone();
-                        events.push((when(&mut rng, adult), code(CodeSystem::SNOMEDCT, u.snomed.draw(&mut rng)), code(CodeSystem::CTV3, &c)));
+                        events.push((
+                            when(&mut rng, adult),
+                            code(CodeSystem::SNOMEDCT, u.snomed.draw(&mut rng)),
+                            code(CodeSystem::CTV3, &c),
+                        ));
                     }
                 }
                 events.sort_by_key(|e| e.0);
                 for (d, snomed, ctv3) in events {
                     let value = rng.chance(0.4).then(|| Value::Float(Float((rng.unit() * 1000.0).round() / 10.0)));
-                    rows.push(table.row(&mut rng, window, &[("date", date(d)), ("snomedct_code", snomed), ("ctv3_code", ctv3), ("numeric_value", value)]));
+                    rows.push(table.row(
+                        &mut rng,
+                        window,
+                        &[("date", date(d)), ("snomedct_code", snomed), ("ctv3_code", ctv3), ("numeric_value", value)],
+                    ));
                 }
             }
             "medications" => {
@@ -224,7 +245,8 @@ fn rows_for(pid: i64, seed: u64, o: &Options, tables: &[TableOut], u: &Universes
             "apcs" | "hospital_admissions" => {
                 // The same admissions in both spellings: re-seeded so they agree.
                 let mut arng = Rng::new(seed, pid as u64, 1);
-                let mut admissions: Vec<(i64, String)> = (0..arng.geometric(0.3, 20)).map(|_| (when(&mut arng, p.birth), u.icd10.draw(&mut arng).to_string())).collect();
+                let mut admissions: Vec<(i64, String)> =
+                    (0..arng.geometric(0.3, 20)).map(|_| (when(&mut arng, p.birth), u.icd10.draw(&mut arng).to_string())).collect();
                 if p.vte && arng.chance(0.5) {
                     admissions.push((when(&mut arng, adult), arng.pick(&u.vte_icd10).clone()));
                 }
@@ -232,14 +254,28 @@ fn rows_for(pid: i64, seed: u64, o: &Options, tables: &[TableOut], u: &Universes
                 for (d, diagnosis) in admissions {
                     let discharge = (d + arng.geometric(4.0, 200) as i64).min(end.max(d));
                     let all = format!("{diagnosis}||{}", u.icd10.draw(&mut arng));
-                    let primary = if table.name == "apcs" { ("primary_diagnosis", code(CodeSystem::ICD10, &diagnosis)) } else { ("primary_diagnoses", Some(Value::Str(diagnosis.clone()))) };
-                    rows.push(table.row(&mut rng, window, &[("admission_date", date(d)), ("discharge_date", date(discharge)), primary, ("all_diagnoses", Some(Value::Str(all)))]));
+                    let primary = if table.name == "apcs" {
+                        ("primary_diagnosis", code(CodeSystem::ICD10, &diagnosis))
+                    } else {
+                        ("primary_diagnoses", Some(Value::Str(diagnosis.clone())))
+                    };
+                    rows.push(table.row(
+                        &mut rng,
+                        window,
+                        &[
+                            ("admission_date", date(d)),
+                            ("discharge_date", date(discharge)),
+                            primary,
+                            ("all_diagnoses", Some(Value::Str(all))),
+                        ],
+                    ));
                 }
             }
             "ons_deaths" => {
                 if let Some(d) = p.death {
                     let cause = u.icd10.draw(&mut rng).to_string();
-                    let mut set: Vec<(&str, Scalar)> = vec![("date", date(d)), ("underlying_cause_of_death", code(CodeSystem::ICD10, &cause))];
+                    let mut set: Vec<(&str, Scalar)> =
+                        vec![("date", date(d)), ("underlying_cause_of_death", code(CodeSystem::ICD10, &cause))];
                     let causes: Vec<String> = (1..=15).map(|k| format!("cause_of_death_{k:02}")).collect();
                     for (k, c) in causes.iter().enumerate() {
                         set.push((c.as_str(), (k == 0).then(|| Value::Code(CodeSystem::ICD10, cause.clone()))));
@@ -273,7 +309,11 @@ pub fn make_backend(dir: &Path, o: &Options, mut progress: impl FnMut(u64)) -> R
         .iter()
         .map(|name| {
             let cols = union_columns(name);
-            TableOut { name, plans: cols.iter().map(|(c, d)| ColPlan::new(c, d, true)).collect(), columns: cols.into_iter().map(|(c, _)| c).collect() }
+            TableOut {
+                name,
+                plans: cols.iter().map(|(c, d)| ColPlan::new(c, d, true)).collect(),
+                columns: cols.into_iter().map(|(c, _)| c).collect(),
+            }
         })
         .collect();
     let layouts: Vec<crate::output::Layout> = tables
@@ -313,5 +353,9 @@ pub fn make_backend(dir: &Path, o: &Options, mut progress: impl FnMut(u64)) -> R
         next = last + 1;
     }
     stream.finish()?;
-    Ok(Report { patients: o.patients, rows: TABLES.iter().map(|t| t.to_string()).zip(counts).collect(), seconds: started.elapsed().as_secs_f64() })
+    Ok(Report {
+        patients: o.patients,
+        rows: TABLES.iter().map(|t| t.to_string()).zip(counts).collect(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

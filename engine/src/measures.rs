@@ -102,14 +102,16 @@ pub fn aggregate_measures<E>(
     }
     let outputs = measures_outputs(spec);
     let position: HashMap<NodeId, usize> = outputs.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-    let mut intervals: Vec<(jiff::civil::Date, jiff::civil::Date)> = spec.measures.iter().flat_map(|m| m.intervals.iter().copied()).collect();
+    let mut intervals: Vec<(jiff::civil::Date, jiff::civil::Date)> =
+        spec.measures.iter().flat_map(|m| m.intervals.iter().copied()).collect();
     intervals.sort();
     intervals.dedup();
     let mut table = Table { name: "measures".into(), columns: measures_columns(graph, spec, &group_columns), rows: vec![] };
     for (start, end) in intervals {
         let measures: Vec<_> = spec.measures.iter().filter(|m| m.intervals.contains(&(start, end))).collect();
         // Per measure: group key → (numerator, denominator), in first-seen order.
-        let mut sums: Vec<(Vec<Vec<Scalar>>, HashMap<Vec<Scalar>, (i64, i64)>)> = measures.iter().map(|_| (vec![], HashMap::new())).collect();
+        let mut sums: Vec<(Vec<Vec<Scalar>>, HashMap<Vec<Scalar>, (i64, i64)>)> =
+            measures.iter().map(|_| (vec![], HashMap::new())).collect();
         // Adds one patient (its outputs' values, in `outputs` order), patients in id order.
         let mut add = |values: &[Scalar]| {
             let value = |n: NodeId| values[position[&n]].clone();
@@ -172,7 +174,11 @@ fn measures_columns(graph: &Graph, spec: &MeasuresSpec, group_columns: &[String]
         ColumnSpec::new("denominator", int()),
     ];
     for g in group_columns {
-        let node = spec.measures.iter().find_map(|m| m.group_by.iter().find(|(n, _)| n == g).map(|(_, node)| *node)).expect("a group column of some measure");
+        let node = spec
+            .measures
+            .iter()
+            .find_map(|m| m.group_by.iter().find(|(n, _)| n == g).map(|(_, node)| *node))
+            .expect("a group column of some measure");
         out.push(ColumnSpec::of_series(graph, g, node));
     }
     out

@@ -304,9 +304,14 @@ impl StreamFile {
         let file = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         let writer = match format {
             Format::Csv => StreamWriter::Plain(std::io::BufWriter::with_capacity(1 << 20, file)),
-            Format::CsvGz => StreamWriter::Gz(Box::new(GzMembers { out: std::io::BufWriter::with_capacity(1 << 20, file), pending: Vec::new(), full: Vec::new() })),
+            Format::CsvGz => StreamWriter::Gz(Box::new(GzMembers {
+                out: std::io::BufWriter::with_capacity(1 << 20, file),
+                pending: Vec::new(),
+                full: Vec::new(),
+            })),
             Format::Arrow | Format::Parquet => StreamWriter::Typed(Box::new(
-                TypedWriter::create(file, columns, format == Format::Parquet).map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+                TypedWriter::create(file, columns, format == Format::Parquet)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
             )),
         };
         let mut f = StreamFile { tmp, path: path.to_path_buf(), writer: Some(writer) };

@@ -37,7 +37,11 @@ enum Expr {
     Literal(Scalar),
     /// A literal set, the right-hand side of `In`.
     Set(Arc<SetIndex>),
-    Apply { function: Function, args: Vec<Expr>, cache: Option<DictCache> },
+    Apply {
+        function: Function,
+        args: Vec<Expr>,
+        cache: Option<DictCache>,
+    },
 }
 
 /// A test's results over the last dictionary seen (Parquet hands every batch of a column chunk
@@ -104,7 +108,9 @@ fn start(graph: &Graph, frame: NodeId) -> Option<(NodeId, NodeId)> {
     let mut cur = frame;
     loop {
         match graph.node(cur) {
-            Node::Filter { source, condition } if matches!(graph.node(*source), Node::SelectTable(_)) => return Some((*source, *condition)),
+            Node::Filter { source, condition } if matches!(graph.node(*source), Node::SelectTable(_)) => {
+                return Some((*source, *condition));
+            }
             Node::Filter { source, .. } | Node::Sort { source, .. } => cur = *source,
             _ => return None,
         }
@@ -119,7 +125,11 @@ fn filter_of(graph: &Graph, starts: &[Option<(NodeId, NodeId)>]) -> Option<Table
         let (select, condition) = (*s)?;
         conditions.push(compile(graph, condition, select, &mut columns)?);
     }
-    let expr = if conditions.len() == 1 { conditions.pop().expect("one") } else { Expr::Apply { function: Function::Or(vec![]), args: conditions, cache: None } };
+    let expr = if conditions.len() == 1 {
+        conditions.pop().expect("one")
+    } else {
+        Expr::Apply { function: Function::Or(vec![]), args: conditions, cache: None }
+    };
     Some(TableFilter { columns, expr })
 }
 
@@ -188,7 +198,8 @@ impl TableFilter {
     /// the full filter would drop too.
     pub fn evaluate(&mut self, batch: &RecordBatch, partial: bool) -> Result<BooleanArray, String> {
         let schema = batch.schema();
-        let columns: Vec<Option<(ArrayRef, Type)>> = self.columns.iter().map(|(name, t)| schema.index_of(name).ok().map(|i| (batch.column(i).clone(), t.clone()))).collect();
+        let columns: Vec<Option<(ArrayRef, Type)>> =
+            self.columns.iter().map(|(name, t)| schema.index_of(name).ok().map(|i| (batch.column(i).clone(), t.clone()))).collect();
         if !partial && columns.iter().any(Option::is_none) {
             return Err("a filter column is missing from the batch".into());
         }
@@ -306,7 +317,12 @@ impl Expr {
                 Ok(Tv::Tri(out))
             }
             _ if values.iter().any(|v| matches!(v, Tv::Unknown)) => Ok(Tv::Unknown),
-            Function::Not(_) => Ok(Tv::Tri(to_tri(values.into_iter().next().expect("one argument"), n)?.into_iter().map(|t| if t == NULL { NULL } else { 1 - t }).collect())),
+            Function::Not(_) => Ok(Tv::Tri(
+                to_tri(values.into_iter().next().expect("one argument"), n)?
+                    .into_iter()
+                    .map(|t| if t == NULL { NULL } else { 1 - t })
+                    .collect(),
+            )),
             Function::IsNull(_) => Ok(match &values[0] {
                 Tv::Const(c) => Tv::Const(Some(Value::Bool(c.is_none()))),
                 Tv::Array(a, _) => Tv::Tri(match a.logical_nulls() {
@@ -330,7 +346,12 @@ fn compare(function: &Function, values: &[Tv], n: usize, cache: &mut Option<Dict
         [Tv::Const(c), x @ Tv::Array(..)] => (x, c, swapped(function)),
         _ => {
             let (a, b) = (to_scalars(&values[0], n)?, to_scalars(&values[1], n)?);
-            return Ok(Tv::Tri(a.into_iter().zip(b).map(|(a, b)| semantics::apply(function, &[a, b]).map_err(|e| e.message).and_then(|v| bool_tri(&v))).collect::<Result<_, _>>()?));
+            return Ok(Tv::Tri(
+                a.into_iter()
+                    .zip(b)
+                    .map(|(a, b)| semantics::apply(function, &[a, b]).map_err(|e| e.message).and_then(|v| bool_tri(&v)))
+                    .collect::<Result<_, _>>()?,
+            ));
         }
     };
     let Tv::Array(a, _) = x else { unreachable!("matched an array") };
@@ -362,7 +383,8 @@ fn by_value(x: &Tv, n: usize, cache: &mut Option<DictCache>, test: impl Fn(&Scal
                 !Arc::ptr_eq(&c.values, values) && !held.ptr_eq(&new) && held != new
             });
             if fresh {
-                let results = (0..values.len()).map(|i| typed_value_at(values.as_ref(), i, t).and_then(|v| test(&v))).collect::<Result<_, _>>()?;
+                let results =
+                    (0..values.len()).map(|i| typed_value_at(values.as_ref(), i, t).and_then(|v| test(&v))).collect::<Result<_, _>>()?;
                 *cache = Some(DictCache { values: values.clone(), results });
             }
             let results = &cache.as_ref().expect("filled").results;
@@ -391,7 +413,11 @@ fn by_value(x: &Tv, n: usize, cache: &mut Option<DictCache>, test: impl Fn(&Scal
 /// these).
 pub fn required_frames(graph: &Graph, population: NodeId) -> Option<Vec<NodeId>> {
     match graph.node(population) {
-        Node::AggregateByPatient(quarry_queries::qm::AggregateByPatient::Exists(frame)) if matches!(graph.kind(*frame), Kind::EventFrame { .. }) => Some(vec![*frame]),
+        Node::AggregateByPatient(quarry_queries::qm::AggregateByPatient::Exists(frame))
+            if matches!(graph.kind(*frame), Kind::EventFrame { .. }) =>
+        {
+            Some(vec![*frame])
+        }
         Node::Function(Function::Or(args)) => {
             let mut all = vec![];
             for a in args {

@@ -43,7 +43,14 @@ impl<'g> Evaluator<'g> {
     /// Prepares to evaluate `outputs` (and everything they depend on).
     pub fn new(graph: &'g Graph, outputs: &[NodeId]) -> Evaluator<'g> {
         let needed: Vec<NodeId> = reachable(graph, outputs).into_iter().collect();
-        Evaluator { graph, sets: set_indexes(graph, &needed), picks: pick_plans(graph, &needed), inline: inline_tables(graph, &needed), needed, params: HashMap::new() }
+        Evaluator {
+            graph,
+            sets: set_indexes(graph, &needed),
+            picks: pick_plans(graph, &needed),
+            inline: inline_tables(graph, &needed),
+            needed,
+            params: HashMap::new(),
+        }
     }
 
     /// Binds `Parameter` nodes (measures' interval dates).

@@ -18,7 +18,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
-use quarry_queries::qm::{AggregateByPatient as A, Domain, Float, Function as F, Graph, Node, NodeId, Position, RowsId, TableId, Type, Value};
+use quarry_queries::qm::{
+    AggregateByPatient as A, Domain, Float, Function as F, Graph, Node, NodeId, Position, RowsId, TableId, Type, Value,
+};
 
 use crate::kernels::{PickPlan, pick_plans};
 
@@ -271,7 +273,8 @@ impl<'g> Translator<'g> {
             columns.push(format!("{} AS c{i}", self.output(&mut q, &mut s, *v)?));
         }
         let population = self.expr(&mut q, &mut s, population)?;
-        let select = format!("SELECT {} FROM {universe} u {} WHERE {population} ORDER BY u.patient_id", columns.join(", "), s.joins.join(" "));
+        let select =
+            format!("SELECT {} FROM {universe} u {} WHERE {population} ORDER BY u.patient_id", columns.join(", "), s.joins.join(" "));
         Ok(with(&q, &select))
     }
 
@@ -309,7 +312,10 @@ impl<'g> Translator<'g> {
         conds.push("r.patient_id IN (SELECT patient_id FROM population)".into());
         let order = match self.row_order {
             RowOrder::RowColumn => "r.patient_id, r.__row".to_string(),
-            RowOrder::OutputColumns => std::iter::once("r.patient_id".to_string()).chain((0..columns.len()).map(|i| format!("c{i}"))).collect::<Vec<_>>().join(", "),
+            RowOrder::OutputColumns => std::iter::once("r.patient_id".to_string())
+                .chain((0..columns.len()).map(|i| format!("c{i}")))
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         let select = format!("SELECT {} FROM {from} {} WHERE {} ORDER BY {order}", out.join(", "), s.joins.join(" "), conds.join(" AND "));
         Ok(with(&q, &select))
@@ -474,7 +480,9 @@ impl<'g> Translator<'g> {
             let name = match q.built.get(&n) {
                 Some(name) => name.clone(),
                 None => {
-                    let Domain::Rows(d) = self.graph.domain(*source) else { return Err(err("count_episodes_for_patient needs an event series")) };
+                    let Domain::Rows(d) = self.graph.domain(*source) else {
+                        return Err(err("count_episodes_for_patient needs an event series"));
+                    };
                     let chain = self.chain(d);
                     let mut rs = Scope::rows();
                     let x = self.expr(q, &mut rs, *source)?;
@@ -550,7 +558,12 @@ impl<'g> Translator<'g> {
                 format!("CAST({out} END AS {})", sql_type(&t))
             }
             Node::Function(f) => self.function(q, s, f)?,
-            Node::SelectTable(_) | Node::SelectPatientTable(_) | Node::InlinePatientTable { .. } | Node::Filter { .. } | Node::Sort { .. } | Node::PickOneRowPerPatient { .. } => {
+            Node::SelectTable(_)
+            | Node::SelectPatientTable(_)
+            | Node::InlinePatientTable { .. }
+            | Node::Filter { .. }
+            | Node::Sort { .. }
+            | Node::PickOneRowPerPatient { .. } => {
                 return Err(err("a frame where a series was expected"));
             }
         })
@@ -602,7 +615,10 @@ impl<'g> Translator<'g> {
             F::CastToInt(a) => match ty(a) {
                 Some(Type::Float) => {
                     let x = e(a)?;
-                    format!("CASE WHEN isnan({x}) OR abs({x}) = CAST('Infinity' AS DOUBLE) THEN {} ELSE CAST({x} AS BIGINT) END", raise("OverflowError: cannot convert float infinity or NaN to integer"))
+                    format!(
+                        "CASE WHEN isnan({x}) OR abs({x}) = CAST('Infinity' AS DOUBLE) THEN {} ELSE CAST({x} AS BIGINT) END",
+                        raise("OverflowError: cannot convert float infinity or NaN to integer")
+                    )
                 }
                 _ => format!("CAST({} AS BIGINT)", e(a)?),
             },
@@ -621,7 +637,9 @@ impl<'g> Translator<'g> {
             F::DateDifferenceInDays(end, start) => format!("CAST(datediff({}, {}) AS BIGINT)", e(end)?, e(start)?),
             F::DateDifferenceInMonths(end, start) => {
                 let (x, y) = (e(end)?, e(start)?);
-                format!("CAST(12 * (year({x}) - year({y})) + (month({x}) - month({y})) - CASE WHEN day({x}) < day({y}) THEN 1 ELSE 0 END AS BIGINT)")
+                format!(
+                    "CAST(12 * (year({x}) - year({y})) + (month({x}) - month({y})) - CASE WHEN day({x}) < day({y}) THEN 1 ELSE 0 END AS BIGINT)"
+                )
             }
             F::DateDifferenceInYears(end, start) => {
                 let (x, y) = (e(end)?, e(start)?);
@@ -666,7 +684,9 @@ impl<'g> Translator<'g> {
                     }
                     _ => {
                         let se = self.expr(q, s, *set)?;
-                        format!("CASE WHEN {se} IS NULL OR size({se}) = 0 THEN FALSE WHEN {xe} IS NULL THEN NULL ELSE array_contains({se}, {xe}) END")
+                        format!(
+                            "CASE WHEN {se} IS NULL OR size({se}) = 0 THEN FALSE WHEN {xe} IS NULL THEN NULL ELSE array_contains({se}, {xe}) END"
+                        )
                     }
                 }
             }

@@ -65,7 +65,8 @@ pub fn load_dummy_tables(graph: &Graph, roots: &[NodeId], dir: &Path) -> Result<
         let text = read_text(&path).map_err(|e| InputError(format!("Cannot read {shown}: {e}")))?;
         let mut reader = quarry_queries::csv::Reader::new(&text);
         let header = reader.next_row().map_err(|m| InputError(format!("'{shown}': {m}")))?.unwrap_or_default();
-        let pid = header.iter().position(|h| h == "patient_id").ok_or_else(|| InputError(format!("'{shown}': missing column 'patient_id'")))?;
+        let pid =
+            header.iter().position(|h| h == "patient_id").ok_or_else(|| InputError(format!("'{shown}': missing column 'patient_id'")))?;
         let columns: Vec<Option<usize>> = schema.columns.iter().map(|c| header.iter().position(|h| *h == c.name)).collect();
         let mut row = Vec::new();
         let mut n = 0usize;
@@ -82,7 +83,8 @@ pub fn load_dummy_tables(graph: &Graph, roots: &[NodeId], dir: &Path) -> Result<
             if row[pid].is_empty() {
                 return Err(at("NULL value in non-nullable column 'patient_id'".into()));
             }
-            let patient = parse_int(&row[pid]).ok_or_else(|| at(format!("column 'patient_id': invalid literal for int() with base 10: '{}'", row[pid])))?;
+            let patient = parse_int(&row[pid])
+                .ok_or_else(|| at(format!("column 'patient_id': invalid literal for int() with base 10: '{}'", row[pid])))?;
             let values = row_values(schema, &columns, |i, c| parse_cell(&c.type_, &row[i])).map_err(at)?;
             store.push(table, schema.patient_level, patient, values);
         }
@@ -117,7 +119,8 @@ fn load_typed(store: &mut Store, table: TableId, schema: &TableSchema, path: &Pa
                 Some(Value::Int(p)) => p,
                 _ => return Err(at("NULL value in non-nullable column 'patient_id'".into())),
             };
-            let values = row_values(schema, &columns, |i, c| crate::arrow_io::typed_value_at(batch.column(i).as_ref(), r, &c.type_)).map_err(at)?;
+            let values =
+                row_values(schema, &columns, |i, c| crate::arrow_io::typed_value_at(batch.column(i).as_ref(), r, &c.type_)).map_err(at)?;
             store.push(table, schema.patient_level, patient, values);
         }
     }
@@ -126,7 +129,11 @@ fn load_typed(store: &mut Store, table: TableId, schema: &TableSchema, path: &Pa
 
 /// One row's values in schema order: `read(i, column)` gives the value of file column `i`;
 /// columns missing from the file are NULL; categories are checked.
-fn row_values(schema: &TableSchema, columns: &[Option<usize>], read: impl Fn(usize, &Column) -> Result<Scalar, String>) -> Result<Vec<Scalar>, String> {
+fn row_values(
+    schema: &TableSchema,
+    columns: &[Option<usize>],
+    read: impl Fn(usize, &Column) -> Result<Scalar, String>,
+) -> Result<Vec<Scalar>, String> {
     let mut values = Vec::with_capacity(columns.len());
     for (c, idx) in schema.columns.iter().zip(columns) {
         let v = match idx {
@@ -217,7 +224,9 @@ pub fn read_dummy_dataset(path: &Path, columns: &[ColumnSpec]) -> Result<Vec<Vec
                 n += 1;
                 let mut row = Vec::with_capacity(columns.len());
                 for (c, &i) in columns.iter().zip(&index) {
-                    let v = crate::arrow_io::value_at(batch.column(i).as_ref(), r).and_then(|v| check(c, v)).map_err(|m| InputError(format!("{shown}: row {n}: {m}")))?;
+                    let v = crate::arrow_io::value_at(batch.column(i).as_ref(), r)
+                        .and_then(|v| check(c, v))
+                        .map_err(|m| InputError(format!("{shown}: row {n}: {m}")))?;
                     row.push(v);
                 }
                 out.push(row);
@@ -239,7 +248,10 @@ pub fn read_dummy_dataset(path: &Path, columns: &[ColumnSpec]) -> Result<Vec<Vec
         }
         let mut row = Vec::with_capacity(columns.len());
         for (c, &i) in columns.iter().zip(&index) {
-            let v = parse_cell(&type_of(c), &cells[i]).map_err(|m| format!("column '{}': {m}", c.name)).and_then(|v| check(c, v)).map_err(at)?;
+            let v = parse_cell(&type_of(c), &cells[i])
+                .map_err(|m| format!("column '{}': {m}", c.name))
+                .and_then(|v| check(c, v))
+                .map_err(at)?;
             row.push(v);
         }
         out.push(row);

@@ -23,9 +23,7 @@ fn upper_or_digit(b: u8) -> bool {
 pub fn is_valid(system: CodeSystem, code: &str) -> bool {
     let b = code.as_bytes();
     match system {
-        CodeSystem::SNOMEDCT | CodeSystem::DMD => {
-            (6..=18).contains(&b.len()) && matches!(b[0], b'1'..=b'9') && all(b, digit)
-        }
+        CodeSystem::SNOMEDCT | CodeSystem::DMD => (6..=18).contains(&b.len()) && matches!(b[0], b'1'..=b'9') && all(b, digit),
         CodeSystem::CTV3 => {
             // 5 alphanumerics, or 4/3/2 alphanumerics padded with dots to 5.
             b.len() == 5 && {
@@ -46,12 +44,7 @@ pub fn is_valid(system: CodeSystem, code: &str) -> bool {
                     rest => rest.len() <= 2 && all(rest, digit),
                 }
         }
-        CodeSystem::OPCS4 => {
-            (3..=4).contains(&b.len())
-                && b[0].is_ascii_uppercase()
-                && b[0] != b'I'
-                && all(&b[1..], digit)
-        }
+        CodeSystem::OPCS4 => (3..=4).contains(&b.len()) && b[0].is_ascii_uppercase() && b[0] != b'I' && all(&b[1..], digit),
         CodeSystem::BNF => {
             // [01][0-9]{6}[0-9A-Z]{2}([A-Z][0-9A-Z]){3}  |  2[0-3][0-9]{9}
             (b.len() == 15
@@ -120,19 +113,12 @@ pub fn codelist_from_csv(
     };
     let text = String::from_utf8_lossy(&bytes);
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let rows = crate::csv::parse(text).map_err(|(row, message)| CodelistError::Malformed {
-        file: shown.into(),
-        row,
-        message,
-    })?;
+    let rows = crate::csv::parse(text).map_err(|(row, message)| CodelistError::Malformed { file: shown.into(), row, message })?;
     let Some((header, body)) = rows.split_first() else {
         return Err(CodelistError::NoColumn { file: shown.into(), column: column.into() });
     };
     let find = |name: &str| {
-        header.iter().position(|h| h == name).ok_or_else(|| CodelistError::NoColumn {
-            file: shown.into(),
-            column: name.into(),
-        })
+        header.iter().position(|h| h == name).ok_or_else(|| CodelistError::NoColumn { file: shown.into(), column: name.into() })
     };
     let code_i = find(column)?;
     let cat_i = category_column.map(find).transpose()?;

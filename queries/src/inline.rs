@@ -28,7 +28,12 @@ pub fn parse_cell(type_: &Type, text: &str) -> Result<Option<Value>, String> {
 pub fn parse_int(text: &str) -> Option<i64> {
     let t = text.trim();
     let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
-    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
+    {
         return None;
     }
     t.replace('_', "").parse().ok()
@@ -60,7 +65,11 @@ pub fn parse_date(text: &str) -> Result<jiff::civil::Date, String> {
         return Err(format!("Invalid isoformat string: '{text}'"));
     };
     let num = |s: &str| -> Result<i64, String> {
-        if s.bytes().all(|c| c.is_ascii_digit()) { s.parse().map_err(|_| format!("Invalid isoformat string: '{text}'")) } else { Err(format!("Invalid isoformat string: '{text}'")) }
+        if s.bytes().all(|c| c.is_ascii_digit()) {
+            s.parse().map_err(|_| format!("Invalid isoformat string: '{text}'"))
+        } else {
+            Err(format!("Invalid isoformat string: '{text}'"))
+        }
     };
     let (y, m, d) = (num(y)?, num(m)?, num(d)?);
     if y < 1 {
@@ -99,11 +108,7 @@ pub fn check_categories(column: &Column, value: &Value) -> Result<(), String> {
                 Value::Date(d) => format!("'{d}'"),
                 other => format!("{other:?}"),
             };
-            return Err(format!(
-                "{} not in valid categories: {}",
-                shown(value),
-                values.iter().map(shown).collect::<Vec<_>>().join(", ")
-            ));
+            return Err(format!("{} not in valid categories: {}", shown(value), values.iter().map(shown).collect::<Vec<_>>().join(", ")));
         }
     }
     Ok(())
@@ -128,7 +133,8 @@ pub fn read_inline_table(path: &std::path::Path, shown: &str, columns: &[Column]
         if row.len() != header.len() {
             return Err(at(format!("expected {} columns but got {}", header.len(), row.len())));
         }
-        let p = parse_int(&row[pid]).ok_or_else(|| at(format!("column 'patient_id': invalid literal for int() with base 10: '{}'", row[pid])))?;
+        let p = parse_int(&row[pid])
+            .ok_or_else(|| at(format!("column 'patient_id': invalid literal for int() with base 10: '{}'", row[pid])))?;
         let mut values = vec![];
         for (c, &i) in columns.iter().zip(&idx) {
             values.push(parse_cell(&c.type_, &row[i]).map_err(|m| at(format!("column '{}': {m}", c.name)))?);

@@ -60,16 +60,9 @@ impl CodeSystem {
     }
 
     pub fn from_class_name(name: &str) -> Option<CodeSystem> {
-        [
-            CodeSystem::BNF,
-            CodeSystem::CTV3,
-            CodeSystem::ICD10,
-            CodeSystem::OPCS4,
-            CodeSystem::SNOMEDCT,
-            CodeSystem::DMD,
-        ]
-        .into_iter()
-        .find(|c| c.class_name() == name)
+        [CodeSystem::BNF, CodeSystem::CTV3, CodeSystem::ICD10, CodeSystem::OPCS4, CodeSystem::SNOMEDCT, CodeSystem::DMD]
+            .into_iter()
+            .find(|c| c.class_name() == name)
     }
 }
 
@@ -94,10 +87,7 @@ impl Type {
 
     /// ehrQL's `Comparable`: int, float, str, date and codes (not bool).
     fn is_comparable(&self) -> bool {
-        matches!(
-            self,
-            Type::Int | Type::Float | Type::Str | Type::Date | Type::Code(_)
-        )
+        matches!(self, Type::Int | Type::Float | Type::Str | Type::Date | Type::Code(_))
     }
 
     /// A `str` or a subclass of it (codes, multi-code strings).
@@ -122,10 +112,7 @@ impl Type {
             Type::Str => "str".into(),
             Type::Date => "date".into(),
             Type::Code(c) => c.class_name().into(),
-            Type::MultiCodeString(c) => format!(
-                "{}MultiCodeString",
-                &c.class_name()[..c.class_name().len() - 4]
-            ),
+            Type::MultiCodeString(c) => format!("{}MultiCodeString", &c.class_name()[..c.class_name().len() - 4]),
             Type::Set(t) => format!("Set[{}]", t.name()),
         }
     }
@@ -186,11 +173,7 @@ impl Value {
     /// A set of values of one type (sorted and deduplicated, so equal sets are one node).
     pub fn set(element_type: Type, mut values: Vec<Value>) -> Result<Value, QueryModelError> {
         if let Some(bad) = values.iter().find(|v| v.type_() != element_type) {
-            return Err(QueryModelError::Type {
-                node: "Value".into(),
-                expected: element_type.name(),
-                found: bad.type_().name(),
-            });
+            return Err(QueryModelError::Type { node: "Value".into(), expected: element_type.name(), found: bad.type_().name() });
         }
         values.sort();
         values.dedup();
@@ -213,17 +196,8 @@ pub enum Constraint {
     Unique,
     FirstOfMonth,
     Regex(String),
-    ClosedRange {
-        minimum: i64,
-        maximum: i64,
-        step: i64,
-    },
-    GeneralRange {
-        minimum: Option<Value>,
-        maximum: Option<Value>,
-        includes_minimum: bool,
-        includes_maximum: bool,
-    },
+    ClosedRange { minimum: i64, maximum: i64, step: i64 },
+    GeneralRange { minimum: Option<Value>, maximum: Option<Value>, includes_minimum: bool, includes_maximum: bool },
     DateAfter(Vec<String>),
 }
 
@@ -258,10 +232,7 @@ pub enum AggregateByPatient {
     Exists(NodeId),
     Count(NodeId),
     CountDistinct(NodeId),
-    CountEpisodes {
-        source: NodeId,
-        maximum_gap_days: i64,
-    },
+    CountEpisodes { source: NodeId, maximum_gap_days: i64 },
     Min(NodeId),
     Max(NodeId),
     Sum(NodeId),
@@ -384,11 +355,7 @@ struct NodeInfo {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueryModelError {
     #[error("Expected type '{expected}' but got '{found}' (in {node})")]
-    Type {
-        node: String,
-        expected: String,
-        found: String,
-    },
+    Type { node: String, expected: String, found: String },
     #[error(
         "Cannot combine series drawn from different tables (or differently filtered frames of one table); \
          use an aggregation such as `count_for_patient()` or `first_for_patient()` to get one value per patient"
@@ -435,10 +402,7 @@ impl Graph {
 
     /// Every node, children before parents.
     pub fn iter(&self) -> impl Iterator<Item = (NodeId, &Node)> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (NodeId(i as u32), n))
+        self.nodes.iter().enumerate().map(|(i, n)| (NodeId(i as u32), n))
     }
 
     pub fn kind(&self, id: NodeId) -> &Kind {
@@ -496,41 +460,20 @@ impl Graph {
             return id;
         }
         let id = NodeId(self.nodes.len() as u32);
-        let info = NodeInfo {
-            kind: Kind::EventFrame { table, sorted },
-            domain: Domain::Rows(id),
-        };
+        let info = NodeInfo { kind: Kind::EventFrame { table, sorted }, domain: Domain::Rows(id) };
         self.intern(node, info)
     }
 
     fn series_type(&self, id: NodeId, node: &str) -> Result<Type, QueryModelError> {
         match self.kind(id) {
             Kind::Series(t) => Ok(t.clone()),
-            _ => Err(QueryModelError::Type {
-                node: node.into(),
-                expected: "a series".into(),
-                found: "a frame".into(),
-            }),
+            _ => Err(QueryModelError::Type { node: node.into(), expected: "a series".into(), found: "a frame".into() }),
         }
     }
 
-    fn expect(
-        &self,
-        id: NodeId,
-        node: &str,
-        expected: &str,
-        ok: impl Fn(&Type) -> bool,
-    ) -> Result<Type, QueryModelError> {
+    fn expect(&self, id: NodeId, node: &str, expected: &str, ok: impl Fn(&Type) -> bool) -> Result<Type, QueryModelError> {
         let t = self.series_type(id, node)?;
-        if ok(&t) {
-            Ok(t)
-        } else {
-            Err(QueryModelError::Type {
-                node: node.into(),
-                expected: expected.into(),
-                found: t.name(),
-            })
-        }
+        if ok(&t) { Ok(t) } else { Err(QueryModelError::Type { node: node.into(), expected: expected.into(), found: t.name() }) }
     }
 
     /// The single non-patient domain of the inputs, or `Patient`; an error if there are two.
@@ -592,21 +535,11 @@ impl Graph {
                 self.table(table).name
             )));
         }
-        Ok(self.intern(
-            Node::SelectPatientTable(table),
-            NodeInfo {
-                kind: Kind::PatientFrame { table },
-                domain: Domain::Patient,
-            },
-        ))
+        Ok(self.intern(Node::SelectPatientTable(table), NodeInfo { kind: Kind::PatientFrame { table }, domain: Domain::Patient }))
     }
 
     /// An inline patient table: rows of `(patient_id, column values…)` in schema order.
-    pub fn inline_patient_table(
-        &mut self,
-        table: TableId,
-        rows: Vec<(i64, Vec<Option<Value>>)>,
-    ) -> Result<NodeId, QueryModelError> {
+    pub fn inline_patient_table(&mut self, table: TableId, rows: Vec<(i64, Vec<Option<Value>>)>) -> Result<NodeId, QueryModelError> {
         let schema = self.table(table).clone();
         let mut stored = Vec::with_capacity(rows.len());
         let mut seen = std::collections::HashSet::new();
@@ -652,14 +585,8 @@ impl Graph {
             }
         };
         Ok(self.intern(
-            Node::InlinePatientTable {
-                table,
-                rows: rows_id,
-            },
-            NodeInfo {
-                kind: Kind::PatientFrame { table },
-                domain: Domain::Patient,
-            },
+            Node::InlinePatientTable { table, rows: rows_id },
+            NodeInfo { kind: Kind::PatientFrame { table }, domain: Domain::Patient },
         ))
     }
 
@@ -686,12 +613,7 @@ impl Graph {
                 found: "a patient frame or series".into(),
             });
         };
-        self.expect(
-            sort_by,
-            "Sort",
-            "a sortable series (int, float, str, date, code)",
-            Type::is_comparable,
-        )?;
+        self.expect(sort_by, "Sort", "a sortable series (int, float, str, date, code)", Type::is_comparable)?;
         if self.domain(sort_by) == Domain::Patient {
             return Err(QueryModelError::SortByConstant);
         }
@@ -699,33 +621,14 @@ impl Graph {
             return Err(QueryModelError::DomainMismatch);
         }
         let domain = self.domain(source);
-        Ok(self.intern(
-            Node::Sort { source, sort_by },
-            NodeInfo {
-                kind: Kind::EventFrame {
-                    table,
-                    sorted: true,
-                },
-                domain,
-            },
-        ))
+        Ok(self.intern(Node::Sort { source, sort_by }, NodeInfo { kind: Kind::EventFrame { table, sorted: true }, domain }))
     }
 
-    pub fn pick_one_row_per_patient(
-        &mut self,
-        source: NodeId,
-        position: Position,
-    ) -> Result<NodeId, QueryModelError> {
+    pub fn pick_one_row_per_patient(&mut self, source: NodeId, position: Position) -> Result<NodeId, QueryModelError> {
         match *self.kind(source) {
-            Kind::EventFrame {
-                table,
-                sorted: true,
-            } => Ok(self.intern(
+            Kind::EventFrame { table, sorted: true } => Ok(self.intern(
                 Node::PickOneRowPerPatient { source, position },
-                NodeInfo {
-                    kind: Kind::PatientFrame { table },
-                    domain: Domain::Patient,
-                },
+                NodeInfo { kind: Kind::PatientFrame { table }, domain: Domain::Patient },
             )),
             Kind::EventFrame { sorted: false, .. } => Err(QueryModelError::UnsortedPick),
             _ => Err(QueryModelError::Type {
@@ -740,25 +643,13 @@ impl Graph {
 
     pub fn value(&mut self, value: Value) -> NodeId {
         let t = value.type_();
-        self.intern(
-            Node::Value(value),
-            NodeInfo {
-                kind: Kind::Series(t),
-                domain: Domain::Patient,
-            },
-        )
+        self.intern(Node::Value(value), NodeInfo { kind: Kind::Series(t), domain: Domain::Patient })
     }
 
     pub fn parameter(&mut self, name: &str, type_: Type) -> NodeId {
         self.intern(
-            Node::Parameter {
-                name: name.to_string(),
-                type_: type_.clone(),
-            },
-            NodeInfo {
-                kind: Kind::Series(type_),
-                domain: Domain::Patient,
-            },
+            Node::Parameter { name: name.to_string(), type_: type_.clone() },
+            NodeInfo { kind: Kind::Series(type_), domain: Domain::Patient },
         )
     }
 
@@ -766,32 +657,16 @@ impl Graph {
         let table = match self.kind(source) {
             Kind::EventFrame { table, .. } | Kind::PatientFrame { table } => *table,
             Kind::Series(_) => {
-                return Err(QueryModelError::Type {
-                    node: "SelectColumn".into(),
-                    expected: "a frame".into(),
-                    found: "a series".into(),
-                });
+                return Err(QueryModelError::Type { node: "SelectColumn".into(), expected: "a frame".into(), found: "a series".into() });
             }
         };
         let schema = self.table(table);
         let Some(column) = schema.column(name) else {
-            return Err(QueryModelError::UnknownColumn {
-                table: schema.name.clone(),
-                column: name.to_string(),
-            });
+            return Err(QueryModelError::UnknownColumn { table: schema.name.clone(), column: name.to_string() });
         };
         let t = column.type_.clone();
         let domain = self.domain(source);
-        Ok(self.intern(
-            Node::SelectColumn {
-                source,
-                name: name.to_string(),
-            },
-            NodeInfo {
-                kind: Kind::Series(t),
-                domain,
-            },
-        ))
+        Ok(self.intern(Node::SelectColumn { source, name: name.to_string() }, NodeInfo { kind: Kind::Series(t), domain }))
     }
 
     pub fn aggregate(&mut self, aggregate: AggregateByPatient) -> Result<NodeId, QueryModelError> {
@@ -805,36 +680,22 @@ impl Graph {
                         found: "a series".into(),
                     });
                 }
-                if matches!(aggregate, A::Exists(_)) {
-                    Type::Bool
-                } else {
-                    Type::Int
-                }
+                if matches!(aggregate, A::Exists(_)) { Type::Bool } else { Type::Int }
             }
             A::CountDistinct(s) => {
                 self.series_type(*s, "CountDistinct")?;
                 Type::Int
             }
-            A::CountEpisodes {
-                source,
-                maximum_gap_days,
-            } => {
-                self.expect(*source, "CountEpisodes", "Series[date]", |t| {
-                    *t == Type::Date
-                })?;
+            A::CountEpisodes { source, maximum_gap_days } => {
+                self.expect(*source, "CountEpisodes", "Series[date]", |t| *t == Type::Date)?;
                 if *maximum_gap_days < 0 {
-                    return Err(QueryModelError::Invalid(
-                        "maximum_gap must not be negative".into(),
-                    ));
+                    return Err(QueryModelError::Invalid("maximum_gap must not be negative".into()));
                 }
                 Type::Int
             }
-            A::Min(s) | A::Max(s) => self.expect(
-                *s,
-                "Min/Max",
-                "a comparable series (int, float, str, date, code)",
-                Type::is_comparable,
-            )?,
+            A::Min(s) | A::Max(s) => {
+                self.expect(*s, "Min/Max", "a comparable series (int, float, str, date, code)", Type::is_comparable)?
+            }
             A::Sum(s) => self.expect(*s, "Sum", "a numeric series", Type::is_numeric)?,
             A::Mean(s) => {
                 self.expect(*s, "Mean", "a numeric series", Type::is_numeric)?;
@@ -845,12 +706,7 @@ impl Graph {
         let is_series_aggregate = !matches!(aggregate, A::Exists(_) | A::Count(_));
         if is_series_aggregate {
             let source = match &aggregate {
-                A::CountDistinct(s)
-                | A::Min(s)
-                | A::Max(s)
-                | A::Sum(s)
-                | A::Mean(s)
-                | A::CombineAsSet(s) => *s,
+                A::CountDistinct(s) | A::Min(s) | A::Max(s) | A::Sum(s) | A::Mean(s) | A::CombineAsSet(s) => *s,
                 A::CountEpisodes { source, .. } => *source,
                 A::Exists(_) | A::Count(_) => unreachable!("not a series aggregate"),
             };
@@ -858,13 +714,7 @@ impl Graph {
                 return Err(QueryModelError::PatientDomain);
             }
         }
-        Ok(self.intern(
-            Node::AggregateByPatient(aggregate),
-            NodeInfo {
-                kind: Kind::Series(result),
-                domain: Domain::Patient,
-            },
-        ))
+        Ok(self.intern(Node::AggregateByPatient(aggregate), NodeInfo { kind: Kind::Series(result), domain: Domain::Patient }))
     }
 
     /// Builds a function node, checking types and domains. `And`/`Or` are flattened: an
@@ -879,21 +729,16 @@ impl Graph {
         let inputs = function_inputs(&function);
         let result = self.function_type(&function)?;
         let domain = self.combined_domain(&inputs)?;
-        Ok(self.intern(
-            Node::Function(function),
-            NodeInfo {
-                kind: Kind::Series(result),
-                domain,
-            },
-        ))
+        Ok(self.intern(Node::Function(function), NodeInfo { kind: Kind::Series(result), domain }))
     }
 
     fn flatten(&self, args: Vec<NodeId>, and: bool) -> Vec<NodeId> {
         let mut out = Vec::with_capacity(args.len());
         for a in args {
             match (self.node(a), and) {
-                (Node::Function(Function::And(inner)), true)
-                | (Node::Function(Function::Or(inner)), false) => out.extend(inner.iter().copied()),
+                (Node::Function(Function::And(inner)), true) | (Node::Function(Function::Or(inner)), false) => {
+                    out.extend(inner.iter().copied())
+                }
                 _ => out.push(a),
             }
         }
@@ -902,20 +747,11 @@ impl Graph {
 
     fn function_type(&self, function: &Function) -> Result<Type, QueryModelError> {
         use Function as F;
-        let same = |name: &str,
-                    l: NodeId,
-                    r: NodeId,
-                    what: &str,
-                    ok: &dyn Fn(&Type) -> bool|
-         -> Result<Type, QueryModelError> {
+        let same = |name: &str, l: NodeId, r: NodeId, what: &str, ok: &dyn Fn(&Type) -> bool| -> Result<Type, QueryModelError> {
             let lt = self.expect(l, name, what, ok)?;
             let rt = self.expect(r, name, what, ok)?;
             if lt != rt {
-                return Err(QueryModelError::Type {
-                    node: name.into(),
-                    expected: lt.series_name(),
-                    found: rt.series_name(),
-                });
+                return Err(QueryModelError::Type { node: name.into(), expected: lt.series_name(), found: rt.series_name() });
             }
             Ok(lt)
         };
@@ -930,20 +766,12 @@ impl Graph {
                 Type::Bool
             }
             F::Lt(l, r) | F::Le(l, r) | F::Gt(l, r) | F::Ge(l, r) => {
-                same(
-                    "comparison",
-                    *l,
-                    *r,
-                    "a comparable series (int, float, str, date, code)",
-                    &comparable,
-                )?;
+                same("comparison", *l, *r, "a comparable series (int, float, str, date, code)", &comparable)?;
                 Type::Bool
             }
             F::And(args) | F::Or(args) => {
                 if args.is_empty() {
-                    return Err(QueryModelError::Invalid(
-                        "And/Or need at least one argument".into(),
-                    ));
+                    return Err(QueryModelError::Invalid("And/Or need at least one argument".into()));
                 }
                 for a in args {
                     self.expect(*a, "And/Or", "Series[bool]", bool_)?;
@@ -955,12 +783,8 @@ impl Graph {
                 self.series_type(*s, "IsNull")?;
                 Type::Bool
             }
-            F::Negate(s) | F::Absolute(s) => {
-                self.expect(*s, "Negate/Absolute", "a numeric series", numeric)?
-            }
-            F::Add(l, r) | F::Subtract(l, r) | F::Multiply(l, r) => {
-                same("arithmetic", *l, *r, "a numeric series", &numeric)?
-            }
+            F::Negate(s) | F::Absolute(s) => self.expect(*s, "Negate/Absolute", "a numeric series", numeric)?,
+            F::Add(l, r) | F::Subtract(l, r) | F::Multiply(l, r) => same("arithmetic", *l, *r, "a numeric series", &numeric)?,
             F::TrueDivide(l, r) | F::Power(l, r) => {
                 same("TrueDivide/Power", *l, *r, "a numeric series", &numeric)?;
                 Type::Float
@@ -970,9 +794,7 @@ impl Graph {
                 Type::Int
             }
             F::CastToInt(s) => {
-                self.expect(*s, "CastToInt", "a numeric or bool series", |t| {
-                    t.is_numeric() || *t == Type::Bool
-                })?;
+                self.expect(*s, "CastToInt", "a numeric or bool series", |t| t.is_numeric() || *t == Type::Bool)?;
                 Type::Int
             }
             F::CastToFloat(s) => {
@@ -984,9 +806,7 @@ impl Graph {
                 self.expect(*r, "DateAdd", "Series[int]", |t| *t == Type::Int)?;
                 Type::Date
             }
-            F::DateDifferenceInDays(l, r)
-            | F::DateDifferenceInMonths(l, r)
-            | F::DateDifferenceInYears(l, r) => {
+            F::DateDifferenceInDays(l, r) | F::DateDifferenceInMonths(l, r) | F::DateDifferenceInYears(l, r) => {
                 same("DateDifference", *l, *r, "Series[date]", &date)?;
                 Type::Int
             }
@@ -994,9 +814,7 @@ impl Graph {
                 self.expect(*s, "date part", "Series[date]", date)?;
                 Type::Int
             }
-            F::ToFirstOfYear(s) | F::ToFirstOfMonth(s) => {
-                self.expect(*s, "ToFirstOf", "Series[date]", date)?
-            }
+            F::ToFirstOfYear(s) | F::ToFirstOfMonth(s) => self.expect(*s, "ToFirstOf", "Series[date]", date)?,
             F::StringContains(l, r) => {
                 self.expect(*l, "StringContains", "a string series", Type::is_str_like)?;
                 self.expect(*r, "StringContains", "a string series", Type::is_str_like)?;
@@ -1006,34 +824,17 @@ impl Graph {
                 let lt = self.series_type(*l, "In")?;
                 let rt = self.series_type(*r, "In")?;
                 if rt != Type::Set(Box::new(lt.clone())) {
-                    return Err(QueryModelError::Type {
-                        node: "In".into(),
-                        expected: format!("Set[{}]", lt.name()),
-                        found: rt.name(),
-                    });
+                    return Err(QueryModelError::Type { node: "In".into(), expected: format!("Set[{}]", lt.name()), found: rt.name() });
                 }
                 Type::Bool
             }
             F::MinimumOf(args) | F::MaximumOf(args) => {
                 let Some((first, rest)) = args.split_first() else {
-                    return Err(QueryModelError::Invalid(
-                        "minimum_of/maximum_of need at least one argument".into(),
-                    ));
+                    return Err(QueryModelError::Invalid("minimum_of/maximum_of need at least one argument".into()));
                 };
-                let t = self.expect(
-                    *first,
-                    "MinimumOf/MaximumOf",
-                    "a comparable series",
-                    comparable,
-                )?;
+                let t = self.expect(*first, "MinimumOf/MaximumOf", "a comparable series", comparable)?;
                 for a in rest {
-                    same(
-                        "MinimumOf/MaximumOf",
-                        *first,
-                        *a,
-                        "a comparable series",
-                        &comparable,
-                    )?;
+                    same("MinimumOf/MaximumOf", *first, *a, "a comparable series", &comparable)?;
                 }
                 t
             }
@@ -1041,22 +842,14 @@ impl Graph {
     }
 
     /// `Case`: conditions are `bool`; every value and the default share one type.
-    pub fn case(
-        &mut self,
-        cases: Vec<(NodeId, Option<NodeId>)>,
-        default: Option<NodeId>,
-    ) -> Result<NodeId, QueryModelError> {
+    pub fn case(&mut self, cases: Vec<(NodeId, Option<NodeId>)>, default: Option<NodeId>) -> Result<NodeId, QueryModelError> {
         if cases.is_empty() {
-            return Err(QueryModelError::Invalid(
-                "A case expression needs at least one `when`".into(),
-            ));
+            return Err(QueryModelError::Invalid("A case expression needs at least one `when`".into()));
         }
         let mut result: Option<Type> = None;
         let mut inputs = Vec::new();
         for (condition, value) in &cases {
-            self.expect(*condition, "Case", "Series[bool] conditions", |t| {
-                *t == Type::Bool
-            })?;
+            self.expect(*condition, "Case", "Series[bool] conditions", |t| *t == Type::Bool)?;
             inputs.push(*condition);
             inputs.extend(*value);
         }
@@ -1067,27 +860,15 @@ impl Graph {
                 None => result = Some(t),
                 Some(r) if *r == t => {}
                 Some(r) => {
-                    return Err(QueryModelError::Type {
-                        node: "Case".into(),
-                        expected: r.name(),
-                        found: t.name(),
-                    });
+                    return Err(QueryModelError::Type { node: "Case".into(), expected: r.name(), found: t.name() });
                 }
             }
         }
         let Some(result) = result else {
-            return Err(QueryModelError::Invalid(
-                "A case expression needs at least one value that is not None".into(),
-            ));
+            return Err(QueryModelError::Invalid("A case expression needs at least one value that is not None".into()));
         };
         let domain = self.combined_domain(&inputs)?;
-        Ok(self.intern(
-            Node::Case { cases, default },
-            NodeInfo {
-                kind: Kind::Series(result),
-                domain,
-            },
-        ))
+        Ok(self.intern(Node::Case { cases, default }, NodeInfo { kind: Kind::Series(result), domain }))
     }
 }
 
@@ -1105,7 +886,11 @@ impl Graph {
     /// A node's direct inputs.
     pub fn children(&self, n: NodeId) -> Vec<NodeId> {
         match self.node(n) {
-            Node::SelectTable(_) | Node::SelectPatientTable(_) | Node::InlinePatientTable { .. } | Node::Value(_) | Node::Parameter { .. } => vec![],
+            Node::SelectTable(_)
+            | Node::SelectPatientTable(_)
+            | Node::InlinePatientTable { .. }
+            | Node::Value(_)
+            | Node::Parameter { .. } => vec![],
             Node::Filter { source, condition } => vec![*source, *condition],
             Node::Sort { source, sort_by } => vec![*source, *sort_by],
             Node::PickOneRowPerPatient { source, .. } | Node::SelectColumn { source, .. } => vec![*source],
@@ -1186,27 +971,18 @@ impl Dataset {
     /// variable are patient-level, and the population is boolean.
     pub fn validate(&self, graph: &Graph) -> Result<(), QueryModelError> {
         let Some(population) = self.population else {
-            return Err(QueryModelError::Invalid(
-                "A population has not been defined; define one with define_population()".into(),
-            ));
+            return Err(QueryModelError::Invalid("A population has not been defined; define one with define_population()".into()));
         };
         if graph.type_of(population) != Some(&Type::Bool) {
             return Err(QueryModelError::Type {
                 node: "population".into(),
                 expected: "a boolean series".into(),
-                found: graph
-                    .type_of(population)
-                    .map(Type::name)
-                    .unwrap_or_else(|| "a frame".into()),
+                found: graph.type_of(population).map(Type::name).unwrap_or_else(|| "a frame".into()),
             });
         }
-        for (name, node) in std::iter::once(("population", population))
-            .chain(self.variables.iter().map(|(n, v)| (n.as_str(), *v)))
-        {
+        for (name, node) in std::iter::once(("population", population)).chain(self.variables.iter().map(|(n, v)| (n.as_str(), *v))) {
             if !graph.is_patient_level(node) || graph.type_of(node).is_none() {
-                return Err(QueryModelError::Invalid(format!(
-                    "`{name}` must have one value per patient (a patient-level series)"
-                )));
+                return Err(QueryModelError::Invalid(format!("`{name}` must have one value per patient (a patient-level series)")));
             }
         }
         Ok(())

@@ -66,7 +66,11 @@ fn node(g: &Graph, n: &Node) -> J {
         }
         Node::InlinePatientTable { table, rows } => {
             let s = g.table(*table);
-            let rows: Vec<J> = g.inline_rows(*rows).iter().map(|row| J::Array(row.iter().map(|v| v.as_ref().map(value).unwrap_or(J::Null)).collect())).collect();
+            let rows: Vec<J> = g
+                .inline_rows(*rows)
+                .iter()
+                .map(|row| J::Array(row.iter().map(|v| v.as_ref().map(value).unwrap_or(J::Null)).collect()))
+                .collect();
             json!({ "InlinePatientTable": { "schema": s.columns.iter().map(|c| json!([c.name, c.type_.name()])).collect::<Vec<_>>(), "rows": rows } })
         }
         Node::Filter { source, condition } => json!({ "Filter": { "source": r(*source), "condition": r(*condition) } }),
@@ -83,7 +87,9 @@ fn node(g: &Graph, n: &Node) -> J {
                 A::Exists(s) => ("Exists", json!({ "source": r(*s) })),
                 A::Count(s) => ("Count", json!({ "source": r(*s) })),
                 A::CountDistinct(s) => ("CountDistinct", json!({ "source": r(*s) })),
-                A::CountEpisodes { source, maximum_gap_days } => ("CountEpisodes", json!({ "source": r(*source), "maximum_gap_days": maximum_gap_days })),
+                A::CountEpisodes { source, maximum_gap_days } => {
+                    ("CountEpisodes", json!({ "source": r(*source), "maximum_gap_days": maximum_gap_days }))
+                }
                 A::Min(s) => ("Min", json!({ "source": r(*s) })),
                 A::Max(s) => ("Max", json!({ "source": r(*s) })),
                 A::Sum(s) => ("Sum", json!({ "source": r(*s) })),

@@ -28,7 +28,8 @@ fn run(source: &str, args: &[&str]) -> Result<String, String> {
     let codes = dir.path().join("codes.csv").display().to_string();
     std::fs::write(&path, source.replace("\"codes.csv\"", &format!("{codes:?}"))).unwrap();
     std::fs::write(dir.path().join("helpers.py"), "GREETING = 'hi'\ndef double(x):\n    return 2 * x\n").unwrap();
-    std::fs::write(dir.path().join("codes.csv"), "code,term,group\n 44054006 ,Diabetes,a\n73211009,Diabetes 2,b\n,,\n44054006,dup,c\n").unwrap();
+    std::fs::write(dir.path().join("codes.csv"), "code,term,group\n 44054006 ,Diabetes,a\n73211009,Diabetes 2,b\n,,\n44054006,dup,c\n")
+        .unwrap();
     let out = Captured::default();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let result = load_definition(&path, &args, Box::new(out.clone()));
@@ -123,8 +124,21 @@ fn serialization_holds_only_the_nodes_the_dataset_uses() {
     .unwrap();
     let def = load_definition(&path, &[], Box::new(std::io::sink())).unwrap_or_else(|e| panic!("{}", e.message));
     let json = quarry_queries::serialize::serialize(&def.graph, def.dataset.as_ref(), def.measures.as_ref());
-    let kinds: Vec<String> = json["nodes"].as_object().unwrap().values().map(|n| n.as_object().unwrap().keys().next().unwrap().clone()).collect();
-    assert_eq!(kinds, ["SelectPatientTable", "SelectTable", "AggregateByPatient.Exists", "SelectColumn", "Value", "Function.GT", "Filter", "AggregateByPatient.Count"]);
+    let kinds: Vec<String> =
+        json["nodes"].as_object().unwrap().values().map(|n| n.as_object().unwrap().keys().next().unwrap().clone()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "SelectPatientTable",
+            "SelectTable",
+            "AggregateByPatient.Exists",
+            "SelectColumn",
+            "Value",
+            "Function.GT",
+            "Filter",
+            "AggregateByPatient.Count"
+        ]
+    );
     assert_eq!(json["dataset"]["variables"][0][0], "value");
     assert!(!json.to_string().contains("medications"), "an imported but unused table is left out");
 }

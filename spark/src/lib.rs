@@ -58,14 +58,18 @@ pub struct Spark {
 
 /// `host:port` of an `sc://host:port/;params` remote.
 fn remote_address(remote: &str) -> Result<(String, u16), SparkFailure> {
-    let bad = |why: &str| SparkFailure::Connect(format!("bad Spark remote `{remote}`: {why} (expected sc://HOST:PORT, e.g. sc://localhost:15002)"));
+    let bad = |why: &str| {
+        SparkFailure::Connect(format!("bad Spark remote `{remote}`: {why} (expected sc://HOST:PORT, e.g. sc://localhost:15002)"))
+    };
     let rest = remote.strip_prefix("sc://").ok_or_else(|| bad("it does not start with sc://"))?;
     let authority = rest.split(['/', ';']).next().unwrap_or_default();
     if authority.is_empty() {
         return Err(bad("no host"));
     }
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h.to_string(), p.parse::<u16>().map_err(|_| bad("the port is not a number"))?),
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            (h.to_string(), p.parse::<u16>().map_err(|_| bad("the port is not a number"))?)
+        }
         _ => (authority.to_string(), 15002),
     };
     Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
@@ -96,7 +100,10 @@ impl Spark {
         if !reached {
             return Err(unreachable(last));
         }
-        let session = SparkSession::builder().remote(remote).get_or_create().map_err(|e| SparkFailure::Connect(format!("cannot open a Spark session at {remote}: {e}")))?;
+        let session = SparkSession::builder()
+            .remote(remote)
+            .get_or_create()
+            .map_err(|e| SparkFailure::Connect(format!("cannot open a Spark session at {remote}: {e}")))?;
         let spark = Spark { session, remote: remote.to_string() };
         // Python's `%`, `//` and dates rely on UTC and Spark's defaults otherwise.
         spark.command("SET spark.sql.session.timeZone=UTC")?;
@@ -104,11 +111,9 @@ impl Spark {
     }
 
     fn command(&self, sql: &str) -> Result<(), SparkFailure> {
-        self.session
-            .sql(sql)
-            .and_then(|df| df.collect_record_batches())
-            .map(|_| ())
-            .map_err(|e| SparkFailure::Query(format!("Spark ({}) rejected `{}`: {}", self.remote, short(sql), spark_message(&e.to_string()))))
+        self.session.sql(sql).and_then(|df| df.collect_record_batches()).map(|_| ()).map_err(|e| {
+            SparkFailure::Query(format!("Spark ({}) rejected `{}`: {}", self.remote, short(sql), spark_message(&e.to_string())))
+        })
     }
 
     /// Runs a query, showing its stages' progress on stderr once a second.
@@ -208,7 +213,12 @@ impl Spark {
 
     /// Registers the tables the `roots` read; returns how to name a table's relation and
     /// how event rows are ordered.
-    fn register_tables(&self, graph: &Graph, roots: &[NodeId], tables: &Tables) -> Result<(Box<dyn Fn(&str) -> String>, RowOrder), SparkFailure> {
+    fn register_tables(
+        &self,
+        graph: &Graph,
+        roots: &[NodeId],
+        tables: &Tables,
+    ) -> Result<(Box<dyn Fn(&str) -> String>, RowOrder), SparkFailure> {
         let used = used_tables(graph, roots);
         let (relation, order): (Box<dyn Fn(&str) -> String>, RowOrder) = match tables {
             Tables::Dummy(store) => {
@@ -268,10 +278,14 @@ impl Spark {
         for (t, cols) in needed {
             let name = &graph.table(t).name;
             let rel = relation(name);
-            let have = self.columns_of(&rel).map_err(|e| SparkFailure::Input(format!("Missing table: {name} (Spark relation {rel}): {e}")))?;
+            let have =
+                self.columns_of(&rel).map_err(|e| SparkFailure::Input(format!("Missing table: {name} (Spark relation {rel}): {e}")))?;
             for c in std::iter::once("patient_id").chain(cols.iter().map(String::as_str)) {
                 if !have.iter().any(|h| h == c) {
-                    return Err(SparkFailure::Input(format!("Table {name} (Spark relation {rel}) has no column '{c}'; it has: {}", have.join(", "))));
+                    return Err(SparkFailure::Input(format!(
+                        "Table {name} (Spark relation {rel}) has no column '{c}'; it has: {}",
+                        have.join(", ")
+                    )));
                 }
             }
         }
@@ -318,7 +332,8 @@ fn parquet_location(dir: &str) -> String {
         return dir.to_string();
     }
     let p = Path::new(dir);
-    let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir().map(|c| c.join(p)).unwrap_or_else(|_| p.to_path_buf()) };
+    let abs =
+        if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir().map(|c| c.join(p)).unwrap_or_else(|_| p.to_path_buf()) };
     format!("file://{}", abs.display())
 }
 
@@ -327,7 +342,10 @@ fn parquet_location(dir: &str) -> String {
 fn column(array: &dyn Array, want: &Type) -> Result<Vec<Scalar>, String> {
     if let arrow_schema::DataType::Struct(_) = array.data_type() {
         let s = array.as_struct();
-        let (int, float) = (quarry_engine::arrow_io::column_values(s.column(0).as_ref(), &Type::Int)?, quarry_engine::arrow_io::column_values(s.column(1).as_ref(), &Type::Float)?);
+        let (int, float) = (
+            quarry_engine::arrow_io::column_values(s.column(0).as_ref(), &Type::Int)?,
+            quarry_engine::arrow_io::column_values(s.column(1).as_ref(), &Type::Float)?,
+        );
         return Ok(int.into_iter().zip(float).enumerate().map(|(i, (a, b))| if s.is_null(i) { None } else { a.or(b) }).collect());
     }
     quarry_engine::arrow_io::column_values(array, want)
@@ -365,13 +383,22 @@ fn culprit(spark: &Spark, translator: &mut Translator, population: NodeId, varia
 }
 
 /// Evaluates a dataset on Spark and writes it; returns the number of dataset rows.
-pub fn generate_dataset(spark: &Spark, graph: &Graph, dataset: &DatasetSpec, tables: &Tables, target: &Target) -> Result<usize, SparkFailure> {
+pub fn generate_dataset(
+    spark: &Spark,
+    graph: &Graph,
+    dataset: &DatasetSpec,
+    tables: &Tables,
+    target: &Target,
+) -> Result<usize, SparkFailure> {
     let roots = dataset.roots();
     let (relation, order) = spark.register_tables(graph, &roots, tables)?;
     let mut translator = translator(graph, relation, order);
     let shape = quarry_engine::DatasetShape::new(graph, dataset);
     let variables: Vec<NodeId> = dataset.variables.iter().map(|(_, n)| *n).collect();
-    let mut queries = vec![("dataset".to_string(), translator.dataset_query(dataset.population, &variables).map_err(|e| SparkFailure::Translate(e.to_string()))?)];
+    let mut queries = vec![(
+        "dataset".to_string(),
+        translator.dataset_query(dataset.population, &variables).map_err(|e| SparkFailure::Translate(e.to_string()))?,
+    )];
     for ((name, cols), _) in dataset.events.iter().zip(shape.layouts().iter().skip(1)) {
         let domain = cols
             .iter()
@@ -381,7 +408,10 @@ pub fn generate_dataset(spark: &Spark, graph: &Graph, dataset: &DatasetSpec, tab
             })
             .expect("an event table has an event-level column");
         let nodes: Vec<NodeId> = cols.iter().map(|(_, n)| *n).collect();
-        queries.push((name.clone(), translator.event_query(dataset.population, domain, &nodes).map_err(|e| SparkFailure::Translate(e.to_string()))?));
+        queries.push((
+            name.clone(),
+            translator.event_query(dataset.population, domain, &nodes).map_err(|e| SparkFailure::Translate(e.to_string()))?,
+        ));
     }
     let mut done = 0;
     spark.register_views(graph, translator.views(), &mut done)?;
@@ -412,7 +442,8 @@ pub fn generate_dataset(spark: &Spark, graph: &Graph, dataset: &DatasetSpec, tab
             }
         };
         for batch in &batches {
-            let rows = batch_rows(batch, &types).map_err(|e| SparkFailure::Query(format!("unexpected result from Spark for `{name}`: {e}")))?;
+            let rows =
+                batch_rows(batch, &types).map_err(|e| SparkFailure::Query(format!("unexpected result from Spark for `{name}`: {e}")))?;
             if i == 0 {
                 dataset_rows += rows.len();
             }

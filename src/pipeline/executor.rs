@@ -32,11 +32,7 @@ pub enum Program {
     /// This quarry binary.
     Quarry,
     /// A host interpreter, looked up on PATH when the job runs.
-    Host {
-        name: String,
-        what: &'static str,
-        install_hint: &'static str,
-    },
+    Host { name: String, what: &'static str, install_hint: &'static str },
 }
 
 /// Why an action's image cannot run on this machine.
@@ -48,21 +44,13 @@ pub enum UnsupportedImage {
          cannot run it. Replace it with a native step (`analysis:v1`), a `python:`/`r:` script, or \
          remove the action."
     )]
-    ReusableAction {
-        action: String,
-        image: String,
-        tag: String,
-    },
+    ReusableAction { action: String, image: String, tag: String },
     #[error(
         "in '{action}: {image}:{tag}' `{image}` actions need OpenSAFELY's `{image}` Docker image, \
          which quarry cannot run natively. Supported runtimes: ehrql, analysis, python (host python3) \
          and r (host Rscript)."
     )]
-    NoNativeRuntime {
-        action: String,
-        image: String,
-        tag: String,
-    },
+    NoNativeRuntime { action: String, image: String, tag: String },
 }
 
 /// Decides how an action runs.
@@ -96,18 +84,10 @@ pub fn invocation(action: &Action) -> Result<Invocation, UnsupportedImage> {
             }
         }
         image if KNOWN_IMAGES.contains(&image) => {
-            return Err(UnsupportedImage::NoNativeRuntime {
-                action: action.id.clone(),
-                image: image.to_string(),
-                tag: run.tag.clone(),
-            });
+            return Err(UnsupportedImage::NoNativeRuntime { action: action.id.clone(), image: image.to_string(), tag: run.tag.clone() });
         }
         image => {
-            return Err(UnsupportedImage::ReusableAction {
-                action: action.id.clone(),
-                image: image.to_string(),
-                tag: run.tag.clone(),
-            });
+            return Err(UnsupportedImage::ReusableAction { action: action.id.clone(), image: image.to_string(), tag: run.tag.clone() });
         }
     };
     if let Some(config) = &action.config {
@@ -125,16 +105,12 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         return p.is_file().then_some(p);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| is_executable(p))
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// One line a job printed, with when it arrived.
@@ -182,14 +158,8 @@ pub fn run_process(
     let mut child = command.spawn()?;
     let lines = Arc::new(Mutex::new(Vec::new()));
     let readers = [
-        child
-            .stdout
-            .take()
-            .map(|s| spawn_reader(s, Arc::clone(&lines))),
-        child
-            .stderr
-            .take()
-            .map(|s| spawn_reader(s, Arc::clone(&lines))),
+        child.stdout.take().map(|s| spawn_reader(s, Arc::clone(&lines))),
+        child.stderr.take().map(|s| spawn_reader(s, Arc::clone(&lines))),
     ];
     let started = Instant::now();
     let ended = loop {
@@ -213,10 +183,7 @@ pub fn run_process(
     Ok((ended, lines))
 }
 
-fn spawn_reader(
-    stream: impl Read + Send + 'static,
-    lines: Arc<Mutex<Vec<LogLine>>>,
-) -> std::thread::JoinHandle<()> {
+fn spawn_reader(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<LogLine>>>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut buf = Vec::new();
@@ -225,17 +192,12 @@ fn spawn_reader(
             match reader.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    let text = String::from_utf8_lossy(&buf)
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string();
+                    let text = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
                     let mut lines = lines.lock().expect("log lines lock");
                     if lines.len() >= MAX_LOG_LINES {
                         lines.remove(0);
                     }
-                    lines.push(LogLine {
-                        at: Timestamp::now(),
-                        text,
-                    });
+                    lines.push(LogLine { at: Timestamp::now(), text });
                 }
             }
         }
@@ -244,9 +206,7 @@ fn spawn_reader(
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 /// SIGTERM to the job's process group, then SIGKILL if it has not gone within 2 s.

@@ -73,12 +73,8 @@ impl StatusCode {
 
     pub fn state(self) -> State {
         match self {
-            StatusCode::Created
-            | StatusCode::WaitingOnDependencies
-            | StatusCode::WaitingOnWorkers => State::Pending,
-            StatusCode::Preparing | StatusCode::Executing | StatusCode::Finalizing => {
-                State::Running
-            }
+            StatusCode::Created | StatusCode::WaitingOnDependencies | StatusCode::WaitingOnWorkers => State::Pending,
+            StatusCode::Preparing | StatusCode::Executing | StatusCode::Finalizing => State::Running,
             StatusCode::Succeeded => State::Succeeded,
             StatusCode::DependencyFailed
             | StatusCode::NonzeroExit
@@ -103,9 +99,7 @@ impl StatusCode {
             StatusCode::NonzeroExit => "Job exited with an error",
             StatusCode::CancelledByUser => "Cancelled by user",
             StatusCode::UnmatchedPatterns => "No outputs found matching patterns",
-            StatusCode::InternalError => {
-                "Internal error: this usually means a platform issue rather than a problem for users to fix."
-            }
+            StatusCode::InternalError => "Internal error: this usually means a platform issue rather than a problem for users to fix.",
             StatusCode::Stopped => "Stopped because another job failed",
         }
     }
@@ -230,10 +224,7 @@ impl RequestStatus {
     }
 
     fn is_active(self) -> bool {
-        matches!(
-            self,
-            RequestStatus::Pending | RequestStatus::Running | RequestStatus::Unknown
-        )
+        matches!(self, RequestStatus::Pending | RequestStatus::Running | RequestStatus::Unknown)
     }
 }
 
@@ -292,11 +283,7 @@ impl JobRequest {
 
     /// The sum of the finished jobs' runtimes, in whole seconds (as the jobs site shows it).
     pub fn runtime_seconds(&self) -> u64 {
-        self.jobs
-            .iter()
-            .filter_map(Job::runtime_seconds)
-            .map(|s| s as u64)
-            .sum()
+        self.jobs.iter().filter_map(Job::runtime_seconds).map(|s| s as u64).sum()
     }
 }
 
@@ -315,10 +302,7 @@ pub fn derive_status(stored: RequestStatus, jobs: &[Job]) -> (RequestStatus, Opt
             State::Succeeded => (RequestStatus::Succeeded, None),
         };
     }
-    if states
-        .iter()
-        .any(|s| matches!(s, State::Running | State::Pending))
-    {
+    if states.iter().any(|s| matches!(s, State::Running | State::Pending)) {
         return (RequestStatus::Running, None);
     }
     if states.contains(&State::Failed) {
@@ -332,19 +316,12 @@ pub fn format_runtime(total_seconds: u64) -> String {
     if total_seconds == 0 {
         return "-".to_string();
     }
-    format!(
-        "{:02}:{:02}:{:02}",
-        total_seconds / 3600,
-        (total_seconds % 3600) / 60,
-        total_seconds % 60
-    )
+    format!("{:02}:{:02}:{:02}", total_seconds / 3600, (total_seconds % 3600) / 60, total_seconds % 60)
 }
 
 /// A job id as upstream makes it: `base32(sha1("{request_id}\n{action}")[:10]).lower()`.
 pub fn job_id(request_id: &str, action: &str) -> String {
-    let digest = sha1_smol::Sha1::from(format!("{request_id}\n{action}"))
-        .digest()
-        .bytes();
+    let digest = sha1_smol::Sha1::from(format!("{request_id}\n{action}")).digest().bytes();
     base32_lower(&digest[..10])
 }
 
@@ -382,27 +359,16 @@ mod tests {
     fn request_status_follows_the_jobs_site() {
         use RequestStatus as R;
         use StatusCode as C;
-        let d = |codes: &[C]| {
-            derive_status(
-                R::Pending,
-                &codes.iter().map(|&c| job(c)).collect::<Vec<_>>(),
-            )
-        };
+        let d = |codes: &[C]| derive_status(R::Pending, &codes.iter().map(|&c| job(c)).collect::<Vec<_>>());
         assert_eq!(d(&[]), (R::Pending, None));
         assert_eq!(d(&[C::Succeeded, C::Succeeded]).0, R::Succeeded);
-        assert_eq!(
-            d(&[C::NonzeroExit, C::DependencyFailed]),
-            (R::Failed, Some("Failed due to job failure".into()))
-        );
+        assert_eq!(d(&[C::NonzeroExit, C::DependencyFailed]), (R::Failed, Some("Failed due to job failure".into())));
         assert_eq!(d(&[C::Succeeded, C::Executing]).0, R::Running);
         assert_eq!(d(&[C::Succeeded, C::Created]).0, R::Running);
         assert_eq!(d(&[C::Succeeded, C::NonzeroExit]).0, R::Failed);
         assert_eq!(d(&[C::Created]).0, R::Pending);
         // A terminal stored status is kept.
-        assert_eq!(
-            derive_status(R::NothingToDo, &[job(C::Created)]).0,
-            R::NothingToDo
-        );
+        assert_eq!(derive_status(R::NothingToDo, &[job(C::Created)]).0, R::NothingToDo);
     }
 
     #[test]
@@ -417,10 +383,7 @@ mod tests {
     fn job_ids_are_sixteen_base32_characters() {
         let id = job_id("0123456789", "generate_dataset");
         assert_eq!(id.len(), 16);
-        assert!(
-            id.chars()
-                .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c))
-        );
+        assert!(id.chars().all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c)));
         assert_eq!(base32_lower(b"foobar"), "mzxw6ytboi");
     }
 }

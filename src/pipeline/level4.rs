@@ -27,11 +27,7 @@ pub fn check_file(relative: &str, path: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     let suffix = suffix(relative);
     if size > LEVEL4_MAX_FILE_SIZE {
-        problems.push(format!(
-            "File size of {}Mb is larger that limit of {}Mb.",
-            megabytes(size),
-            megabytes(LEVEL4_MAX_FILE_SIZE)
-        ));
+        problems.push(format!("File size of {}Mb is larger that limit of {}Mb.", megabytes(size), megabytes(LEVEL4_MAX_FILE_SIZE)));
     } else if !LEVEL4_FILE_TYPES.contains(&suffix) {
         problems.push(format!("File type of {suffix} is not valid level 4 file"));
     } else if suffix == ".csv"
@@ -42,14 +38,9 @@ pub fn check_file(relative: &str, path: &Path) -> Vec<String> {
         if csv_header_fields(&header).iter().any(|f| f == "patient_id") {
             problems.push("File has patient_id column".to_string());
         }
-        let rows = lines
-            .map_while(Result::ok)
-            .filter(|l| !l.trim_end_matches('\r').is_empty())
-            .count();
+        let rows = lines.map_while(Result::ok).filter(|l| !l.trim_end_matches('\r').is_empty()).count();
         if rows > LEVEL4_MAX_CSV_ROWS {
-            problems.push(format!(
-                "File row count ({rows}) exceeds maximum allowed rows ({LEVEL4_MAX_CSV_ROWS})"
-            ));
+            problems.push(format!("File row count ({rows}) exceeds maximum allowed rows ({LEVEL4_MAX_CSV_ROWS})"));
         }
     }
     problems
@@ -57,9 +48,7 @@ pub fn check_file(relative: &str, path: &Path) -> Vec<String> {
 
 /// The fields of a CSV header line (quotes removed).
 fn csv_header_fields(line: &str) -> Vec<String> {
-    let line = line
-        .trim_end_matches(['\r', '\n'])
-        .trim_start_matches('\u{feff}');
+    let line = line.trim_end_matches(['\r', '\n']).trim_start_matches('\u{feff}');
     let mut fields = Vec::new();
     let mut field = String::new();
     let mut quoted = false;
@@ -95,10 +84,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.csv.gz");
         std::fs::write(&path, b"x").unwrap();
-        assert_eq!(
-            check_file("o/t.csv.gz", &path),
-            ["File type of .gz is not valid level 4 file"]
-        );
+        assert_eq!(check_file("o/t.csv.gz", &path), ["File type of .gz is not valid level 4 file"]);
         let ok = dir.path().join("t.csv");
         std::fs::write(&ok, "group,n\r\na,5\r\n").unwrap();
         assert!(check_file("o/t.csv", &ok).is_empty());
@@ -106,9 +92,6 @@ mod tests {
 
     #[test]
     fn header_fields() {
-        assert_eq!(
-            csv_header_fields("a,\"patient_id\",\"x,y\"\r"),
-            ["a", "patient_id", "x,y"]
-        );
+        assert_eq!(csv_header_fields("a,\"patient_id\",\"x,y\"\r"), ["a", "patient_id", "x,y"]);
     }
 }

@@ -91,10 +91,7 @@ pub fn render(job: &Job, request_id: &str, commit: Option<&str>, lines: &[LogLin
 }
 
 /// `<path>  - <value>` rows with the paths padded to the widest.
-pub fn aligned_rows<V: std::fmt::Display>(
-    rows: &std::collections::BTreeMap<String, V>,
-    indent: &str,
-) -> String {
+pub fn aligned_rows<V: std::fmt::Display>(rows: &std::collections::BTreeMap<String, V>, indent: &str) -> String {
     let width = rows.keys().map(|p| p.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for (path, value) in rows {

@@ -2,9 +2,7 @@
 //! semantics, where `*` matches within one path segment only.
 
 /// File types that may be moderately_sensitive (upstream `LEVEL4_FILE_TYPES`).
-pub const LEVEL4_FILE_TYPES: &[&str] = &[
-    ".csv", ".jpg", ".jpeg", ".png", ".svg", ".svgz", ".html", ".txt", ".log", ".json", ".md",
-];
+pub const LEVEL4_FILE_TYPES: &[&str] = &[".csv", ".jpg", ".jpeg", ".png", ".svg", ".svgz", ".html", ".txt", ".log", ".json", ".md"];
 
 /// The suffix of the last path component, as Python's `PurePath.suffix` computes it:
 /// `a.csv` → `.csv`, `.hidden` → ``, `a.` → ``.
@@ -33,8 +31,7 @@ pub fn posix_normpath(path: &str) -> String {
         if comp.is_empty() || comp == "." {
             continue;
         }
-        if comp != ".." || (initial_slashes == 0 && parts.is_empty()) || parts.last() == Some(&"..")
-        {
+        if comp != ".." || (initial_slashes == 0 && parts.is_empty()) || parts.last() == Some(&"..") {
             parts.push(comp);
         } else if !parts.is_empty() {
             parts.pop();
@@ -53,9 +50,7 @@ pub fn validate_pattern(pattern: &str, moderately_sensitive: bool) -> Result<(),
     }
     for expr in ["**", "?", "["] {
         if pattern.contains(expr) {
-            return Err(format!(
-                "contains '{expr}' (only the * wildcard character is supported)"
-            ));
+            return Err(format!("contains '{expr}' (only the * wildcard character is supported)"));
         }
     }
     let suffix = suffix(pattern);
@@ -63,10 +58,7 @@ pub fn validate_pattern(pattern: &str, moderately_sensitive: bool) -> Result<(),
         return Err("output paths must have a file type extension at the end".into());
     }
     if moderately_sensitive && !LEVEL4_FILE_TYPES.contains(&suffix) {
-        return Err(format!(
-            "{} is not an allowed file type for moderately_sensitive outputs",
-            pattern.trim_end_matches('/')
-        ));
+        return Err(format!("{} is not an allowed file type for moderately_sensitive outputs", pattern.trim_end_matches('/')));
     }
     if posix_normpath(pattern) != pattern {
         return Err("is not in standard form (contains double slashes or '..' elements)".into());
@@ -75,8 +67,7 @@ pub fn validate_pattern(pattern: &str, moderately_sensitive: bool) -> Result<(),
         return Err("should not include the metadata directory".into());
     }
     let bytes = pattern.as_bytes();
-    let windows_drive =
-        bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' && bytes[2] == b'/';
+    let windows_drive = bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' && bytes[2] == b'/';
     if pattern.starts_with('/') || windows_drive {
         return Err("is an absolute path".into());
     }
@@ -161,39 +152,16 @@ mod tests {
     #[test]
     fn validation_reasons_in_upstream_order() {
         let v = |p, m| validate_pattern(p, m).err();
-        assert_eq!(
-            v("output\\a.csv", false).unwrap(),
-            "contains back slashes (use forward slashes only)"
-        );
+        assert_eq!(v("output\\a.csv", false).unwrap(), "contains back slashes (use forward slashes only)");
         assert!(v("output/**/a.csv", false).unwrap().contains("'**'"));
         assert!(v("output/a?.csv", false).unwrap().contains("'?'"));
         assert!(v("output/[ab].csv", false).unwrap().contains("'['"));
-        assert!(
-            v("output/a", false)
-                .unwrap()
-                .contains("file type extension")
-        );
-        assert!(
-            v("output/a.*", false)
-                .unwrap()
-                .contains("file type extension")
-        );
-        assert!(
-            v("output/a.csv.gz", true)
-                .unwrap()
-                .contains("not an allowed file type")
-        );
+        assert!(v("output/a", false).unwrap().contains("file type extension"));
+        assert!(v("output/a.*", false).unwrap().contains("file type extension"));
+        assert!(v("output/a.csv.gz", true).unwrap().contains("not an allowed file type"));
         assert!(v("output//a.csv", false).unwrap().contains("standard form"));
-        assert!(
-            v("output/../a.csv", false)
-                .unwrap()
-                .contains("standard form")
-        );
-        assert!(
-            v("metadata/a.csv", false)
-                .unwrap()
-                .contains("metadata directory")
-        );
+        assert!(v("output/../a.csv", false).unwrap().contains("standard form"));
+        assert!(v("metadata/a.csv", false).unwrap().contains("metadata directory"));
         assert!(v("/abs/a.csv", false).unwrap().contains("absolute"));
         assert!(v("c:/abs/a.csv", false).unwrap().contains("absolute"));
         assert_eq!(v("output/*.csv", true), None);

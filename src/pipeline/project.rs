@@ -35,24 +35,17 @@ pub const KNOWN_IMAGES: &[&str] = &[
 /// A project.yaml that cannot be used, with the message the user sees.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
-    #[error(
-        "There is no project.yaml at {path}: run quarry in a project directory, or name one with --project-dir"
-    )]
+    #[error("There is no project.yaml at {path}: run quarry in a project directory, or name one with --project-dir")]
     Missing { path: String },
     #[error("Could not read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("Invalid project: {path}\n{message}")]
     Invalid { path: String, message: String },
 }
 
 /// Privacy levels of outputs.
 #[allow(clippy::enum_variant_names)]
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PrivacyLevel {
     HighlySensitive,
@@ -61,11 +54,7 @@ pub enum PrivacyLevel {
 }
 
 impl PrivacyLevel {
-    pub const ALL: [PrivacyLevel; 3] = [
-        PrivacyLevel::HighlySensitive,
-        PrivacyLevel::ModeratelySensitive,
-        PrivacyLevel::MinimallySensitive,
-    ];
+    pub const ALL: [PrivacyLevel; 3] = [PrivacyLevel::HighlySensitive, PrivacyLevel::ModeratelySensitive, PrivacyLevel::MinimallySensitive];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -151,21 +140,12 @@ impl Project {
 
     /// Every action `run_all` stands for: all actions in file order except one named `run_all`.
     pub fn all_actions(&self) -> Vec<&str> {
-        self.actions
-            .iter()
-            .map(|a| a.id.as_str())
-            .filter(|id| *id != RUN_ALL)
-            .collect()
+        self.actions.iter().map(|a| a.id.as_str()).filter(|id| *id != RUN_ALL).collect()
     }
 
     /// Actions in dependency order: each after all of its needs, file order among equals.
     pub fn dependency_order(&self) -> Vec<&Action> {
-        let index: HashMap<&str, usize> = self
-            .actions
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.id.as_str(), i))
-            .collect();
+        let index: HashMap<&str, usize> = self.actions.iter().enumerate().map(|(i, a)| (a.id.as_str(), i)).collect();
         let mut remaining: Vec<usize> = self.actions.iter().map(|a| a.needs.len()).collect();
         let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); self.actions.len()];
         for (i, a) in self.actions.iter().enumerate() {
@@ -173,9 +153,7 @@ impl Project {
                 dependants[index[n.as_str()]].push(i);
             }
         }
-        let mut ready: std::collections::BTreeSet<usize> = (0..self.actions.len())
-            .filter(|&i| remaining[i] == 0)
-            .collect();
+        let mut ready: std::collections::BTreeSet<usize> = (0..self.actions.len()).filter(|&i| remaining[i] == 0).collect();
         let mut order = Vec::with_capacity(self.actions.len());
         while let Some(i) = ready.pop_first() {
             order.push(&self.actions[i]);
@@ -195,14 +173,9 @@ pub fn load(path: &Path) -> Result<Project, ProjectError> {
     let display = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
-            ProjectError::Missing {
-                path: display.clone(),
-            }
+            ProjectError::Missing { path: display.clone() }
         } else {
-            ProjectError::Read {
-                path: display.clone(),
-                source,
-            }
+            ProjectError::Read { path: display.clone(), source }
         }
     })?;
     parse(&text, &display)
@@ -210,17 +183,9 @@ pub fn load(path: &Path) -> Result<Project, ProjectError> {
 
 /// Parses and validates project.yaml text; `path` names the file in messages.
 pub fn parse(text: &str, path: &str) -> Result<Project, ProjectError> {
-    let invalid = |message: String| ProjectError::Invalid {
-        path: path.to_string(),
-        message,
-    };
-    let doc: Value = serde_saphyr::from_str(text).map_err(|e| {
-        invalid(
-            e.to_string()
-                .replace("<input>", path)
-                .replace(", set DuplicateKeyPolicy in Options if acceptable", ""),
-        )
-    })?;
+    let invalid = |message: String| ProjectError::Invalid { path: path.to_string(), message };
+    let doc: Value = serde_saphyr::from_str(text)
+        .map_err(|e| invalid(e.to_string().replace("<input>", path).replace(", set DuplicateKeyPolicy in Options if acceptable", "")))?;
     validate(doc).map_err(invalid)
 }
 
@@ -250,19 +215,8 @@ enum Expected {
 }
 
 fn no_unexpected(map: &Map<String, Value>, allowed: &[&str], location: &str) -> Result<(), String> {
-    let extra: Vec<&str> = map
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !allowed.contains(k))
-        .collect();
-    if extra.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "Unexpected parameters ({}) in {location}",
-            extra.join(", ")
-        ))
-    }
+    let extra: Vec<&str> = map.keys().map(String::as_str).filter(|k| !allowed.contains(k)).collect();
+    if extra.is_empty() { Ok(()) } else { Err(format!("Unexpected parameters ({}) in {location}", extra.join(", "))) }
 }
 
 /// Python's `float()` applied to a YAML scalar.
@@ -278,11 +232,7 @@ fn python_float(value: &Value) -> Option<f64> {
 /// Python's `int()` applied to a YAML scalar.
 fn python_int(value: &Value) -> Option<i64> {
     match value {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.is_finite())
-                .map(|f| f.trunc() as i64)
-        }),
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.trunc() as i64)),
         Value::Bool(b) => Some(i64::from(*b)),
         Value::String(s) => s.trim().replace('_', "").parse::<i64>().ok(),
         _ => None,
@@ -291,11 +241,7 @@ fn python_int(value: &Value) -> Option<i64> {
 
 /// Python's `repr` of a float, for the few messages that show the version.
 pub fn python_float_repr(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e16 {
-        format!("{v:.1}")
-    } else {
-        format!("{v}")
-    }
+    if v.fract() == 0.0 && v.abs() < 1e16 { format!("{v:.1}") } else { format!("{v}") }
 }
 
 struct Features {
@@ -331,9 +277,7 @@ fn is_valid_tag(tag: &str) -> bool {
 
 fn validate(doc: Value) -> Result<Project, String> {
     let Value::Object(top) = doc else {
-        return Err(
-            "Project file must be a mapping with a `version` and an `actions` section".to_string(),
-        );
+        return Err("Project file must be a mapping with a `version` and an `actions` section".to_string());
     };
     no_unexpected(&top, &["version", "actions", "expectations"], "project")?;
     let mut warnings = Vec::new();
@@ -346,20 +290,15 @@ fn validate(doc: Value) -> Result<Project, String> {
                  project configuration format it uses (current latest version is {LATEST_VERSION})"
             ));
         }
-        Some(v) => python_float(v)
-            .filter(|f| f.is_finite())
-            .ok_or_else(|| format!("`version` must be a number between 1 and {LATEST_VERSION}"))?,
+        Some(v) => {
+            python_float(v).filter(|f| f.is_finite()).ok_or_else(|| format!("`version` must be a number between 1 and {LATEST_VERSION}"))?
+        }
     };
     if version > f64::from(LATEST_VERSION) {
-        return Err(format!(
-            "The latest version is v{LATEST_VERSION}, but got v{}",
-            python_float_repr(version)
-        ));
+        return Err(format!("The latest version is v{LATEST_VERSION}, but got v{}", python_float_repr(version)));
     }
     if version < 1.0 {
-        return Err(format!(
-            "`version` must be a number between 1 and {LATEST_VERSION}"
-        ));
+        return Err(format!("`version` must be a number between 1 and {LATEST_VERSION}"));
     }
     if version < f64::from(LATEST_VERSION) {
         warnings.push(format!(
@@ -372,17 +311,12 @@ fn validate(doc: Value) -> Result<Project, String> {
     // actions
     let actions_value = top.get("actions").cloned().unwrap_or(Value::Null);
     validate_type(&actions_value, Expected::Dict, "Project `actions` section")?;
-    let Value::Object(actions_map) = actions_value else {
-        unreachable!("checked above")
-    };
+    let Value::Object(actions_map) = actions_value else { unreachable!("checked above") };
     let mut actions = Vec::with_capacity(actions_map.len());
     for (id, config) in &actions_map {
         if id == RUN_ALL {
             if feat.remove_run_all_action {
-                return Err(
-                    "`run_all` is a reserved action name and is not allowed for user-defined actions."
-                        .to_string(),
-                );
+                return Err("`run_all` is a reserved action name and is not allowed for user-defined actions.".to_string());
             }
             warnings.push(
                 "`run_all` is a reserved action name; user-defined actions with this name are \
@@ -390,51 +324,31 @@ fn validate(doc: Value) -> Result<Project, String> {
                     .to_string(),
             );
         }
-        validate_type(
-            config,
-            Expected::Dict,
-            &format!("Configuration for action {id}"),
-        )?;
-        let Value::Object(config) = config else {
-            unreachable!("checked above")
-        };
+        validate_type(config, Expected::Dict, &format!("Configuration for action {id}"))?;
+        let Value::Object(config) = config else { unreachable!("checked above") };
         for key in ["run", "outputs"] {
             if !config.contains_key(key) {
-                return Err(format!(
-                    "Action {id} must contain a configuration for '{key}'"
-                ));
+                return Err(format!("Action {id} must contain a configuration for '{key}'"));
             }
         }
         actions.push(build_action(id, config)?);
     }
 
     if feat.remove_cohortextractor
-        && let Some(a) = actions
-            .iter()
-            .find(|a| a.run.image.starts_with("cohortextractor"))
+        && let Some(a) = actions.iter().find(|a| a.run.image.starts_with("cohortextractor"))
     {
-        return Err(format!(
-            "Action {} uses cohortextractor actions, which are not supported in this version.",
-            a.id
-        ));
+        return Err(format!("Action {} uses cohortextractor actions, which are not supported in this version.", a.id));
     }
     if feat.remove_latest_tag
         && let Some(a) = actions.iter().find(|a| a.run.tag == "latest")
     {
-        return Err(format!(
-            "Action {} uses `{}:latest`, which is not supported. Provide a version e.g. `:v2` instead",
-            a.id, a.run.image
-        ));
+        return Err(format!("Action {} uses `{}:latest`, which is not supported. Provide a version e.g. `:v2` instead", a.id, a.run.image));
     }
 
     let mut seen_runs: Vec<(&str, Vec<&str>)> = Vec::new();
     for a in &actions {
         if let Some((_, names)) = seen_runs.iter_mut().find(|(raw, _)| *raw == a.run.raw) {
-            return Err(format!(
-                "Action {} has the same 'run' command as other actions: {}",
-                a.id,
-                names.join("' ,'")
-            ));
+            return Err(format!("Action {} has the same 'run' command as other actions: {}", a.id, names.join("' ,'")));
         }
         seen_runs.push((a.run.raw.as_str(), vec![a.id.as_str()]));
     }
@@ -454,31 +368,22 @@ fn validate(doc: Value) -> Result<Project, String> {
     for a in &actions {
         for n in &a.needs {
             if !ids.contains(n.as_str()) {
-                return Err(format!(
-                    "Action `{}` references an unknown action in its `needs` list: {n}",
-                    a.id
-                ));
+                return Err(format!("Action `{}` references an unknown action in its `needs` list: {n}", a.id));
             }
         }
     }
     if let Some(cycle) = find_cycle(&actions) {
-        return Err(format!(
-            "Action `{}` depends on itself through its `needs`: {}",
-            cycle[0],
-            cycle.join(" -> ")
-        ));
+        return Err(format!("Action `{}` depends on itself through its `needs`: {}", cycle[0], cycle.join(" -> ")));
     }
 
     // expectations
     let expectations = top.get("expectations").filter(|v| !v.is_null());
     let expectations: Option<Value> = if feat.remove_cohortextractor {
         if expectations.is_some() {
-            return Err(
-                "Project includes `expectations` section, which is not supported in this \
+            return Err("Project includes `expectations` section, which is not supported in this \
                         version. This section is only applicable to deprecated cohortextractor \
                         actions; you can safely remove it."
-                    .to_string(),
-            );
+                .to_string());
         }
         None
     } else if feat.expectations_population {
@@ -493,77 +398,38 @@ fn validate(doc: Value) -> Result<Project, String> {
         None => None,
         Some(e) => {
             validate_type(&e, Expected::Dict, "Project `expectations` section")?;
-            let Value::Object(e) = e else {
-                unreachable!("checked above")
-            };
+            let Value::Object(e) = e else { unreachable!("checked above") };
             if !e.contains_key("population_size") {
-                return Err(
-                    "Project `expectations` section must include `population_size` section"
-                        .to_string(),
-                );
+                return Err("Project `expectations` section must include `population_size` section".to_string());
             }
             no_unexpected(&e, &["population_size"], "project `expectations` section")?;
-            Some(python_int(&e["population_size"]).ok_or_else(|| {
-                "Project expectations population size must be a number".to_string()
-            })?)
+            Some(python_int(&e["population_size"]).ok_or_else(|| "Project expectations population size must be a number".to_string())?)
         }
     };
 
     let declared_population_size = if feat.remove_cohortextractor {
         None
     } else {
-        top.get("expectations")
-            .and_then(|e| e.get("population_size"))
-            .and_then(python_int)
+        top.get("expectations").and_then(|e| e.get("population_size")).and_then(python_int)
     };
-    Ok(Project {
-        version,
-        actions,
-        population_size,
-        declared_population_size,
-        warnings,
-    })
+    Ok(Project { version, actions, population_size, declared_population_size, warnings })
 }
 
 fn build_action(id: &str, config: &Map<String, Value>) -> Result<Action, String> {
-    no_unexpected(
-        config,
-        &["run", "outputs", "needs", "config", "dummy_data_file"],
-        &format!("action {id}"),
-    )?;
+    no_unexpected(config, &["run", "outputs", "needs", "config", "dummy_data_file"], &format!("action {id}"))?;
     let outputs_value = &config["outputs"];
     let run_value = &config["run"];
-    validate_type(
-        outputs_value,
-        Expected::Dict,
-        &format!("`outputs` section for action {id}"),
-    )?;
-    validate_type(
-        run_value,
-        Expected::String,
-        &format!("`run` section for action {id}"),
-    )?;
+    validate_type(outputs_value, Expected::Dict, &format!("`outputs` section for action {id}"))?;
+    validate_type(run_value, Expected::String, &format!("`run` section for action {id}"))?;
     let optional = |key: &str| config.get(key).filter(|v| !v.is_null());
     if let Some(needs) = optional("needs") {
-        validate_type(
-            needs,
-            Expected::List,
-            &format!("`needs` section for action {id}"),
-        )?;
+        validate_type(needs, Expected::List, &format!("`needs` section for action {id}"))?;
     }
     if let Some(c) = optional("config") {
-        validate_type(
-            c,
-            Expected::Dict,
-            &format!("`config` section for action {id}"),
-        )?;
+        validate_type(c, Expected::Dict, &format!("`config` section for action {id}"))?;
     }
     if let Some(d) = optional("dummy_data_file") {
-        validate_type(
-            d,
-            Expected::String,
-            &format!("`dummy_data_file` section for action {id}"),
-        )?;
+        validate_type(d, Expected::String, &format!("`dummy_data_file` section for action {id}"))?;
     }
 
     let outputs = build_outputs(id, outputs_value.as_object().expect("checked above"))?;
@@ -575,37 +441,22 @@ fn build_action(id: &str, config: &Map<String, Value>) -> Result<Action, String>
             let n = match item {
                 Value::String(s) => s.clone(),
                 other => {
-                    return Err(format!(
-                        "`needs` section for action {id} must be a list of action names, but it contains {other}"
-                    ));
+                    return Err(format!("`needs` section for action {id} must be a list of action names, but it contains {other}"));
                 }
             };
             if n.contains(' ') {
-                return Err(format!(
-                    "`needs` actions should be separated with commas, but {id} needs `{n}`"
-                ));
+                return Err(format!("`needs` actions should be separated with commas, but {id} needs `{n}`"));
             }
             needs.push(n);
         }
     }
 
-    let action = Action {
-        id: id.to_string(),
-        run,
-        needs,
-        outputs,
-        config: optional("config").cloned(),
-    };
-    if action.run.image == "cohortextractor"
-        && action.run.args.first().map(String::as_str) == Some("generate_cohort")
-    {
+    let action = Action { id: id.to_string(), run, needs, outputs, config: optional("config").cloned() };
+    if action.run.image == "cohortextractor" && action.run.args.first().map(String::as_str) == Some("generate_cohort") {
         validate_cohortextractor_outputs(&action)?;
     }
     if matches!(action.run.image.as_str(), "ehrql" | "databuilder")
-        && matches!(
-            action.run.args.first().map(String::as_str),
-            Some("generate-dataset" | "generate_dataset")
-        )
+        && matches!(action.run.args.first().map(String::as_str), Some("generate-dataset" | "generate_dataset"))
     {
         validate_generate_dataset_outputs(&action)?;
     }
@@ -615,41 +466,22 @@ fn build_action(id: &str, config: &Map<String, Value>) -> Result<Action, String>
 fn build_outputs(id: &str, outputs: &Map<String, Value>) -> Result<Vec<OutputSpec>, String> {
     let present = |level: PrivacyLevel| outputs.get(level.as_str()).filter(|v| !v.is_null());
     if PrivacyLevel::ALL.iter().all(|&l| present(l).is_none()) {
-        return Err(
-            "must specify at least one output of: highly_sensitive, moderately_sensitive, minimally_sensitive"
-                .to_string(),
-        );
+        return Err("must specify at least one output of: highly_sensitive, moderately_sensitive, minimally_sensitive".to_string());
     }
     let level_names: Vec<&str> = PrivacyLevel::ALL.iter().map(|l| l.as_str()).collect();
-    no_unexpected(
-        outputs,
-        &level_names,
-        &format!("`outputs` section for action {id}"),
-    )?;
+    no_unexpected(outputs, &level_names, &format!("`outputs` section for action {id}"))?;
     let mut specs = Vec::new();
     for level in PrivacyLevel::ALL {
         let Some(section) = present(level) else {
             continue;
         };
-        validate_type(
-            section,
-            Expected::Dict,
-            &format!("`{level}` section for action {id}"),
-        )?;
+        validate_type(section, Expected::Dict, &format!("`{level}` section for action {id}"))?;
         for (name, pattern) in section.as_object().expect("checked above") {
-            validate_type(
-                pattern,
-                Expected::String,
-                &format!("`{name}` output for action {id}"),
-            )?;
+            validate_type(pattern, Expected::String, &format!("`{name}` output for action {id}"))?;
             let pattern = pattern.as_str().expect("checked above");
             patterns::validate_pattern(pattern, level == PrivacyLevel::ModeratelySensitive)
                 .map_err(|reason| format!("Output path {pattern} is invalid: {reason}"))?;
-            specs.push(OutputSpec {
-                name: name.clone(),
-                pattern: pattern.to_string(),
-                level,
-            });
+            specs.push(OutputSpec { name: name.clone(), pattern: pattern.to_string(), level });
         }
     }
     Ok(specs)
@@ -659,50 +491,30 @@ fn parse_run(id: &str, raw: &str) -> Result<Command, String> {
     if raw.is_empty() {
         return Err(format!("run must have a value, {id} has an empty run key"));
     }
-    let parts = shlex::split(raw)
-        .map_err(|e| format!("The `run` command of action {id} cannot be split into words: {e}"))?;
+    let parts = shlex::split(raw).map_err(|e| format!("The `run` command of action {id} cannot be split into words: {e}"))?;
     let Some((first, rest)) = parts.split_first() else {
         return Err(format!("run must have a value, {id} has an empty run key"));
     };
     let (image, tag) = first.split_once(':').unwrap_or((first.as_str(), ""));
     if !is_valid_tag(tag) {
-        return Err(format!(
-            "Action command {image} must have a version specified in the form :vN (e.g. {image}:v2)"
-        ));
+        return Err(format!("Action command {image} must have a version specified in the form :vN (e.g. {image}:v2)"));
     }
-    Ok(Command {
-        raw: raw.to_string(),
-        image: image.to_string(),
-        tag: tag.to_string(),
-        args: rest.to_vec(),
-    })
+    Ok(Command { raw: raw.to_string(), image: image.to_string(), tag: tag.to_string(), args: rest.to_vec() })
 }
 
 fn validate_cohortextractor_outputs(action: &Action) -> Result<(), String> {
     let levels: HashSet<PrivacyLevel> = action.outputs.iter().map(|o| o.level).collect();
     if levels.len() != 1 {
-        return Err(format!(
-            "A `generate_cohort` action must have exactly one output; {} had {}",
-            action.id,
-            levels.len()
-        ));
+        return Err(format!("A `generate_cohort` action must have exactly one output; {} had {}", action.id, levels.len()));
     }
     let mut dirs: Vec<String> = Vec::new();
     for o in &action.outputs {
-        let dir = o
-            .pattern
-            .rsplit_once('/')
-            .map(|(d, _)| d.to_string())
-            .unwrap_or_default();
+        let dir = o.pattern.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
         if !dirs.contains(&dir) {
             dirs.push(dir);
         }
     }
-    let has_output_dir = action
-        .run
-        .args
-        .iter()
-        .any(|a| a == "--output-dir" || a.starts_with("--output-dir="));
+    let has_output_dir = action.run.args.iter().any(|a| a == "--output-dir" || a.starts_with("--output-dir="));
     if dirs.len() != 1 && !has_output_dir {
         let list: Vec<String> = dirs.iter().map(|d| format!(" - {d}/")).collect();
         return Err(format!(
@@ -730,14 +542,8 @@ pub fn output_argument(args: &[String]) -> Option<&str> {
 
 fn validate_generate_dataset_outputs(action: &Action) -> Result<(), String> {
     let id = &action.id;
-    if action
-        .outputs
-        .iter()
-        .any(|o| o.level != PrivacyLevel::HighlySensitive)
-    {
-        return Err(format!(
-            "`{id}` action uses `generate-dataset` and so all outputs must be labelled `highly_sensitive`"
-        ));
+    if action.outputs.iter().any(|o| o.level != PrivacyLevel::HighlySensitive) {
+        return Err(format!("`{id}` action uses `generate-dataset` and so all outputs must be labelled `highly_sensitive`"));
     }
     let Some(output) = output_argument(&action.run.args) else {
         return Err(format!(
@@ -750,10 +556,7 @@ fn validate_generate_dataset_outputs(action: &Action) -> Result<(), String> {
     let (ok, expected) = match output.rsplit_once(':') {
         Some((dir, ext)) => {
             let expected = format!("{}/*.{ext}", dir.trim_end_matches('/'));
-            (
-                patterns.iter().all(|p| patterns::matches(&expected, p)),
-                expected,
-            )
+            (patterns.iter().all(|p| patterns::matches(&expected, p)), expected)
         }
         None => (patterns.contains(&output), output.to_string()),
     };
@@ -768,11 +571,7 @@ fn validate_generate_dataset_outputs(action: &Action) -> Result<(), String> {
 
 /// The first dependency cycle found, as the list of action ids from an action back to itself.
 fn find_cycle(actions: &[Action]) -> Option<Vec<String>> {
-    let index: HashMap<&str, usize> = actions
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (a.id.as_str(), i))
-        .collect();
+    let index: HashMap<&str, usize> = actions.iter().enumerate().map(|(i, a)| (a.id.as_str(), i)).collect();
     // 0 = unvisited, 1 = on the current path, 2 = done. Iterative DFS: no recursion depth limit.
     let mut state = vec![0u8; actions.len()];
     for start in 0..actions.len() {
@@ -792,10 +591,7 @@ fn find_cycle(actions: &[Action]) -> Option<Vec<String>> {
                     }
                     1 => {
                         let pos = stack.iter().position(|&(s, _)| s == n).expect("on path");
-                        let mut cycle: Vec<String> = stack[pos..]
-                            .iter()
-                            .map(|&(s, _)| actions[s].id.clone())
-                            .collect();
+                        let mut cycle: Vec<String> = stack[pos..].iter().map(|&(s, _)| actions[s].id.clone()).collect();
                         cycle.push(actions[n].id.clone());
                         return Some(cycle);
                     }

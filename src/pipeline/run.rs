@@ -46,10 +46,7 @@ impl Console {
         let _guard = self.lock.lock().expect("console lock");
         let first = message.lines().next().unwrap_or("");
         if self.timestamps {
-            println!(
-                "{} {action}: {first}",
-                log::console_timestamp(Timestamp::now())
-            );
+            println!("{} {action}: {first}", log::console_timestamp(Timestamp::now()));
         } else {
             println!("{action}: {first}");
         }
@@ -71,11 +68,7 @@ struct Shared {
 impl Shared {
     fn update(&self, job_id: &str, change: impl FnOnce(&mut Job)) -> Result<Job> {
         let mut request = self.request.lock().expect("request lock");
-        let job = request
-            .jobs
-            .iter_mut()
-            .find(|j| j.id == job_id)
-            .expect("job of this request");
+        let job = request.jobs.iter_mut().find(|j| j.id == job_id).expect("job of this request");
         change(job);
         let job = job.clone();
         request.refresh_status();
@@ -114,20 +107,12 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     let project_yaml = fs::read_to_string(&project_path).unwrap_or_default();
 
     if options.actions.is_empty() {
-        print_error(
-            "UnknownActionError",
-            "At least one action must be supplied",
-            Some(&project),
-        );
+        print_error("UnknownActionError", "At least one action must be supplied", Some(&project));
         return Ok(1);
     }
     for a in &options.actions {
         if a != RUN_ALL && project.action(a).is_none() {
-            print_error(
-                "UnknownActionError",
-                &format!("Action '{a}' not found in project.yaml"),
-                Some(&project),
-            );
+            print_error("UnknownActionError", &format!("Action '{a}' not found in project.yaml"), Some(&project));
             return Ok(1);
         }
     }
@@ -135,10 +120,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     let workspace = Workspace::open_for_run(&options.project_dir)?;
     let recovered = workspace.recover_interrupted()?;
     if !recovered.is_empty() {
-        println!(
-            "=> Marked jobs left unfinished by an interrupted run as failed: {}",
-            recovered.join(", ")
-        );
+        println!("=> Marked jobs left unfinished by an interrupted run as failed: {}", recovered.join(", "));
     }
     let requests = workspace.load_requests()?;
 
@@ -160,13 +142,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
         jobs: Vec::new(),
     };
 
-    let plan = resolve(
-        &project,
-        &workspace.project_dir,
-        &requests,
-        &options.actions,
-        options.force_run_dependencies,
-    );
+    let plan = resolve(&project, &workspace.project_dir, &requests, &options.actions, options.force_run_dependencies);
     if plan.is_empty() {
         request.status = RequestStatus::NothingToDo;
         request.status_message = "All actions have already completed successfully".to_string();
@@ -179,9 +155,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
 
     // Refuse images that cannot run here before anything runs.
     for action_id in &plan {
-        let action = project
-            .action(action_id)
-            .expect("resolved from the project");
+        let action = project.action(action_id).expect("resolved from the project");
         if let Err(e) = executor::invocation(action) {
             print_error("ActionNotAvailable", &e.to_string(), None);
             return Ok(1);
@@ -191,22 +165,12 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     let previous_jobs: HashMap<String, Job> = project
         .actions
         .iter()
-        .filter_map(|a| {
-            state::latest_job(&workspace.project_dir, &requests, &a.id)
-                .map(|j| (a.id.clone(), j.clone()))
-        })
+        .filter_map(|a| state::latest_job(&workspace.project_dir, &requests, &a.id).map(|j| (a.id.clone(), j.clone())))
         .collect();
     let planned: HashSet<&str> = plan.iter().map(String::as_str).collect();
     for action_id in &plan {
-        let action = project
-            .action(action_id)
-            .expect("resolved from the project");
-        let wait_for = action
-            .needs
-            .iter()
-            .filter(|n| planned.contains(n.as_str()))
-            .map(|n| jobs::job_id(&request_id, n))
-            .collect();
+        let action = project.action(action_id).expect("resolved from the project");
+        let wait_for = action.needs.iter().filter(|n| planned.contains(n.as_str())).map(|n| jobs::job_id(&request_id, n)).collect();
         let mut job = Job::new(jobs::job_id(&request_id, action_id), action_id, &action.run.raw, now);
         job.requires_db = action.is_database_action();
         job.needs = action.needs.clone();
@@ -220,19 +184,12 @@ pub fn run(options: &RunOptions) -> Result<i32> {
         workspace,
         project,
         request: Mutex::new(request),
-        console: Console {
-            timestamps: options.timestamps,
-            lock: Mutex::new(()),
-        },
+        console: Console { timestamps: options.timestamps, lock: Mutex::new(()) },
         stop: AtomicBool::new(false),
         timeout: options.timeout,
         previous_jobs,
     });
-    let stop_reason = schedule(
-        &shared,
-        options.concurrency.max(1),
-        options.continue_on_error,
-    )?;
+    let stop_reason = schedule(&shared, options.concurrency.max(1), options.continue_on_error)?;
 
     let request = shared.request.lock().expect("request lock").clone();
     print_summary(&shared.workspace, &request, stop_reason.as_ref());
@@ -269,23 +226,9 @@ fn print_error(kind: &str, message: &str, project: Option<&Project>) {
 
 /// Which actions get a new job, in the order upstream creates them: depth-first through
 /// `needs`, a dependency before its dependants.
-pub fn resolve(
-    project: &Project,
-    project_dir: &Path,
-    requests: &[JobRequest],
-    requested: &[String],
-    force: bool,
-) -> Vec<String> {
+pub fn resolve(project: &Project, project_dir: &Path, requests: &[JobRequest], requested: &[String], force: bool) -> Vec<String> {
     let run_all = requested.iter().any(|a| a == RUN_ALL);
-    let targets: Vec<String> = if run_all {
-        project
-            .all_actions()
-            .into_iter()
-            .map(String::from)
-            .collect()
-    } else {
-        requested.to_vec()
-    };
+    let targets: Vec<String> = if run_all { project.all_actions().into_iter().map(String::from).collect() } else { requested.to_vec() };
     let explicitly_requested = |action: &str| !run_all && requested.iter().any(|r| r == action);
     let mut decided: HashMap<String, bool> = HashMap::new();
     let mut order = Vec::new();
@@ -336,11 +279,7 @@ enum StopReason {
     Failed(String),
 }
 
-fn schedule(
-    shared: &Arc<Shared>,
-    concurrency: usize,
-    continue_on_error: bool,
-) -> Result<Option<StopReason>> {
+fn schedule(shared: &Arc<Shared>, concurrency: usize, continue_on_error: bool) -> Result<Option<StopReason>> {
     let (tx, rx) = mpsc::channel::<(String, Result<()>)>();
     let mut running: HashSet<String> = HashSet::new();
     let mut stop_reason: Option<StopReason> = None;
@@ -371,41 +310,20 @@ fn schedule(
         }
     }
     // Whatever never started: dependants of a failure, or left behind by a stop.
-    let pending: Vec<Job> = shared
-        .request
-        .lock()
-        .expect("request lock")
-        .jobs
-        .iter()
-        .filter(|j| j.state == State::Pending)
-        .cloned()
-        .collect();
+    let pending: Vec<Job> =
+        shared.request.lock().expect("request lock").jobs.iter().filter(|j| j.state == State::Pending).cloned().collect();
     for job in pending {
-        let dependency_failed = job
-            .wait_for
-            .iter()
-            .any(|d| job_snapshot(shared, d).state == State::Failed);
+        let dependency_failed = job.wait_for.iter().any(|d| job_snapshot(shared, d).state == State::Failed);
         let (code, message) = if dependency_failed {
-            (
-                StatusCode::DependencyFailed,
-                StatusCode::DependencyFailed.default_message().to_string(),
-            )
+            (StatusCode::DependencyFailed, StatusCode::DependencyFailed.default_message().to_string())
         } else {
             match &stop_reason {
-                Some(StopReason::Interrupted) => (
-                    StatusCode::CancelledByUser,
-                    StatusCode::CancelledByUser.default_message().to_string(),
-                ),
+                Some(StopReason::Interrupted) => (StatusCode::CancelledByUser, StatusCode::CancelledByUser.default_message().to_string()),
                 Some(StopReason::Failed(action)) => (
                     StatusCode::Stopped,
-                    format!(
-                        "Not started because `{action}` failed; use --continue-on-error to run what does not depend on it"
-                    ),
+                    format!("Not started because `{action}` failed; use --continue-on-error to run what does not depend on it"),
                 ),
-                None => (
-                    StatusCode::InternalError,
-                    "Internal error: the job could not be scheduled".to_string(),
-                ),
+                None => (StatusCode::InternalError, "Internal error: the job could not be scheduled".to_string()),
             }
         };
         shared.set_status(&job.id, code, &message)?;
@@ -414,15 +332,7 @@ fn schedule(
 }
 
 fn job_snapshot(shared: &Shared, job_id: &str) -> Job {
-    shared
-        .request
-        .lock()
-        .expect("request lock")
-        .jobs
-        .iter()
-        .find(|j| j.id == job_id)
-        .cloned()
-        .expect("job of this request")
+    shared.request.lock().expect("request lock").jobs.iter().find(|j| j.id == job_id).cloned().expect("job of this request")
 }
 
 fn start_ready_jobs(
@@ -436,40 +346,24 @@ fn start_ready_jobs(
     for job in jobs.iter().filter(|j| j.state == State::Pending) {
         let deps: Vec<State> = job.wait_for.iter().map(|d| state_of[d.as_str()]).collect();
         if deps.contains(&State::Failed) {
-            shared.set_status(
-                &job.id,
-                StatusCode::DependencyFailed,
-                StatusCode::DependencyFailed.default_message(),
-            )?;
+            shared.set_status(&job.id, StatusCode::DependencyFailed, StatusCode::DependencyFailed.default_message())?;
             continue;
         }
         if deps.iter().any(|s| *s != State::Succeeded) {
             if job.status_code != StatusCode::WaitingOnDependencies {
                 shared.update(&job.id, |j| {
-                    j.set_status(
-                        StatusCode::WaitingOnDependencies,
-                        StatusCode::WaitingOnDependencies.default_message(),
-                    )
+                    j.set_status(StatusCode::WaitingOnDependencies, StatusCode::WaitingOnDependencies.default_message())
                 })?;
             }
             continue;
         }
         if running.len() >= concurrency {
             if job.status_code != StatusCode::WaitingOnWorkers {
-                shared.update(&job.id, |j| {
-                    j.set_status(
-                        StatusCode::WaitingOnWorkers,
-                        StatusCode::WaitingOnWorkers.default_message(),
-                    )
-                })?;
+                shared.update(&job.id, |j| j.set_status(StatusCode::WaitingOnWorkers, StatusCode::WaitingOnWorkers.default_message()))?;
             }
             continue;
         }
-        shared.set_status(
-            &job.id,
-            StatusCode::Preparing,
-            StatusCode::Preparing.default_message(),
-        )?;
+        shared.set_status(&job.id, StatusCode::Preparing, StatusCode::Preparing.default_message())?;
         running.insert(job.id.clone());
         let shared = Arc::clone(shared);
         let tx = tx.clone();
@@ -487,11 +381,7 @@ type Snapshot = HashMap<String, (u64, Option<SystemTime>)>;
 
 fn run_job(shared: &Shared, job_id: &str) -> Result<()> {
     let job = job_snapshot(shared, job_id);
-    let action = shared
-        .project
-        .action(&job.action)
-        .expect("job of a project action")
-        .clone();
+    let action = shared.project.action(&job.action).expect("job of a project action").clone();
     let scratch = shared.workspace.metadata_dir.join("volumes").join(job_id);
     let result = run_job_in(shared, &job, &action, &scratch);
     let _ = fs::remove_dir_all(&scratch);
@@ -500,19 +390,8 @@ fn run_job(shared: &Shared, job_id: &str) -> Result<()> {
         let message = format!("Internal error: {e:#}");
         shared.set_status(job_id, StatusCode::InternalError, &message)?;
         let job = job_snapshot(shared, job_id);
-        let commit = shared
-            .request
-            .lock()
-            .expect("request lock")
-            .git
-            .as_ref()
-            .map(|g| g.commit.clone());
-        let text = log::render(
-            &job,
-            &shared.request.lock().expect("request lock").id,
-            commit.as_deref(),
-            &[],
-        );
+        let commit = shared.request.lock().expect("request lock").git.as_ref().map(|g| g.commit.clone());
+        let text = log::render(&job, &shared.request.lock().expect("request lock").id, commit.as_deref(), &[]);
         let _ = state::write_atomically(&shared.workspace.log_path(&job.action), text.as_bytes());
     }
     Ok(())
@@ -523,17 +402,10 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
 
     // Prepare: the project minus every declared output, plus the outputs of direct needs.
     if scratch.exists() {
-        fs::remove_dir_all(scratch)
-            .with_context(|| format!("could not clear {}", scratch.display()))?;
+        fs::remove_dir_all(scratch).with_context(|| format!("could not clear {}", scratch.display()))?;
     }
-    fs::create_dir_all(scratch)
-        .with_context(|| format!("could not create {}", scratch.display()))?;
-    let all_patterns: Vec<&str> = shared
-        .project
-        .actions
-        .iter()
-        .flat_map(|a| a.outputs.iter().map(|o| o.pattern.as_str()))
-        .collect();
+    fs::create_dir_all(scratch).with_context(|| format!("could not create {}", scratch.display()))?;
+    let all_patterns: Vec<&str> = shared.project.actions.iter().flat_map(|a| a.outputs.iter().map(|o| o.pattern.as_str())).collect();
     copy_project(project_dir, scratch, &all_patterns)?;
     for need in &action.needs {
         let need_job = latest_job_of(shared, need);
@@ -549,9 +421,7 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
                     job.id
                 );
             }
-            shared
-                .console
-                .line(&job.action, &format!("Copying input file: {path}"));
+            shared.console.line(&job.action, &format!("Copying input file: {path}"));
             copy_file(&from, &scratch.join(path))?;
         }
     }
@@ -561,78 +431,41 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
     let invocation = executor::invocation(action).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut env = vec![("OPENSAFELY_BACKEND".to_string(), "expectations".to_string())];
     if let Some(n) = shared.project.declared_population_size {
-        env.push((
-            "QUARRY_EXPECTATIONS_POPULATION_SIZE".to_string(),
-            n.to_string(),
-        ));
+        env.push(("QUARRY_EXPECTATIONS_POPULATION_SIZE".to_string(), n.to_string()));
     }
     let program = match &invocation.program {
-        Program::Quarry => {
-            Some(std::env::current_exe().context("could not find the quarry executable")?)
-        }
+        Program::Quarry => Some(std::env::current_exe().context("could not find the quarry executable")?),
         Program::Host { name, .. } => executor::find_program(name),
     };
-    shared.set_status(
-        &job.id,
-        StatusCode::Executing,
-        StatusCode::Executing.default_message(),
-    )?;
+    shared.set_status(&job.id, StatusCode::Executing, StatusCode::Executing.default_message())?;
     let (ended, lines, failure_detail) = match program {
         Some(program) => {
-            let (ended, lines) = executor::run_process(
-                &program,
-                &invocation.args,
-                scratch,
-                &env,
-                shared.timeout,
-                &shared.stop,
-            )
-            .with_context(|| format!("could not start {}", program.display()))?;
+            let (ended, lines) = executor::run_process(&program, &invocation.args, scratch, &env, shared.timeout, &shared.stop)
+                .with_context(|| format!("could not start {}", program.display()))?;
             (ended, lines, None)
         }
         None => {
-            let Program::Host {
-                name,
-                what,
-                install_hint,
-            } = &invocation.program
-            else {
+            let Program::Host { name, what, install_hint } = &invocation.program else {
                 unreachable!("quarry's own executable was found above")
             };
-            let detail =
-                format!("{what} is not installed: `{name}` was not found on PATH; {install_hint}");
-            let line = LogLine {
-                at: Timestamp::now(),
-                text: detail.clone(),
-            };
+            let detail = format!("{what} is not installed: `{name}` was not found on PATH; {install_hint}");
+            let line = LogLine { at: Timestamp::now(), text: detail.clone() };
             (Ended::Exited(127), vec![line], Some(detail))
         }
     };
 
     // Finalize: collect what matches the declared patterns, even when the job failed.
-    shared.set_status(
-        &job.id,
-        StatusCode::Finalizing,
-        StatusCode::Finalizing.default_message(),
-    )?;
+    shared.set_status(&job.id, StatusCode::Finalizing, StatusCode::Finalizing.default_message())?;
     let after = snapshot(scratch)?;
     let changed: Vec<&String> = {
-        let mut c: Vec<&String> = after
-            .iter()
-            .filter(|(p, meta)| before.get(*p) != Some(meta))
-            .map(|(p, _)| p)
-            .collect();
+        let mut c: Vec<&String> = after.iter().filter(|(p, meta)| before.get(*p) != Some(meta)).map(|(p, _)| p).collect();
         c.sort();
         c
     };
     let mut outputs: BTreeMap<String, PrivacyLevel> = BTreeMap::new();
     let mut unmatched_patterns = Vec::new();
     for spec in &action.outputs {
-        let matched: Vec<&String> = changed
-            .iter()
-            .copied()
-            .filter(|p| patterns::matches(&spec.pattern, p))
-            .collect();
+        let matched: Vec<&String> = changed.iter().copied().filter(|p| patterns::matches(&spec.pattern, p)).collect();
         if matched.is_empty() {
             unmatched_patterns.push(spec.pattern.clone());
         }
@@ -640,15 +473,9 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
             outputs.entry(p.clone()).or_insert(spec.level);
         }
     }
-    let undeclared: Vec<String> = changed
-        .iter()
-        .filter(|p| !outputs.contains_key(p.as_str()))
-        .map(|p| p.to_string())
-        .collect();
+    let undeclared: Vec<String> = changed.iter().filter(|p| !outputs.contains_key(p.as_str())).map(|p| p.to_string()).collect();
     for path in outputs.keys() {
-        shared
-            .console
-            .line(&job.action, &format!("Extracting output file: {path}"));
+        shared.console.line(&job.action, &format!("Extracting output file: {path}"));
         copy_file(&scratch.join(path), &project_dir.join(path))?;
     }
     let mut level4_problems = BTreeMap::new();
@@ -676,9 +503,7 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
         Ended::TimedOut | Ended::Cancelled => 137,
     };
     let (code, message, hint) = match ended {
-        Ended::Cancelled if INTERRUPTED.load(Ordering::SeqCst) => {
-            (StatusCode::CancelledByUser, "Job cancelled by user".to_string(), None)
-        }
+        Ended::Cancelled if INTERRUPTED.load(Ordering::SeqCst) => (StatusCode::CancelledByUser, "Job cancelled by user".to_string(), None),
         Ended::Cancelled => (
             StatusCode::Stopped,
             "Stopped because another job failed; use --continue-on-error to let running jobs finish".to_string(),
@@ -686,10 +511,7 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
         ),
         Ended::TimedOut => (
             StatusCode::NonzeroExit,
-            format!(
-                "Job exited with an error: stopped after the --timeout of {} s",
-                shared.timeout.map(|t| t.as_secs()).unwrap_or(0)
-            ),
+            format!("Job exited with an error: stopped after the --timeout of {} s", shared.timeout.map(|t| t.as_secs()).unwrap_or(0)),
             None,
         ),
         Ended::Exited(c) if c != 0 => {
@@ -731,10 +553,7 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
         && let Some(previous) = shared.previous_jobs.get(&action.id)
     {
         for path in previous.outputs.keys() {
-            let still_declared = action
-                .outputs
-                .iter()
-                .any(|o| patterns::matches(&o.pattern, path));
+            let still_declared = action.outputs.iter().any(|o| patterns::matches(&o.pattern, path));
             if !outputs.contains_key(path) && still_declared {
                 let _ = fs::remove_file(project_dir.join(path));
             }
@@ -744,11 +563,7 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
     let job = shared.update(&job.id, |j| {
         j.exit_code = Some(exit_code);
         j.outputs = outputs;
-        j.undeclared_outputs = if code == StatusCode::UnmatchedPatterns {
-            Vec::new()
-        } else {
-            undeclared
-        };
+        j.undeclared_outputs = if code == StatusCode::UnmatchedPatterns { Vec::new() } else { undeclared };
         j.level4_problems = level4_problems;
         j.disclosure_warnings = disclosure_warnings;
         j.hint = hint;
@@ -760,20 +575,11 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
         (r.id.clone(), r.git.as_ref().map(|g| g.commit.clone()))
     };
     let log_path = shared.workspace.log_path(&job.action);
-    state::write_atomically(
-        &log_path,
-        log::render(&job, &request_id, commit.as_deref(), &lines).as_bytes(),
-    )?;
+    state::write_atomically(&log_path, log::render(&job, &request_id, commit.as_deref(), &lines).as_bytes())?;
     for p in &job.undeclared_outputs {
-        shared.console.line(
-            &job.action,
-            &format!("Warning: {p} matches no output pattern in project.yaml and was not saved"),
-        );
+        shared.console.line(&job.action, &format!("Warning: {p} matches no output pattern in project.yaml and was not saved"));
     }
-    shared.console.line(
-        &job.action,
-        &format!("Logs written to: metadata/{}.log", job.action),
-    );
+    shared.console.line(&job.action, &format!("Logs written to: metadata/{}.log", job.action));
     shared.console.line(&job.action, &message);
     Ok(())
 }
@@ -794,8 +600,7 @@ fn copy_project(project_dir: &Path, scratch: &Path, output_patterns: &[&str]) ->
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = project_dir.join(&rel);
-        let entries =
-            fs::read_dir(&dir).with_context(|| format!("could not read {}", dir.display()))?;
+        let entries = fs::read_dir(&dir).with_context(|| format!("could not read {}", dir.display()))?;
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name();
@@ -811,10 +616,7 @@ fn copy_project(project_dir: &Path, scratch: &Path, output_patterns: &[&str]) ->
                 }
                 Ok(t) if t.is_file() => {
                     let rel_str = rel_path.to_string_lossy().replace('\\', "/");
-                    if output_patterns
-                        .iter()
-                        .any(|p| patterns::matches(p, &rel_str))
-                    {
+                    if output_patterns.iter().any(|p| patterns::matches(p, &rel_str)) {
                         continue;
                     }
                     copy_file(&entry.path(), &scratch.join(&rel_path))?;
@@ -828,11 +630,9 @@ fn copy_project(project_dir: &Path, scratch: &Path, output_patterns: &[&str]) ->
 
 fn copy_file(from: &Path, to: &Path) -> Result<()> {
     if let Some(parent) = to.parent() {
-        fs::create_dir_all(parent)
-            .with_context(|| format!("could not create {}", parent.display()))?;
+        fs::create_dir_all(parent).with_context(|| format!("could not create {}", parent.display()))?;
     }
-    fs::copy(from, to)
-        .with_context(|| format!("could not copy {} to {}", from.display(), to.display()))?;
+    fs::copy(from, to).with_context(|| format!("could not copy {} to {}", from.display(), to.display()))?;
     Ok(())
 }
 
@@ -841,9 +641,7 @@ fn snapshot(root: &Path) -> Result<Snapshot> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
-        for entry in
-            fs::read_dir(&dir).with_context(|| format!("could not read {}", dir.display()))?
-        {
+        for entry in fs::read_dir(&dir).with_context(|| format!("could not read {}", dir.display()))? {
             let entry = entry?;
             let rel_path = rel.join(entry.file_name());
             let meta = entry.metadata()?;
@@ -859,19 +657,14 @@ fn snapshot(root: &Path) -> Result<Snapshot> {
 }
 
 fn print_summary(workspace: &Workspace, request: &JobRequest, stop: Option<&StopReason>) {
-    let mut listed: Vec<&Job> = request
-        .jobs
-        .iter()
-        .filter(|j| j.state == State::Succeeded)
-        .collect();
+    let mut listed: Vec<&Job> = request.jobs.iter().filter(|j| j.state == State::Succeeded).collect();
     listed.sort_by_key(|j| j.started_at);
-    listed.extend(request.jobs.iter().filter(|j| {
-        j.state == State::Failed
-            && !matches!(
-                j.status_code,
-                StatusCode::DependencyFailed | StatusCode::Stopped
-            )
-    }));
+    listed.extend(
+        request
+            .jobs
+            .iter()
+            .filter(|j| j.state == State::Failed && !matches!(j.status_code, StatusCode::DependencyFailed | StatusCode::Stopped)),
+    );
     println!();
     if listed.is_empty() {
         println!("=> No jobs completed");
@@ -921,16 +714,8 @@ fn print_summary(workspace: &Workspace, request: &JobRequest, stop: Option<&Stop
         }
         println!();
     }
-    let not_run: Vec<&Job> = request
-        .jobs
-        .iter()
-        .filter(|j| {
-            matches!(
-                j.status_code,
-                StatusCode::DependencyFailed | StatusCode::Stopped
-            )
-        })
-        .collect();
+    let not_run: Vec<&Job> =
+        request.jobs.iter().filter(|j| matches!(j.status_code, StatusCode::DependencyFailed | StatusCode::Stopped)).collect();
     if !not_run.is_empty() {
         println!("=> Not run:");
         for j in not_run {
@@ -941,12 +726,7 @@ fn print_summary(workspace: &Workspace, request: &JobRequest, stop: Option<&Stop
     if let Some(StopReason::Failed(action)) = stop {
         println!("=> Stopped after `{action}` failed (use --continue-on-error to keep going)");
     }
-    println!(
-        "=> Job request {}: {} (quarry status {})",
-        request.id,
-        request.status.human(),
-        request.id
-    );
+    println!("=> Job request {}: {} (quarry status {})", request.id, request.status.human(), request.id);
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {

@@ -80,10 +80,7 @@ mod tests {
     fn splits_like_python_shlex() {
         assert_eq!(split("a b  c").unwrap(), ["a", "b", "c"]);
         assert_eq!(split("a 'b c' \"d e\"").unwrap(), ["a", "b c", "d e"]);
-        assert_eq!(
-            split(r#"a\ b "x\"y" 'q\n'"#).unwrap(),
-            ["a b", "x\"y", "q\\n"]
-        );
+        assert_eq!(split(r#"a\ b "x\"y" 'q\n'"#).unwrap(), ["a b", "x\"y", "q\\n"]);
         assert_eq!(split("x''").unwrap(), ["x"]);
         assert_eq!(split("''").unwrap(), [""]);
         assert_eq!(split("").unwrap(), Vec::<String>::new());

@@ -23,18 +23,13 @@ pub struct Workspace {
 impl Workspace {
     /// Opens the workspace for reading only (no lock, nothing created).
     pub fn open_read_only(project_dir: &Path) -> Workspace {
-        Workspace {
-            project_dir: project_dir.to_path_buf(),
-            metadata_dir: project_dir.join("metadata"),
-            _lock: None,
-        }
+        Workspace { project_dir: project_dir.to_path_buf(), metadata_dir: project_dir.join("metadata"), _lock: None }
     }
 
     /// Opens the workspace for a run: creates `metadata/` and takes the run lock.
     pub fn open_for_run(project_dir: &Path) -> Result<Workspace> {
         let metadata_dir = project_dir.join("metadata");
-        fs::create_dir_all(metadata_dir.join("job-requests"))
-            .with_context(|| format!("could not create {}", metadata_dir.display()))?;
+        fs::create_dir_all(metadata_dir.join("job-requests")).with_context(|| format!("could not create {}", metadata_dir.display()))?;
         let lock_path = metadata_dir.join(".lock");
         let lock = File::options()
             .create(true)
@@ -43,27 +38,14 @@ impl Workspace {
             .open(&lock_path)
             .with_context(|| format!("could not open {}", lock_path.display()))?;
         if lock.try_lock().is_err() {
-            bail!(
-                "another quarry run is using this project (it holds {}); wait for it to finish",
-                lock_path.display()
-            );
+            bail!("another quarry run is using this project (it holds {}); wait for it to finish", lock_path.display());
         }
-        Ok(Workspace {
-            project_dir: project_dir.to_path_buf(),
-            metadata_dir,
-            _lock: Some(lock),
-        })
+        Ok(Workspace { project_dir: project_dir.to_path_buf(), metadata_dir, _lock: Some(lock) })
     }
 
     pub fn workspace_name(&self) -> String {
-        let canonical = self
-            .project_dir
-            .canonicalize()
-            .unwrap_or_else(|_| self.project_dir.clone());
-        canonical
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "workspace".to_string())
+        let canonical = self.project_dir.canonicalize().unwrap_or_else(|_| self.project_dir.clone());
+        canonical.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "workspace".to_string())
     }
 
     pub fn requests_dir(&self) -> PathBuf {
@@ -92,22 +74,13 @@ impl Workspace {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let text = fs::read_to_string(&path)
-                .with_context(|| format!("could not read {}", path.display()))?;
+            let text = fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
             let request: JobRequest = serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{} is not a quarry job request; move it out of {} and run again",
-                    path.display(),
-                    dir.display()
-                )
+                format!("{} is not a quarry job request; move it out of {} and run again", path.display(), dir.display())
             })?;
             requests.push(request);
         }
-        requests.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        requests.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
         Ok(requests)
     }
 
@@ -146,32 +119,18 @@ impl Workspace {
 
 /// The job that decides whether an action has been done: the most recent uncancelled job
 /// for it, which counts only while every output it recorded is still on disk.
-pub fn latest_job<'a>(
-    project_dir: &Path,
-    requests: &'a [JobRequest],
-    action: &str,
-) -> Option<&'a Job> {
-    let job = requests
-        .iter()
-        .flat_map(|r| r.jobs.iter())
-        .filter(|j| j.action == action && !j.cancelled)
-        .max_by_key(|j| j.created_at)?;
-    job.outputs
-        .keys()
-        .all(|path| project_dir.join(path).is_file())
-        .then_some(job)
+pub fn latest_job<'a>(project_dir: &Path, requests: &'a [JobRequest], action: &str) -> Option<&'a Job> {
+    let job = requests.iter().flat_map(|r| r.jobs.iter()).filter(|j| j.action == action && !j.cancelled).max_by_key(|j| j.created_at)?;
+    job.outputs.keys().all(|path| project_dir.join(path).is_file()).then_some(job)
 }
 
 /// Writes a file so that readers see either the old or the new content, never a part.
 pub fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("could not create a temporary file in {}", dir.display()))?;
-    tmp.write_all(content)
-        .with_context(|| format!("could not write {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("could not write {}", path.display()))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("could not create a temporary file in {}", dir.display()))?;
+    tmp.write_all(content).with_context(|| format!("could not write {}", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("could not write {}", path.display()))?;
     Ok(())
 }

@@ -38,7 +38,8 @@ impl PageModel {
         let total = request.jobs.len();
         let count = |s: State| request.jobs.iter().filter(|j| j.state == s).count();
         let pct = |n: usize| (n * 100).checked_div(total).unwrap_or(0);
-        let statistics = [State::Pending, State::Running, State::Succeeded, State::Failed].into_iter().map(|s| (s, count(s), pct(count(s)))).collect();
+        let statistics =
+            [State::Pending, State::Running, State::Succeeded, State::Failed].into_iter().map(|s| (s, count(s), pct(count(s)))).collect();
         let completed = count(State::Succeeded) + count(State::Failed);
         let seconds = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
         let started: Vec<&Job> = request.jobs.iter().filter(|j| j.started_at.is_some()).collect();
@@ -228,14 +229,26 @@ pub fn request_html(request: &JobRequest, project_dir: &Path) -> String {
             } else {
                 esc(&job.status_message)
             };
-            let _ = write!(h, "<tr><td><b>{}</b><br><span class=muted><code>{}</code></span></td><td>{}</td><td>{runtime}</td><td>{details}</td></tr>", esc(&job.action), esc(&job.run_command), pill(job.state));
+            let _ = write!(
+                h,
+                "<tr><td><b>{}</b><br><span class=muted><code>{}</code></span></td><td>{}</td><td>{runtime}</td><td>{details}</td></tr>",
+                esc(&job.action),
+                esc(&job.run_command),
+                pill(job.state)
+            );
         }
         h.push_str("</table>");
         for job in request.jobs.iter().filter(|j| j.state == State::Failed) {
             if let Ok(log) = std::fs::read_to_string(project_dir.join("metadata").join(format!("{}.log", job.action))) {
                 let lines: Vec<&str> = log.lines().collect();
                 let tail = lines[lines.len().saturating_sub(LOG_LINES)..].join("\n");
-                let _ = write!(h, "<h4>{} failed: the end of metadata/{}.log</h4><pre>{}</pre>", esc(&job.action), esc(&job.action), esc(&tail));
+                let _ = write!(
+                    h,
+                    "<h4>{} failed: the end of metadata/{}.log</h4><pre>{}</pre>",
+                    esc(&job.action),
+                    esc(&job.action),
+                    esc(&tail)
+                );
             }
         }
     }
@@ -257,7 +270,11 @@ pub fn request_html(request: &JobRequest, project_dir: &Path) -> String {
     }
 
     // Pipeline.
-    let _ = write!(h, "<section><details><summary>Pipeline: project.yaml</summary><pre>{}</pre></details></section>", highlight_yaml(&request.project_yaml));
+    let _ = write!(
+        h,
+        "<section><details><summary>Pipeline: project.yaml</summary><pre>{}</pre></details></section>",
+        highlight_yaml(&request.project_yaml)
+    );
 
     // Timeline.
     let or_dash = |t: Option<Timestamp>| t.map(utc).unwrap_or_else(|| "-".into());
@@ -309,14 +326,17 @@ pub fn request_html(request: &JobRequest, project_dir: &Path) -> String {
     );
 
     // Outputs.
-    let outputs: Vec<(&String, &PrivacyLevel, &Job)> = request.jobs.iter().flat_map(|j| j.outputs.iter().map(move |(p, l)| (p, l, j))).collect();
+    let outputs: Vec<(&String, &PrivacyLevel, &Job)> =
+        request.jobs.iter().flat_map(|j| j.outputs.iter().map(move |(p, l)| (p, l, j))).collect();
     if !outputs.is_empty() {
         h.push_str("<section><h2>Outputs</h2>");
         let highly: Vec<_> = outputs.iter().filter(|(_, l, _)| **l == PrivacyLevel::HighlySensitive).collect();
         if !highly.is_empty() {
             h.push_str("<h3>Highly sensitive</h3><table>");
             for (path, _, job) in highly {
-                let size = std::fs::metadata(project_dir.join(path.as_str())).map(|m| human_size(m.len())).unwrap_or_else(|_| "(not on disk)".into());
+                let size = std::fs::metadata(project_dir.join(path.as_str()))
+                    .map(|m| human_size(m.len()))
+                    .unwrap_or_else(|_| "(not on disk)".into());
                 let _ = write!(h, "<tr><td><code>{}</code></td><td>{size}</td><td class=muted>{}</td></tr>", esc(path), esc(&job.action));
             }
             h.push_str("</table>");
@@ -396,7 +416,9 @@ mod tests {
 
     #[test]
     fn base64_matches_the_rfc_examples() {
-        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (plain, encoded) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")]
+        {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
     }

@@ -12,9 +12,7 @@ use crate::pipeline::project::{PrivacyLevel, Project, python_float_repr};
 
 /// `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn utc(ts: Timestamp) -> String {
-    ts.to_zoned(TimeZone::UTC)
-        .strftime("%Y-%m-%d %H:%M:%S UTC")
-        .to_string()
+    ts.to_zoned(TimeZone::UTC).strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 fn job_runtime(seconds: Option<f64>) -> String {
@@ -29,11 +27,7 @@ pub fn request_text(request: &JobRequest) -> String {
     let mut out = String::new();
     let yes_no = |b: bool| if b { "Yes" } else { "No" };
     let _ = writeln!(out, "Job request: {}", request.id);
-    let _ = writeln!(
-        out,
-        "Workspace: {}  (identifier {})",
-        request.workspace, request.identifier
-    );
+    let _ = writeln!(out, "Workspace: {}  (identifier {})", request.workspace, request.identifier);
     let _ = writeln!(out);
     let _ = writeln!(out, "Status: {}", request.status.human());
     if request.status_message.is_empty() {
@@ -47,66 +41,26 @@ pub fn request_text(request: &JobRequest) -> String {
         if let Some(branch) = &git.branch {
             let _ = writeln!(out, "Branch: {branch}");
         }
-        let _ = writeln!(
-            out,
-            "Git commit hash: {}",
-            &git.commit[..git.commit.len().min(7)]
-        );
+        let _ = writeln!(out, "Git commit hash: {}", &git.commit[..git.commit.len().min(7)]);
     }
-    let _ = writeln!(
-        out,
-        "Force run dependencies: {}",
-        yes_no(request.force_run_dependencies)
-    );
-    let _ = writeln!(
-        out,
-        "Requested actions: {}",
-        request.requested_actions.join(", ")
-    );
+    let _ = writeln!(out, "Force run dependencies: {}", yes_no(request.force_run_dependencies));
+    let _ = writeln!(out, "Requested actions: {}", request.requested_actions.join(", "));
 
     let _ = writeln!(out, "\nTimeline");
     let _ = writeln!(out, "  Created:  {}", utc(request.created_at));
-    let _ = writeln!(
-        out,
-        "  Started:  {}",
-        request.started_at().map(utc).unwrap_or_else(|| "-".into())
-    );
-    let _ = writeln!(
-        out,
-        "  Finished: {}",
-        request.finished_at().map(utc).unwrap_or_else(|| "-".into())
-    );
-    let _ = writeln!(
-        out,
-        "  Runtime:  {}",
-        format_runtime(request.runtime_seconds())
-    );
+    let _ = writeln!(out, "  Started:  {}", request.started_at().map(utc).unwrap_or_else(|| "-".into()));
+    let _ = writeln!(out, "  Finished: {}", request.finished_at().map(utc).unwrap_or_else(|| "-".into()));
+    let _ = writeln!(out, "  Runtime:  {}", format_runtime(request.runtime_seconds()));
 
     let _ = writeln!(out, "\nJobs");
     if request.jobs.is_empty() {
-        let _ = writeln!(
-            out,
-            "  {}: {}",
-            request.status.human(),
-            request.status_message
-        );
+        let _ = writeln!(out, "  {}: {}", request.status.human(), request.status_message);
     }
-    let width = request
-        .jobs
-        .iter()
-        .map(|j| j.action.len())
-        .max()
-        .unwrap_or(0);
+    let width = request.jobs.iter().map(|j| j.action.len()).max().unwrap_or(0);
     let mut jobs: Vec<_> = request.jobs.iter().collect();
     jobs.sort_by_key(|j| (j.started_at.is_none(), j.started_at));
     for job in jobs {
-        let _ = write!(
-            out,
-            "  {:<width$}  {:<9}  {}",
-            job.action,
-            job.state.label(),
-            job_runtime(job.runtime_seconds())
-        );
+        let _ = write!(out, "  {:<width$}  {:<9}  {}", job.action, job.state.label(), job_runtime(job.runtime_seconds()));
         if matches!(job.state, State::Failed | State::Pending) {
             let first = job.status_message.lines().next().unwrap_or("");
             let _ = write!(out, "  {}: {first}", job.status_code.as_str());
@@ -125,26 +79,14 @@ pub fn request_text(request: &JobRequest) -> String {
         let completed = count(State::Succeeded) + count(State::Failed);
         let pct = |n: usize| n * 100 / total;
         let _ = writeln!(out, "\nJob statistics");
-        for s in [
-            State::Pending,
-            State::Running,
-            State::Succeeded,
-            State::Failed,
-        ] {
+        for s in [State::Pending, State::Running, State::Succeeded, State::Failed] {
             let _ = writeln!(out, "  {:<10} {} ({}%)", s.label(), count(s), pct(count(s)));
         }
         let _ = writeln!(out, "  {completed}/{total} ({}%) complete", pct(completed));
     }
 
-    let outputs: Vec<(&String, &PrivacyLevel, &str)> = request
-        .jobs
-        .iter()
-        .flat_map(|j| {
-            j.outputs
-                .iter()
-                .map(move |(p, l)| (p, l, j.action.as_str()))
-        })
-        .collect();
+    let outputs: Vec<(&String, &PrivacyLevel, &str)> =
+        request.jobs.iter().flat_map(|j| j.outputs.iter().map(move |(p, l)| (p, l, j.action.as_str()))).collect();
     if !outputs.is_empty() {
         let _ = writeln!(out, "\nOutputs");
         for level in PrivacyLevel::ALL {
@@ -154,11 +96,7 @@ pub fn request_text(request: &JobRequest) -> String {
             }
             let _ = writeln!(out, "  {level}");
             for (path, _, action) in of_level {
-                let problem = request
-                    .jobs
-                    .iter()
-                    .find(|j| j.action == *action)
-                    .and_then(|j| j.level4_problems.get(*path));
+                let problem = request.jobs.iter().find(|j| j.action == *action).and_then(|j| j.level4_problems.get(*path));
                 match problem {
                     Some(p) => {
                         let _ = writeln!(out, "    {path}  ({action})  ! {p}");
@@ -177,12 +115,7 @@ pub fn request_text(request: &JobRequest) -> String {
 pub fn plan_text(project: &Project, path: &str) -> String {
     let mut out = String::new();
     let n = project.actions.len();
-    let _ = writeln!(
-        out,
-        "{path} is valid: version {}, {n} action{}",
-        python_float_repr(project.version),
-        if n == 1 { "" } else { "s" }
-    );
+    let _ = writeln!(out, "{path} is valid: version {}, {n} action{}", python_float_repr(project.version), if n == 1 { "" } else { "s" });
     if let Some(p) = project.population_size {
         let _ = writeln!(out, "Expectations population size: {p}");
     }
@@ -190,19 +123,8 @@ pub fn plan_text(project: &Project, path: &str) -> String {
     let order = project.dependency_order();
     let width = order.iter().map(|a| a.id.len()).max().unwrap_or(0);
     for (i, action) in order.iter().enumerate() {
-        let db = if action.is_database_action() {
-            "database"
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            "  {:>2}. {:<width$}  {:<8}  {}",
-            i + 1,
-            action.id,
-            db,
-            action.run.raw
-        );
+        let db = if action.is_database_action() { "database" } else { "" };
+        let _ = writeln!(out, "  {:>2}. {:<width$}  {:<8}  {}", i + 1, action.id, db, action.run.raw);
         if !action.needs.is_empty() {
             let _ = writeln!(out, "      needs: {}", action.needs.join(", "));
         }

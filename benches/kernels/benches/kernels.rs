@@ -61,8 +61,14 @@ const PRELUDE: &str = "from ehrql import create_dataset\nfrom ehrql.tables.core 
 const KERNELS: [(&str, &str); 4] = [
     ("filter by codelist + count", "clinical_events.where(clinical_events.snomedct_code.is_in(codes)).count_for_patient()"),
     ("exists", "clinical_events.where(clinical_events.snomedct_code.is_in(codes)).exists_for_patient()"),
-    ("first by date", "clinical_events.where(clinical_events.snomedct_code.is_in(codes)).sort_by(clinical_events.date).first_for_patient().date"),
-    ("last by date", "clinical_events.where(clinical_events.snomedct_code.is_in(codes)).sort_by(clinical_events.date).last_for_patient().numeric_value"),
+    (
+        "first by date",
+        "clinical_events.where(clinical_events.snomedct_code.is_in(codes)).sort_by(clinical_events.date).first_for_patient().date",
+    ),
+    (
+        "last by date",
+        "clinical_events.where(clinical_events.snomedct_code.is_in(codes)).sort_by(clinical_events.date).last_for_patient().numeric_value",
+    ),
 ];
 
 fn definition(dir: &std::path::Path, expression: &str) -> quarry_queries::python::Definition {
@@ -97,12 +103,15 @@ fn store(events: &[Event], patients: TableId, clinical_events: TableId) -> quarr
 
 fn frame(events: &[Event]) -> DataFrame {
     let date = Series::new("date".into(), events.iter().map(|e| e.day).collect::<Vec<i32>>()).cast(&DataType::Date).unwrap();
-    DataFrame::new(events.len(), vec![
-        Column::new("patient_id".into(), events.iter().map(|e| e.patient).collect::<Vec<i64>>()),
-        date.into(),
-        Column::new("code".into(), events.iter().map(|e| code_text(e.code)).collect::<Vec<String>>()),
-        Column::new("value".into(), events.iter().map(|e| e.value).collect::<Vec<f64>>()),
-    ])
+    DataFrame::new(
+        events.len(),
+        vec![
+            Column::new("patient_id".into(), events.iter().map(|e| e.patient).collect::<Vec<i64>>()),
+            date.into(),
+            Column::new("code".into(), events.iter().map(|e| code_text(e.code)).collect::<Vec<String>>()),
+            Column::new("value".into(), events.iter().map(|e| e.value).collect::<Vec<f64>>()),
+        ],
+    )
     .unwrap()
 }
 

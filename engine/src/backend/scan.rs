@@ -78,7 +78,9 @@ impl Scan {
             let ids = ids.clone();
             stages.push(Stage {
                 columns: vec!["patient_id".into()],
-                test: Box::new(move |b| Ok(patient_ids(pid_column(b)?)?.into_iter().map(|p| Some(p.is_some_and(|p| ids.binary_search(&p).is_ok()))).collect())),
+                test: Box::new(move |b| {
+                    Ok(patient_ids(pid_column(b)?)?.into_iter().map(|p| Some(p.is_some_and(|p| ids.binary_search(&p).is_ok()))).collect())
+                }),
             });
         }
         let mut stages = self.filter_stages(arrow, wanted, stages);
@@ -97,7 +99,11 @@ impl Scan {
 
     fn filter_stages(&self, arrow: &arrow_schema::Schema, wanted: &[String], mut stages: Vec<Stage>) -> Vec<Stage> {
         let Some(filter) = self.filter_for(arrow) else { return stages };
-        let cheap = |c: &str| arrow.field_with_name(c).is_ok_and(|f| matches!(f.data_type(), arrow_schema::DataType::Utf8 | arrow_schema::DataType::Dictionary(..)));
+        let cheap = |c: &str| {
+            arrow
+                .field_with_name(c)
+                .is_ok_and(|f| matches!(f.data_type(), arrow_schema::DataType::Utf8 | arrow_schema::DataType::Dictionary(..)))
+        };
         if filter.splits(cheap) {
             // First the text columns (tested per dictionary value), then the rest only for
             // the rows that pass.
@@ -266,20 +272,20 @@ pub(super) fn open_parquet(file: File, path: &Path, schema: &TableSchema, used: 
             .fields()
             .iter()
             .map(|f| match f.data_type() {
-                arrow_schema::DataType::Utf8 => Arc::new(f.as_ref().clone().with_data_type(arrow_schema::DataType::Dictionary(Box::new(arrow_schema::DataType::Int32), Box::new(arrow_schema::DataType::Utf8)))),
+                arrow_schema::DataType::Utf8 => Arc::new(f.as_ref().clone().with_data_type(arrow_schema::DataType::Dictionary(
+                    Box::new(arrow_schema::DataType::Int32),
+                    Box::new(arrow_schema::DataType::Utf8),
+                ))),
                 _ => f.clone(),
             })
             .collect::<Vec<_>>(),
         arrow.metadata().clone(),
     );
-    let reader_metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), ArrowReaderOptions::new().with_schema(Arc::new(hinted))).map_err(unreadable)?;
-    let wanted: Vec<usize> = arrow
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.name() == "patient_id" || used.contains(f.name()))
-        .map(|(i, _)| i)
-        .collect();
+    let reader_metadata =
+        ArrowReaderMetadata::try_new(metadata.metadata().clone(), ArrowReaderOptions::new().with_schema(Arc::new(hinted)))
+            .map_err(unreadable)?;
+    let wanted: Vec<usize> =
+        arrow.fields().iter().enumerate().filter(|(_, f)| f.name() == "patient_id" || used.contains(f.name())).map(|(i, _)| i).collect();
     let wanted_names: Vec<String> = wanted.iter().map(|&i| arrow.field(i).name().clone()).collect();
     let stages = scan.stages(&arrow, &wanted_names);
     let types = wanted.iter().map(|&i| arrow.field(i).data_type().clone()).collect();
@@ -313,7 +319,8 @@ pub(super) fn open_parquet(file: File, path: &Path, schema: &TableSchema, used: 
             let group = ParquetRecordBatchReaderBuilder::new_with_metadata(file, reader_metadata.clone());
             let mask = parquet::arrow::ProjectionMask::roots(group.parquet_schema(), wanted.iter().copied());
             let stash = Stash::new(budget.clone());
-            let (predicates, rows) = predicates(scan.stages(&arrow, &wanted_names), start, group.parquet_schema(), |c| arrow.index_of(c).ok(), &stash, &numbers);
+            let (predicates, rows) =
+                predicates(scan.stages(&arrow, &wanted_names), start, group.parquet_schema(), |c| arrow.index_of(c).ok(), &stash, &numbers);
             let reader = group
                 .with_row_groups(vec![g])
                 .with_projection(mask)

@@ -194,8 +194,12 @@ impl<'g> Plan<'g> {
                     let Some(cp) = tp.columns.iter_mut().find(|c| c.name == *name) else { continue };
                     // An empty set (`is_in([])`) suggests no value, and an empty string
                     // (`contains("")`) none that CSV dummy tables could hold (empty is NULL).
-                    let empty_set = matches!(&*value, Value::Set(_, vs) if vs.is_empty()) || matches!(&*value, Value::Str(s) if s.is_empty());
-                    if matches!(op, solve::Op::In | solve::Op::Eq | solve::Op::Ne | solve::Op::Contains) && !empty_set && !cp.hints.contains(&value) {
+                    let empty_set =
+                        matches!(&*value, Value::Set(_, vs) if vs.is_empty()) || matches!(&*value, Value::Str(s) if s.is_empty());
+                    if matches!(op, solve::Op::In | solve::Op::Eq | solve::Op::Ne | solve::Op::Contains)
+                        && !empty_set
+                        && !cp.hints.contains(&value)
+                    {
                         cp.hints.push(value);
                     }
                 }
@@ -222,7 +226,14 @@ impl<'g> Plan<'g> {
         self.tables.iter().find(|t| t.id == id)
     }
 
-    fn make_row(&self, rng: &mut Rng, tp: &TablePlan, cons: Option<&solve::RowCons>, window: Window, background: bool) -> Option<Vec<Scalar>> {
+    fn make_row(
+        &self,
+        rng: &mut Rng,
+        tp: &TablePlan,
+        cons: Option<&solve::RowCons>,
+        window: Window,
+        background: bool,
+    ) -> Option<Vec<Scalar>> {
         let mut row: Vec<Scalar> = vec![None; tp.columns.len()];
         for (i, col) in tp.columns.iter().enumerate() {
             let c = cons.and_then(|m| m.get(&i));
@@ -422,7 +433,8 @@ impl<'g> Plan<'g> {
         while report.generated < wanted {
             let starts: Vec<i64> = (0..per_round as i64).map(|k| next + k * chunk).collect();
             next += per_round as i64 * chunk;
-            let results: Vec<Chunk<T>> = starts.par_iter().map(|&start| self.chunk(options.seed, (start..start + chunk).map(id_at), &each)).collect();
+            let results: Vec<Chunk<T>> =
+                starts.par_iter().map(|&start| self.chunk(options.seed, (start..start + chunk).map(id_at), &each)).collect();
             for c in results {
                 if first_error.is_none() {
                     first_error = c.error;
@@ -489,7 +501,12 @@ impl<'g> Plan<'g> {
         ids
     }
 
-    fn chunk<T>(&self, seed: u64, ids: impl Iterator<Item = i64>, each: &(impl Fn(i64, &BTreeMap<TableId, Rows>, &PatientValues) -> T + Sync)) -> Chunk<T> {
+    fn chunk<T>(
+        &self,
+        seed: u64,
+        ids: impl Iterator<Item = i64>,
+        each: &(impl Fn(i64, &BTreeMap<TableId, Rows>, &PatientValues) -> T + Sync),
+    ) -> Chunk<T> {
         let mut evaluator = Evaluator::new(self.graph, &self.outputs);
         for (k, v) in &self.params {
             evaluator.set_param(k, Some(v.clone()));

@@ -69,7 +69,10 @@ mod tests {
     fn nearby_ids_have_unrelated_streams() {
         for seed in [0, 1, 42] {
             for a in 0..64u64 {
-                let mine: Vec<u64> = { let mut r = Rng::new(seed, a, 0); (0..16).map(|_| r.next_u64()).collect() };
+                let mine: Vec<u64> = {
+                    let mut r = Rng::new(seed, a, 0);
+                    (0..16).map(|_| r.next_u64()).collect()
+                };
                 for b in a + 1..=a + 8 {
                     let mut r = Rng::new(seed, b, 0);
                     for _ in 0..16 {

@@ -544,8 +544,16 @@ impl Solver<'_> {
         let Some(v) = value.as_deref().cloned() else {
             // IS NULL of a function: NULL in, NULL out for everything solved here.
             return match f {
-                F::DateAddDays(x, _) | F::DateAddMonths(x, _) | F::DateAddYears(x, _) | F::YearFromDate(x) | F::MonthFromDate(x)
-                | F::ToFirstOfMonth(x) | F::ToFirstOfYear(x) | F::CastToFloat(x) | F::CastToInt(x) | F::Negate(x) => self.constrain(x, op, None, row),
+                F::DateAddDays(x, _)
+                | F::DateAddMonths(x, _)
+                | F::DateAddYears(x, _)
+                | F::YearFromDate(x)
+                | F::MonthFromDate(x)
+                | F::ToFirstOfMonth(x)
+                | F::ToFirstOfYear(x)
+                | F::CastToFloat(x)
+                | F::CastToInt(x)
+                | F::Negate(x) => self.constrain(x, op, None, row),
                 _ => self.unsolved(),
             };
         };
@@ -623,7 +631,11 @@ impl Solver<'_> {
             F::ToFirstOfMonth(x) | F::ToFirstOfYear(x) => {
                 let Value::Date(d) = &v else { return self.unsolved() };
                 let d = days::to_days(*d);
-                let next = if matches!(f, F::ToFirstOfMonth(_)) { days::next_month_start(d) } else { days::from_civil(days::civil(d).0 + 1, 1, 1) };
+                let next = if matches!(f, F::ToFirstOfMonth(_)) {
+                    days::next_month_start(d)
+                } else {
+                    days::from_civil(days::civil(d).0 + 1, 1, 1)
+                };
                 match op {
                     Op::Eq => {
                         self.constrain(x, Op::Ge, Some(date_value(d)), row);
@@ -663,7 +675,14 @@ impl Solver<'_> {
         }
     }
 
-    fn constrain_case(&mut self, cases: Vec<(NodeId, Option<NodeId>)>, default: Option<NodeId>, op: Op, value: Option<Lit>, row: &mut Option<RowCtx>) {
+    fn constrain_case(
+        &mut self,
+        cases: Vec<(NodeId, Option<NodeId>)>,
+        default: Option<NodeId>,
+        op: Op,
+        value: Option<Lit>,
+        row: &mut Option<RowCtx>,
+    ) {
         // Each outcome's value, when constant; NULL for a missing value or default.
         let mut outcomes: Vec<Option<Lit>> = vec![];
         for (_, v) in &cases {

@@ -409,7 +409,11 @@ fn text_value(rng: &mut Rng, col: &ColPlan, c: &ColCons, background: bool) -> Va
         };
         return match (&col.type_, h) {
             (Type::MultiCodeString(system), Value::Str(s)) => {
-                if rng.chance(0.5) { Value::Str(format!("{s}||{}", random_code(rng, *system))) } else { Value::Str(s) }
+                if rng.chance(0.5) {
+                    Value::Str(format!("{s}||{}", random_code(rng, *system)))
+                } else {
+                    Value::Str(s)
+                }
             }
             (_, h) => retype(col, h),
         };

@@ -343,7 +343,9 @@ pub fn module(interp: &mut Interp, name: &str) -> R<Option<V>> {
             } else if name.starts_with("ehrql") || name.starts_with("databuilder") {
                 return Err(err(
                     "ModuleNotFoundError",
-                    format!("No module named '{name}' (quarry knows ehrql, ehrql.codes, ehrql.tables and the table modules listed in docs/tables.md)"),
+                    format!(
+                        "No module named '{name}' (quarry knows ehrql, ehrql.codes, ehrql.tables and the table modules listed in docs/tables.md)"
+                    ),
                 ));
             } else {
                 return Ok(None);
@@ -485,7 +487,12 @@ fn case(interp: &mut Interp, whens: Vec<V>, otherwise: V) -> R<V> {
                     "invalid syntax for `otherwise` in `case()` expression, instead of:\n\n    case(\n        when(...).then(...).otherwise(...)\n    )\n\nYou should write:\n\n    case(\n        when(...).then(...),\n        otherwise=...\n    )\n",
                 ));
             }
-            other => return Err(type_err(format!("cases must be specified in the form:\n\n    when(<CONDITION>).then(<VALUE>)\n\n(got {})", python_type_name(interp, &other)))),
+            other => {
+                return Err(type_err(format!(
+                    "cases must be specified in the form:\n\n    when(<CONDITION>).then(<VALUE>)\n\n(got {})",
+                    python_type_name(interp, &other)
+                )));
+            }
         }
     }
     let default = convert(interp, &otherwise)?;
@@ -631,7 +638,8 @@ fn inline_table(interp: &mut Interp, path: &Rc<str>, cols: &[(V, V)]) -> R<V> {
     let file = interp.data_path(path);
     let rows = crate::inline::read_inline_table(&file, path, &schema_cols).map_err(|m| err("FileValidationError", m))?;
     let stem = std::path::Path::new(&**path).file_stem().map(|s| s.to_string_lossy().replace('.', "_")).unwrap_or_default();
-    let schema = crate::qm::TableSchema { name: format!("inline_{stem}"), columns: schema_cols, patient_level: true, required_permission: None };
+    let schema =
+        crate::qm::TableSchema { name: format!("inline_{stem}"), columns: schema_cols, patient_level: true, required_permission: None };
     let table = interp.graph.declare_table(schema).map_err(qm_err)?;
     let node = interp.graph.inline_patient_table(table, rows).map_err(qm_err)?;
     Ok(V::Frame(Rc::new(FrameObj { node, table: None, name: "PatientFrame".into(), picked: false })))
@@ -664,11 +672,14 @@ pub fn get_attr(interp: &mut Interp, obj: &V, name: &str) -> R<V> {
             let n = *n;
             let t = stype(interp, n);
             if t == Type::Date && matches!(name, "year" | "month" | "day") {
-                return build(interp, match name {
-                    "year" => F::YearFromDate(n),
-                    "month" => F::MonthFromDate(n),
-                    _ => F::DayFromDate(n),
-                });
+                return build(
+                    interp,
+                    match name {
+                        "year" => F::YearFromDate(n),
+                        "month" => F::MonthFromDate(n),
+                        _ => F::DayFromDate(n),
+                    },
+                );
             }
             if series_has_method(interp, n, name) { method(&V::Series(n)) } else { Err(attr_err(&series_class(interp, n), name)) }
         }
@@ -695,9 +706,13 @@ pub fn get_attr(interp: &mut Interp, obj: &V, name: &str) -> R<V> {
             }
         }
         V::Dataset(d) => match name {
-            "define_population" | "add_column" | "configure_dummy_data" | "configure_dummy_dataset" | "add_event_table" | "__setattr__" | "__getattr__" => {
-                method(obj)
-            }
+            "define_population"
+            | "add_column"
+            | "configure_dummy_data"
+            | "configure_dummy_dataset"
+            | "add_event_table"
+            | "__setattr__"
+            | "__getattr__" => method(obj),
             "population" => d.borrow().population.map(V::Series).ok_or_else(|| attr_err("Dataset", "population")),
             _ => d
                 .borrow()
@@ -754,8 +769,15 @@ fn series_has_method(interp: &Interp, n: NodeId, name: &str) -> bool {
         "contains" => matches!(t, Type::Str | Type::MultiCodeString(_)),
         "contains_any_of" => multi,
         "to_category" => matches!(t, Type::Code(_)),
-        "to_first_of_year" | "to_first_of_month" | "is_before" | "is_on_or_before" | "is_after" | "is_on_or_after" | "is_between_but_not_on"
-        | "is_on_or_between" | "is_during" => t == Type::Date,
+        "to_first_of_year"
+        | "to_first_of_month"
+        | "is_before"
+        | "is_on_or_before"
+        | "is_after"
+        | "is_on_or_after"
+        | "is_between_but_not_on"
+        | "is_on_or_between"
+        | "is_during" => t == Type::Date,
         "count_episodes_for_patient" => event && t == Type::Date,
         _ => false,
     }
@@ -805,7 +827,9 @@ fn add_variable(interp: &mut Interp, d: &Rc<RefCell<DatasetObj>>, name: &str, va
     if !valid_variable_name(name) {
         return Err(err(
             "AttributeError",
-            format!("variable names must start with a letter, and contain only alphanumeric characters and underscores (you defined a variable '{name}')"),
+            format!(
+                "variable names must start with a letter, and contain only alphanumeric characters and underscores (you defined a variable '{name}')"
+            ),
         ));
     }
     if d.borrow().variables.iter().any(|(n, _)| n == name) {
@@ -848,10 +872,7 @@ pub fn set_attr(interp: &mut Interp, obj: &V, name: &str, value: V) -> R<()> {
 
 fn define_population(interp: &mut Interp, value: &V) -> R<NodeId> {
     let Some(n) = as_series(value) else {
-        return Err(type_err(format!(
-            "invalid population definition:\nExpecting a series, got {}",
-            python_type_name(interp, value)
-        )));
+        return Err(type_err(format!("invalid population definition:\nExpecting a series, got {}", python_type_name(interp, value))));
     };
     if stype(interp, n) != Type::Bool {
         return Err(type_err(format!(
@@ -946,7 +967,11 @@ fn dataset_method(interp: &mut Interp, d: &Rc<RefCell<DatasetObj>>, name: &str, 
                     match domain {
                         None => domain = Some(interp.graph.domain(n)),
                         Some(dm) if dm == interp.graph.domain(n) => {}
-                        Some(_) => return Err(ehrql_err("cannot combine series drawn from different tables; create a new event table for these series")),
+                        Some(_) => {
+                            return Err(ehrql_err(
+                                "cannot combine series drawn from different tables; create a new event table for these series",
+                            ));
+                        }
                     }
                 }
                 cols.push((k, n));
@@ -974,7 +999,11 @@ fn intervals_of(interp: &mut Interp, v: &V) -> R<Vec<(Date, Date)>> {
                 }
                 out.push((*a, *b));
             }
-            _ => return Err(type_err("intervals must be a list of (start_date, end_date) pairs, e.g. months(12).starting_on(\"2020-01-01\")")),
+            _ => {
+                return Err(type_err(
+                    "intervals must be a list of (start_date, end_date) pairs, e.g. months(12).starting_on(\"2020-01-01\")",
+                ));
+            }
         }
     }
     out.sort();
@@ -990,8 +1019,12 @@ fn measures_method(interp: &mut Interp, m: &Rc<RefCell<MeasuresObj>>, name: &str
                 return Err(value_err("Defaults already set; cannot call `define_defaults()` more than once"));
             }
             let mut it = a.into_iter();
-            m.borrow_mut().defaults =
-                Some(MeasureDefaults { numerator: it.next().flatten(), denominator: it.next().flatten(), group_by: it.next().flatten(), intervals: it.next().flatten() });
+            m.borrow_mut().defaults = Some(MeasureDefaults {
+                numerator: it.next().flatten(),
+                denominator: it.next().flatten(),
+                group_by: it.next().flatten(),
+                intervals: it.next().flatten(),
+            });
             Ok(V::None)
         }
         "define_measure" => {
@@ -999,7 +1032,9 @@ fn measures_method(interp: &mut Interp, m: &Rc<RefCell<MeasuresObj>>, name: &str
             let Some(V::Str(mname)) = &a[0] else { return Err(type_err("define_measure() needs a name")) };
             let mname = mname.to_string();
             if !valid_variable_name(&mname) {
-                return Err(value_err(format!("Measure names must start with a letter and contain only alphanumeric characters and underscores, got: {mname}")));
+                return Err(value_err(format!(
+                    "Measure names must start with a letter and contain only alphanumeric characters and underscores, got: {mname}"
+                )));
             }
             if m.borrow().measures.iter().any(|x| x.name == mname) {
                 return Err(value_err(format!("Measure already defined with name: {mname}")));
@@ -1016,7 +1051,12 @@ fn measures_method(interp: &mut Interp, m: &Rc<RefCell<MeasuresObj>>, name: &str
             };
             let (num, den, gb, iv) = {
                 let mb = m.borrow();
-                (pick(&a[1], "numerator", &mb), pick(&a[2], "denominator", &mb), pick(&a[3], "group_by", &mb), pick(&a[4], "intervals", &mb))
+                (
+                    pick(&a[1], "numerator", &mb),
+                    pick(&a[2], "denominator", &mb),
+                    pick(&a[3], "group_by", &mb),
+                    pick(&a[4], "intervals", &mb),
+                )
             };
             let series_arg = |v: Option<V>, field: &str| -> R<NodeId> {
                 let v = v.ok_or_else(|| value_err(format!("No value supplied for '{field}' and no default defined")))?;
@@ -1033,10 +1073,14 @@ fn measures_method(interp: &mut Interp, m: &Rc<RefCell<MeasuresObj>>, name: &str
             if let Some(V::Dict(g)) = gb {
                 for (k, v) in g.borrow().iter() {
                     let V::Str(k) = k else { return Err(type_err("group_by names must be strings")) };
-                    if matches!(&**k, "measure" | "numerator" | "denominator" | "ratio" | "interval_start" | "interval_end") || !valid_variable_name(k) {
+                    if matches!(&**k, "measure" | "numerator" | "denominator" | "ratio" | "interval_start" | "interval_end")
+                        || !valid_variable_name(k)
+                    {
                         return Err(value_err(format!("disallowed group_by column name: {k}")));
                     }
-                    let n = as_series(v).filter(|n| patient(interp, *n)).ok_or_else(|| type_err(format!("group_by '{k}' must be a one-value-per-patient series")))?;
+                    let n = as_series(v)
+                        .filter(|n| patient(interp, *n))
+                        .ok_or_else(|| type_err(format!("group_by '{k}' must be a one-value-per-patient series")))?;
                     group_by.push((k.to_string(), n));
                 }
             }
@@ -1226,7 +1270,11 @@ fn series_method(interp: &mut Interp, n: NodeId, name: &str, mut args: Args) -> 
             let isnull = interp.graph.function(F::IsNull(n)).map_err(qm_err)?;
             let notnull = interp.graph.function(F::Not(isnull)).map_err(qm_err)?;
             if stype(interp, o) != t {
-                return Err(type_err(format!("Expected type 'Series[{}] | None' but got 'Series[{}]'", python_type_for(&t), python_type_for(&stype(interp, o)))));
+                return Err(type_err(format!(
+                    "Expected type 'Series[{}] | None' but got 'Series[{}]'",
+                    python_type_for(&t),
+                    python_type_for(&stype(interp, o))
+                )));
             }
             interp.graph.case(vec![(notnull, Some(n))], Some(o)).map(V::Series).map_err(qm_err)
         }
@@ -1240,7 +1288,8 @@ fn series_method(interp: &mut Interp, n: NodeId, name: &str, mut args: Args) -> 
             build(interp, F::Not(i))
         }
         "map_values" | "to_category" => {
-            let default = args.take_kw("default").or_else(|| if args.pos.len() > 1 { Some(args.pos.remove(1)) } else { None }).unwrap_or(V::None);
+            let default =
+                args.take_kw("default").or_else(|| if args.pos.len() > 1 { Some(args.pos.remove(1)) } else { None }).unwrap_or(V::None);
             let mapping = one(args, if name == "map_values" { "mapping" } else { "categorisation" })?;
             let V::Dict(d) = &mapping else { return Err(type_err(format!("{name}() expects a dict"))) };
             let pairs: Vec<(V, V)> = d.borrow().iter().cloned().collect();
@@ -1305,12 +1354,15 @@ fn series_method(interp: &mut Interp, n: NodeId, name: &str, mut args: Args) -> 
         "is_before" | "is_on_or_before" | "is_after" | "is_on_or_after" => {
             let other = one(args, "other")?;
             let o = need_series(interp, &t, &other)?;
-            build(interp, match name {
-                "is_before" => F::Lt(n, o),
-                "is_on_or_before" => F::Le(n, o),
-                "is_after" => F::Gt(n, o),
-                _ => F::Ge(n, o),
-            })
+            build(
+                interp,
+                match name {
+                    "is_before" => F::Lt(n, o),
+                    "is_on_or_before" => F::Le(n, o),
+                    "is_after" => F::Gt(n, o),
+                    _ => F::Ge(n, o),
+                },
+            )
         }
         "is_between_but_not_on" | "is_on_or_between" | "is_during" => {
             let (s, e) = if name == "is_during" {
@@ -1378,7 +1430,9 @@ fn frame_method(interp: &mut Interp, f: &Rc<FrameObj>, name: &str, args: Args) -
             let mut node = f.node;
             for v in args.pos.iter().rev() {
                 let s = match v {
-                    V::Str(s) => return Err(type_err(format!("sort_by() takes series, not strings: did you mean sort_by({}.{s})?", f.name))),
+                    V::Str(s) => {
+                        return Err(type_err(format!("sort_by() takes series, not strings: did you mean sort_by({}.{s})?", f.name)));
+                    }
                     v => as_series(v).ok_or_else(|| type_err("sort_by() arguments must be series"))?,
                 };
                 let st = stype(interp, s);
@@ -1547,11 +1601,14 @@ fn date_plus_duration(interp: &mut Interp, date: NodeId, d: &Duration, negate: b
             _ => interp.graph.function(F::Negate(amount)).map_err(qm_err)?,
         };
     }
-    build(interp, match d.unit {
-        Unit::Days | Unit::Weeks => F::DateAddDays(date, amount),
-        Unit::Months => F::DateAddMonths(date, amount),
-        Unit::Years => F::DateAddYears(date, amount),
-    })
+    build(
+        interp,
+        match d.unit {
+            Unit::Days | Unit::Weeks => F::DateAddDays(date, amount),
+            Unit::Months => F::DateAddMonths(date, amount),
+            Unit::Years => F::DateAddYears(date, amount),
+        },
+    )
 }
 
 fn literal_date(v: &V) -> Option<Date> {
@@ -1588,7 +1645,9 @@ pub fn binop(interp: &mut Interp, op: Operator, l: V, r: V) -> R<V> {
                 }
             });
         }
-        (date, V::Duration(d), Operator::Add | Operator::Sub) | (V::Duration(d), date, Operator::Add) if !matches!(date, V::Duration(_)) => {
+        (date, V::Duration(d), Operator::Add | Operator::Sub) | (V::Duration(d), date, Operator::Add)
+            if !matches!(date, V::Duration(_)) =>
+        {
             let negate = op == Operator::Sub;
             if let (Some(base), DurValue::Int(n)) = (literal_date(date), &d.value) {
                 return Ok(V::Date(duration_add(base, d.unit, if negate { -n } else { *n })?));
@@ -1636,17 +1695,20 @@ pub fn binop(interp: &mut Interp, op: Operator, l: V, r: V) -> R<V> {
         }
         return Ok(V::DateDifference(ln, rn));
     }
-    build(interp, match op {
-        Operator::Add => F::Add(ln, rn),
-        Operator::Sub => F::Subtract(ln, rn),
-        Operator::Mult => F::Multiply(ln, rn),
-        Operator::Div => F::TrueDivide(ln, rn),
-        Operator::FloorDiv => F::FloorDivide(ln, rn),
-        Operator::Pow => F::Power(ln, rn),
-        Operator::BitAnd => F::And(vec![ln, rn]),
-        Operator::BitOr => F::Or(vec![ln, rn]),
-        _ => return Err(interp.bad_operands(op, &l, &r)),
-    })
+    build(
+        interp,
+        match op {
+            Operator::Add => F::Add(ln, rn),
+            Operator::Sub => F::Subtract(ln, rn),
+            Operator::Mult => F::Multiply(ln, rn),
+            Operator::Div => F::TrueDivide(ln, rn),
+            Operator::FloorDiv => F::FloorDivide(ln, rn),
+            Operator::Pow => F::Power(ln, rn),
+            Operator::BitAnd => F::And(vec![ln, rn]),
+            Operator::BitOr => F::Or(vec![ln, rn]),
+            _ => return Err(interp.bad_operands(op, &l, &r)),
+        },
+    )
 }
 
 fn operand_ok(t: &Type, op: Operator) -> bool {
@@ -1669,7 +1731,9 @@ pub fn compare(interp: &mut Interp, op: CmpOp, l: V, r: V) -> R<V> {
             let t = stype(interp, b);
             (need_series(interp, &t, &l)?, b)
         }
-        (None, None) => return Err(type_err(format!("cannot compare {} and {}", python_type_name(interp, &l), python_type_name(interp, &r)))),
+        (None, None) => {
+            return Err(type_err(format!("cannot compare {} and {}", python_type_name(interp, &l), python_type_name(interp, &r))));
+        }
     };
     let t = stype(interp, ln);
     if matches!(t, Type::MultiCodeString(_)) || matches!(stype(interp, rn), Type::MultiCodeString(_)) {
@@ -1684,15 +1748,18 @@ pub fn compare(interp: &mut Interp, op: CmpOp, l: V, r: V) -> R<V> {
             }
         }
     }
-    build(interp, match op {
-        CmpOp::Eq => F::Eq(ln, rn),
-        CmpOp::NotEq => F::Ne(ln, rn),
-        CmpOp::Lt => F::Lt(ln, rn),
-        CmpOp::LtE => F::Le(ln, rn),
-        CmpOp::Gt => F::Gt(ln, rn),
-        CmpOp::GtE => F::Ge(ln, rn),
-        _ => return Err(type_err("`is`/`in` are not ehrQL operators")),
-    })
+    build(
+        interp,
+        match op {
+            CmpOp::Eq => F::Eq(ln, rn),
+            CmpOp::NotEq => F::Ne(ln, rn),
+            CmpOp::Lt => F::Lt(ln, rn),
+            CmpOp::LtE => F::Le(ln, rn),
+            CmpOp::Gt => F::Gt(ln, rn),
+            CmpOp::GtE => F::Ge(ln, rn),
+            _ => return Err(type_err("`is`/`in` are not ehrQL operators")),
+        },
+    )
 }
 
 pub fn negate(interp: &mut Interp, v: V) -> R<V> {

@@ -8,16 +8,68 @@ use super::interp::{Args, Flow, Interp, PyErr, R, err, type_err, value_err};
 use super::value::{ArgParser, ArgSpec, Dict, HKey, Module, Object, V};
 
 const BUILTINS: &[&str] = &[
-    "print", "len", "range", "sorted", "min", "max", "sum", "any", "all", "isinstance", "enumerate", "zip",
-    "getattr", "setattr", "hasattr", "abs", "round", "reversed", "map", "filter", "repr", "iter", "next",
-    "hash", "id", "callable", "divmod", "format", "type", "vars",
+    "print",
+    "len",
+    "range",
+    "sorted",
+    "min",
+    "max",
+    "sum",
+    "any",
+    "all",
+    "isinstance",
+    "enumerate",
+    "zip",
+    "getattr",
+    "setattr",
+    "hasattr",
+    "abs",
+    "round",
+    "reversed",
+    "map",
+    "filter",
+    "repr",
+    "iter",
+    "next",
+    "hash",
+    "id",
+    "callable",
+    "divmod",
+    "format",
+    "type",
+    "vars",
 ];
 
 const TYPES: &[&str] = &[
-    "int", "float", "str", "bool", "list", "tuple", "dict", "set", "frozenset", "object",
-    "Exception", "BaseException", "ValueError", "TypeError", "KeyError", "IndexError", "AttributeError",
-    "RuntimeError", "AssertionError", "NameError", "ImportError", "ModuleNotFoundError", "ZeroDivisionError",
-    "ArithmeticError", "LookupError", "FileNotFoundError", "OSError", "NotImplementedError", "StopIteration",
+    "int",
+    "float",
+    "str",
+    "bool",
+    "list",
+    "tuple",
+    "dict",
+    "set",
+    "frozenset",
+    "object",
+    "Exception",
+    "BaseException",
+    "ValueError",
+    "TypeError",
+    "KeyError",
+    "IndexError",
+    "AttributeError",
+    "RuntimeError",
+    "AssertionError",
+    "NameError",
+    "ImportError",
+    "ModuleNotFoundError",
+    "ZeroDivisionError",
+    "ArithmeticError",
+    "LookupError",
+    "FileNotFoundError",
+    "OSError",
+    "NotImplementedError",
+    "StopIteration",
     "OverflowError",
 ];
 
@@ -37,19 +89,13 @@ pub fn builtin(name: &str) -> Option<V> {
 }
 
 fn module(name: &str, attrs: Vec<(&str, V)>) -> V {
-    V::Module(Rc::new(Module {
-        name: name.to_string(),
-        attrs: RefCell::new(attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
-    }))
+    V::Module(Rc::new(Module { name: name.to_string(), attrs: RefCell::new(attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()) }))
 }
 
 /// Standard-library and ehrQL modules; `None` for anything else (a user module).
 pub fn builtin_module(interp: &mut Interp, name: &str) -> R<Option<V>> {
     Ok(Some(match name {
-        "datetime" => module(
-            name,
-            vec![("date", V::Type("date")), ("timedelta", V::Type("timedelta")), ("datetime", V::Type("datetime"))],
-        ),
+        "datetime" => module(name, vec![("date", V::Type("date")), ("timedelta", V::Type("timedelta")), ("datetime", V::Type("datetime"))]),
         "functools" => module(name, vec![("reduce", V::Builtin("functools.reduce"))]),
         "operator" => module(
             name,
@@ -111,7 +157,9 @@ pub fn call_builtin(interp: &mut Interp, name: &'static str, mut args: Args) -> 
                 V::List(l) => l.borrow().len() as i64,
                 V::Tuple(t) => t.len() as i64,
                 V::Dict(d) | V::Set(d) => d.borrow().len as i64,
-                V::Series(_) | V::Frame(_) => return Err(type_err("len() cannot be used with ehrQL series or frames; use count_for_patient()")),
+                V::Series(_) | V::Frame(_) => {
+                    return Err(type_err("len() cannot be used with ehrQL series or frames; use count_for_patient()"));
+                }
                 other => return Err(type_err(format!("object of type '{}' has no len()", other.type_name()))),
             }))
         }
@@ -384,11 +432,16 @@ pub fn call_builtin(interp: &mut Interp, name: &'static str, mut args: Args) -> 
             let lists = args.pos.iter().map(|v| interp.iterate(v)).collect::<R<Vec<_>>>()?;
             let mut out: Vec<Vec<V>> = vec![vec![]];
             for l in lists {
-                out = out.into_iter().flat_map(|prefix| l.iter().map(move |x| {
-                    let mut p = prefix.clone();
-                    p.push(x.clone());
-                    p
-                })).collect();
+                out = out
+                    .into_iter()
+                    .flat_map(|prefix| {
+                        l.iter().map(move |x| {
+                            let mut p = prefix.clone();
+                            p.push(x.clone());
+                            p
+                        })
+                    })
+                    .collect();
             }
             Ok(V::list(out.into_iter().map(V::tuple).collect()))
         }
@@ -451,7 +504,11 @@ fn sort_values(interp: &mut Interp, items: Vec<V>, key: Option<V>, reverse: bool
         }
         match interp.order(&a.0, &b.0) {
             Ok(o) => {
-                if reverse { o.reverse() } else { o }
+                if reverse {
+                    o.reverse()
+                } else {
+                    o
+                }
             }
             Err(e) => {
                 error = Some(e);
@@ -530,7 +587,12 @@ pub fn call_type(interp: &mut Interp, t: &'static str, mut args: Args) -> R<V> {
                 }
                 V::Int(f.trunc() as i64)
             }
-            Some(V::Str(s)) => V::Int(s.trim().replace('_', "").parse().map_err(|_| value_err(format!("invalid literal for int() with base 10: {}", super::interp::py_str_repr(&s))))?),
+            Some(V::Str(s)) => V::Int(
+                s.trim()
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|_| value_err(format!("invalid literal for int() with base 10: {}", super::interp::py_str_repr(&s))))?,
+            ),
             Some(V::Series(_)) => return Err(type_err("int() cannot convert an ehrQL series; use .as_int()")),
             Some(other) => return Err(type_err(format!("int() argument must be a string or a number, not '{}'", other.type_name()))),
         }),
@@ -539,7 +601,10 @@ pub fn call_type(interp: &mut Interp, t: &'static str, mut args: Args) -> R<V> {
             Some(V::Int(i)) => V::Float(i as f64),
             Some(V::Bool(b)) => V::Float(b as i64 as f64),
             Some(V::Float(f)) => V::Float(f),
-            Some(V::Str(s)) => V::Float(parse_py_float(&s).ok_or_else(|| value_err(format!("could not convert string to float: {}", super::interp::py_str_repr(&s))))?),
+            Some(V::Str(s)) => V::Float(
+                parse_py_float(&s)
+                    .ok_or_else(|| value_err(format!("could not convert string to float: {}", super::interp::py_str_repr(&s))))?,
+            ),
             Some(other) => return Err(type_err(format!("float() argument must be a string or a number, not '{}'", other.type_name()))),
         }),
         "str" => Ok(V::str(&match first {
@@ -596,9 +661,7 @@ pub fn call_type(interp: &mut Interp, t: &'static str, mut args: Args) -> R<V> {
                 }
             };
             let (y, m, d) = (part(&a[0], "year")?, part(&a[1], "month")?, part(&a[2], "day")?);
-            jiff::civil::Date::new(y as i16, m as i8, d as i8)
-                .map(V::Date)
-                .map_err(|_| value_err(format!("invalid date: {y}-{m}-{d}")))
+            jiff::civil::Date::new(y as i16, m as i8, d as i8).map(V::Date).map_err(|_| value_err(format!("invalid date: {y}-{m}-{d}")))
         }
         "timedelta" => {
             let days = args.take_kw("days").or_else(|| args.pos.first().cloned()).unwrap_or(V::Int(0));
@@ -655,11 +718,7 @@ pub fn get_attr(interp: &mut Interp, obj: &V, name: &str) -> R<V> {
             _ => Err(no_attr(obj)),
         },
         V::Str(_) | V::List(_) | V::Dict(_) | V::Set(_) | V::Tuple(_) | V::ArgParser(_) | V::Int(_) | V::Float(_) => {
-            if python_method_exists(obj, name) {
-                Ok(V::Method(Rc::new(obj.clone()), Rc::from(name)))
-            } else {
-                Err(no_attr(obj))
-            }
+            if python_method_exists(obj, name) { Ok(V::Method(Rc::new(obj.clone()), Rc::from(name))) } else { Err(no_attr(obj)) }
         }
         _ => super::api::get_attr(interp, obj, name),
     }
@@ -668,16 +727,54 @@ pub fn get_attr(interp: &mut Interp, obj: &V, name: &str) -> R<V> {
 fn python_method_exists(obj: &V, name: &str) -> bool {
     let methods: &[&str] = match obj {
         V::Str(_) => &[
-            "upper", "lower", "strip", "lstrip", "rstrip", "split", "rsplit", "join", "replace", "startswith", "endswith",
-            "format", "title", "capitalize", "zfill", "isdigit", "isalpha", "isalnum", "find", "count", "splitlines",
-            "ljust", "rjust", "center", "removeprefix", "removesuffix", "index", "casefold", "isupper", "islower",
+            "upper",
+            "lower",
+            "strip",
+            "lstrip",
+            "rstrip",
+            "split",
+            "rsplit",
+            "join",
+            "replace",
+            "startswith",
+            "endswith",
+            "format",
+            "title",
+            "capitalize",
+            "zfill",
+            "isdigit",
+            "isalpha",
+            "isalnum",
+            "find",
+            "count",
+            "splitlines",
+            "ljust",
+            "rjust",
+            "center",
+            "removeprefix",
+            "removesuffix",
+            "index",
+            "casefold",
+            "isupper",
+            "islower",
         ],
         V::List(_) => &["append", "extend", "insert", "pop", "index", "count", "sort", "reverse", "copy", "remove", "clear"],
         V::Tuple(_) => &["index", "count"],
         V::Dict(_) => &["keys", "values", "items", "get", "update", "pop", "setdefault", "copy", "clear"],
         V::Set(_) => &[
-            "add", "update", "union", "difference", "intersection", "issubset", "issuperset", "discard", "remove", "copy",
-            "symmetric_difference", "pop", "clear",
+            "add",
+            "update",
+            "union",
+            "difference",
+            "intersection",
+            "issubset",
+            "issuperset",
+            "discard",
+            "remove",
+            "copy",
+            "symmetric_difference",
+            "pop",
+            "clear",
         ],
         V::ArgParser(_) => &["add_argument", "parse_args", "parse_known_args", "add_argument_group", "set_defaults"],
         V::Int(_) => &["bit_length", "to_bytes"],
@@ -882,7 +979,11 @@ pub fn call_method(interp: &mut Interp, obj: V, name: &str, mut args: Args) -> R
                     let items = interp.iterate(&one(args, name)?)?;
                     let other = interp.make_set(items)?;
                     let V::Set(o) = other else { unreachable!("make_set returns a set") };
-                    let (a, b) = if name == "issubset" { (d.borrow().clone(), o.borrow().clone()) } else { (o.borrow().clone(), d.borrow().clone()) };
+                    let (a, b) = if name == "issubset" {
+                        (d.borrow().clone(), o.borrow().clone())
+                    } else {
+                        (o.borrow().clone(), d.borrow().clone())
+                    };
                     Ok(V::Bool(a.iter().all(|(k, _)| b.get(&k.hkey().expect("set member")).is_some())))
                 }
                 _ => Err(err("AttributeError", format!("'set' object has no attribute '{name}'"))),
@@ -916,7 +1017,9 @@ pub fn call_method(interp: &mut Interp, obj: V, name: &str, mut args: Args) -> R
         V::Type("date") => match name {
             "fromisoformat" => {
                 let s = str_arg(args.pos.first(), "fromisoformat argument")?;
-                parse_iso_date(&s).map(V::Date).ok_or_else(|| value_err(format!("Invalid isoformat string: {}", super::interp::py_str_repr(&s))))
+                parse_iso_date(&s)
+                    .map(V::Date)
+                    .ok_or_else(|| value_err(format!("Invalid isoformat string: {}", super::interp::py_str_repr(&s))))
             }
             "today" => Ok(V::Date(jiff::Zoned::now().date())),
             _ => Err(err("AttributeError", format!("type object 'date' has no attribute '{name}'"))),
@@ -947,7 +1050,10 @@ pub fn parse_iso_date(s: &str) -> Option<jiff::civil::Date> {
     let y: i16 = s[0..4].parse().ok()?;
     let m: i8 = s[5..7].parse().ok()?;
     let d: i8 = s[8..10].parse().ok()?;
-    if !s[0..4].bytes().all(|c| c.is_ascii_digit()) || !s[5..7].bytes().all(|c| c.is_ascii_digit()) || !s[8..10].bytes().all(|c| c.is_ascii_digit()) {
+    if !s[0..4].bytes().all(|c| c.is_ascii_digit())
+        || !s[5..7].bytes().all(|c| c.is_ascii_digit())
+        || !s[8..10].bytes().all(|c| c.is_ascii_digit())
+    {
         return None;
     }
     jiff::civil::Date::new(y, m, d).ok()
@@ -995,7 +1101,8 @@ fn string_method(interp: &mut Interp, s: &str, name: &str, mut args: Args) -> R<
         }
         "split" | "rsplit" => {
             let sep = chars_arg(&args.take_kw("sep").or(arg0.clone()))?;
-            let maxsplit = args.take_kw("maxsplit").or_else(|| args.pos.get(1).cloned()).map(|v| want_int(&v, "maxsplit")).transpose()?.unwrap_or(-1);
+            let maxsplit =
+                args.take_kw("maxsplit").or_else(|| args.pos.get(1).cloned()).map(|v| want_int(&v, "maxsplit")).transpose()?.unwrap_or(-1);
             let parts: Vec<String> = match (&sep, maxsplit) {
                 (Some(sep), m) if m < 0 => s.split(sep.as_str()).map(str::to_string).collect(),
                 (Some(sep), m) if name == "split" => s.splitn(m as usize + 1, sep.as_str()).map(str::to_string).collect(),
@@ -1060,7 +1167,14 @@ fn string_method(interp: &mut Interp, s: &str, name: &str, mut args: Args) -> R<
                 Some(V::Str(f)) => f.chars().next().unwrap_or(' '),
                 _ => ' ',
             };
-            let spec = format!("{fill}{}{w}", match name { "ljust" => '<', "rjust" => '>', _ => '^' });
+            let spec = format!(
+                "{fill}{}{w}",
+                match name {
+                    "ljust" => '<',
+                    "rjust" => '>',
+                    _ => '^',
+                }
+            );
             V::str(&interp.format_value(&V::str(s), &spec)?)
         }
         "isdigit" => V::Bool(!s.is_empty() && s.chars().all(|c| c.is_ascii_digit())),
@@ -1252,7 +1366,12 @@ fn argparse_method(interp: &mut Interp, p: &Rc<RefCell<ArgParser>>, name: &str, 
                             i += 1;
                             continue;
                         }
-                        return Err(err("SystemExit", format!("argparse: unrecognized arguments: {a} (the definition's own ArgumentParser rejected its user arguments)")));
+                        return Err(err(
+                            "SystemExit",
+                            format!(
+                                "argparse: unrecognized arguments: {a} (the definition's own ArgumentParser rejected its user arguments)"
+                            ),
+                        ));
                     };
                     let slot = values.iter_mut().position(|(d, _)| *d == spec.dest).expect("every argument has a slot");
                     match spec.action.as_deref() {
@@ -1275,7 +1394,9 @@ fn argparse_method(interp: &mut Interp, p: &Rc<RefCell<ArgParser>>, name: &str, 
                                     Some(v) => v,
                                     None => {
                                         i += 1;
-                                        argv.get(i).cloned().ok_or_else(|| err("SystemExit", format!("argparse: argument {flag}: expected one argument")))?
+                                        argv.get(i)
+                                            .cloned()
+                                            .ok_or_else(|| err("SystemExit", format!("argparse: argument {flag}: expected one argument")))?
                                     }
                                 };
                                 values[slot].1 = convert(interp, spec, &raw)?;
@@ -1298,11 +1419,7 @@ fn argparse_method(interp: &mut Interp, p: &Rc<RefCell<ArgParser>>, name: &str, 
                 }
             }
             let ns = V::Object(Rc::new(Object { class: "Namespace", attrs: RefCell::new(values) }));
-            if name == "parse_known_args" {
-                Ok(V::tuple(vec![ns, V::list(unknown.iter().map(|u| V::str(u)).collect())]))
-            } else {
-                Ok(ns)
-            }
+            if name == "parse_known_args" { Ok(V::tuple(vec![ns, V::list(unknown.iter().map(|u| V::str(u)).collect())])) } else { Ok(ns) }
         }
         _ => Err(err("AttributeError", format!("'ArgumentParser' object has no attribute '{name}'"))),
     }

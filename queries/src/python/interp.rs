@@ -181,11 +181,7 @@ impl Args {
     /// nothing is left over.
     pub fn bind(mut self, func: &str, names: &[&str]) -> R<Vec<Option<V>>> {
         if self.pos.len() > names.len() {
-            return Err(type_err(format!(
-                "{func}() takes {} positional arguments but {} were given",
-                names.len(),
-                self.pos.len()
-            )));
+            return Err(type_err(format!("{func}() takes {} positional arguments but {} were given", names.len(), self.pos.len())));
         }
         let mut out: Vec<Option<V>> = names.iter().map(|_| None).collect();
         for (i, v) in std::mem::take(&mut self.pos).into_iter().enumerate() {
@@ -243,8 +239,7 @@ impl Interp {
 
     /// Runs a file as a module and returns its globals.
     pub fn run_file(&mut self, path: &Path, shown: &str, module_name: &str) -> R<Rc<Scope>> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| err("FileNotFoundError", format!("cannot read {shown}: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| err("FileNotFoundError", format!("cannot read {shown}: {e}")))?;
         let file = self.files.len();
         self.files.push(SourceFile::new(path.to_path_buf(), shown.to_string(), text));
         let parsed = match ruff_python_parser::parse_module(&self.files[file].text) {
@@ -277,7 +272,9 @@ impl Interp {
     fn unsupported(&self, what: &str) -> Flow {
         err(
             "quarry.UnsupportedError",
-            format!("{what} is not supported by quarry's Python interpreter; rewrite this part of the definition, or report it if real definitions need it"),
+            format!(
+                "{what} is not supported by quarry's Python interpreter; rewrite this part of the definition, or report it if real definitions need it"
+            ),
         )
     }
 
@@ -420,7 +417,8 @@ impl Interp {
                     let name = alias.name.id.as_str();
                     if name == "*" {
                         if let V::Module(m) = &module {
-                            let attrs: Vec<(String, V)> = m.attrs.borrow().iter().filter(|(k, _)| !k.starts_with('_')).map(|(k, v)| (k.clone(), v.clone())).collect();
+                            let attrs: Vec<(String, V)> =
+                                m.attrs.borrow().iter().filter(|(k, _)| !k.starts_with('_')).map(|(k, v)| (k.clone(), v.clone())).collect();
                             for (k, v) in attrs {
                                 scope.set(&k, v);
                             }
@@ -434,10 +432,7 @@ impl Interp {
                             match self.import(&format!("{module_name}.{name}")) {
                                 Ok(v) => v,
                                 Err(_) => {
-                                    return Err(err(
-                                        "ImportError",
-                                        format!("cannot import name '{name}' from '{module_name}'"),
-                                    ));
+                                    return Err(err("ImportError", format!("cannot import name '{name}' from '{module_name}'")));
                                 }
                             }
                         }
@@ -965,7 +960,9 @@ impl Interp {
     /// A class definition: only ehrQL's frame classes (`class x(PatientFrame): col = Series(int)`)
     /// under a decorator that turns them into a table (`@table_from_file(path)`).
     fn frame_class(&mut self, c: &ruff_python_ast::StmtClassDef, scope: &Rc<Scope>) -> R<V> {
-        let unsupported = |this: &Self| this.unsupported(&format!("a class definition (`class {}`) other than a PatientFrame under @table_from_file(...)", c.name.id));
+        let unsupported = |this: &Self| {
+            this.unsupported(&format!("a class definition (`class {}`) other than a PatientFrame under @table_from_file(...)", c.name.id))
+        };
         let bases: Vec<V> = match &c.arguments {
             Some(a) => a.args.iter().map(|b| self.eval(b, scope)).collect::<R<_>>()?,
             None => vec![],
@@ -984,7 +981,9 @@ impl Interp {
                 Stmt::Assign(a) if a.targets.len() == 1 => {
                     let ruff_python_ast::Expr::Name(target) = &a.targets[0] else { return Err(unsupported(self)) };
                     let spec = self.eval(&a.value, scope)?;
-                    let V::Object(o) = &spec else { return Err(type_err(format!("{}.{}: a column is Series(type)", c.name.id, target.id))) };
+                    let V::Object(o) = &spec else {
+                        return Err(type_err(format!("{}.{}: a column is Series(type)", c.name.id, target.id)));
+                    };
                     let Some(t) = o.get("type").filter(|_| o.class == "SeriesSpec") else {
                         return Err(type_err(format!("{}.{}: a column is Series(type)", c.name.id, target.id)));
                     };
@@ -995,7 +994,11 @@ impl Interp {
         }
         let mut value = V::Object(Rc::new(super::value::Object {
             class: "FrameClass",
-            attrs: std::cell::RefCell::new(vec![("__name__".into(), V::str(&c.name.id)), ("__base__".into(), V::Type(base)), ("__columns__".into(), V::list(columns))]),
+            attrs: std::cell::RefCell::new(vec![
+                ("__name__".into(), V::str(&c.name.id)),
+                ("__base__".into(), V::Type(base)),
+                ("__columns__".into(), V::list(columns)),
+            ]),
         }));
         for d in c.decorator_list.iter().rev() {
             let dec = self.eval(&d.expression, scope)?;
@@ -1019,12 +1022,7 @@ impl Interp {
         let n = f.positional.len();
         let extra = if args.pos.len() > n { args.pos.split_off(n) } else { vec![] };
         if !extra.is_empty() && f.varargs.is_none() {
-            return Err(type_err(format!(
-                "{}() takes {} positional arguments but {} were given",
-                f.name,
-                n,
-                n + extra.len()
-            )));
+            return Err(type_err(format!("{}() takes {} positional arguments but {} were given", f.name, n, n + extra.len())));
         }
         let given = args.pos.len();
         for (i, v) in args.pos.into_iter().enumerate() {
@@ -1122,7 +1120,9 @@ impl Interp {
         let Some(path) = candidates.into_iter().find(|p| p.is_file()) else {
             return Err(err(
                 "ModuleNotFoundError",
-                format!("No module named '{name}' (quarry provides ehrql, datetime, functools, operator, sys, argparse, math, itertools and collections; other modules must be .py files beside the definition)"),
+                format!(
+                    "No module named '{name}' (quarry provides ehrql, datetime, functools, operator, sys, argparse, math, itertools and collections; other modules must be .py files beside the definition)"
+                ),
             ));
         };
         if self.loading.iter().any(|l| l == name) {
@@ -1426,11 +1426,7 @@ impl Interp {
                 a.len().cmp(&b.len())
             }
             _ => {
-                return Err(type_err(format!(
-                    "'<' not supported between instances of '{}' and '{}'",
-                    l.type_name(),
-                    r.type_name()
-                )));
+                return Err(type_err(format!("'<' not supported between instances of '{}' and '{}'", l.type_name(), r.type_name())));
             }
         })
     }
@@ -1746,7 +1742,14 @@ impl Interp {
 pub fn is_ehrql(v: &V) -> bool {
     matches!(
         v,
-        V::Series(_) | V::Frame(_) | V::Duration(_) | V::DateDifference(..) | V::When(_) | V::WhenThen(..) | V::CaseOtherwise(_) | V::Dataset(_)
+        V::Series(_)
+            | V::Frame(_)
+            | V::Duration(_)
+            | V::DateDifference(..)
+            | V::When(_)
+            | V::WhenThen(..)
+            | V::CaseOtherwise(_)
+            | V::Dataset(_)
     )
 }
 

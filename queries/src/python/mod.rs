@@ -119,18 +119,22 @@ pub fn load_definition(path: &Path, user_args: &[String], out: Box<dyn std::io::
             let d = d.borrow();
             match d.population {
                 Some(population) => {
-                    dataset = Some(DatasetSpec { population, variables: d.variables.clone(), events: d.events.clone(), dummy: d.dummy.clone() })
+                    dataset =
+                        Some(DatasetSpec { population, variables: d.variables.clone(), events: d.events.clone(), dummy: d.dummy.clone() })
                 }
-                None => dataset_error = Some(plain("ehrql.Error", "A population has not been defined; define one with define_population()")),
+                None => {
+                    dataset_error = Some(plain("ehrql.Error", "A population has not been defined; define one with define_population()"))
+                }
             }
         }
         Some(other) => {
-            dataset_error = Some(plain(
-                "ehrql.Error",
-                &format!("'dataset' must be an instance of ehrql.Dataset(), not '{}'", other.type_name()),
-            ))
+            dataset_error =
+                Some(plain("ehrql.Error", &format!("'dataset' must be an instance of ehrql.Dataset(), not '{}'", other.type_name())))
         }
-        None => dataset_error = Some(plain("ehrql.Error", &format!("Did not find a variable called 'dataset' in dataset definition file {shown}"))),
+        None => {
+            dataset_error =
+                Some(plain("ehrql.Error", &format!("Did not find a variable called 'dataset' in dataset definition file {shown}")))
+        }
     }
     let measures = match globals.get("measures") {
         Some(V::Measures(m)) => {
@@ -140,5 +144,11 @@ pub fn load_definition(path: &Path, user_args: &[String], out: Box<dyn std::io::
         _ => None,
     };
     drop(globals);
-    Ok(Definition { graph: std::mem::take(&mut interp.graph), dataset, measures, dataset_error, claimed_permissions: interp.claimed_permissions })
+    Ok(Definition {
+        graph: std::mem::take(&mut interp.graph),
+        dataset,
+        measures,
+        dataset_error,
+        claimed_permissions: interp.claimed_permissions,
+    })
 }

@@ -33,25 +33,17 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn module(&self, name: &str) -> Option<&[(String, TableDef)]> {
-        self.modules
-            .iter()
-            .find(|(m, _)| m == name)
-            .map(|(_, t)| t.as_slice())
+        self.modules.iter().find(|(m, _)| m == name).map(|(_, t)| t.as_slice())
     }
 
     pub fn table(&self, module: &str, name: &str) -> Option<&TableDef> {
-        self.module(module)?
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, t)| t)
+        self.module(module)?.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 
     /// Every module path that is a package prefix of a table module (`ehrql.tables`,
     /// `ehrql.tables.raw`, …).
     pub fn is_package(&self, name: &str) -> bool {
-        self.modules
-            .iter()
-            .any(|(m, _)| m.starts_with(name) && m[name.len()..].starts_with('.'))
+        self.modules.iter().any(|(m, _)| m.starts_with(name) && m[name.len()..].starts_with('.'))
     }
 }
 
@@ -103,13 +95,8 @@ fn parse(source: &str) -> Result<Catalog, String> {
                 Some((t, a)) => (t.trim(), Some(a.trim())),
                 None => (rest.trim(), None),
             };
-            let (module, table) = target
-                .split_once(':')
-                .ok_or_else(|| err(format!("bad use `{rest}`")))?;
-            let def = catalog
-                .table(module, table)
-                .ok_or_else(|| err(format!("unknown table {target}")))?
-                .clone();
+            let (module, table) = target.split_once(':').ok_or_else(|| err(format!("bad use `{rest}`")))?;
+            let def = catalog.table(module, table).ok_or_else(|| err(format!("unknown table {target}")))?.clone();
             let name = alias.unwrap_or(table).to_string();
             let mut def = def;
             if catalog.modules.last().is_some_and(|(m, _)| m.starts_with("ehrql.tables.beta")) {
@@ -173,10 +160,8 @@ fn parse(source: &str) -> Result<Catalog, String> {
                 let mut parts = main.split(';').map(str::trim);
                 let type_name = parts.next().unwrap_or("");
                 let type_ = parse_type(type_name).ok_or_else(|| err(format!("unknown type `{type_name}`")))?;
-                let constraints = parts
-                    .filter(|p| !p.is_empty())
-                    .map(|p| parse_constraint(p, &type_).map_err(&err))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let constraints =
+                    parts.filter(|p| !p.is_empty()).map(|p| parse_constraint(p, &type_).map_err(&err)).collect::<Result<Vec<_>, _>>()?;
                 let dummy = dummy
                     .split(';')
                     .map(str::trim)
@@ -236,12 +221,7 @@ fn parse_constraint(s: &str, type_: &Type) -> Result<Constraint, String> {
         ("Unique", None) => Constraint::Unique,
         ("FirstOfMonth", None) => Constraint::FirstOfMonth,
         ("Categorical", Some(a)) => Constraint::Categorical(
-            a.split('|')
-                .map(|v| parse_value(v, type_))
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .flatten()
-                .collect(),
+            a.split('|').map(|v| parse_value(v, type_)).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect(),
         ),
         ("Regex", Some(a)) => Constraint::Regex(a.to_string()),
         ("DateAfter", Some(a)) => Constraint::DateAfter(a.split('|').map(str::to_string).collect()),
@@ -325,7 +305,11 @@ pub fn markdown() -> String {
             out.push_str("\n| column | type | constraints | dummy-data constraints |\n|---|---|---|---|\n");
             for c in &t.schema.columns {
                 let cons = c.constraints.iter().map(constraint_text).collect::<Vec<_>>().join(", ");
-                let dummy = t.dummy_constraints.get(&c.name).map(|d| d.iter().map(constraint_text).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+                let dummy = t
+                    .dummy_constraints
+                    .get(&c.name)
+                    .map(|d| d.iter().map(constraint_text).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default();
                 out.push_str(&format!("| `{}` | {} | {} | {} |\n", c.name, c.type_.name(), cons, dummy));
             }
             if !t.helpers.is_empty() {
