@@ -157,14 +157,30 @@ fn main() -> ExitCode {
         eprintln!("quarry: internal error{location}: {message}\nThis is a bug in quarry; please report it with the command you ran.");
     }));
     let cli = Cli::parse();
-    match dispatch(cli) {
-        Ok(code) => ExitCode::from(code),
+    // All of quarry's work runs on one thread with a known, large stack, so that no input can
+    // overflow it: the main thread's stack is whatever the platform gives (8 MiB with a
+    // default `ulimit -s`, less elsewhere). Only the pages touched are ever committed.
+    let worker = std::thread::Builder::new().name("quarry".into()).stack_size(WORK_STACK).spawn(move || dispatch(cli));
+    let outcome = match worker {
+        Ok(handle) => handle.join(),
         Err(e) => {
+            eprintln!("error: could not start quarry's worker thread: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match outcome {
+        Ok(Ok(code)) => ExitCode::from(code),
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+        // The panic hook has printed the message.
+        Err(_) => ExitCode::from(101),
     }
 }
+
+/// The stack of the thread that does quarry's work (address space, committed as used).
+const WORK_STACK: usize = 512 << 20;
 
 fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {

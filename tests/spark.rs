@@ -3,6 +3,10 @@
 //! These need a Spark Connect server, named by `QUARRY_SPARK_REMOTE` (`.ci/run` starts a local
 //! one with `scripts/spark-cluster.sh start`). Without it each test says so and passes, except
 //! under CI (`CI` set), where a missing server is a failure: CI must run them.
+//!
+//! They need the binary's `spark` feature (`cargo test --features spark --test spark`, as
+//! `.ci/run` does); a build without it is tested to refuse `--engine spark` in tests/hardening.rs.
+#![cfg(feature = "spark")]
 
 use std::path::Path;
 use std::process::Command;
