@@ -92,11 +92,11 @@ struct SummaryArgs {
     /// Optional grouping columns, comma-separated.
     #[arg(long, value_delimiter = ',')]
     by: Vec<String>,
-    /// Quantiles, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75")]
+    /// Quantiles, comma-separated, each from 0 to 1.
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75", value_parser = quantile)]
     quantiles: Vec<f64>,
-    /// Decimal places of the mean, sd and quantiles.
-    #[arg(long, default_value_t = 2)]
+    /// Decimal places of the mean, sd and quantiles (0 to 15).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=i64::from(quarry_analysis::steps::MAX_DIGITS)))]
     digits: u32,
 }
 
@@ -107,10 +107,10 @@ struct HistogramArgs {
     /// The numeric column.
     #[arg(long)]
     column: String,
-    /// The width of each bin.
-    #[arg(long)]
+    /// The width of each bin (a number above 0).
+    #[arg(long, value_parser = positive)]
     bin_width: f64,
-    /// A fixed range `FROM,TO` (values outside it are counted as below/above).
+    /// A fixed range `FROM,TO` with FROM < TO (values outside it are counted as below/above).
     #[arg(long, value_name = "FROM,TO", value_parser = parse_range)]
     range: Option<[f64; 2]>,
     /// Also draw the histogram of the protected counts (.png or .svg).
@@ -121,11 +121,28 @@ struct HistogramArgs {
     title: Option<String>,
 }
 
+fn number(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a number")),
+    }
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    let v = number(s)?;
+    if v > 0.0 { Ok(v) } else { Err(format!("{v} is not above 0")) }
+}
+
+fn quantile(s: &str) -> Result<f64, String> {
+    let v = number(s)?;
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{v} is not from 0 to 1")) }
+}
+
 fn parse_range(s: &str) -> Result<[f64; 2], String> {
-    let parts: Vec<f64> =
-        s.split(',').map(|p| p.trim().parse::<f64>().map_err(|_| format!("`{p}` is not a number"))).collect::<Result<_, _>>()?;
+    let parts: Vec<f64> = s.split(',').map(number).collect::<Result<_, _>>()?;
     match parts[..] {
-        [from, to] => Ok([from, to]),
+        [from, to] if from < to => Ok([from, to]),
+        [from, to] => Err(format!("FROM must be below TO, not {from},{to}")),
         _ => Err("give the range as FROM,TO".into()),
     }
 }

@@ -19,8 +19,9 @@ mod spark;
 pub struct GenerateArgs {
     /// The dataset (or measures) definition, a Python file.
     pub definition: PathBuf,
-    /// Where to write: a file (.csv, .csv.gz, .arrow, .parquet), or `DIR:csv` for one file
-    /// per table. CSV on stdout when omitted.
+    /// Where to write: a file (.csv, .csv.gz, .arrow, .parquet), or `DIR:csv` (`:csv.gz`,
+    /// `:arrow`, `:parquet`) for one file per table. CSV on stdout when omitted. Never one of
+    /// the definition's inputs.
     #[arg(long)]
     pub output: Option<String>,
     /// A directory with one file per table the definition uses (`<table>.csv`, `.csv.gz`,
@@ -31,7 +32,7 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "backend")]
     pub dummy_data_file: Option<PathBuf>,
     /// A backend of any size: a directory of `<table>.parquet` (or `.arrow`) files sorted by
-    /// patient_id, streamed in rounds of patients (docs/backend.md). With `--engine spark`, a
+    /// patient_id, streamed in rounds of patients (quarry's backend docs). With `--engine spark`, a
     /// directory or URI every executor can read. Also from QUARRY_BACKEND.
     #[arg(long, value_name = "DIR", env = "QUARRY_BACKEND")]
     pub backend: Option<PathBuf>,
@@ -56,10 +57,11 @@ pub struct GenerateArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DummyArgs {
     /// How many dummy patients to generate. Overrides `configure_dummy_data(population_size=)`
-    /// and project.yaml's `expectations: population_size` (default 10, as ehrQL).
-    #[arg(long, value_name = "N")]
-    pub population_size: Option<usize>,
-    /// The seed for generated dummy data: the same definition, size and seed give the same data.
+    /// and project.yaml's `expectations: population_size` (default 10, as ehrQL); 1 or more.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
+    pub population_size: Option<u64>,
+    /// The seed for generated dummy data: the same definition, size and seed give the same data
+    /// (any whole number from 0 to 2^64-1).
     #[arg(long, default_value_t = quarry_engine::dummy::DEFAULT_SEED)]
     pub seed: u64,
 }
@@ -69,7 +71,8 @@ pub struct DummyArgs {
 pub struct CreateDummyTablesArgs {
     /// The dataset (or measures) definition, a Python file.
     pub definition: PathBuf,
-    /// Where to write the tables: `DIR`, `DIR:csv` or `DIR:csv.gz` (one file per used table).
+    /// Where to write the tables: `DIR`, `DIR:csv`, `DIR:csv.gz`, `DIR:arrow` or `DIR:parquet`
+    /// (one file per used table).
     pub dummy_tables_path: String,
     #[command(flatten)]
     pub dummy: DummyArgs,
@@ -84,7 +87,7 @@ pub enum Engine {
     /// The patient-partitioned columnar engine.
     Columnar,
     /// Translate to Spark SQL and run on a Spark cluster through Spark Connect
-    /// (`--spark-remote`; docs/spark.md).
+    /// (`--spark-remote`; quarry's Spark docs; needs a build with the `spark` feature).
     Spark,
 }
 
@@ -161,7 +164,7 @@ fn check_permissions(graph: &Graph, roots: &[NodeId], claimed: &[String], event_
 /// project's expectations.
 fn population_size(dummy: &DummyArgs, configured: Option<i64>, fallback: usize) -> usize {
     if let Some(n) = dummy.population_size {
-        return n;
+        return usize::try_from(n).unwrap_or(usize::MAX);
     }
     if let Some(n) = configured {
         return n.max(0) as usize;

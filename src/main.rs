@@ -5,6 +5,7 @@ mod check_outputs;
 mod ehrql;
 mod pipeline;
 mod report;
+mod term;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use pipeline::run::{INTERRUPTED, RunOptions};
+use pipeline::run::{INTERRUPTED, RunOptions, Verbosity};
 
 // Evaluation allocates many small values per patient; mimalloc is markedly faster than
 // glibc's allocator at that (docs/performance.md).
@@ -52,18 +53,24 @@ enum Commands {
         /// Keep running independent actions after a failure.
         #[arg(long)]
         continue_on_error: bool,
-        /// How many jobs may run at once.
-        #[arg(short = 'c', long, default_value_t = 2)]
-        concurrency: usize,
+        /// How many jobs may run at once (1 to 1024).
+        #[arg(short = 'c', long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        concurrency: u16,
         /// The directory holding project.yaml.
         #[arg(long, default_value = ".")]
         project_dir: PathBuf,
         /// Prefix console lines with UTC timestamps.
         #[arg(long)]
         timestamps: bool,
-        /// Stop any job that runs longer than this many seconds.
-        #[arg(long, value_name = "SECS")]
+        /// Stop any job that runs longer than this many seconds (1 or more).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
         timeout: Option<u64>,
+        /// Also print every line the jobs print.
+        #[arg(short, long, conflicts_with = "quiet")]
+        verbose: bool,
+        /// Print only the result: no progress, no per-job lines.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Show a job request (the latest, or the one with this id) like the jobs page.
     Status {
@@ -84,10 +91,10 @@ enum Commands {
     /// Generate dummy tables from a definition (ehrQL's `create-dummy-tables`), readable back
     /// with `generate-dataset --dummy-tables`.
     CreateDummyTables(ehrql::CreateDummyTablesArgs),
-    /// Print the query model a definition builds, as JSON (docs/serialization.md).
+    /// Print the query model a definition builds, as JSON (quarry's serialization docs).
     SerializeDefinition(ehrql::SerializeArgs),
-    /// Run one analysis step (frequency, crosstab, value-counts, summary) with disclosure
-    /// control, without a recipe (docs/recipes.md).
+    /// Run one analysis step (frequency, crosstab, value-counts, summary, histogram) with
+    /// disclosure control, without a recipe (quarry's recipes docs).
     Analysis(analysis_cli::AnalysisArgs),
     /// Check files for release: the job runner's level-4 rules and the disclosure checks of
     /// CSV contents (small and unrounded counts), with a per-column summary. Without paths,
@@ -100,22 +107,30 @@ enum Commands {
         project_dir: PathBuf,
     },
     /// Write a TPP-shaped synthetic backend (Parquet, the --backend layout) for throughput
-    /// benchmarks (docs/backend.md).
+    /// benchmarks (quarry's backend docs).
     MakeBackend {
-        /// How many patients.
-        #[arg(long)]
+        /// How many patients (1 or more).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         patients: u64,
         /// The directory to write (one .parquet file per table).
         #[arg(long)]
         out: PathBuf,
-        /// The same seed gives the same backend.
+        /// The same seed gives the same backend (any whole number from 0 to 2^64-1).
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Mean clinical events per patient (long-tailed).
-        #[arg(long, default_value_t = 40.0)]
+        /// Mean clinical events per patient, long-tailed (more than 0, at most 10000).
+        #[arg(long, default_value_t = 40.0, value_parser = events_per_patient)]
         events_per_patient: f64,
     },
-    /// Print docs/tables.md, generated from the table declarations.
+    /// Print a shell completion script: `quarry completions bash > /etc/bash_completion.d/quarry`,
+    /// `quarry completions zsh > ~/.zfunc/_quarry`, `quarry completions fish >
+    /// ~/.config/fish/completions/quarry.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the reference of every table a definition can import (Markdown, generated from
+    /// the table declarations).
     TablesDoc,
     /// Run one action command directly, e.g. `quarry exec ehrql:v1 generate-dataset ...`.
     Exec {
@@ -125,6 +140,14 @@ enum Commands {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+fn events_per_patient(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 10_000.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not in the range: more than 0, at most 10000")),
+        Err(_) => Err(format!("`{s}` is not a number")),
+    }
 }
 
 /// mimalloc's `mi_option_purge_delay`, which the Rust bindings do not name (mimalloc.h, v2 and
@@ -164,14 +187,14 @@ fn main() -> ExitCode {
     let outcome = match worker {
         Ok(handle) => handle.join(),
         Err(e) => {
-            eprintln!("error: could not start quarry's worker thread: {e}");
+            term::error(format!("could not start quarry's worker thread: {e}"));
             return ExitCode::from(1);
         }
     };
     match outcome {
         Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(e)) => {
-            eprintln!("error: {e:#}");
+            term::error(format!("{e:#}"));
             ExitCode::from(1)
         }
         // The panic hook has printed the message.
@@ -189,27 +212,44 @@ fn dispatch(cli: Cli) -> Result<u8> {
             match pipeline::project::load(&path) {
                 Ok(project) => {
                     for w in &project.warnings {
-                        eprintln!("warning: {w}");
+                        term::warning(w);
                     }
                     print!("{}", report::plan_text(&project, &path.display().to_string()));
                     Ok(0)
                 }
                 Err(e) => {
-                    eprintln!("{e}");
+                    term::error(e);
                     Ok(1)
                 }
             }
         }
-        Commands::Run { actions, force_run_dependencies, continue_on_error, concurrency, project_dir, timestamps, timeout } => {
+        Commands::Run {
+            actions,
+            force_run_dependencies,
+            continue_on_error,
+            concurrency,
+            project_dir,
+            timestamps,
+            timeout,
+            verbose,
+            quiet,
+        } => {
             ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)).context("could not install the Ctrl-C handler")?;
             let options = RunOptions {
                 project_dir,
                 actions,
                 force_run_dependencies,
                 continue_on_error,
-                concurrency,
+                concurrency: usize::from(concurrency),
                 timestamps,
                 timeout: timeout.map(Duration::from_secs),
+                verbosity: if quiet {
+                    Verbosity::Quiet
+                } else if verbose {
+                    Verbosity::Verbose
+                } else {
+                    Verbosity::Normal
+                },
             };
             let code = pipeline::run::run(&options)?;
             Ok(u8::try_from(code).unwrap_or(1))
@@ -217,8 +257,26 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Commands::Status { id, html, project_dir } => {
             let workspace = Workspace::open_read_only(&project_dir);
             let requests = workspace.load_requests()?;
+            // After a "nothing to do" run, the last run that did something is the one to show.
+            let mut note = None;
             let request = match &id {
-                None => requests.last(),
+                None => {
+                    let latest = requests.last();
+                    match latest {
+                        Some(r) if r.status == pipeline::jobs::RequestStatus::NothingToDo => {
+                            let worked = requests.iter().rev().find(|r| r.status != pipeline::jobs::RequestStatus::NothingToDo);
+                            if worked.is_some() {
+                                note = Some(format!(
+                                    "Note: the latest run ({}, {}) had nothing to do; this is the last run that did something.\n\n",
+                                    r.id,
+                                    report::utc(r.created_at)
+                                ));
+                            }
+                            worked.or(latest)
+                        }
+                        other => other,
+                    }
+                }
                 Some(id) => {
                     let matching: Vec<_> = requests.iter().filter(|r| r.id.starts_with(id.as_str())).collect();
                     if matching.len() > 1 {
@@ -237,7 +295,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 let path = report::html::write_request_page(request, &project_dir, &workspace.requests_dir())?;
                 println!("{}", path.display());
             } else {
-                print!("{}", report::request_text(request));
+                print!("{}{}", note.unwrap_or_default(), report::request_text(request));
             }
             Ok(0)
         }
@@ -273,10 +331,15 @@ fn dispatch(cli: Cli) -> Result<u8> {
                     Ok(0)
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    term::error(e);
                     Ok(1)
                 }
             }
+        }
+        Commands::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "quarry", &mut std::io::stdout());
+            Ok(0)
         }
         Commands::TablesDoc => {
             print!("{}", quarry_queries::tables::markdown());
@@ -292,7 +355,7 @@ fn exec(image: &str, args: &[String]) -> Result<u8> {
         "ehrql" => Ok(ehrql_result(ehrql::exec(args))),
         "analysis" => {
             let [recipe] = args else {
-                bail!("usage: `analysis:v1 RECIPE.yaml` (one recipe file; docs/recipes.md)");
+                bail!("usage: `analysis:v1 RECIPE.yaml` (one recipe file; see quarry's recipes docs)");
             };
             match quarry_analysis::run_recipe(std::path::Path::new(recipe), std::path::Path::new(".")) {
                 Ok(files) => {
@@ -302,7 +365,7 @@ fn exec(image: &str, args: &[String]) -> Result<u8> {
                     Ok(0)
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    term::error(e);
                     Ok(1)
                 }
             }
@@ -316,7 +379,7 @@ fn ehrql_result(r: std::result::Result<(), ehrql::Failure>) -> u8 {
     match r {
         Ok(()) => 0,
         Err(f) => {
-            eprintln!("{}", f.message);
+            term::error(&f.message);
             f.code
         }
     }

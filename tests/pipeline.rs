@@ -307,7 +307,9 @@ fn failure_stops_the_run_unless_continue_on_error() {
     assert_eq!(p.job("after_bad")["status_code"], "dependency_failed");
     assert_eq!(p.job("good")["status_code"], "stopped");
     assert!(!p.exists("o/g.csv"));
-    assert!(out.stdout.contains("logs (truncated):") && out.stdout.contains("failing on purpose"), "{out:?}");
+    // A failure is an error: on stderr, with the job's last lines.
+    assert!(out.stderr.contains("error: bad\n") && out.stderr.contains("logs (truncated):"), "{out:?}");
+    assert!(out.stderr.contains("failing on purpose") && !out.stdout.contains("failing on purpose"), "{out:?}");
     assert_eq!(p.latest_request()["status"], "failed");
 
     let p = Project::new(yaml);
@@ -329,7 +331,7 @@ fn unmatched_pattern_says_did_you_mean() {
     let job = p.job("a");
     assert_eq!(job["status_code"], "unmatched_patterns");
     assert_eq!(job["status_message"], "No outputs found matching patterns:\n - o/table.csv");
-    assert!(out.stdout.contains("Did you mean to match one of these files instead?\n    - o/tabel.csv"), "{out:?}");
+    assert!(out.stderr.contains("Did you mean to match one of these files instead?\n    - o/tabel.csv"), "{out:?}");
     let log = fs::read_to_string(p.path().join("metadata/a.log")).unwrap();
     assert!(log.contains("hint: Did you mean to match one of these files instead?"), "{log}");
 }
@@ -342,7 +344,7 @@ fn undeclared_outputs_are_reported_and_not_saved() {
     );
     let out = p.run(&["a"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("a: Warning: o/extra.txt matches no output pattern in project.yaml and was not saved"), "{out:?}");
+    assert!(out.stderr.contains("warning: a: o/extra.txt matches no output pattern in project.yaml and was not saved"), "{out:?}");
     assert!(p.exists("o/a.csv") && !p.exists("o/extra.txt"));
     assert_eq!(p.job("a")["undeclared_outputs"][0], "o/extra.txt");
 }
@@ -434,7 +436,8 @@ fn unknown_action_lists_valid_names() {
     let p = chain();
     let out = p.run(&["analyze"]);
     assert_eq!(out.code, 1, "{out:?}");
-    insta::assert_snapshot!("unknown_action", out.stdout);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    insta::assert_snapshot!("unknown_action", out.stderr);
 }
 
 #[test]
@@ -460,10 +463,10 @@ fn images_without_a_native_runtime_are_refused_up_front() {
     );
     let out = p.run(&["a"]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stdout.contains("`safetab` is a reusable action"), "{out:?}");
-    assert!(out.stdout.contains("without network access"), "{out:?}");
+    assert!(out.stderr.contains("error: ActionNotAvailable") && out.stderr.contains("`safetab` is a reusable action"), "{out:?}");
+    assert!(out.stderr.contains("without network access"), "{out:?}");
     let out = p.run(&["b"]);
-    assert!(out.stdout.contains("`stata-mp` actions need OpenSAFELY's `stata-mp` Docker image"), "{out:?}");
+    assert!(out.stderr.contains("`stata-mp` actions need OpenSAFELY's `stata-mp` Docker image"), "{out:?}");
 }
 
 #[test]
@@ -516,7 +519,7 @@ fn a_killed_run_is_recovered_by_the_next() {
 
     let out = p.run(&["run_all"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("Marked jobs left unfinished by an interrupted run as failed: slow"), "{out:?}");
+    assert!(out.stderr.contains("warning: Marked jobs left unfinished by an interrupted run as failed: slow"), "{out:?}");
     let old: Value = serde_json::from_str(
         &fs::read_to_string(p.path().join(format!("metadata/job-requests/{}.json", killed_request["id"].as_str().unwrap()))).unwrap(),
     )
@@ -540,7 +543,7 @@ fn ctrl_c_cancels_running_jobs() {
     let out = Run::from(child.wait_with_output().unwrap());
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stdout.contains("Killed by user"), "{out:?}");
+    assert!(out.stderr.contains("error: Killed by user"), "{out:?}");
     assert_eq!(p.job("slow")["status_code"], "cancelled_by_user");
 }
 

@@ -91,11 +91,10 @@ impl Frame {
     }
 
     pub fn column(&self, name: &str) -> Result<&Column, AnalysisError> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(|i| &self.columns[i])
-            .ok_or_else(|| AnalysisError(format!("the dataset has no column `{name}` (it has: {})", self.all_names.join(", "))))
+        self.names.iter().position(|n| n == name).map(|i| &self.columns[i]).ok_or_else(|| {
+            let suggestion = quarry_queries::suggest::did_you_mean(name, self.all_names.iter().map(String::as_str));
+            AnalysisError(format!("the dataset has no column `{name}`{suggestion} (it has: {})", self.all_names.join(", ")))
+        })
     }
 
     pub fn add(&mut self, name: &str, column: Column) {

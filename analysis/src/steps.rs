@@ -103,6 +103,9 @@ pub fn proportion(x: f64) -> String {
     rounded(x, 3)
 }
 
+/// The most decimal places a summary prints (an f64 has about 15 significant digits).
+pub const MAX_DIGITS: u32 = 15;
+
 /// `x` rounded to `digits` places, printed in its shortest form.
 fn rounded(x: f64, digits: u32) -> String {
     let r: f64 = format!("{x:.*}", digits as usize).parse().unwrap_or(x);
@@ -290,6 +293,9 @@ pub fn summary(frame: &Frame, spec: &Summary) -> Result<Written, AnalysisError> 
     if let Some(q) = spec.quantiles.iter().find(|q| !(0.0..=1.0).contains(*q)) {
         return Err(AnalysisError(format!("{}: quantile {q} is not between 0 and 1", spec.output)));
     }
+    if spec.digits > MAX_DIGITS {
+        return Err(AnalysisError(format!("{}: digits must be 0 to {MAX_DIGITS}, not {}", spec.output, spec.digits)));
+    }
     let by: Vec<&Column> = spec.by.iter().map(|c| frame.column(c)).collect::<Result<_, _>>()?;
     let numeric_by: Vec<bool> = by.iter().map(|c| all_numeric(c)).collect();
     // Group → row indices, groups in dplyr order.
@@ -358,7 +364,7 @@ pub fn summary(frame: &Frame, spec: &Summary) -> Result<Written, AnalysisError> 
 pub fn histogram(frame: &Frame, spec: &Histogram) -> Result<Written, AnalysisError> {
     let width = spec.bin_width;
     if !(width.is_finite() && width > 0.0) {
-        return Err(AnalysisError(format!("{}: bin_width must be a positive number", spec.output)));
+        return Err(AnalysisError(format!("{}: bin_width must be a positive number, not {width}", spec.output)));
     }
     let column = frame.column(&spec.column)?;
     let numbers = numbers_by_code(column, &spec.column, &spec.output)?;
@@ -366,7 +372,9 @@ pub fn histogram(frame: &Frame, spec: &Histogram) -> Result<Written, AnalysisErr
     let present = numbers.iter().flatten();
     let (lo, hi) = match spec.range {
         Some([from, to]) if from < to => (bin(from), bin(to - width * 1e-9)),
-        Some(_) => return Err(AnalysisError(format!("{}: range must be [from, to] with from < to", spec.output))),
+        Some([from, to]) => {
+            return Err(AnalysisError(format!("{}: range must be [from, to] with from < to, not [{from}, {to}]", spec.output)));
+        }
         None => (present.clone().map(|x| bin(*x)).min().unwrap_or(0), present.map(|x| bin(*x)).max().unwrap_or(-1)),
     };
     if hi - lo > 10_000 {

@@ -87,6 +87,10 @@ pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, colu
 
 /// The measures table from per-patient values: `patients` is called once per interval with
 /// a sink for each patient's values of `measures_outputs(spec)`, patients in id order.
+/// One measure's sums in an interval: its groups in first-seen order, and per group
+/// (numerator, denominator).
+type GroupSums = (Vec<Vec<Scalar>>, HashMap<Vec<Scalar>, (i64, i64)>);
+
 pub fn aggregate_measures<E>(
     graph: &Graph,
     spec: &MeasuresSpec,
@@ -110,8 +114,7 @@ pub fn aggregate_measures<E>(
     for (start, end) in intervals {
         let measures: Vec<_> = spec.measures.iter().filter(|m| m.intervals.contains(&(start, end))).collect();
         // Per measure: group key → (numerator, denominator), in first-seen order.
-        let mut sums: Vec<(Vec<Vec<Scalar>>, HashMap<Vec<Scalar>, (i64, i64)>)> =
-            measures.iter().map(|_| (vec![], HashMap::new())).collect();
+        let mut sums: Vec<GroupSums> = measures.iter().map(|_| (vec![], HashMap::new())).collect();
         // Adds one patient (its outputs' values, in `outputs` order), patients in id order.
         let mut add = |values: &[Scalar]| {
             let value = |n: NodeId| values[position[&n]].clone();

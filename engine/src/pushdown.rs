@@ -133,6 +133,9 @@ fn filter_of(graph: &Graph, starts: &[Option<(NodeId, NodeId)>]) -> Option<Table
     Some(TableFilter { columns, expr })
 }
 
+/// A frame's start: the filter node and the condition it begins with, if it has one.
+type FrameStart = Option<(NodeId, NodeId)>;
+
 /// Which patients can be in the population, given the `frames` it needs a row in
 /// ([`required_frames`]): per table, a filter whose rows' patients are the candidates (a
 /// patient with no such row in any of the tables is not in the population). `None` when there
@@ -141,7 +144,8 @@ pub fn candidates(graph: &Graph, frames: &[NodeId]) -> Option<Vec<(TableId, Tabl
     if frames.is_empty() {
         return None;
     }
-    let mut by_table: Vec<(TableId, Vec<Option<(NodeId, NodeId)>>)> = vec![];
+    // Per table, each frame's start: the filter node and the condition it begins with.
+    let mut by_table: Vec<(TableId, Vec<FrameStart>)> = vec![];
     for &frame in frames {
         let table = crate::kernels::frame_table(graph, frame);
         let s = start(graph, frame);

@@ -114,8 +114,11 @@ pub fn check_categories(column: &Column, value: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// A `table_from_file` table's rows: patient_id and the values in column order.
+pub type InlineRows = Vec<(i64, Vec<Option<Value>>)>;
+
 /// Reads a `table_from_file` CSV: `patient_id` plus the given columns.
-pub fn read_inline_table(path: &std::path::Path, shown: &str, columns: &[Column]) -> Result<Vec<(i64, Vec<Option<Value>>)>, String> {
+pub fn read_inline_table(path: &std::path::Path, shown: &str, columns: &[Column]) -> Result<InlineRows, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("Cannot read {shown}: {e}"))?;
     if shown.ends_with(".arrow") || shown.ends_with(".gz") {
         return Err(format!("{shown}: quarry reads table_from_file() tables from .csv files"));

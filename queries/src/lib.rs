@@ -24,5 +24,6 @@ pub mod python;
 pub mod qm;
 pub mod semantics;
 pub mod serialize;
+pub mod suggest;
 pub mod tables;
 pub mod validate;

@@ -46,6 +46,9 @@ pub enum Tables<'a> {
     Catalog(String),
 }
 
+/// How a table's relation is named in the SQL.
+type Relation = Box<dyn Fn(&str) -> String>;
+
 /// A connected session (temporary views live as long as it does).
 pub struct Spark {
     session: SparkSession,
@@ -106,6 +109,8 @@ impl Spark {
         Ok(spark)
     }
 
+    // The large error is spark-connect's own (`SparkError`), passed straight on.
+    #[allow(clippy::result_large_err)]
     fn command(&self, sql: &str) -> Result<(), SparkFailure> {
         self.session.sql(sql).and_then(|df| df.collect_record_batches()).map(|_| ()).map_err(|e| {
             SparkFailure::Query(format!("Spark ({}) rejected `{}`: {}", self.remote, short(sql), spark_message(&e.to_string())))
@@ -113,6 +118,7 @@ impl Spark {
     }
 
     /// Runs a query, showing its stages' progress on stderr once a second.
+    #[allow(clippy::result_large_err)]
     fn query(&self, sql: &str, what: &str) -> Result<Vec<RecordBatch>, String> {
         let started = Instant::now();
         let last = Arc::new(Mutex::new(Instant::now()));
@@ -191,6 +197,7 @@ fn spark_value(v: &Scalar) -> SparkValue {
 
 impl Spark {
     /// Sends rows as a local relation and names it.
+    #[allow(clippy::result_large_err)]
     fn upload(&self, name: &str, columns: &[(String, Type)], rows: Vec<Vec<Scalar>>) -> Result<(), SparkFailure> {
         let mut fields = vec![];
         for (n, t) in columns {
@@ -209,14 +216,9 @@ impl Spark {
 
     /// Registers the tables the `roots` read; returns how to name a table's relation and
     /// how event rows are ordered.
-    fn register_tables(
-        &self,
-        graph: &Graph,
-        roots: &[NodeId],
-        tables: &Tables,
-    ) -> Result<(Box<dyn Fn(&str) -> String>, RowOrder), SparkFailure> {
+    fn register_tables(&self, graph: &Graph, roots: &[NodeId], tables: &Tables) -> Result<(Relation, RowOrder), SparkFailure> {
         let used = used_tables(graph, roots);
-        let (relation, order): (Box<dyn Fn(&str) -> String>, RowOrder) = match tables {
+        let (relation, order): (Relation, RowOrder) = match tables {
             Tables::Dummy(store) => {
                 for t in &used {
                     let schema = graph.table(*t);

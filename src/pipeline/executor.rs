@@ -13,10 +13,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use jiff::Timestamp;
 
 use super::project::{Action, KNOWN_IMAGES};
 
@@ -113,13 +110,6 @@ fn is_executable(path: &Path) -> bool {
     path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
-/// One line a job printed, with when it arrived.
-#[derive(Debug, Clone)]
-pub struct LogLine {
-    pub at: Timestamp,
-    pub text: String,
-}
-
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
@@ -128,11 +118,9 @@ pub enum Ended {
     Cancelled,
 }
 
-/// Most lines kept for a job's log (`docker logs --tail 100000` upstream).
-const MAX_LOG_LINES: usize = 100_000;
-
-/// Runs a program in `dir` to completion, collecting its output lines, stopping it (and
-/// everything it started) when `cancel` is set or `timeout` passes.
+/// Runs a program in `dir` to completion, handing each line it prints (stdout and stderr, as
+/// they arrive, without the line end) to `on_line`, and stopping it (and everything it
+/// started) when `cancel` is set or `timeout` passes.
 pub fn run_process(
     program: &Path,
     args: &[String],
@@ -140,7 +128,8 @@ pub fn run_process(
     env: &[(String, String)],
     timeout: Option<Duration>,
     cancel: &AtomicBool,
-) -> std::io::Result<(Ended, Vec<LogLine>)> {
+    on_line: &(dyn Fn(&str) + Sync),
+) -> std::io::Result<Ended> {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(program);
     command
@@ -156,52 +145,46 @@ pub fn run_process(
         command.env(k, v);
     }
     let mut child = command.spawn()?;
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let readers = [
-        child.stdout.take().map(|s| spawn_reader(s, Arc::clone(&lines))),
-        child.stderr.take().map(|s| spawn_reader(s, Arc::clone(&lines))),
-    ];
-    let started = Instant::now();
-    let ended = loop {
-        if let Some(status) = child.try_wait()? {
-            break Ended::Exited(exit_code(status));
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    std::thread::scope(|scope| {
+        for stream in
+            [stdout.map(|s| Box::new(s) as Box<dyn Read + Send>), stderr.map(|s| Box::new(s) as Box<dyn Read + Send>)].into_iter().flatten()
+        {
+            scope.spawn(move || read_lines(stream, on_line));
         }
-        if cancel.load(Ordering::SeqCst) {
-            stop_group(&mut child);
-            break Ended::Cancelled;
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                break Ok(Ended::Exited(exit_code(status)));
+            }
+            if cancel.load(Ordering::SeqCst) {
+                stop_group(&mut child);
+                break Ok(Ended::Cancelled);
+            }
+            if timeout.is_some_and(|t| started.elapsed() > t) {
+                stop_group(&mut child);
+                break Ok(Ended::TimedOut);
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        if timeout.is_some_and(|t| started.elapsed() > t) {
-            stop_group(&mut child);
-            break Ended::TimedOut;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    for reader in readers.into_iter().flatten() {
-        let _ = reader.join();
-    }
-    let lines = std::mem::take(&mut *lines.lock().expect("log lines lock"));
-    Ok((ended, lines))
+        // The readers end when the job and whatever it started have closed the pipes.
+    })
 }
 
-fn spawn_reader(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<LogLine>>>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stream);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
-                    let mut lines = lines.lock().expect("log lines lock");
-                    if lines.len() >= MAX_LOG_LINES {
-                        lines.remove(0);
-                    }
-                    lines.push(LogLine { at: Timestamp::now(), text });
-                }
+/// Hands each line of `stream` to `on_line`: linear in the output, nothing kept here.
+fn read_lines(stream: impl Read, on_line: &(dyn Fn(&str) + Sync)) {
+    let mut reader = BufReader::with_capacity(64 << 10, stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let end = buf.iter().rposition(|b| *b != b'\n' && *b != b'\r').map_or(0, |i| i + 1);
+                on_line(&String::from_utf8_lossy(&buf[..end]));
             }
         }
-    })
+    }
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -211,25 +194,18 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 /// SIGTERM to the job's process group, then SIGKILL if it has not gone within 2 s.
 fn stop_group(child: &mut Child) {
-    let pgid = child.id() as i32;
-    signal_group(pgid, libc::SIGTERM);
+    use rustix::process::{Pid, Signal, kill_process_group};
+    let Some(pgid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) else { return };
+    // A group already gone answers ESRCH: nothing left to stop.
+    let _ = kill_process_group(pgid, Signal::TERM);
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
-            signal_group(pgid, libc::SIGKILL);
+            let _ = kill_process_group(pgid, Signal::KILL);
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    signal_group(pgid, libc::SIGKILL);
+    let _ = kill_process_group(pgid, Signal::KILL);
     let _ = child.wait();
-}
-
-#[allow(unsafe_code)]
-fn signal_group(pgid: i32, signal: i32) {
-    // SAFETY: kill(2) takes plain integers and has no memory effects; a negative pid
-    // addresses the process group we created for the job.
-    unsafe {
-        libc::kill(-pgid, signal);
-    }
 }

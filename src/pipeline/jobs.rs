@@ -281,9 +281,11 @@ impl JobRequest {
         self.jobs.iter().filter_map(|j| j.completed_at).max()
     }
 
-    /// The sum of the finished jobs' runtimes, in whole seconds (as the jobs site shows it).
-    pub fn runtime_seconds(&self) -> u64 {
-        self.jobs.iter().filter_map(Job::runtime_seconds).map(|s| s as u64).sum()
+    /// The sum of the finished jobs' runtimes, in whole seconds (as the jobs site shows it);
+    /// `None` when no job has run.
+    pub fn runtime_seconds(&self) -> Option<u64> {
+        let runtimes: Vec<f64> = self.jobs.iter().filter_map(Job::runtime_seconds).collect();
+        (!runtimes.is_empty()).then(|| runtimes.iter().map(|s| *s as u64).sum())
     }
 }
 
@@ -311,11 +313,9 @@ pub fn derive_status(stored: RequestStatus, jobs: &[Job]) -> (RequestStatus, Opt
     (RequestStatus::Unknown, None)
 }
 
-/// `HH:MM:SS`, or `-` for zero (the jobs site's runtime display).
-pub fn format_runtime(total_seconds: u64) -> String {
-    if total_seconds == 0 {
-        return "-".to_string();
-    }
+/// `HH:MM:SS` (`00:00:00` for a job that took under a second), or `-` for no runtime at all.
+pub fn format_runtime(seconds: Option<u64>) -> String {
+    let Some(total_seconds) = seconds else { return "-".to_string() };
     format!("{:02}:{:02}:{:02}", total_seconds / 3600, (total_seconds % 3600) / 60, total_seconds % 60)
 }
 
@@ -374,9 +374,10 @@ mod tests {
     #[test]
     fn human_status_and_runtime() {
         assert_eq!(RequestStatus::NothingToDo.human(), "Nothing to do");
-        assert_eq!(format_runtime(0), "-");
-        assert_eq!(format_runtime(1089), "00:18:09");
-        assert_eq!(format_runtime(90061), "25:01:01");
+        assert_eq!(format_runtime(None), "-");
+        assert_eq!(format_runtime(Some(0)), "00:00:00");
+        assert_eq!(format_runtime(Some(1089)), "00:18:09");
+        assert_eq!(format_runtime(Some(90061)), "25:01:01");
     }
 
     #[test]

@@ -1,12 +1,79 @@
-//! `metadata/<action>.log`: the job's output with a timestamp per line, then upstream's
+//! `metadata/<action>.log`: the job's output with a timestamp per line, written as the lines
+//! arrive (so `tail -f` follows a job and a killed run loses nothing), then upstream's
 //! `JOB SUMMARY` trailer (pipeline.md §2.6) that output checkers and airlock rely on.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use anyhow::{Context, Result};
 use jiff::{Timestamp, tz::TimeZone};
 
-use super::executor::LogLine;
 use super::jobs::Job;
+
+/// How many of a job's last lines are kept in memory, for the console's summary of a failure.
+pub const TAIL_LINES: usize = 32;
+
+/// A job's log file while the job runs: each line is written through at once (one `write`
+/// per line, no buffer to lose), and the last [`TAIL_LINES`] are kept.
+pub struct LiveLog {
+    path: PathBuf,
+    inner: Mutex<LiveInner>,
+}
+
+struct LiveInner {
+    /// `None` after a write failed; the failure is reported when the log is finished.
+    file: Option<File>,
+    error: Option<std::io::Error>,
+    tail: VecDeque<String>,
+}
+
+impl LiveLog {
+    /// Creates (or empties) the log file, with the umask's permissions, as outputs are.
+    pub fn create(path: &Path) -> Result<LiveLog> {
+        let file = File::create(path).with_context(|| format!("could not create {}", path.display()))?;
+        Ok(LiveLog {
+            path: path.to_path_buf(),
+            inner: Mutex::new(LiveInner { file: Some(file), error: None, tail: VecDeque::with_capacity(TAIL_LINES) }),
+        })
+    }
+
+    /// Adds a line the job printed, stamped with the time it arrived.
+    pub fn line(&self, text: &str) {
+        let stamped = format!("{} {text}\n", rfc3339_nano(Timestamp::now()));
+        let mut inner = self.inner.lock().expect("log lock");
+        if let Some(file) = &mut inner.file
+            && let Err(e) = file.write_all(stamped.as_bytes())
+        {
+            inner.file = None;
+            inner.error = Some(e);
+        }
+        if inner.tail.len() == TAIL_LINES {
+            inner.tail.pop_front();
+        }
+        inner.tail.push_back(text.to_string());
+    }
+
+    /// The last lines, oldest first.
+    pub fn tail(&self) -> Vec<String> {
+        self.inner.lock().expect("log lock").tail.iter().cloned().collect()
+    }
+
+    /// Appends the trailer and closes the file.
+    pub fn finish(&self, trailer: &str) -> Result<()> {
+        let mut inner = self.inner.lock().expect("log lock");
+        if let Some(e) = inner.error.take() {
+            return Err(e).with_context(|| format!("could not write {}", self.path.display()));
+        }
+        if let Some(mut file) = inner.file.take() {
+            file.write_all(trailer.as_bytes()).with_context(|| format!("could not write {}", self.path.display()))?;
+        }
+        Ok(())
+    }
+}
 
 pub const SUMMARY_MARKER: &str = "=============JOB SUMMARY=============";
 
@@ -40,12 +107,9 @@ pub fn console_timestamp(ts: Timestamp) -> String {
     )
 }
 
-/// Renders a finished job's log file.
-pub fn render(job: &Job, request_id: &str, commit: Option<&str>, lines: &[LogLine]) -> String {
+/// The trailer that ends a finished job's log file, after its lines.
+pub fn trailer(job: &Job, request_id: &str, commit: Option<&str>) -> String {
     let mut out = String::new();
-    for line in lines {
-        let _ = writeln!(out, "{} {}", rfc3339_nano(line.at), line.text);
-    }
     out.push('\n');
     out.push_str(SUMMARY_MARKER);
     out.push('\n');

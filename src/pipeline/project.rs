@@ -183,10 +183,87 @@ pub fn load(path: &Path) -> Result<Project, ProjectError> {
 
 /// Parses and validates project.yaml text; `path` names the file in messages.
 pub fn parse(text: &str, path: &str) -> Result<Project, ProjectError> {
-    let invalid = |message: String| ProjectError::Invalid { path: path.to_string(), message };
-    let doc: Value = serde_saphyr::from_str(text)
-        .map_err(|e| invalid(e.to_string().replace("<input>", path).replace(", set DuplicateKeyPolicy in Options if acceptable", "")))?;
-    validate(doc).map_err(invalid)
+    let doc: Value = serde_saphyr::from_str(text).map_err(|e| ProjectError::Invalid {
+        path: path.to_string(),
+        message: e.to_string().replace("<input>", path).replace(", set DuplicateKeyPolicy in Options if acceptable", ""),
+    })?;
+    validate(doc).map_err(|e| {
+        // Where the message belongs: the line and the key, as far as the text shows them.
+        let shown = match (e.at.is_empty(), line_of(text, &e.at)) {
+            (true, _) => path.to_string(),
+            (false, Some(line)) => format!("{path}, line {line}, `{}`", e.at.join(".")),
+            (false, None) => format!("{path}, `{}`", e.at.join(".")),
+        };
+        ProjectError::Invalid { path: shown, message: e.message }
+    })
+}
+
+/// A validation message and the key path it belongs to (`actions`, `a`, `outputs`, …).
+#[derive(Debug)]
+struct Invalid {
+    message: String,
+    at: Vec<String>,
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Invalid {
+        Invalid { message, at: vec![] }
+    }
+}
+
+impl Invalid {
+    /// The same message, under `prefix` (its path is relative to it).
+    fn within(mut self, prefix: &[&str]) -> Invalid {
+        let mut at: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+        at.append(&mut self.at);
+        self.at = at;
+        self
+    }
+}
+
+/// `message` at `path`.
+fn at(path: &[&str], message: impl Into<String>) -> Invalid {
+    Invalid { message: message.into(), at: path.iter().map(|s| s.to_string()).collect() }
+}
+
+/// The line (1-based) of the key at `path` in block-style YAML, or of the deepest key on the
+/// way to it that the text shows (a flow mapping `{a: b}` hides what is inside).
+fn line_of(text: &str, path: &[String]) -> Option<usize> {
+    let mut stack: Vec<(usize, String)> = vec![];
+    let mut best: Option<(usize, usize)> = None;
+    for (n, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = raw.len() - trimmed.len();
+        let Some(key) = yaml_key(trimmed) else { continue };
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, key));
+        let depth = stack.len();
+        if depth <= path.len() && stack.iter().zip(path).all(|((_, k), p)| k == p) && best.is_none_or(|(d, _)| depth > d) {
+            best = Some((depth, n + 1));
+            if depth == path.len() {
+                break;
+            }
+        }
+    }
+    best.map(|(_, line)| line)
+}
+
+/// The key of a `key: value` line (quotes removed), if it is one.
+fn yaml_key(line: &str) -> Option<String> {
+    for q in ['"', '\''] {
+        if let Some(rest) = line.strip_prefix(q) {
+            let end = rest.find(q)?;
+            return rest[end + 1..].trim_start().starts_with(':').then(|| rest[..end].to_string());
+        }
+    }
+    let colon = line.find(": ").or_else(|| line.strip_suffix(':').map(|l| l.len()))?;
+    let key = line[..colon].trim_end();
+    (!key.is_empty() && !key.starts_with(['-', '{', '[', '#'])).then(|| key.to_string())
 }
 
 fn validate_type(value: &Value, expected: Expected, location: &str) -> Result<(), String> {
@@ -214,9 +291,13 @@ enum Expected {
     List,
 }
 
-fn no_unexpected(map: &Map<String, Value>, allowed: &[&str], location: &str) -> Result<(), String> {
+/// Upstream's message for keys it does not know, at the first of them, with the key that
+/// was probably meant.
+fn no_unexpected(map: &Map<String, Value>, allowed: &[&str], location: &str) -> Result<(), Invalid> {
     let extra: Vec<&str> = map.keys().map(String::as_str).filter(|k| !allowed.contains(k)).collect();
-    if extra.is_empty() { Ok(()) } else { Err(format!("Unexpected parameters ({}) in {location}", extra.join(", "))) }
+    let Some(first) = extra.first() else { return Ok(()) };
+    let suggestion = quarry_queries::suggest::did_you_mean(first, allowed.iter().copied());
+    Err(at(&[first], format!("Unexpected parameters ({}) in {location}{suggestion}", extra.join(", "))))
 }
 
 /// Python's `float()` applied to a YAML scalar.
@@ -275,9 +356,9 @@ fn is_valid_tag(tag: &str) -> bool {
     !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
-fn validate(doc: Value) -> Result<Project, String> {
+fn validate(doc: Value) -> Result<Project, Invalid> {
     let Value::Object(top) = doc else {
-        return Err("Project file must be a mapping with a `version` and an `actions` section".to_string());
+        return Err(Invalid::from("Project file must be a mapping with a `version` and an `actions` section".to_string()));
     };
     no_unexpected(&top, &["version", "actions", "expectations"], "project")?;
     let mut warnings = Vec::new();
@@ -285,20 +366,23 @@ fn validate(doc: Value) -> Result<Project, String> {
     // version
     let version = match top.get("version") {
         None | Some(Value::Null) => {
-            return Err(format!(
+            return Err(Invalid::from(format!(
                 "Project file must have a `version` attribute specifying which version of the \
                  project configuration format it uses (current latest version is {LATEST_VERSION})"
-            ));
+            )));
         }
-        Some(v) => {
-            python_float(v).filter(|f| f.is_finite()).ok_or_else(|| format!("`version` must be a number between 1 and {LATEST_VERSION}"))?
-        }
+        Some(v) => python_float(v)
+            .filter(|f| f.is_finite())
+            .ok_or_else(|| at(&["version"], format!("`version` must be a number between 1 and {LATEST_VERSION}, not {v}")))?,
     };
     if version > f64::from(LATEST_VERSION) {
-        return Err(format!("The latest version is v{LATEST_VERSION}, but got v{}", python_float_repr(version)));
+        return Err(at(&["version"], format!("The latest version is v{LATEST_VERSION}, but got v{}", python_float_repr(version))));
     }
     if version < 1.0 {
-        return Err(format!("`version` must be a number between 1 and {LATEST_VERSION}"));
+        return Err(at(
+            &["version"],
+            format!("`version` must be a number between 1 and {LATEST_VERSION}, not {}", python_float_repr(version)),
+        ));
     }
     if version < f64::from(LATEST_VERSION) {
         warnings.push(format!(
@@ -310,13 +394,13 @@ fn validate(doc: Value) -> Result<Project, String> {
 
     // actions
     let actions_value = top.get("actions").cloned().unwrap_or(Value::Null);
-    validate_type(&actions_value, Expected::Dict, "Project `actions` section")?;
+    validate_type(&actions_value, Expected::Dict, "Project `actions` section").map_err(|m| at(&["actions"], m))?;
     let Value::Object(actions_map) = actions_value else { unreachable!("checked above") };
     let mut actions = Vec::with_capacity(actions_map.len());
     for (id, config) in &actions_map {
         if id == RUN_ALL {
             if feat.remove_run_all_action {
-                return Err("`run_all` is a reserved action name and is not allowed for user-defined actions.".to_string());
+                return Err(at(&["actions", id], "`run_all` is a reserved action name and is not allowed for user-defined actions."));
             }
             warnings.push(
                 "`run_all` is a reserved action name; user-defined actions with this name are \
@@ -324,41 +408,53 @@ fn validate(doc: Value) -> Result<Project, String> {
                     .to_string(),
             );
         }
-        validate_type(config, Expected::Dict, &format!("Configuration for action {id}"))?;
+        validate_type(config, Expected::Dict, &format!("Configuration for action {id}")).map_err(|m| at(&["actions", id], m))?;
         let Value::Object(config) = config else { unreachable!("checked above") };
         for key in ["run", "outputs"] {
             if !config.contains_key(key) {
-                return Err(format!("Action {id} must contain a configuration for '{key}'"));
+                return Err(at(&["actions", id], format!("Action {id} must contain a configuration for '{key}'")));
             }
         }
-        actions.push(build_action(id, config)?);
+        actions.push(build_action(id, config).map_err(|e| e.within(&["actions", id]))?);
     }
 
     if feat.remove_cohortextractor
         && let Some(a) = actions.iter().find(|a| a.run.image.starts_with("cohortextractor"))
     {
-        return Err(format!("Action {} uses cohortextractor actions, which are not supported in this version.", a.id));
+        return Err(at(
+            &["actions", &a.id, "run"],
+            format!("Action {} uses cohortextractor actions, which are not supported in this version.", a.id),
+        ));
     }
     if feat.remove_latest_tag
         && let Some(a) = actions.iter().find(|a| a.run.tag == "latest")
     {
-        return Err(format!("Action {} uses `{}:latest`, which is not supported. Provide a version e.g. `:v2` instead", a.id, a.run.image));
+        return Err(at(
+            &["actions", &a.id, "run"],
+            format!("Action {} uses `{}:latest`, which is not supported. Provide a version e.g. `:v2` instead", a.id, a.run.image),
+        ));
     }
 
     let mut seen_runs: Vec<(&str, Vec<&str>)> = Vec::new();
     for a in &actions {
         if let Some((_, names)) = seen_runs.iter_mut().find(|(raw, _)| *raw == a.run.raw) {
-            return Err(format!("Action {} has the same 'run' command as other actions: {}", a.id, names.join("' ,'")));
+            return Err(at(
+                &["actions", &a.id, "run"],
+                format!("Action {} has the same 'run' command as other actions: {}", a.id, names.join("' ,'")),
+            ));
         }
         seen_runs.push((a.run.raw.as_str(), vec![a.id.as_str()]));
     }
 
     if feat.unique_output_path {
-        let mut seen = HashSet::new();
+        let mut seen: HashMap<&str, &str> = HashMap::new();
         for a in &actions {
             for o in &a.outputs {
-                if !seen.insert(o.pattern.as_str()) {
-                    return Err(format!("Output path {} is not unique", o.pattern));
+                if let Some(first) = seen.insert(o.pattern.as_str(), a.id.as_str()) {
+                    return Err(at(
+                        &["actions", &a.id, "outputs", o.level.as_str(), &o.name],
+                        format!("Output path {} is not unique (it is also an output of action {first})", o.pattern),
+                    ));
                 }
             }
         }
@@ -368,27 +464,36 @@ fn validate(doc: Value) -> Result<Project, String> {
     for a in &actions {
         for n in &a.needs {
             if !ids.contains(n.as_str()) {
-                return Err(format!("Action `{}` references an unknown action in its `needs` list: {n}", a.id));
+                let suggestion = quarry_queries::suggest::did_you_mean(n, ids.iter().copied());
+                return Err(at(
+                    &["actions", &a.id, "needs"],
+                    format!("Action `{}` references an unknown action in its `needs` list: {n}{suggestion}", a.id),
+                ));
             }
         }
     }
     if let Some(cycle) = find_cycle(&actions) {
-        return Err(format!("Action `{}` depends on itself through its `needs`: {}", cycle[0], cycle.join(" -> ")));
+        return Err(at(
+            &["actions", &cycle[0], "needs"],
+            format!("Action `{}` depends on itself through its `needs`: {}", cycle[0], cycle.join(" -> ")),
+        ));
     }
 
     // expectations
     let expectations = top.get("expectations").filter(|v| !v.is_null());
     let expectations: Option<Value> = if feat.remove_cohortextractor {
         if expectations.is_some() {
-            return Err("Project includes `expectations` section, which is not supported in this \
-                        version. This section is only applicable to deprecated cohortextractor \
-                        actions; you can safely remove it."
-                .to_string());
+            return Err(at(
+                &["expectations"],
+                "Project includes `expectations` section, which is not supported in this \
+                 version. This section is only applicable to deprecated cohortextractor \
+                 actions; you can safely remove it.",
+            ));
         }
         None
     } else if feat.expectations_population {
         match expectations {
-            None => return Err("Project must include `expectations` section".to_string()),
+            None => return Err(Invalid::from("Project must include `expectations` section".to_string())),
             Some(e) => Some(e.clone()),
         }
     } else {
@@ -397,13 +502,16 @@ fn validate(doc: Value) -> Result<Project, String> {
     let population_size = match expectations {
         None => None,
         Some(e) => {
-            validate_type(&e, Expected::Dict, "Project `expectations` section")?;
+            validate_type(&e, Expected::Dict, "Project `expectations` section").map_err(|m| at(&["expectations"], m))?;
             let Value::Object(e) = e else { unreachable!("checked above") };
             if !e.contains_key("population_size") {
-                return Err("Project `expectations` section must include `population_size` section".to_string());
+                return Err(at(&["expectations"], "Project `expectations` section must include `population_size` section"));
             }
-            no_unexpected(&e, &["population_size"], "project `expectations` section")?;
-            Some(python_int(&e["population_size"]).ok_or_else(|| "Project expectations population size must be a number".to_string())?)
+            no_unexpected(&e, &["population_size"], "project `expectations` section").map_err(|e| e.within(&["expectations"]))?;
+            let size = &e["population_size"];
+            Some(python_int(size).ok_or_else(|| {
+                at(&["expectations", "population_size"], format!("Project expectations population size must be a number, not {size}"))
+            })?)
         }
     };
 
@@ -415,25 +523,22 @@ fn validate(doc: Value) -> Result<Project, String> {
     Ok(Project { version, actions, population_size, declared_population_size, warnings })
 }
 
-fn build_action(id: &str, config: &Map<String, Value>) -> Result<Action, String> {
+/// One action; error paths are relative to the action (`outputs`, `run`, …).
+fn build_action(id: &str, config: &Map<String, Value>) -> Result<Action, Invalid> {
     no_unexpected(config, &["run", "outputs", "needs", "config", "dummy_data_file"], &format!("action {id}"))?;
     let outputs_value = &config["outputs"];
     let run_value = &config["run"];
-    validate_type(outputs_value, Expected::Dict, &format!("`outputs` section for action {id}"))?;
-    validate_type(run_value, Expected::String, &format!("`run` section for action {id}"))?;
+    validate_type(outputs_value, Expected::Dict, &format!("`outputs` section for action {id}")).map_err(|m| at(&["outputs"], m))?;
+    validate_type(run_value, Expected::String, &format!("`run` section for action {id}")).map_err(|m| at(&["run"], m))?;
     let optional = |key: &str| config.get(key).filter(|v| !v.is_null());
-    if let Some(needs) = optional("needs") {
-        validate_type(needs, Expected::List, &format!("`needs` section for action {id}"))?;
-    }
-    if let Some(c) = optional("config") {
-        validate_type(c, Expected::Dict, &format!("`config` section for action {id}"))?;
-    }
-    if let Some(d) = optional("dummy_data_file") {
-        validate_type(d, Expected::String, &format!("`dummy_data_file` section for action {id}"))?;
+    for (key, expected) in [("needs", Expected::List), ("config", Expected::Dict), ("dummy_data_file", Expected::String)] {
+        if let Some(v) = optional(key) {
+            validate_type(v, expected, &format!("`{key}` section for action {id}")).map_err(|m| at(&[key], m))?;
+        }
     }
 
-    let outputs = build_outputs(id, outputs_value.as_object().expect("checked above"))?;
-    let run = parse_run(id, run_value.as_str().expect("checked above"))?;
+    let outputs = build_outputs(id, outputs_value.as_object().expect("checked above")).map_err(|e| e.within(&["outputs"]))?;
+    let run = parse_run(id, run_value.as_str().expect("checked above")).map_err(|m| at(&["run"], m))?;
 
     let mut needs = Vec::new();
     if let Some(Value::Array(items)) = optional("needs") {
@@ -441,11 +546,14 @@ fn build_action(id: &str, config: &Map<String, Value>) -> Result<Action, String>
             let n = match item {
                 Value::String(s) => s.clone(),
                 other => {
-                    return Err(format!("`needs` section for action {id} must be a list of action names, but it contains {other}"));
+                    return Err(at(
+                        &["needs"],
+                        format!("`needs` section for action {id} must be a list of action names, but it contains {other}"),
+                    ));
                 }
             };
             if n.contains(' ') {
-                return Err(format!("`needs` actions should be separated with commas, but {id} needs `{n}`"));
+                return Err(at(&["needs"], format!("`needs` actions should be separated with commas, but {id} needs `{n}`")));
             }
             needs.push(n);
         }
@@ -453,20 +561,23 @@ fn build_action(id: &str, config: &Map<String, Value>) -> Result<Action, String>
 
     let action = Action { id: id.to_string(), run, needs, outputs, config: optional("config").cloned() };
     if action.run.image == "cohortextractor" && action.run.args.first().map(String::as_str) == Some("generate_cohort") {
-        validate_cohortextractor_outputs(&action)?;
+        validate_cohortextractor_outputs(&action).map_err(|m| at(&["outputs"], m))?;
     }
     if matches!(action.run.image.as_str(), "ehrql" | "databuilder")
         && matches!(action.run.args.first().map(String::as_str), Some("generate-dataset" | "generate_dataset"))
     {
-        validate_generate_dataset_outputs(&action)?;
+        validate_generate_dataset_outputs(&action).map_err(|m| at(&["outputs"], m))?;
     }
     Ok(action)
 }
 
-fn build_outputs(id: &str, outputs: &Map<String, Value>) -> Result<Vec<OutputSpec>, String> {
+/// An action's outputs; error paths are relative to `outputs`.
+fn build_outputs(id: &str, outputs: &Map<String, Value>) -> Result<Vec<OutputSpec>, Invalid> {
     let present = |level: PrivacyLevel| outputs.get(level.as_str()).filter(|v| !v.is_null());
     if PrivacyLevel::ALL.iter().all(|&l| present(l).is_none()) {
-        return Err("must specify at least one output of: highly_sensitive, moderately_sensitive, minimally_sensitive".to_string());
+        return Err(Invalid::from(format!(
+            "must specify at least one output of: highly_sensitive, moderately_sensitive, minimally_sensitive (action {id})"
+        )));
     }
     let level_names: Vec<&str> = PrivacyLevel::ALL.iter().map(|l| l.as_str()).collect();
     no_unexpected(outputs, &level_names, &format!("`outputs` section for action {id}"))?;
@@ -475,12 +586,13 @@ fn build_outputs(id: &str, outputs: &Map<String, Value>) -> Result<Vec<OutputSpe
         let Some(section) = present(level) else {
             continue;
         };
-        validate_type(section, Expected::Dict, &format!("`{level}` section for action {id}"))?;
+        let level_key = level.as_str();
+        validate_type(section, Expected::Dict, &format!("`{level}` section for action {id}")).map_err(|m| at(&[level_key], m))?;
         for (name, pattern) in section.as_object().expect("checked above") {
-            validate_type(pattern, Expected::String, &format!("`{name}` output for action {id}"))?;
+            validate_type(pattern, Expected::String, &format!("`{name}` output for action {id}")).map_err(|m| at(&[level_key, name], m))?;
             let pattern = pattern.as_str().expect("checked above");
             patterns::validate_pattern(pattern, level == PrivacyLevel::ModeratelySensitive)
-                .map_err(|reason| format!("Output path {pattern} is invalid: {reason}"))?;
+                .map_err(|reason| at(&[level_key, name], format!("Output path {pattern} is invalid: {reason}")))?;
             specs.push(OutputSpec { name: name.clone(), pattern: pattern.to_string(), level });
         }
     }
@@ -497,7 +609,7 @@ fn parse_run(id: &str, raw: &str) -> Result<Command, String> {
     };
     let (image, tag) = first.split_once(':').unwrap_or((first.as_str(), ""));
     if !is_valid_tag(tag) {
-        return Err(format!("Action command {image} must have a version specified in the form :vN (e.g. {image}:v2)"));
+        return Err(format!("Action command {image} must have a version specified in the form :vN (e.g. {image}:v2), not `{first}`"));
     }
     Ok(Command { raw: raw.to_string(), image: image.to_string(), tag: tag.to_string(), args: rest.to_vec() })
 }

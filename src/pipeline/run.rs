@@ -13,13 +13,16 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use jiff::Timestamp;
 
-use super::executor::{self, Ended, LogLine, Program};
+use super::console::Console;
+pub use super::console::Verbosity;
+use super::executor::{self, Ended, Program};
 use super::jobs::{self, GitInfo, Job, JobRequest, RequestStatus, State, StatusCode};
 use super::level4;
 use super::log;
 use super::patterns;
 use super::project::{self, Action, PrivacyLevel, Project, RUN_ALL};
 use super::state::{self, Workspace};
+use crate::term;
 
 /// Set by the Ctrl-C handler; every run polls it.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -33,24 +36,7 @@ pub struct RunOptions {
     pub concurrency: usize,
     pub timestamps: bool,
     pub timeout: Option<Duration>,
-}
-
-/// Upstream's console lines: `[timestamp ]<action>: <message>`.
-struct Console {
-    timestamps: bool,
-    lock: Mutex<()>,
-}
-
-impl Console {
-    fn line(&self, action: &str, message: &str) {
-        let _guard = self.lock.lock().expect("console lock");
-        let first = message.lines().next().unwrap_or("");
-        if self.timestamps {
-            println!("{} {action}: {first}", log::console_timestamp(Timestamp::now()));
-        } else {
-            println!("{action}: {first}");
-        }
-    }
+    pub verbosity: Verbosity,
 }
 
 struct Shared {
@@ -63,6 +49,8 @@ struct Shared {
     timeout: Option<Duration>,
     /// For each action, the project file that outputs of previous jobs were recorded in.
     previous_jobs: HashMap<String, Job>,
+    /// The last lines each finished job printed (by job id), for the summary of a failure.
+    tails: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl Shared {
@@ -97,12 +85,12 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     let project = match project::load(&project_path) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("{e}");
+            term::error(e);
             return Ok(1);
         }
     };
     for w in &project.warnings {
-        eprintln!("{w}");
+        term::warning(w);
     }
     let project_yaml = fs::read_to_string(&project_path).unwrap_or_default();
 
@@ -112,7 +100,9 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     }
     for a in &options.actions {
         if a != RUN_ALL && project.action(a).is_none() {
-            print_error("UnknownActionError", &format!("Action '{a}' not found in project.yaml"), Some(&project));
+            let names = project.all_actions().into_iter().chain([RUN_ALL]);
+            let suggestion = quarry_queries::suggest::did_you_mean(a, names);
+            print_error("UnknownActionError", &format!("Action '{a}' not found in project.yaml{suggestion}"), Some(&project));
             return Ok(1);
         }
     }
@@ -120,7 +110,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     let workspace = Workspace::open_for_run(&options.project_dir)?;
     let recovered = workspace.recover_interrupted()?;
     if !recovered.is_empty() {
-        println!("=> Marked jobs left unfinished by an interrupted run as failed: {}", recovered.join(", "));
+        term::warning(format!("Marked jobs left unfinished by an interrupted run as failed: {}", recovered.join(", ")));
     }
     let requests = workspace.load_requests()?;
 
@@ -149,7 +139,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
         workspace.save_request(&request)?;
         println!("=> All actions already completed successfully");
         println!("   Use -f option to force everything to re-run");
-        write_page(&workspace, &request);
+        write_page(&workspace, &request, options.verbosity == Verbosity::Quiet);
         return Ok(0);
     }
 
@@ -178,50 +168,55 @@ pub fn run(options: &RunOptions) -> Result<i32> {
         request.jobs.push(job);
     }
     workspace.save_request(&request)?;
-    println!("\nRunning actions: {}\n", plan.join(", "));
+    let console = Console::new(options.verbosity, options.timestamps);
+    console.line("quarry", &format!("Running actions: {}", plan.join(", ")));
 
     let shared = Arc::new(Shared {
         workspace,
         project,
         request: Mutex::new(request),
-        console: Console { timestamps: options.timestamps, lock: Mutex::new(()) },
+        console,
         stop: AtomicBool::new(false),
         timeout: options.timeout,
         previous_jobs,
+        tails: Mutex::new(HashMap::new()),
     });
     let stop_reason = schedule(&shared, options.concurrency.max(1), options.continue_on_error)?;
 
     let request = shared.request.lock().expect("request lock").clone();
-    print_summary(&shared.workspace, &request, stop_reason.as_ref());
-    write_page(&shared.workspace, &request);
+    print_summary(&request, &shared.tails.lock().expect("tails lock"), stop_reason.as_ref());
+    write_page(&shared.workspace, &request, shared.console.quiet());
     let all_succeeded = request.jobs.iter().all(|j| j.state == State::Succeeded);
     Ok(if all_succeeded { 0 } else { 1 })
 }
 
 /// Writes the request's page (`metadata/job-requests/<id>.html`) and says where it is; a
 /// failure to write it is a warning, never a failed run.
-fn write_page(workspace: &Workspace, request: &JobRequest) {
+fn write_page(workspace: &Workspace, request: &JobRequest, quiet: bool) {
     match crate::report::html::write_request_page(request, &workspace.project_dir, &workspace.requests_dir()) {
-        Ok(path) => {
+        Ok(path) if !quiet => {
             let shown = path.strip_prefix(&workspace.project_dir).unwrap_or(&path);
             println!("\n   job request page: {}", shown.display());
         }
-        Err(e) => eprintln!("warning: could not write the job request page: {e:#}"),
+        Ok(_) => {}
+        Err(e) => term::warning(format!("could not write the job request page: {e:#}")),
     }
 }
 
+/// An error before anything runs, on stderr: `error: <kind>` and the message, indented.
 fn print_error(kind: &str, message: &str, project: Option<&Project>) {
-    println!("=> {kind}");
+    let mut text = String::from(kind);
     for line in message.lines() {
-        println!("   {line}");
+        text.push_str(&format!("\n   {line}"));
     }
     if let (Some(project), "UnknownActionError") = (project, kind) {
-        println!("\n   Valid action names are:");
-        println!("     {RUN_ALL} (runs all actions in project)");
+        text.push_str("\n\n   Valid action names are:");
+        text.push_str(&format!("\n     {RUN_ALL} (runs all actions in project)"));
         for a in project.all_actions() {
-            println!("     {a}");
+            text.push_str(&format!("\n     {a}"));
         }
     }
+    term::error(text);
 }
 
 /// Which actions get a new job, in the order upstream creates them: depth-first through
@@ -284,8 +279,9 @@ fn schedule(shared: &Arc<Shared>, concurrency: usize, continue_on_error: bool) -
     let mut running: HashSet<String> = HashSet::new();
     let mut stop_reason: Option<StopReason> = None;
     loop {
+        shared.console.tick();
         if stop_reason.is_none() && INTERRUPTED.load(Ordering::SeqCst) {
-            println!("Killed by user");
+            term::error("Killed by user: stopping the running jobs");
             stop_reason = Some(StopReason::Interrupted);
             shared.stop.store(true, Ordering::SeqCst);
         }
@@ -383,21 +379,37 @@ fn run_job(shared: &Shared, job_id: &str) -> Result<()> {
     let job = job_snapshot(shared, job_id);
     let action = shared.project.action(&job.action).expect("job of a project action").clone();
     let scratch = shared.workspace.metadata_dir.join("volumes").join(job_id);
-    let result = run_job_in(shared, &job, &action, &scratch);
+    let live = log::LiveLog::create(&shared.workspace.log_path(&job.action));
+    let result = live.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|live| run_job_in(shared, &job, &action, &scratch, live));
+    shared.console.finished(&job.action);
     let _ = fs::remove_dir_all(&scratch);
     if let Err(e) = &result {
         // A failure of quarry itself (disk full, permissions): the job fails with the reason.
         let message = format!("Internal error: {e:#}");
         shared.set_status(job_id, StatusCode::InternalError, &message)?;
-        let job = job_snapshot(shared, job_id);
-        let commit = shared.request.lock().expect("request lock").git.as_ref().map(|g| g.commit.clone());
-        let text = log::render(&job, &shared.request.lock().expect("request lock").id, commit.as_deref(), &[]);
-        let _ = state::write_atomically(&shared.workspace.log_path(&job.action), text.as_bytes());
+    }
+    let job = job_snapshot(shared, job_id);
+    if let Ok(live) = &live {
+        shared.tails.lock().expect("tails lock").insert(job.id.clone(), live.tail());
+        let (request_id, commit) = {
+            let r = shared.request.lock().expect("request lock");
+            (r.id.clone(), r.git.as_ref().map(|g| g.commit.clone()))
+        };
+        if let Err(e) = live.finish(&log::trailer(&job, &request_id, commit.as_deref())) {
+            term::warning(format!("{}: {e:#}", job.action));
+        }
+    }
+    if result.is_ok() {
+        for p in &job.undeclared_outputs {
+            term::warning(format!("{}: {p} matches no output pattern in project.yaml and was not saved", job.action));
+        }
+        shared.console.line(&job.action, &format!("Logs written to: metadata/{}.log", job.action));
+        shared.console.line(&job.action, &job.status_message);
     }
     Ok(())
 }
 
-fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Result<()> {
+fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path, live: &log::LiveLog) -> Result<()> {
     let project_dir = &shared.workspace.project_dir;
 
     // Prepare: the project minus every declared output, plus the outputs of direct needs.
@@ -438,19 +450,25 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
         Program::Host { name, .. } => executor::find_program(name),
     };
     shared.set_status(&job.id, StatusCode::Executing, StatusCode::Executing.default_message())?;
-    let (ended, lines, failure_detail) = match program {
+    let (ended, failure_detail) = match program {
         Some(program) => {
-            let (ended, lines) = executor::run_process(&program, &invocation.args, scratch, &env, shared.timeout, &shared.stop)
-                .with_context(|| format!("could not start {}", program.display()))?;
-            (ended, lines, None)
+            shared.console.started(&job.action);
+            let on_line = |text: &str| {
+                live.line(text);
+                shared.console.output(&job.action, text);
+            };
+            let ended = executor::run_process(&program, &invocation.args, scratch, &env, shared.timeout, &shared.stop, &on_line)
+                .with_context(|| format!("could not start {}", program.display()));
+            shared.console.finished(&job.action);
+            (ended?, None)
         }
         None => {
             let Program::Host { name, what, install_hint } = &invocation.program else {
                 unreachable!("quarry's own executable was found above")
             };
             let detail = format!("{what} is not installed: `{name}` was not found on PATH; {install_hint}");
-            let line = LogLine { at: Timestamp::now(), text: detail.clone() };
-            (Ended::Exited(127), vec![line], Some(detail))
+            live.line(&detail);
+            (Ended::Exited(127), Some(detail))
         }
     };
 
@@ -491,7 +509,7 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
                     Err(e) => vec![e],
                 };
                 if !problems.is_empty() {
-                    shared.console.line(&job.action, &format!("Disclosure check: {path}: {}", problems.join("; ")));
+                    term::warning(format!("{}: disclosure check: {path}: {}", job.action, problems.join("; ")));
                     disclosure_warnings.insert(path.clone(), problems.join("; "));
                 }
             }
@@ -560,7 +578,7 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
         }
     }
 
-    let job = shared.update(&job.id, |j| {
+    shared.update(&job.id, |j| {
         j.exit_code = Some(exit_code);
         j.outputs = outputs;
         j.undeclared_outputs = if code == StatusCode::UnmatchedPatterns { Vec::new() } else { undeclared };
@@ -570,17 +588,6 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path) -> Re
         j.set_status(code, &message);
         j.completed_at = Some(Timestamp::now());
     })?;
-    let (request_id, commit) = {
-        let r = shared.request.lock().expect("request lock");
-        (r.id.clone(), r.git.as_ref().map(|g| g.commit.clone()))
-    };
-    let log_path = shared.workspace.log_path(&job.action);
-    state::write_atomically(&log_path, log::render(&job, &request_id, commit.as_deref(), &lines).as_bytes())?;
-    for p in &job.undeclared_outputs {
-        shared.console.line(&job.action, &format!("Warning: {p} matches no output pattern in project.yaml and was not saved"));
-    }
-    shared.console.line(&job.action, &format!("Logs written to: metadata/{}.log", job.action));
-    shared.console.line(&job.action, &message);
     Ok(())
 }
 
@@ -656,77 +663,86 @@ fn snapshot(root: &Path) -> Result<Snapshot> {
     Ok(files)
 }
 
-fn print_summary(workspace: &Workspace, request: &JobRequest, stop: Option<&StopReason>) {
-    let mut listed: Vec<&Job> = request.jobs.iter().filter(|j| j.state == State::Succeeded).collect();
-    listed.sort_by_key(|j| j.started_at);
-    listed.extend(
-        request
-            .jobs
-            .iter()
-            .filter(|j| j.state == State::Failed && !matches!(j.status_code, StatusCode::DependencyFailed | StatusCode::Stopped)),
-    );
+/// The run's result: what succeeded on stdout; what failed, and what did not run because of
+/// it, on stderr as errors.
+fn print_summary(request: &JobRequest, tails: &HashMap<String, Vec<String>>, stop: Option<&StopReason>) {
+    let mut succeeded: Vec<&Job> = request.jobs.iter().filter(|j| j.state == State::Succeeded).collect();
+    succeeded.sort_by_key(|j| j.started_at);
+    let failed: Vec<&Job> = request
+        .jobs
+        .iter()
+        .filter(|j| j.state == State::Failed && !matches!(j.status_code, StatusCode::DependencyFailed | StatusCode::Stopped))
+        .collect();
     println!();
-    if listed.is_empty() {
+    if succeeded.is_empty() && failed.is_empty() {
         println!("=> No jobs completed");
     }
-    for job in listed {
-        println!("=> {}", job.action);
-        for line in job.status_message.lines() {
-            println!("   {line}");
-        }
-        if let Some(hint) = &job.hint {
-            println!();
-            for line in hint.lines() {
-                println!("   {line}");
-            }
-        }
-        println!();
-        println!("   log file: metadata/{}.log", job.action);
-        if job.outputs.is_empty() {
-            println!("   outputs: (no outputs)");
-        } else {
-            println!("   outputs:");
-            print!("{}", log::aligned_rows(&job.outputs, "     "));
-        }
-        if !job.level4_problems.is_empty() {
-            println!("   invalid moderately_sensitive outputs:");
-            print!("{}", log::aligned_rows(&job.level4_problems, "     "));
-        }
-        if !job.disclosure_warnings.is_empty() {
-            println!("   warning: moderately_sensitive outputs an output checker would question (quarry check-outputs):");
-            print!("{}", log::aligned_rows(&job.disclosure_warnings, "     "));
-        }
-        if !job.undeclared_outputs.is_empty() {
-            println!("   warning: files written but matching no output pattern (not saved):");
-            for p in &job.undeclared_outputs {
-                println!("     {p}");
-            }
-        }
-        if job.status_code == StatusCode::NonzeroExit
-            && let Ok(text) = fs::read_to_string(workspace.log_path(&job.action))
-        {
-            let body = text.split(log::SUMMARY_MARKER).next().unwrap_or("");
-            let lines: Vec<&str> = body.lines().filter(|l| !l.is_empty()).collect();
-            println!("\n   logs (truncated):");
-            for l in &lines[lines.len().saturating_sub(32)..] {
-                println!("     {}", l.get(31..).unwrap_or(""));
-            }
-        }
-        println!();
+    for job in succeeded {
+        println!("=> {}", job_summary(job, tails));
+    }
+    for job in failed {
+        term::error(job_summary(job, tails));
     }
     let not_run: Vec<&Job> =
         request.jobs.iter().filter(|j| matches!(j.status_code, StatusCode::DependencyFailed | StatusCode::Stopped)).collect();
     if !not_run.is_empty() {
-        println!("=> Not run:");
+        let mut text = String::from("Not run:");
         for j in not_run {
-            println!("   {}: {}", j.action, j.status_message);
+            text.push_str(&format!("\n   {}: {}", j.action, j.status_message));
         }
-        println!();
+        term::error(text);
     }
     if let Some(StopReason::Failed(action)) = stop {
-        println!("=> Stopped after `{action}` failed (use --continue-on-error to keep going)");
+        term::error(format!("Stopped after `{action}` failed (use --continue-on-error to keep going)"));
     }
     println!("=> Job request {}: {} (quarry status {})", request.id, request.status.human(), request.id);
+}
+
+/// One finished job in the summary: its action, status, log file, outputs and warnings,
+/// and for a failed command the last lines it printed.
+fn job_summary(job: &Job, tails: &HashMap<String, Vec<String>>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", job.action);
+    for l in job.status_message.lines() {
+        let _ = writeln!(out, "   {l}");
+    }
+    if let Some(hint) = &job.hint {
+        out.push('\n');
+        for l in hint.lines() {
+            let _ = writeln!(out, "   {l}");
+        }
+    }
+    let _ = writeln!(out, "\n   log file: metadata/{}.log", job.action);
+    if job.outputs.is_empty() {
+        out.push_str("   outputs: (no outputs)\n");
+    } else {
+        out.push_str("   outputs:\n");
+        out.push_str(&log::aligned_rows(&job.outputs, "     "));
+    }
+    if !job.level4_problems.is_empty() {
+        out.push_str("   invalid moderately_sensitive outputs:\n");
+        out.push_str(&log::aligned_rows(&job.level4_problems, "     "));
+    }
+    if !job.disclosure_warnings.is_empty() {
+        out.push_str("   warning: moderately_sensitive outputs an output checker would question (quarry check-outputs):\n");
+        out.push_str(&log::aligned_rows(&job.disclosure_warnings, "     "));
+    }
+    if !job.undeclared_outputs.is_empty() {
+        out.push_str("   warning: files written but matching no output pattern (not saved):\n");
+        for p in &job.undeclared_outputs {
+            let _ = writeln!(out, "     {p}");
+        }
+    }
+    if job.status_code == StatusCode::NonzeroExit
+        && let Some(tail) = tails.get(&job.id)
+    {
+        out.push_str("\n   logs (truncated):\n");
+        for l in tail.iter().filter(|l| !l.is_empty()) {
+            let _ = writeln!(out, "     {l}");
+        }
+    }
+    out
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {

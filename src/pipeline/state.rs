@@ -128,8 +128,12 @@ pub fn latest_job<'a>(project_dir: &Path, requests: &'a [JobRequest], action: &s
 pub fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("could not create a temporary file in {}", dir.display()))?;
+    // 0666 less the umask, as any file a program creates (tempfile's own default is 0600,
+    // which would hide metadata/ from colleagues sharing the workspace).
+    let mut tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("could not create a temporary file in {}", dir.display()))?;
     tmp.write_all(content).with_context(|| format!("could not write {}", path.display()))?;
     tmp.persist(path).map_err(|e| e.error).with_context(|| format!("could not write {}", path.display()))?;
     Ok(())

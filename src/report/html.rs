@@ -223,7 +223,7 @@ pub fn request_html(request: &JobRequest, project_dir: &Path) -> String {
     } else {
         h.push_str("<table><tr><th>Action</th><th>Status</th><th>Runtime</th><th>Details</th></tr>");
         for job in &request.jobs {
-            let runtime = job.runtime_seconds().map(|s| format_runtime(s as u64).replace('-', "00:00:00")).unwrap_or_else(|| "-".into());
+            let runtime = format_runtime(job.runtime_seconds().map(|s| s as u64));
             let details = if matches!(job.state, State::Failed | State::Pending) {
                 format!("<code>{}</code>: {}", job.status_code.as_str(), esc(&job.status_message))
             } else {

@@ -15,13 +15,6 @@ pub fn utc(ts: Timestamp) -> String {
     ts.to_zoned(TimeZone::UTC).strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-fn job_runtime(seconds: Option<f64>) -> String {
-    match seconds {
-        Some(s) => format_runtime(s as u64).replace('-', "00:00:00"),
-        None => "-".to_string(),
-    }
-}
-
 /// A job request as `quarry status` prints it.
 pub fn request_text(request: &JobRequest) -> String {
     let mut out = String::new();
@@ -60,7 +53,8 @@ pub fn request_text(request: &JobRequest) -> String {
     let mut jobs: Vec<_> = request.jobs.iter().collect();
     jobs.sort_by_key(|j| (j.started_at.is_none(), j.started_at));
     for job in jobs {
-        let _ = write!(out, "  {:<width$}  {:<9}  {}", job.action, job.state.label(), job_runtime(job.runtime_seconds()));
+        let _ =
+            write!(out, "  {:<width$}  {:<9}  {}", job.action, job.state.label(), format_runtime(job.runtime_seconds().map(|s| s as u64)));
         if matches!(job.state, State::Failed | State::Pending) {
             let first = job.status_message.lines().next().unwrap_or("");
             let _ = write!(out, "  {}: {first}", job.status_code.as_str());

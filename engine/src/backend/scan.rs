@@ -46,10 +46,16 @@ pub(super) struct Scan {
     pub collect: Option<(TableFilter, Arc<Mutex<Vec<i64>>>)>,
 }
 
+/// Which rows of a batch a stage keeps.
+type RowTest = Box<dyn FnMut(&RecordBatch) -> Result<BooleanArray, String> + Send>;
+
+/// The row numbers a stage hands to the next (the scan's held rows).
+type RowNumbers = Arc<Mutex<VecDeque<u64>>>;
+
 /// One test of a scan: the columns it reads and which of the rows it is given it keeps.
 struct Stage {
     columns: Vec<String>,
-    test: Box<dyn FnMut(&RecordBatch) -> Result<BooleanArray, String> + Send>,
+    test: RowTest,
 }
 
 fn pid_column(batch: &RecordBatch) -> Result<&dyn arrow_array::Array, String> {
@@ -211,8 +217,8 @@ fn predicates(
     index: impl Fn(&str) -> Option<usize>,
     stash: &Stash,
     numbers: &Numbers,
-) -> (Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>>, Arc<Mutex<VecDeque<u64>>>) {
-    let mut input: Option<Arc<Mutex<VecDeque<u64>>>> = None;
+) -> (Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>>, RowNumbers) {
+    let mut input: Option<RowNumbers> = None;
     let mut out: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> = vec![];
     let count = stages.len();
     for (k, mut stage) in stages.into_iter().enumerate() {
