@@ -125,12 +125,67 @@ fn definition_error(e: DefinitionError) -> Failure {
     fail(10, format!("error in dataset definition: {e}"))
 }
 
-fn load(path: &Path, user_args: &[String]) -> Result<Definition, Failure> {
+/// A loaded definition and the files it read (itself, codelists, `table_from_file` tables).
+struct Loaded {
+    def: Definition,
+    inputs: Vec<(PathBuf, &'static str)>,
+}
+
+impl std::ops::Deref for Loaded {
+    type Target = Definition;
+    fn deref(&self) -> &Definition {
+        &self.def
+    }
+}
+
+fn load(path: &Path, user_args: &[String]) -> Result<Loaded, Failure> {
     if !path.is_file() {
         return Err(fail(10, format!("{}: no such definition file", path.display())));
     }
     eprintln!("[info] Compiling definition from {}", path.display());
-    python::load_definition(path, user_args, Box::new(std::io::stderr())).map_err(definition_error)
+    quarry_queries::inputs::take();
+    let def = python::load_definition(path, user_args, Box::new(std::io::stderr())).map_err(definition_error)?;
+    let mut inputs = vec![(path.to_path_buf(), "the definition")];
+    inputs.extend(quarry_queries::inputs::take().into_iter().map(|p| (p, "a file the definition reads")));
+    Ok(Loaded { def, inputs })
+}
+
+/// The inputs of a run over `args`' tables besides the definition's own: the tables it reads
+/// and a `--dummy-data-file`.
+fn table_inputs(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Vec<(PathBuf, &'static str)> {
+    let mut inputs = vec![];
+    if let Some(dir) = &args.dummy_tables {
+        let files = quarry_engine::store::table_files(graph, roots, dir, quarry_engine::store::DUMMY_TABLE_EXTENSIONS);
+        inputs.extend(files.into_iter().map(|p| (p, "an input table")));
+    }
+    if let Some(dir) = &args.backend {
+        let files = quarry_engine::store::table_files(graph, roots, dir, quarry_engine::backend::TABLE_EXTENSIONS);
+        inputs.extend(files.into_iter().map(|p| (p, "a backend table")));
+    }
+    if let Some(file) = &args.dummy_data_file {
+        inputs.push((file.clone(), "the --dummy-data-file"));
+    }
+    inputs
+}
+
+/// Refuses, before anything runs, an output that would replace one of the run's inputs
+/// (compared as files: through symbolic links and hard links too).
+fn refuse_replacing_inputs(outputs: &[PathBuf], inputs: &[(PathBuf, &str)]) -> Result<(), Failure> {
+    for output in outputs {
+        for (input, what) in inputs {
+            if output::same_file(output, input) {
+                return Err(fail(
+                    2,
+                    format!(
+                        "the output {} would replace {}, which is {what} of this run: write the output somewhere else",
+                        output.display(),
+                        input.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Tables that need permissions the definition has not claimed.
@@ -281,6 +336,10 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     };
     let roots = dataset.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, !dataset.events.is_empty())?;
+    let names: Vec<String> = DatasetShape::new(&def.graph, dataset).layouts().iter().map(|(n, _)| n.clone()).collect();
+    let mut inputs = def.inputs.clone();
+    inputs.extend(table_inputs(&def.graph, &roots, args));
+    refuse_replacing_inputs(&target.files(&names), &inputs)?;
     if let Some(file) = &args.dummy_data_file {
         return copy_dummy_data_file(&def.graph, dataset, file, &target);
     }
@@ -314,6 +373,13 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     }
     let roots = spec.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, false)?;
+    let names: Vec<String> = match target {
+        Target::Directory(..) => spec.measures.iter().map(|m| m.name.clone()).collect(),
+        _ => vec!["measures".to_string()],
+    };
+    let mut inputs = def.inputs.clone();
+    inputs.extend(table_inputs(&def.graph, &roots, args));
+    refuse_replacing_inputs(&target.files(&names), &inputs)?;
     let tables = if args.engine == Engine::Spark {
         spark::generate_measures(&def.graph, spec, &roots, args)?
     } else {
@@ -463,6 +529,8 @@ pub fn create_dummy_tables(args: &CreateDummyTablesArgs) -> Result<(), Failure> 
         ),
         _ => return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset"))),
     };
+    let names: Vec<String> = plan.tables.iter().map(|t| t.name.clone()).collect();
+    refuse_replacing_inputs(&target.files(&names), &def.inputs)?;
     let options = gen_options(size, &args.dummy, &config);
     // Only used columns are written, in schema order.
     let layout: Vec<(TableId, Vec<usize>)> =
@@ -498,10 +566,11 @@ pub fn create_dummy_tables(args: &CreateDummyTablesArgs) -> Result<(), Failure> 
 
 pub fn serialize_definition(args: &SerializeArgs) -> Result<(), Failure> {
     let def = load(&args.definition, &args.user_args)?;
+    refuse_replacing_inputs(args.output.as_slice(), &def.inputs)?;
     let json = quarry_queries::serialize::serialize(&def.graph, def.dataset.as_ref(), def.measures.as_ref());
     let text = serde_json::to_string_pretty(&json).map_err(|e| fail(1, e.to_string()))? + "\n";
     match &args.output {
-        Some(p) => std::fs::write(p, text).map_err(|e| fail(1, format!("cannot write {}: {e}", p.display()))),
+        Some(p) => crate::pipeline::state::write_atomically(p, text.as_bytes()).map_err(|e| fail(1, format!("{e:#}"))),
         None => {
             print!("{text}");
             Ok(())

@@ -281,3 +281,212 @@ fn status_after_nothing_to_do_shows_the_last_run_that_did_something() {
     assert!(text.contains("Runtime:  00:00:0"), "{text}");
     assert!(text.lines().any(|l| l.trim_start().starts_with("a ") && l.contains("Succeeded  00:00:0")), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Inputs: never overwritten, never silently wrong, and messages that name the culprit.
+
+/// A definition over `patients` and `clinical_events` with a codelist, and its tables.
+fn study() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("definition.py"),
+        "from ehrql import create_dataset, codelist_from_csv\n\
+         from ehrql.tables.core import patients, clinical_events\n\
+         codes = codelist_from_csv('codes.csv', column='code')\n\
+         dataset = create_dataset()\n\
+         dataset.define_population(patients.exists_for_patient())\n\
+         dataset.sex = patients.sex\n\
+         dataset.has_event = clinical_events.where(clinical_events.snomedct_code.is_in(codes)).exists_for_patient()\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("codes.csv"), "code,term\n73211009,diabetes\n").unwrap();
+    std::fs::create_dir(p.join("tables")).unwrap();
+    std::fs::write(p.join("tables/patients.csv"), "patient_id,date_of_birth,sex\n1,1980-01-01,female\n2,1990-06-01,male\n").unwrap();
+    std::fs::write(p.join("tables/clinical_events.csv"), "patient_id,date,snomedct_code,numeric_value\n1,2020-01-01,73211009,\n").unwrap();
+    dir
+}
+
+fn generate(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["generate-dataset", "definition.py", "--dummy-tables", "tables"];
+    args.extend_from_slice(extra);
+    quarry(dir, &args)
+}
+
+/// Files in `dir` (recursively) whose names say they are temporary.
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    let mut found = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().unwrap().to_string_lossy().contains("tmp") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn an_output_never_replaces_an_input() {
+    let s = study();
+    let p = s.path();
+    assert!(generate(p, &["--output", "out.csv"]).status.success());
+    let before: Vec<Vec<u8>> =
+        ["tables/patients.csv", "codes.csv", "definition.py"].iter().map(|f| std::fs::read(p.join(f)).unwrap()).collect();
+    std::os::unix::fs::symlink("tables/patients.csv", p.join("link.csv")).unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--output", "tables/patients.csv"], "tables/patients.csv"),
+        (&["--output", "./tables/../tables/patients.csv"], "tables/patients.csv"),
+        (&["--output", "link.csv"], "tables/patients.csv"),
+        (&["--output", "codes.csv"], "codes.csv"),
+    ];
+    for (extra, input) in cases {
+        let o = generate(p, extra);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {e}");
+        assert!(e.contains("error: the output ") && e.contains(input) && e.contains("write the output somewhere else"), "{extra:?}: {e}");
+    }
+    // A directory output beside the inputs is fine when no file collides.
+    assert!(generate(p, &["--output", "tables:csv"]).status.success());
+    let o = quarry(p, &["generate-dataset", "definition.py", "--dummy-data-file", "out.csv", "--output", "out.csv"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the --dummy-data-file"), "{}", stderr(&o));
+    let o = quarry(p, &["serialize-definition", "definition.py", "-o", "definition.py"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = quarry(p, &["create-dummy-tables", "definition.py", "tables"]);
+    assert!(o.status.success(), "dummy tables may be regenerated over dummy tables: {}", stderr(&o));
+    std::fs::write(p.join("tables/patients.csv"), &before[0]).unwrap();
+    std::fs::write(p.join("tables/clinical_events.csv"), "patient_id,date,snomedct_code,numeric_value\n1,2020-01-01,73211009,\n").unwrap();
+    let after: Vec<Vec<u8>> =
+        ["tables/patients.csv", "codes.csv", "definition.py"].iter().map(|f| std::fs::read(p.join(f)).unwrap()).collect();
+    assert_eq!(before, after, "no input changed");
+
+    // A recipe's outputs never replace its input either.
+    std::fs::write(
+        p.join("recipe.yaml"),
+        "input: out.csv\nsteps:\n  - frequency:\n      by: [sex]\n      rounding: midpoint6\n      output: out.csv\n",
+    )
+    .unwrap();
+    let data = std::fs::read(p.join("out.csv")).unwrap();
+    let o = quarry(p, &["exec", "analysis:v1", "recipe.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("would replace") && stderr(&o).contains("input dataset"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(p.join("out.csv")).unwrap(), data);
+}
+
+#[test]
+fn no_failure_leaves_a_temporary_or_partial_file() {
+    let s = study();
+    let p = s.path();
+    std::fs::create_dir(p.join("out.csv")).unwrap();
+    for ext in ["csv", "csv.gz", "arrow", "parquet"] {
+        let target = format!("taken.{ext}");
+        std::fs::create_dir_all(p.join(&target)).unwrap();
+        let o = generate(p, &["--output", &target]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    }
+    let o = quarry(p, &["serialize-definition", "definition.py", "-o", "out.csv"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("could not write out.csv"), "{}", stderr(&o));
+    // A recipe whose output is a directory, and one whose chart is.
+    assert!(generate(p, &["--output", "data.csv"]).status.success());
+    std::fs::write(
+        p.join("recipe.yaml"),
+        "input: data.csv\nsteps:\n  - frequency:\n      by: [sex]\n      rounding: midpoint6\n      output: out.csv\n",
+    )
+    .unwrap();
+    let o = quarry(p, &["exec", "analysis:v1", "recipe.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("out.csv: it is a directory"), "{}", stderr(&o));
+    std::fs::write(
+        p.join("recipe.yaml"),
+        "input: data.csv\nsteps:\n  - frequency:\n      by: [sex]\n      rounding: midpoint6\n      output: f.csv\n      chart: {output: out.csv, title: t, x_label: x, y_label: y}\n",
+    )
+    .unwrap();
+    let o = quarry(p, &["exec", "analysis:v1", "recipe.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("out.csv: it is a directory"), "{}", stderr(&o));
+    // An input that fails half-way through: no output at all.
+    std::fs::write(
+        p.join("tables/clinical_events.csv"),
+        "patient_id,date,snomedct_code,numeric_value\n1,2020-01-01,73211009,\n2,2020-02-30,73211009,\n",
+    )
+    .unwrap();
+    let o = generate(p, &["--output", "late.csv.gz"]);
+    assert_eq!(o.status.code(), Some(11), "{}", stderr(&o));
+    assert!(!p.join("late.csv.gz").exists());
+    assert_eq!(leftovers(p), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_duplicate_patient_in_a_patient_level_table_is_an_error() {
+    let s = study();
+    let p = s.path();
+    std::fs::write(
+        p.join("tables/patients.csv"),
+        "patient_id,date_of_birth,sex\n1,1980-01-01,female\n2,1990-06-01,male\n1,1981-01-01,male\n",
+    )
+    .unwrap();
+    let o = generate(p, &[]);
+    assert_eq!(o.status.code(), Some(11), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("tables/patients.csv', row 3: patient_id 1 is also in row 1"), "{e}");
+    assert!(stdout(&o).is_empty());
+    // Parquet and Arrow tables too, in memory and as a backend: the rows written by quarry
+    // itself (--dummy-data-file copies rows as they are).
+    std::fs::write(
+        p.join("pats.py"),
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\n\
+         dataset.define_population(patients.exists_for_patient())\ndataset.date_of_birth = patients.date_of_birth\ndataset.sex = patients.sex\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("rows.csv"), "patient_id,date_of_birth,sex\n1,1980-01-01,female\n2,1990-06-01,male\n2,1991-06-01,male\n")
+        .unwrap();
+    for ext in ["parquet", "arrow"] {
+        let dir = format!("typed-{ext}");
+        std::fs::create_dir(p.join(&dir)).unwrap();
+        let target = format!("{dir}/patients.{ext}");
+        let o = quarry(p, &["generate-dataset", "pats.py", "--dummy-data-file", "rows.csv", "--output", &target]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = quarry(p, &["generate-dataset", "pats.py", "--dummy-tables", &dir]);
+        assert_eq!(o.status.code(), Some(11), "{}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("patients.{ext}', row 3: patient_id 2 is also in row 2")), "{}", stderr(&o));
+        let o = quarry(p, &["generate-dataset", "pats.py", "--backend", &dir]);
+        assert_eq!(o.status.code(), Some(11), "{}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("patients.{ext}, rows 2 and 3: patient_id 2 appears more than once")), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn messages_about_input_name_the_file_row_column_and_value() {
+    let s = study();
+    let p = s.path();
+    std::fs::write(p.join("tables/patients.csv"), "patient_id,date_of_birth,sex\n1,1980-01-01,female\n2,1990-13-01,male\n").unwrap();
+    let o = generate(p, &[]);
+    assert_eq!(o.status.code(), Some(11));
+    assert!(
+        stderr(&o).contains("'tables/patients.csv', row 2: column 'date_of_birth': month must be in 1..12: '1990-13-01'"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(p.join("tables/patients.csv"), "patient_id,date_of_birth,sex\n1,1980-02-30,female\n").unwrap();
+    assert!(stderr(&generate(p, &[])).contains("row 1: column 'date_of_birth': day is out of range for month: '1980-02-30'"));
+
+    // A Parquet dataset whose column has another type than the definition says.
+    std::fs::write(p.join("tables/patients.csv"), "patient_id,date_of_birth,sex\n1,1980-01-01,female\n").unwrap();
+    std::fs::write(
+        p.join("other.py"),
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\n\
+         dataset.define_population(patients.exists_for_patient())\ndataset.sex = patients.date_of_birth\ndataset.has_event = patients.exists_for_patient()\n",
+    )
+    .unwrap();
+    assert!(quarry(p, &["generate-dataset", "other.py", "--dummy-tables", "tables", "--output", "other.parquet"]).status.success());
+    let o = quarry(p, &["generate-dataset", "definition.py", "--dummy-data-file", "other.parquet", "--output", "x.csv"]);
+    assert_eq!(o.status.code(), Some(11), "{}", stderr(&o));
+    assert!(stderr(&o).contains("other.parquet: Type mismatch in column 'sex': expected str, got Date32"), "{}", stderr(&o));
+}

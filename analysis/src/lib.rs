@@ -50,9 +50,23 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AnalysisError> {
     {
         std::fs::create_dir_all(parent).map_err(|e| AnalysisError(format!("cannot create {}: {e}", parent.display())))?;
     }
+    refuse_directory(path)?;
     let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| AnalysisError(format!("cannot write {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| AnalysisError(format!("cannot write {}: {e}", path.display())))
+    let written = std::fs::write(&tmp, bytes)
+        .map_err(|e| AnalysisError(format!("cannot write {}: {e}", tmp.display())))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| AnalysisError(format!("cannot write {}: {e}", path.display()))));
+    if written.is_err() {
+        // No temporary file is left behind, whatever failed.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn refuse_directory(path: &Path) -> Result<(), AnalysisError> {
+    if path.is_dir() {
+        return Err(AnalysisError(format!("cannot write {}: it is a directory", path.display())));
+    }
+    Ok(())
 }
 
 /// `dir/.name.quarry-tmp.ext`: hidden, and with the real extension (plotters picks the image
@@ -68,11 +82,17 @@ pub fn run_recipe(recipe_path: &Path, workdir: &Path) -> Result<Vec<PathBuf>, An
     let shown = recipe_path.display().to_string();
     let text =
         std::fs::read_to_string(workdir.join(recipe_path)).map_err(|e| AnalysisError(format!("cannot read the recipe {shown}: {e}")))?;
-    run(&recipe::parse(&text, &shown)?, &shown, workdir)
+    run_reading(&recipe::parse(&text, &shown)?, &shown, workdir, &[(workdir.join(recipe_path), "the recipe")])
 }
 
 /// Runs a recipe (`shown` names it in messages); paths are relative to `workdir`.
 pub fn run(recipe: &recipe::Recipe, shown: &str, workdir: &Path) -> Result<Vec<PathBuf>, AnalysisError> {
+    run_reading(recipe, shown, workdir, &[])
+}
+
+/// Runs a recipe that also reads `inputs` (the recipe file): no output may replace one of
+/// them or the dataset, and that is checked before anything is written.
+fn run_reading(recipe: &recipe::Recipe, shown: &str, workdir: &Path, inputs: &[(PathBuf, &str)]) -> Result<Vec<PathBuf>, AnalysisError> {
     let started = Instant::now();
     let mut frame = data::read(&workdir.join(&recipe.input), &|c| recipe.uses(c))?;
     eprintln!(
@@ -103,9 +123,23 @@ pub fn run(recipe: &recipe::Recipe, shown: &str, workdir: &Path) -> Result<Vec<P
             Ok(out)
         })
         .collect();
+    let results: Vec<StepOutput> = results.into_iter().collect::<Result<_, _>>()?;
+    let mut inputs = inputs.to_vec();
+    inputs.push((workdir.join(&recipe.input), "the recipe's input dataset"));
+    for (w, chart) in results.iter().flatten() {
+        let outputs = [Some(w.path.clone()), chart.map(|c| c.output.clone()), Some(format!("{}.sdc.txt", w.path))];
+        for output in outputs.into_iter().flatten() {
+            if let Some((input, what)) = inputs.iter().find(|(i, _)| quarry_engine::output::same_file(&workdir.join(&output), i)) {
+                return Err(AnalysisError(format!(
+                    "{shown}: the output {output} would replace {}, which is {what}: write the output somewhere else",
+                    input.display()
+                )));
+            }
+        }
+    }
     let mut written = vec![];
     for r in results {
-        for (w, chart) in r? {
+        for (w, chart) in r {
             let path = workdir.join(&w.path);
             write_atomic(&path, w.text.as_bytes())?;
             let mut log = w.log.clone();
@@ -114,11 +148,17 @@ pub fn run(recipe: &recipe::Recipe, shown: &str, workdir: &Path) -> Result<Vec<P
                 if let Some(parent) = chart_path.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| AnalysisError(format!("cannot create {}: {e}", parent.display())))?;
                 }
+                refuse_directory(&chart_path)?;
                 let tmp = temp_path(&chart_path);
                 let started = Instant::now();
-                plot::bar_chart(&tmp, chart, &w.bars)?;
+                let drawn = plot::bar_chart(&tmp, chart, &w.bars).and_then(|()| {
+                    std::fs::rename(&tmp, &chart_path).map_err(|e| AnalysisError(format!("cannot write {}: {e}", chart_path.display())))
+                });
+                if drawn.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                drawn?;
                 eprintln!("[analysis] chart {}: drawn in {:.3} s", chart.output, started.elapsed().as_secs_f64());
-                std::fs::rename(&tmp, &chart_path).map_err(|e| AnalysisError(format!("cannot write {}: {e}", chart_path.display())))?;
                 log.push_str(&format!("{}: drawn from the protected counts of {}\n", chart.output, w.path));
                 written.push(chart_path);
             }

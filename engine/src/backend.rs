@@ -23,6 +23,9 @@ mod scan;
 use crate::store::{InputError, Store, used_tables};
 use scan::Scan;
 
+/// The extensions a backend table may have, in the order they are looked for.
+pub const TABLE_EXTENSIONS: &[&str] = &["parquet", "arrow"];
+
 /// A Parquet reader's error, with what to do when the file uses a codec quarry lacks.
 fn parquet_message(e: impl std::fmt::Display) -> String {
     let m = e.to_string();
@@ -62,6 +65,8 @@ struct Cursor {
     /// Rows read so far (for messages) and the last patient id (to check the order).
     read: usize,
     last: Option<i64>,
+    /// The file row of the last row passed (for a duplicate patient's message).
+    last_row: String,
     /// With a pushed filter: the file row numbers of the rows it kept, not yet taken (so that
     /// messages name the row in the file).
     kept: Option<Arc<Mutex<VecDeque<u64>>>>,
@@ -126,6 +131,7 @@ impl Cursor {
             row: 0,
             read: 0,
             last: None,
+            last_row: String::new(),
             kept,
             filtered,
             lazy: false,
@@ -204,6 +210,14 @@ impl Cursor {
                 self.last.unwrap_or_default()
             )));
         }
+        let this_row = self.file_row();
+        if self.patient_level && self.last == Some(patient) {
+            return Err(InputError(format!(
+                "{}, rows {} and {this_row}: patient_id {patient} appears more than once; a patient-level table has one row per patient",
+                self.shown, self.last_row
+            )));
+        }
+        self.last_row = this_row;
         let row = self.row;
         self.row += 1;
         self.read += 1;
@@ -291,7 +305,7 @@ impl Backend {
         let mut paths = HashMap::new();
         for &t in &tables {
             let schema = graph.table(t);
-            let path = crate::store::find_file(dir, &schema.name, &["parquet", "arrow"]).ok_or_else(|| {
+            let path = crate::store::find_file(dir, &schema.name, TABLE_EXTENSIONS).ok_or_else(|| {
                 InputError(format!(
                     "Missing table: {} (expected {}.parquet or {}.arrow; see docs/backend.md)",
                     schema.name,

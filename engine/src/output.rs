@@ -103,6 +103,17 @@ pub enum Target {
     Directory(PathBuf, Format),
 }
 
+impl Target {
+    /// The files written for tables with these names (none for stdout).
+    pub fn files(&self, names: &[String]) -> Vec<PathBuf> {
+        match self {
+            Target::Stdout => vec![],
+            Target::File(path, _) => vec![path.clone()],
+            Target::Directory(dir, format) => names.iter().map(|n| dir.join(format!("{n}{}", format.ext()))).collect(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub enum Format {
     Csv,
@@ -154,6 +165,36 @@ pub fn parse_target(output: Option<&str>) -> Result<Target, String> {
         }
     };
     Ok(Target::File(PathBuf::from(o), parse_format(ext, o)?))
+}
+
+/// Whether two paths name the same file: the same existing file (through symbolic and hard
+/// links too), or, for a file not yet written, the same canonical directory and name. An
+/// output that is the same file as an input would replace it.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (file_identity(a), file_identity(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// What a path names on disk: the (device, inode) of an existing file, else its canonical
+/// directory and name (a file not yet written can still be the same path as an input).
+#[derive(PartialEq)]
+enum FileIdentity {
+    Inode(u64, u64),
+    Path(PathBuf),
+}
+
+fn file_identity(path: &Path) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        return Some(FileIdentity::Inode(m.dev(), m.ino()));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Some(FileIdentity::Path(parent.canonicalize().ok()?.join(path.file_name()?)))
 }
 
 /// Writes the tables (the first is the main one) to the target.
@@ -263,10 +304,14 @@ impl TableStream {
         }
     }
 
+    /// Closes the files and renames them into place; on any failure the temporary files are
+    /// removed (by `Drop`), so nothing is left behind.
     pub fn finish(mut self) -> Result<(), String> {
-        self.finished = true;
         match &mut self.dest {
-            StreamDest::Stdout(bufs) => print_tables(&self.names, bufs),
+            StreamDest::Stdout(bufs) => {
+                self.finished = true;
+                print_tables(&self.names, bufs)
+            }
             StreamDest::Files(files) => {
                 for f in files.iter_mut() {
                     f.close()?;
@@ -274,6 +319,7 @@ impl TableStream {
                 for f in files.iter() {
                     std::fs::rename(&f.tmp, &f.path).map_err(|e| format!("cannot write {}: {e}", f.path.display()))?;
                 }
+                self.finished = true;
                 Ok(())
             }
         }
@@ -299,6 +345,12 @@ impl StreamFile {
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        if path.is_dir() {
+            return Err(format!(
+                "cannot write {}: it is a directory (give a file name, or DIR:csv for one file per table)",
+                path.display()
+            ));
         }
         let tmp = path.with_file_name(format!(".{}.quarry-tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
         let file = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;

@@ -46,6 +46,15 @@ pub(crate) fn find_file(dir: &Path, name: &str, extensions: &[&str]) -> Option<P
     extensions.iter().map(|ext| dir.join(format!("{name}.{ext}"))).find(|p| p.is_file())
 }
 
+/// The files a run over `dir` reads for the tables the `roots` use (the first of
+/// `extensions` that exists for each table), for keeping outputs from replacing them.
+pub fn table_files(graph: &Graph, roots: &[NodeId], dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
+    used_tables(graph, roots).into_iter().filter_map(|t| find_file(dir, &graph.table(t).name, extensions)).collect()
+}
+
+/// The extensions a dummy table may have, in the order they are looked for.
+pub const DUMMY_TABLE_EXTENSIONS: &[&str] = &["csv", "csv.gz", "arrow", "parquet"];
+
 /// Loads the used tables from a dummy-tables directory.
 pub fn load_dummy_tables(graph: &Graph, roots: &[NodeId], dir: &Path) -> Result<Store, InputError> {
     let mut store = Store::default();
@@ -54,7 +63,7 @@ pub fn load_dummy_tables(graph: &Graph, roots: &[NodeId], dir: &Path) -> Result<
     }
     for table in used_tables(graph, roots) {
         let schema = graph.table(table);
-        let Some(path) = find_file(dir, &schema.name, &["csv", "csv.gz", "arrow", "parquet"]) else {
+        let Some(path) = find_file(dir, &schema.name, DUMMY_TABLE_EXTENSIONS) else {
             return Err(InputError(format!("Missing file: {}", dir.join(format!("{}.csv", schema.name)).display())));
         };
         let shown = path.display().to_string();
@@ -68,6 +77,7 @@ pub fn load_dummy_tables(graph: &Graph, roots: &[NodeId], dir: &Path) -> Result<
         let pid =
             header.iter().position(|h| h == "patient_id").ok_or_else(|| InputError(format!("'{shown}': missing column 'patient_id'")))?;
         let columns: Vec<Option<usize>> = schema.columns.iter().map(|c| header.iter().position(|h| *h == c.name)).collect();
+        let mut seen = PatientRows::new(schema);
         let mut row = Vec::new();
         let mut n = 0usize;
         loop {
@@ -85,6 +95,7 @@ pub fn load_dummy_tables(graph: &Graph, roots: &[NodeId], dir: &Path) -> Result<
             }
             let patient = parse_int(&row[pid])
                 .ok_or_else(|| at(format!("column 'patient_id': invalid literal for int() with base 10: '{}'", row[pid])))?;
+            seen.check(patient, n).map_err(at)?;
             let values = row_values(schema, &columns, |i, c| parse_cell(&c.type_, &row[i])).map_err(at)?;
             store.push(table, schema.patient_level, patient, values);
         }
@@ -110,6 +121,7 @@ fn load_typed(store: &mut Store, table: TableId, schema: &TableSchema, path: &Pa
             }
         }
     }
+    let mut seen = PatientRows::new(schema);
     let mut n = 0usize;
     for batch in &file.batches {
         for r in 0..batch.num_rows() {
@@ -119,12 +131,32 @@ fn load_typed(store: &mut Store, table: TableId, schema: &TableSchema, path: &Pa
                 Some(Value::Int(p)) => p,
                 _ => return Err(at("NULL value in non-nullable column 'patient_id'".into())),
             };
+            seen.check(patient, n).map_err(at)?;
             let values =
                 row_values(schema, &columns, |i, c| crate::arrow_io::typed_value_at(batch.column(i).as_ref(), r, &c.type_)).map_err(at)?;
             store.push(table, schema.patient_level, patient, values);
         }
     }
     Ok(())
+}
+
+/// The row each patient of a patient-level table was first seen in: a second row is an
+/// error (ehrQL keeps the last one silently; it is almost always an export bug).
+struct PatientRows(Option<std::collections::HashMap<i64, usize>>);
+
+impl PatientRows {
+    fn new(schema: &TableSchema) -> PatientRows {
+        PatientRows(schema.patient_level.then(std::collections::HashMap::new))
+    }
+
+    /// Notes that row `n` is `patient`'s; the message says which rows when it is a second.
+    fn check(&mut self, patient: i64, n: usize) -> Result<(), String> {
+        let Some(first) = &mut self.0 else { return Ok(()) };
+        match first.insert(patient, n) {
+            Some(earlier) => Err(format!("patient_id {patient} is also in row {earlier}: a patient-level table has one row per patient")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One row's values in schema order: `read(i, column)` gives the value of file column `i`;
@@ -218,6 +250,19 @@ pub fn read_dummy_dataset(path: &Path, columns: &[ColumnSpec]) -> Result<Vec<Vec
     if path.extension().is_some_and(|e| e == "arrow" || e == "parquet") {
         let file = crate::arrow_io::read_file(path).map_err(InputError)?;
         let index = missing(&file.names)?;
+        if let Some(batch) = file.batches.first() {
+            for (c, &i) in columns.iter().zip(&index) {
+                let data_type = batch.column(i).data_type();
+                let type_ = type_of(c);
+                if !crate::arrow_io::type_matches(data_type, &type_) {
+                    return Err(InputError(format!(
+                        "{shown}: Type mismatch in column '{}': expected {}, got {data_type}",
+                        c.name,
+                        type_.name()
+                    )));
+                }
+            }
+        }
         let mut n = 0;
         for batch in &file.batches {
             for r in 0..batch.num_rows() {
@@ -225,6 +270,7 @@ pub fn read_dummy_dataset(path: &Path, columns: &[ColumnSpec]) -> Result<Vec<Vec
                 let mut row = Vec::with_capacity(columns.len());
                 for (c, &i) in columns.iter().zip(&index) {
                     let v = crate::arrow_io::value_at(batch.column(i).as_ref(), r)
+                        .map_err(|m| format!("column '{}': {m}", c.name))
                         .and_then(|v| check(c, v))
                         .map_err(|m| InputError(format!("{shown}: row {n}: {m}")))?;
                     row.push(v);

@@ -106,6 +106,7 @@ pub fn codelist_from_csv(
     column: &str,
     category_column: Option<&str>,
 ) -> Result<Codelist, CodelistError> {
+    crate::inputs::record(path);
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CodelistError::Missing(shown.into())),

@@ -15,7 +15,7 @@ pub fn parse_cell(type_: &Type, text: &str) -> Result<Option<Value>, String> {
         Type::Bool => match text {
             "T" => Value::Bool(true),
             "F" => Value::Bool(false),
-            _ => return Err("invalid boolean, must be 'T' or 'F'".into()),
+            _ => return Err(format!("invalid boolean, must be 'T' or 'F', not '{text}'")),
         },
         Type::Date => Value::Date(parse_date(text)?),
         Type::Str | Type::MultiCodeString(_) => Value::Str(text.to_string()),
@@ -72,13 +72,14 @@ pub fn parse_date(text: &str) -> Result<jiff::civil::Date, String> {
         }
     };
     let (y, m, d) = (num(y)?, num(m)?, num(d)?);
+    // Python's messages, and the value they are about.
     if y < 1 {
-        return Err(format!("year {y} is out of range"));
+        return Err(format!("year {y} is out of range: '{text}'"));
     }
     if !(1..=12).contains(&m) {
-        return Err("month must be in 1..12".into());
+        return Err(format!("month must be in 1..12: '{text}'"));
     }
-    jiff::civil::Date::new(y as i16, m as i8, d as i8).map_err(|_| "day is out of range for month".to_string())
+    jiff::civil::Date::new(y as i16, m as i8, d as i8).map_err(|_| format!("day is out of range for month: '{text}'"))
 }
 
 /// ISO week dates, which `date.fromisoformat` accepts: `2020-W01-1`, `2020W011`, `2020-W01`.
@@ -119,6 +120,7 @@ pub type InlineRows = Vec<(i64, Vec<Option<Value>>)>;
 
 /// Reads a `table_from_file` CSV: `patient_id` plus the given columns.
 pub fn read_inline_table(path: &std::path::Path, shown: &str, columns: &[Column]) -> Result<InlineRows, String> {
+    crate::inputs::record(path);
     let text = std::fs::read_to_string(path).map_err(|e| format!("Cannot read {shown}: {e}"))?;
     if shown.ends_with(".arrow") || shown.ends_with(".gz") {
         return Err(format!("{shown}: quarry reads table_from_file() tables from .csv files"));

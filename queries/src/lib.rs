@@ -20,6 +20,7 @@
 pub mod codes;
 pub mod csv;
 pub mod inline;
+pub mod inputs;
 pub mod python;
 pub mod qm;
 pub mod semantics;
