@@ -490,3 +490,97 @@ fn messages_about_input_name_the_file_row_column_and_value() {
     assert_eq!(o.status.code(), Some(11), "{}", stderr(&o));
     assert!(stderr(&o).contains("other.parquet: Type mismatch in column 'sex': expected str, got Date32"), "{}", stderr(&o));
 }
+
+// ---------------------------------------------------------------------------------------
+// Crashes: no input overflows the stack. quarry's work runs on a thread with a known large
+// stack, and inputs whose readers recurse per level (a Parquet schema) are checked first.
+
+/// A Parquet file (no rows) whose schema nests `depth` groups: Thrift's compact protocol by
+/// hand, as a hostile file would be made.
+fn deep_parquet(depth: usize) -> Vec<u8> {
+    fn varint(mut n: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let mut m = vec![0x15, 0x02]; // version: 1
+    m.extend([0x19, 0xfc]); // schema: a list of structs
+    varint(depth as u64 + 2, &mut m);
+    m.extend([0x48, 6]);
+    m.extend(b"schema");
+    m.extend([0x15, 0x02, 0x00]); // the root: 1 child
+    for _ in 0..depth {
+        m.extend([0x35, 0x00, 0x18, 0x01, b'a', 0x15, 0x02, 0x00]); // required group a: 1 child
+    }
+    m.extend([0x15, 0x02, 0x25, 0x00, 0x18, 0x01, b'a', 0x00]); // required int32 a
+    m.extend([0x16, 0x00, 0x19, 0x0c, 0x00]); // num_rows: 0, row_groups: [], end
+    let mut file = b"PAR1".to_vec();
+    file.extend(&m);
+    file.extend((m.len() as u32).to_le_bytes());
+    file.extend(b"PAR1");
+    file
+}
+
+/// Fails unless quarry ended by itself (no signal) with `code`, saying `says`.
+fn ended_cleanly(o: &Output, code: i32, says: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), None, "killed by a signal: {}", stderr(o));
+    assert_eq!(o.status.code(), Some(code), "{}", stderr(o));
+    assert!(stderr(o).contains(says), "should say {says:?}: {}", stderr(o));
+    assert!(!stderr(o).contains("internal error"), "{}", stderr(o));
+}
+
+#[test]
+fn a_parquet_schema_nested_a_million_deep_is_refused() {
+    let s = study();
+    let p = s.path();
+    std::fs::create_dir(p.join("deep")).unwrap();
+    std::fs::write(p.join("deep/patients.parquet"), deep_parquet(1_000_000)).unwrap();
+    let says = "its schema is nested 1000001 levels deep";
+    let pats = "from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\n\
+                dataset.define_population(patients.exists_for_patient())\ndataset.sex = patients.sex\n";
+    std::fs::write(p.join("pats.py"), pats).unwrap();
+    ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--dummy-tables", "deep"]), 11, says);
+    ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--backend", "deep"]), 11, says);
+    ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--dummy-data-file", "deep/patients.parquet"]), 11, says);
+    let o =
+        quarry(p, &["analysis", "frequency", "--input", "deep/patients.parquet", "--output", "f.csv", "--by", "a", "--rounding", "none"]);
+    ended_cleanly(&o, 1, says);
+    // A shallow nesting is read (and refused for what it is: no patient_id).
+    std::fs::write(p.join("deep/patients.parquet"), deep_parquet(3)).unwrap();
+    ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--backend", "deep"]), 11, "missing column 'patient_id'");
+}
+
+#[test]
+fn yaml_nested_a_million_deep_is_refused() {
+    let p = project("version: 5\nactions: {}\n");
+    let deep = format!("version: 5\nactions:\n  a: {}\n", "[".repeat(1_000_000));
+    std::fs::write(p.path().join("project.yaml"), &deep).unwrap();
+    ended_cleanly(&quarry(p.path(), &["check", "--project-dir", "."]), 1, "project.yaml");
+    ended_cleanly(&run(p.path(), &["a"]), 1, "project.yaml");
+    let block = format!("version: 5\nactions:\n  a: {}x\n", "- ".repeat(200_000));
+    std::fs::write(p.path().join("project.yaml"), &block).unwrap();
+    ended_cleanly(&quarry(p.path(), &["check", "--project-dir", "."]), 1, "project.yaml");
+    // A recipe too.
+    std::fs::write(p.path().join("recipe.yaml"), format!("input: x.csv\nsteps: {}", "{a: ".repeat(1_000_000))).unwrap();
+    ended_cleanly(&quarry(p.path(), &["exec", "analysis:v1", "recipe.yaml"]), 1, "recipe.yaml");
+}
+
+#[test]
+fn pathological_csv_is_read_or_refused_without_a_crash() {
+    let s = study();
+    let p = s.path();
+    let quoted = format!("patient_id,date_of_birth,sex\n1,1980-01-01,\"{}\"\n", "\"\"".repeat(2_000_000));
+    let unclosed = format!("patient_id,date_of_birth,sex\n1,1980-01-01,\"{}\n", "x\n".repeat(500_000));
+    let wide = format!("patient_id,{}\n1\n", (0..200_000).map(|i| format!("c{i}")).collect::<Vec<_>>().join(","));
+    for (text, says) in [(quoted, "not in valid categories"), (unclosed, "patients.csv"), (wide, "expected 200001 columns but got 1")] {
+        std::fs::write(p.join("tables/patients.csv"), text).unwrap();
+        ended_cleanly(&generate(p, &[]), 11, says);
+    }
+}

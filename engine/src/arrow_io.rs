@@ -292,9 +292,10 @@ impl TypedFile {
 /// Reads an Arrow IPC file (`.arrow`, `.feather`) or a Parquet file (`.parquet`).
 pub fn read_file(path: &Path) -> Result<TypedFile, String> {
     let shown = path.display();
-    let file = File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut file = File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let is_parquet = path.extension().is_some_and(|e| e == "parquet");
     let (schema, batches): (SchemaRef, Vec<RecordBatch>) = if is_parquet {
+        crate::parquet_guard::check(&mut file).map_err(|m| format!("{shown}: {m}"))?;
         let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
         let schema = builder.schema().clone();

@@ -87,8 +87,11 @@ impl Cursor {
     fn open(table: TableId, schema: &TableSchema, path: &Path, used: &[String], scan: Scan) -> Result<Cursor, InputError> {
         let shown = path.display().to_string();
         let err = |m: String| InputError(format!("{shown}: {m}"));
-        let file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let mut file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let parquet = path.extension().is_some_and(|e| e == "parquet");
+        if parquet {
+            crate::parquet_guard::check(&mut file).map_err(err)?;
+        }
         let mut kept = None;
         let mut filtered = false;
         let mut note = None;

@@ -12,6 +12,7 @@ pub mod kernels;
 pub mod make_backend;
 pub mod measures;
 pub mod output;
+pub mod parquet_guard;
 pub mod pushdown;
 pub mod reference;
 pub mod sql;

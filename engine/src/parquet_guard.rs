@@ -1,0 +1,245 @@
+//! A check of a Parquet file's schema before the `parquet` crate reads it: the crate builds
+//! the schema tree recursively, one stack frame per level, so a footer that nests groups a
+//! million deep (8 MB of footer is enough) overflows any stack. quarry's tables are flat, so
+//! a schema nested deeper than [`MAX_DEPTH`] is refused with a message instead.
+//!
+//! The footer is Thrift's compact protocol: `FileMetaData` field 2 is the schema, a flat list
+//! of `SchemaElement`s in depth-first order, each with its number of children (field 5).
+//! Only that list is read, iteratively; every other field is skipped (nested at most
+//! [`MAX_SKIP`] deep, as the crate's own reader does).
+
+use std::io::{Read, Seek, SeekFrom};
+
+/// The deepest schema accepted (a flat table is 1: the root and its columns).
+pub const MAX_DEPTH: usize = 32;
+
+/// How deep skipped Thrift values may nest.
+const MAX_SKIP: usize = 64;
+
+/// Refuses a Parquet file whose schema is nested deeper than [`MAX_DEPTH`] or whose footer is
+/// not a Parquet footer; the file is left at an unspecified position.
+pub fn check(file: &mut (impl Read + Seek)) -> Result<(), String> {
+    let len = file.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+    if len < 12 {
+        return Err(format!("not a Parquet file: {len} bytes"));
+    }
+    let mut tail = [0u8; 8];
+    file.seek(SeekFrom::End(-8)).map_err(|e| e.to_string())?;
+    file.read_exact(&mut tail).map_err(|e| e.to_string())?;
+    if &tail[4..] != b"PAR1" {
+        // Encrypted footers ("PARE") and anything else: the crate says what it is.
+        return Ok(());
+    }
+    let footer_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if footer_len + 8 > len {
+        return Err(format!("not a Parquet file: a footer of {footer_len} bytes in a file of {len}"));
+    }
+    let mut footer = vec![0u8; footer_len as usize];
+    file.seek(SeekFrom::End(-8 - footer_len as i64)).map_err(|e| e.to_string())?;
+    file.read_exact(&mut footer).map_err(|e| e.to_string())?;
+    let children = schema_children(&footer).map_err(|e| format!("not a readable Parquet footer: {e}"))?;
+    let depth = depth(&children);
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "its schema is nested {depth} levels deep; quarry reads flat tables (at most {MAX_DEPTH} levels), one column per value"
+        ));
+    }
+    Ok(())
+}
+
+/// How deep the tree given by its elements' child counts (depth-first) goes.
+fn depth(children: &[i32]) -> usize {
+    // The children still to come of each open group.
+    let mut open: Vec<i64> = vec![];
+    let mut deepest = 0;
+    for &n in children {
+        if let Some(left) = open.last_mut() {
+            *left -= 1;
+        }
+        if n > 0 {
+            open.push(i64::from(n));
+            deepest = deepest.max(open.len());
+        }
+        while open.last() == Some(&0) {
+            open.pop();
+        }
+    }
+    deepest
+}
+
+/// Each schema element's `num_children` (0 when absent), in order.
+fn schema_children(footer: &[u8]) -> Result<Vec<i32>, String> {
+    let mut r = Reader { bytes: footer, at: 0 };
+    let mut id = 0i16;
+    loop {
+        let Some((field, kind)) = r.field_header(&mut id)? else { return Ok(vec![]) };
+        if field == 2 && kind == LIST {
+            let (count, element) = r.list_header()?;
+            if element != STRUCT {
+                return Err("the schema is not a list of structs".into());
+            }
+            let mut children = Vec::with_capacity(count.min(1 << 20));
+            for _ in 0..count {
+                let mut num_children = 0;
+                let mut id = 0i16;
+                while let Some((field, kind)) = r.field_header(&mut id)? {
+                    if field == 5 && kind == I32 {
+                        num_children = i32::try_from(r.zigzag()?).map_err(|_| "num_children out of range")?;
+                    } else {
+                        r.skip(kind, 0)?;
+                    }
+                }
+                children.push(num_children);
+            }
+            return Ok(children);
+        }
+        r.skip(kind, 0)?;
+    }
+}
+
+const BOOL_TRUE: u8 = 1;
+const BOOL_FALSE: u8 = 2;
+const BYTE: u8 = 3;
+const I16: u8 = 4;
+const I32: u8 = 5;
+const I64: u8 = 6;
+const DOUBLE: u8 = 7;
+const BINARY: u8 = 8;
+const LIST: u8 = 9;
+const SET: u8 = 10;
+const MAP: u8 = 11;
+const STRUCT: u8 = 12;
+const UUID: u8 = 13;
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, String> {
+        let b = *self.bytes.get(self.at).ok_or("the footer ends early")?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: u64) -> Result<(), String> {
+        let end = usize::try_from(n).ok().and_then(|n| self.at.checked_add(n)).filter(|e| *e <= self.bytes.len());
+        self.at = end.ok_or("the footer ends early")?;
+        Ok(())
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..70).step_by(7) {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("a varint longer than 10 bytes".into())
+    }
+
+    fn zigzag(&mut self) -> Result<i64, String> {
+        let v = self.varint()?;
+        Ok((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+
+    /// The next field's id and type, or `None` at the struct's end.
+    fn field_header(&mut self, id: &mut i16) -> Result<Option<(i16, u8)>, String> {
+        let b = self.byte()?;
+        let kind = b & 0x0f;
+        if kind == 0 {
+            return Ok(None);
+        }
+        let delta = i16::from(b >> 4);
+        *id = if delta == 0 { i16::try_from(self.zigzag()?).map_err(|_| "a field id out of range")? } else { id.wrapping_add(delta) };
+        Ok(Some((*id, kind)))
+    }
+
+    fn list_header(&mut self) -> Result<(usize, u8), String> {
+        let b = self.byte()?;
+        let count = match b >> 4 {
+            15 => self.varint()?,
+            n => u64::from(n),
+        };
+        // Every element takes at least one byte.
+        if count > (self.bytes.len() - self.at) as u64 {
+            return Err(format!("a list of {count} elements in a footer of {} bytes", self.bytes.len()));
+        }
+        Ok((count as usize, b & 0x0f))
+    }
+
+    fn skip(&mut self, kind: u8, depth: usize) -> Result<(), String> {
+        if depth > MAX_SKIP {
+            return Err(format!("values nested more than {MAX_SKIP} deep"));
+        }
+        match kind {
+            BOOL_TRUE | BOOL_FALSE => Ok(()),
+            BYTE => self.take(1),
+            I16 | I32 | I64 => self.varint().map(|_| ()),
+            DOUBLE => self.take(8),
+            UUID => self.take(16),
+            BINARY => {
+                let n = self.varint()?;
+                self.take(n)
+            }
+            LIST | SET => {
+                let (count, element) = self.list_header()?;
+                for _ in 0..count {
+                    // Booleans in a list are one byte each.
+                    if matches!(element, BOOL_TRUE | BOOL_FALSE) { self.take(1)? } else { self.skip(element, depth + 1)? }
+                }
+                Ok(())
+            }
+            MAP => {
+                let count = self.varint()?;
+                if count == 0 {
+                    return Ok(());
+                }
+                if count > (self.bytes.len() - self.at) as u64 {
+                    return Err(format!("a map of {count} entries in a footer of {} bytes", self.bytes.len()));
+                }
+                let types = self.byte()?;
+                for _ in 0..count {
+                    self.skip(types >> 4, depth + 1)?;
+                    self.skip(types & 0x0f, depth + 1)?;
+                }
+                Ok(())
+            }
+            STRUCT => {
+                let mut id = 0i16;
+                while let Some((_, kind)) = self.field_header(&mut id)? {
+                    self.skip(kind, depth + 1)?;
+                }
+                Ok(())
+            }
+            other => Err(format!("an unknown Thrift type {other}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_follows_the_child_counts() {
+        assert_eq!(depth(&[]), 0);
+        assert_eq!(depth(&[3, 0, 0, 0]), 1);
+        assert_eq!(depth(&[2, 1, 0, 0]), 2);
+        assert_eq!(depth(&[1, 1, 1, 0]), 3);
+        assert_eq!(depth(&[2, 0, 1, 1, 0]), 3);
+    }
+
+    #[test]
+    fn files_quarry_writes_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let columns = vec![crate::columns::ColumnSpec::patient_id()];
+        let target = crate::output::Target::File(path.clone(), crate::output::Format::Parquet);
+        crate::output::write_tables(&target, vec![crate::output::Table { name: "t".into(), columns, rows: vec![] }]).unwrap();
+        check(&mut std::fs::File::open(&path).unwrap()).unwrap();
+    }
+}
