@@ -90,9 +90,12 @@ pub fn run(recipe: &recipe::Recipe, shown: &str, workdir: &Path) -> Result<Vec<P
     run_reading(recipe, shown, workdir, &[])
 }
 
-/// Runs a recipe that also reads `inputs` (the recipe file): no output may replace one of
-/// them or the dataset, and that is checked before anything is written.
-fn run_reading(recipe: &recipe::Recipe, shown: &str, workdir: &Path, inputs: &[(PathBuf, &str)]) -> Result<Vec<PathBuf>, AnalysisError> {
+/// One step's outputs: each table written, and the chart drawn from it.
+pub type StepOutput<'r> = Vec<(steps::Written, Option<&'r recipe::Chart>)>;
+
+/// Reads the recipe's dataset, derives its columns and computes every step (in parallel),
+/// writing nothing: what [`run`] then writes.
+pub fn compute<'r>(recipe: &'r recipe::Recipe, shown: &str, workdir: &Path) -> Result<Vec<StepOutput<'r>>, AnalysisError> {
     let started = Instant::now();
     let mut frame = data::read(&workdir.join(&recipe.input), &|c| recipe.uses(c))?;
     eprintln!(
@@ -104,8 +107,6 @@ fn run_reading(recipe: &recipe::Recipe, shown: &str, workdir: &Path, inputs: &[(
         frame.all_names.len()
     );
     derive(&mut frame, &recipe.derive, shown)?;
-    // Compute every step in parallel; write only when all succeeded.
-    type StepOutput<'r> = Vec<(steps::Written, Option<&'r recipe::Chart>)>;
     let results: Vec<Result<StepOutput, AnalysisError>> = recipe
         .steps
         .par_iter()
@@ -123,7 +124,14 @@ fn run_reading(recipe: &recipe::Recipe, shown: &str, workdir: &Path, inputs: &[(
             Ok(out)
         })
         .collect();
-    let results: Vec<StepOutput> = results.into_iter().collect::<Result<_, _>>()?;
+    results.into_iter().collect()
+}
+
+/// Runs a recipe that also reads `inputs` (the recipe file): no output may replace one of
+/// them or the dataset, and that is checked before anything is written; nothing is written
+/// unless every step succeeded.
+fn run_reading(recipe: &recipe::Recipe, shown: &str, workdir: &Path, inputs: &[(PathBuf, &str)]) -> Result<Vec<PathBuf>, AnalysisError> {
+    let results = compute(recipe, shown, workdir)?;
     let mut inputs = inputs.to_vec();
     inputs.push((workdir.join(&recipe.input), "the recipe's input dataset"));
     for (w, chart) in results.iter().flatten() {
