@@ -122,8 +122,10 @@ enum Commands {
         #[arg(long, default_value_t = 40.0, value_parser = events_per_patient)]
         events_per_patient: f64,
     },
-    /// Print a shell completion script: `quarry completions bash > /etc/bash_completion.d/quarry`,
-    /// `quarry completions zsh > ~/.zfunc/_quarry`, `quarry completions fish >
+    /// Print a shell completion script for bash, zsh or fish.
+    ///
+    /// For example `quarry completions bash > ~/.local/share/bash-completion/completions/quarry`,
+    /// `quarry completions zsh > ~/.zfunc/_quarry` or `quarry completions fish >
     /// ~/.config/fish/completions/quarry.fish`.
     Completions {
         /// The shell.

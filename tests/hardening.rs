@@ -584,3 +584,53 @@ fn pathological_csv_is_read_or_refused_without_a_crash() {
         ended_cleanly(&generate(p, &[]), 11, says);
     }
 }
+
+/// Without a terminal, each running job's elapsed time and latest line are printed
+/// periodically; `-v` echoes every line the job prints; `-q` prints only the result.
+#[test]
+fn the_console_shows_running_jobs_and_obeys_verbose_and_quiet() {
+    assert!(python_ok(), "needs python3 (.ci/run installs it)");
+    let yaml = "version: 5\nactions:\n  a:\n    run: python:v2 act.py echo step-one sleep 2.5 echo step-two write o/a.csv 1\n    outputs: {highly_sensitive: {a: o/a.csv}}\n";
+    let p = project(yaml);
+    let go = |flags: &[&str]| {
+        Command::new(QUARRY)
+            .args(["run", "a", "-f", "--project-dir"])
+            .arg(p.path())
+            .args(flags)
+            .env("PYTHONUNBUFFERED", "1")
+            .env("QUARRY_PROGRESS_SECONDS", "1")
+            .output()
+            .unwrap()
+    };
+    let o = go(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.lines().any(|l| l.ends_with(" a: running for 00:00:01; latest output: step-one")), "{e}");
+    assert!(e.contains(" a: Executing job on the backend"), "{e}");
+    assert!(!e.contains("a| step-one"), "{e}");
+    assert!(stdout(&o).contains("=> a\n   Completed successfully"), "{}", stdout(&o));
+
+    let o = go(&["-v"]);
+    let e = stderr(&o);
+    assert!(e.contains(" a| step-one\n") && e.contains(" a| step-two\n"), "{e}");
+
+    let o = go(&["-q"]);
+    assert!(o.status.success());
+    assert_eq!(stderr(&o), "", "-q: nothing but errors on stderr");
+    let out = stdout(&o);
+    assert!(out.contains("=> a\n") && out.contains("=> Job request ") && !out.contains("job request page"), "{out}");
+}
+
+/// The help texts, as users see them (every step, every format, docs by name).
+#[test]
+fn help_texts() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [&["--help"][..], &["run", "--help"], &["analysis", "--help"], &["generate-dataset", "--help"]] {
+        let o = Command::new(QUARRY).args(args).env("COLUMNS", "100").output().unwrap();
+        assert!(o.status.success());
+        let name = format!("help_{}", args.iter().filter(|a| !a.starts_with('-')).cloned().collect::<Vec<_>>().join("_"));
+        insta::assert_snapshot!(name.trim_end_matches('_').to_string(), stdout(&o));
+        assert!(!stdout(&o).contains("docs/"), "{args:?}: docs by name, not repository paths");
+    }
+    drop(tmp);
+}

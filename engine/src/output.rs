@@ -36,37 +36,28 @@ pub fn render_value(v: &Scalar) -> String {
     }
 }
 
-fn push_field(out: &mut String, field: &str) {
-    if field.contains([',', '"', '\r', '\n']) {
-        out.push('"');
-        out.push_str(&field.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(field);
+/// CSV as ehrQL writes it (Python's `csv.writer`): minimal quoting (a field with a comma, a
+/// quote or a line end; a record of one empty field), doubled quotes, CRLF line ends.
+fn csv_text<R: IntoIterator<Item = F>, F: AsRef<[u8]>>(records: impl IntoIterator<Item = R>) -> String {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .quote_style(csv::QuoteStyle::Necessary)
+        .flexible(true)
+        .from_writer(Vec::new());
+    for record in records {
+        w.write_record(record).expect("writing to memory");
     }
+    let bytes = w.into_inner().expect("writing to memory");
+    String::from_utf8(bytes).expect("fields are UTF-8")
 }
 
-/// Appends one CSV record (with ehrQL's CRLF line end).
-pub fn push_row(out: &mut String, values: &[Scalar]) {
-    for (i, v) in values.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_field(out, &render_value(v));
-    }
-    out.push_str("\r\n");
+/// Rows as CSV text.
+pub fn rows_text(rows: &[Vec<Scalar>]) -> String {
+    csv_text(rows.iter().map(|r| r.iter().map(render_value)))
 }
 
 fn render_header(columns: &[ColumnSpec]) -> String {
-    let mut out = String::new();
-    for (i, c) in columns.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_field(&mut out, &c.name);
-    }
-    out.push_str("\r\n");
-    out
+    csv_text([columns.iter().map(|c| c.name.as_str())])
 }
 
 /// A single output file takes a single table.
@@ -222,15 +213,7 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn chunk(&self, rows: Vec<Vec<Scalar>>) -> Chunk {
-        if self.text {
-            let mut text = String::new();
-            for r in &rows {
-                push_row(&mut text, r);
-            }
-            Chunk::Text(text)
-        } else {
-            Chunk::Rows(rows)
-        }
+        if self.text { Chunk::Text(rows_text(&rows)) } else { Chunk::Rows(rows) }
     }
 }
 

@@ -1,5 +1,10 @@
-//! A small CSV reader with Python `csv` module semantics (comma, `"` quoting with doubled
-//! quotes, `\r\n` or `\n` line ends), for codelists and table files.
+//! Reading CSV as Python's `csv` module does (ehrQL reads dummy tables, codelists and
+//! `table_from_file` files with it), on the `csv` crate: comma, `"` quoting with doubled
+//! quotes, text after a closing quote kept, a quote inside an unquoted field literal, `\r\n`,
+//! `\n` or `\r` line ends, blank lines skipped (as `DictReader` does), and a quoted field left
+//! open at the end kept as it is (Python's reader is not strict either). One difference: a
+//! UTF-8 byte-order mark at the start is dropped (Python keeps it unless the file is opened as
+//! `utf-8-sig`), so a spreadsheet's export still has its `patient_id` column.
 
 /// Parses `text` into rows; an error is `(row number, message)` (1-based, header = row 0).
 pub fn parse(text: &str) -> Result<Vec<Vec<String>>, (usize, String)> {
@@ -13,14 +18,14 @@ pub fn parse(text: &str) -> Result<Vec<Vec<String>>, (usize, String)> {
 
 /// Streams rows out of a text.
 pub struct Reader<'a> {
-    s: &'a [u8],
-    text: &'a str,
-    i: usize,
+    inner: csv::Reader<&'a [u8]>,
+    record: csv::StringRecord,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(text: &'a str) -> Reader<'a> {
-        Reader { s: text.as_bytes(), text, i: 0 }
+        let inner = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+        Reader { inner, record: csv::StringRecord::new() }
     }
 
     /// The next row, or `None` at the end. Blank lines are skipped, as Python's reader does.
@@ -32,83 +37,12 @@ impl<'a> Reader<'a> {
     /// Reads the next row into `row` (cleared first); false at the end of input.
     pub fn next_row_into(&mut self, row: &mut Vec<String>) -> Result<bool, String> {
         row.clear();
-        let s = self.s;
-        loop {
-            if self.i >= s.len() {
-                return Ok(false);
-            }
-            // Skip empty lines.
-            if s[self.i] == b'\n' {
-                self.i += 1;
-                continue;
-            }
-            if s[self.i] == b'\r' && s.get(self.i + 1) == Some(&b'\n') {
-                self.i += 2;
-                continue;
-            }
-            break;
+        // The input is a `str`, so the only error would be one of reading memory: none.
+        if !self.inner.read_record(&mut self.record).map_err(|e| e.to_string())? {
+            return Ok(false);
         }
-        loop {
-            // One field.
-            if s.get(self.i) == Some(&b'"') {
-                self.i += 1;
-                let mut field = String::new();
-                let mut start = self.i;
-                loop {
-                    match s.get(self.i) {
-                        None => return Err("unexpected end of data inside a quoted field".into()),
-                        Some(b'"') if s.get(self.i + 1) == Some(&b'"') => {
-                            field.push_str(&self.text[start..=self.i]);
-                            self.i += 2;
-                            start = self.i;
-                        }
-                        Some(b'"') => {
-                            field.push_str(&self.text[start..self.i]);
-                            self.i += 1;
-                            break;
-                        }
-                        Some(_) => self.i += 1,
-                    }
-                }
-                // Python keeps going after a closing quote until the delimiter.
-                let rest_start = self.i;
-                while let Some(&c) = s.get(self.i) {
-                    if c == b',' || c == b'\n' || c == b'\r' {
-                        break;
-                    }
-                    self.i += 1;
-                }
-                field.push_str(&self.text[rest_start..self.i]);
-                row.push(field);
-            } else {
-                let start = self.i;
-                while let Some(&c) = s.get(self.i) {
-                    if c == b',' || c == b'\n' || c == b'\r' {
-                        break;
-                    }
-                    self.i += 1;
-                }
-                row.push(self.text[start..self.i].to_string());
-            }
-            match s.get(self.i) {
-                Some(b',') => {
-                    self.i += 1;
-                }
-                Some(b'\r') => {
-                    self.i += 1;
-                    if s.get(self.i) == Some(&b'\n') {
-                        self.i += 1;
-                    }
-                    return Ok(true);
-                }
-                Some(b'\n') => {
-                    self.i += 1;
-                    return Ok(true);
-                }
-                None => return Ok(true),
-                Some(_) => unreachable!("fields stop at a delimiter"),
-            }
-        }
+        row.extend(self.record.iter().map(str::to_string));
+        Ok(true)
     }
 }
 
@@ -118,5 +52,48 @@ mod tests {
     fn quoting_and_line_ends() {
         let rows = super::parse("a,b\r\n1,\"x,\"\"y\"\"\"\n\n2,\n").unwrap();
         assert_eq!(rows, vec![vec!["a", "b"], vec!["1", "x,\"y\""], vec!["2", ""]]);
+    }
+
+    /// The same texts through python3's `csv.reader` (blank rows dropped, as `DictReader`
+    /// does): the rows must be Python's.
+    #[test]
+    fn agrees_with_python_on_tricky_texts() {
+        let cases = [
+            "a,b\n1,2\n",
+            "a,\"b\n",
+            "a,\"b",
+            "x\n\n\ny\n",
+            "a\"b,c\n",
+            "\"a\"b,c\n",
+            "a,b\r\rc,d\r\n",
+            "\"\"\n",
+            ",\n",
+            "a,b\r\nc,d",
+            "\"multi\nline\",x\r\n",
+            "\"q\"\"uote\",\"\"\"\"\n",
+            " spaced , cells \n",
+            "a,,b,,\n",
+            "é,ü,\u{1F600}\n",
+            "a\rb\n",
+            "\"a\"\"\n",
+            "\"\"\"\n",
+        ];
+        let python = std::env::var("QUARRY_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = "import csv, io, json, sys\n\
+                      print(json.dumps([[r for r in csv.reader(io.StringIO(t, newline='')) if r] for t in json.loads(sys.stdin.read())]))";
+        let mut child = std::process::Command::new(&python)
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("this test compares with Python's csv and needs {python}: {e}"));
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(serde_json::to_string(&cases).unwrap().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let expected: Vec<Vec<Vec<String>>> = serde_json::from_slice(&out.stdout).unwrap();
+        for (case, want) in cases.iter().zip(expected) {
+            assert_eq!(super::parse(case).unwrap(), want, "csv.reader({case:?})");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! What `quarry run` shows while jobs run, on stderr: on a terminal, one line per running job
 //! with its elapsed time and the latest line it printed (indicatif), with each job's steps
-//! printed above; elsewhere (a pipe, a file, CI), plain timestamped lines, and every
-//! [`PLAIN_PROGRESS_EVERY`] each running job's elapsed time and latest line. `-v` also
+//! printed above; elsewhere (a pipe, a file, CI), plain timestamped lines, and every 30 s
+//! (`QUARRY_PROGRESS_SECONDS`) each running job's elapsed time and latest line. `-v` also
 //! echoes every line the jobs print; `-q` shows nothing but errors. The result (the summary
 //! of what ran) is not the console's: it goes to stdout.
 
@@ -26,8 +26,12 @@ pub enum Verbosity {
     Verbose,
 }
 
-/// Without a terminal, how often a running job's progress is printed.
-pub const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(30);
+/// Without a terminal, how often a running job's progress is printed: every 30 s, or every
+/// `QUARRY_PROGRESS_SECONDS`.
+fn plain_progress_every() -> Duration {
+    let seconds = std::env::var("QUARRY_PROGRESS_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0 && s.is_finite());
+    Duration::from_secs_f64(seconds.unwrap_or(30.0))
+}
 
 enum Mode {
     Bars(MultiProgress),
@@ -46,6 +50,7 @@ pub struct Console {
     mode: Mode,
     timestamps: bool,
     verbose: bool,
+    progress_every: Duration,
     running: Mutex<HashMap<String, Running>>,
 }
 
@@ -57,7 +62,13 @@ impl Console {
             _ if terminal => Mode::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             _ => Mode::Plain,
         };
-        Console { mode, timestamps, verbose: verbosity == Verbosity::Verbose, running: Mutex::new(HashMap::new()) }
+        Console {
+            mode,
+            timestamps,
+            verbose: verbosity == Verbosity::Verbose,
+            progress_every: plain_progress_every(),
+            running: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Whether only the result is printed.
@@ -127,15 +138,15 @@ impl Console {
         }
     }
 
-    /// Without a terminal: each job that has run for another [`PLAIN_PROGRESS_EVERY`] gets a
-    /// line with its elapsed time and the latest line it printed. Called by the scheduler.
+    /// Without a terminal: each job that has run for another progress interval gets a line
+    /// with its elapsed time and the latest line it printed. Called by the scheduler.
     pub fn tick(&self) {
         if !matches!(self.mode, Mode::Plain) {
             return;
         }
         let mut due = vec![];
         for (action, job) in self.running.lock().expect("console lock").iter_mut() {
-            if job.reported.elapsed() >= PLAIN_PROGRESS_EVERY {
+            if job.reported.elapsed() >= self.progress_every {
                 job.reported = Instant::now();
                 due.push(progress_line(action, job.started.elapsed(), &job.latest));
             }
