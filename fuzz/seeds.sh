@@ -9,7 +9,7 @@ if [ -z "$quarry" ]; then
     (cd "$root" && cargo build --quiet)
     quarry="${CARGO_TARGET_DIR:-$root/target}/debug/quarry"
 fi
-mkdir -p corpus/dummy_table_csv corpus/project_yaml corpus/recipe corpus/parquet_backend
+mkdir -p corpus/dummy_table_csv corpus/project_yaml corpus/recipe corpus/parquet_backend corpus/definition
 
 # dummy_table_csv: the first byte picks the table (even: patients, odd: clinical_events;
 # +2: gzip), the rest is the file.
@@ -36,6 +36,14 @@ done
 n=0
 for f in $(find "$root"/fixtures -path '*analysis/*.yaml'); do
     cp "$f" "corpus/recipe/seed-$n"
+    n=$((n + 1))
+done
+
+# definition: the fixtures' definitions and the conformance suite's.
+n=0
+for f in $(find "$root"/fixtures -name '*.py' -not -path '*/support/*') \
+         $(find "$root"/../shared/conformance/cases -name definition.py 2>/dev/null | head -300); do
+    cp "$f" "corpus/definition/seed-$n"
     n=$((n + 1))
 done
 
