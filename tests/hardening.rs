@@ -411,6 +411,12 @@ fn no_failure_leaves_a_temporary_or_partial_file() {
     let o = quarry(p, &["exec", "analysis:v1", "recipe.yaml"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("out.csv: it is a directory"), "{}", stderr(&o));
+    // Several tables, the second of which cannot be written: the first is not left either.
+    std::fs::create_dir_all(p.join("gen/clinical_events.csv")).unwrap();
+    let o = quarry(p, &["create-dummy-tables", "definition.py", "gen:csv"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("clinical_events.csv: it is a directory"), "{}", stderr(&o));
+    assert!(!p.join("gen/patients.csv").exists());
     // An input that fails half-way through: no output at all.
     std::fs::write(
         p.join("tables/clinical_events.csv"),

@@ -516,8 +516,11 @@ fn a_killed_run_is_recovered_by_the_next() {
     child.wait().unwrap();
     let killed_request = p.latest_request();
     assert_eq!(killed_request["jobs"][0]["state"], "running");
+    let scratch = p.path().join("metadata/volumes").join(killed_request["jobs"][0]["id"].as_str().unwrap());
+    assert!(scratch.is_dir(), "the killed job's scratch directory is left");
 
     let out = p.run(&["run_all"]);
+    assert!(!scratch.exists(), "the next run removes what the killed one left");
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("warning: Marked jobs left unfinished by an interrupted run as failed: slow"), "{out:?}");
     let old: Value = serde_json::from_str(

@@ -225,7 +225,6 @@ pub struct TableStream {
     /// Text for CSV (and stdout), typed rows for Arrow and Parquet.
     encoder: Encoder,
     dest: StreamDest,
-    finished: bool,
 }
 
 enum StreamDest {
@@ -238,6 +237,7 @@ struct StreamFile {
     tmp: PathBuf,
     path: PathBuf,
     writer: Option<StreamWriter>,
+    renamed: bool,
 }
 
 enum StreamWriter {
@@ -268,7 +268,7 @@ impl TableStream {
             Target::Stdout => true,
             Target::File(_, format) | Target::Directory(_, format) => format.is_text(),
         };
-        Ok(TableStream { names, encoder: Encoder { text }, dest, finished: false })
+        Ok(TableStream { names, encoder: Encoder { text }, dest })
     }
 
     pub fn encoder(&self) -> Encoder {
@@ -288,36 +288,31 @@ impl TableStream {
     }
 
     /// Closes the files and renames them into place; on any failure the temporary files are
-    /// removed (by `Drop`), so nothing is left behind.
+    /// removed (by `StreamFile`'s `Drop`), so nothing is left behind.
     pub fn finish(mut self) -> Result<(), String> {
         match &mut self.dest {
-            StreamDest::Stdout(bufs) => {
-                self.finished = true;
-                print_tables(&self.names, bufs)
-            }
+            StreamDest::Stdout(bufs) => print_tables(&self.names, bufs),
             StreamDest::Files(files) => {
                 for f in files.iter_mut() {
                     f.close()?;
                 }
-                for f in files.iter() {
+                for f in files.iter_mut() {
                     std::fs::rename(&f.tmp, &f.path).map_err(|e| format!("cannot write {}: {e}", f.path.display()))?;
+                    f.renamed = true;
                 }
-                self.finished = true;
                 Ok(())
             }
         }
     }
 }
 
-impl Drop for TableStream {
+impl Drop for StreamFile {
+    /// A file not renamed into place is removed, whatever stopped it: an error in this table,
+    /// in another table of the stream, or in the caller.
     fn drop(&mut self) {
-        if let StreamDest::Files(files) = &mut self.dest
-            && !self.finished
-        {
-            for f in files.iter_mut() {
-                f.writer = None;
-                let _ = std::fs::remove_file(&f.tmp);
-            }
+        if !self.renamed {
+            self.writer = None;
+            let _ = std::fs::remove_file(&self.tmp);
         }
     }
 }
@@ -337,7 +332,9 @@ impl StreamFile {
         }
         let tmp = path.with_file_name(format!(".{}.quarry-tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
         let file = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        let writer = match format {
+        // From here on the temporary file is the StreamFile's: removed if anything fails.
+        let mut f = StreamFile { tmp, path: path.to_path_buf(), writer: None, renamed: false };
+        f.writer = Some(match format {
             Format::Csv => StreamWriter::Plain(std::io::BufWriter::with_capacity(1 << 20, file)),
             Format::CsvGz => StreamWriter::Gz(Box::new(GzMembers {
                 out: std::io::BufWriter::with_capacity(1 << 20, file),
@@ -348,8 +345,7 @@ impl StreamFile {
                 TypedWriter::create(file, columns, format == Format::Parquet)
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
             )),
-        };
-        let mut f = StreamFile { tmp, path: path.to_path_buf(), writer: Some(writer) };
+        });
         if format.is_text() {
             f.write(Chunk::Text(render_header(columns)))?;
         }

@@ -40,6 +40,12 @@ impl Workspace {
         if lock.try_lock().is_err() {
             bail!("another quarry run is using this project (it holds {}); wait for it to finish", lock_path.display());
         }
+        // With the lock held no job is running: a scratch directory left in metadata/volumes/
+        // is from a run that was killed, and is removed.
+        let volumes = metadata_dir.join("volumes");
+        if volumes.exists() {
+            fs::remove_dir_all(&volumes).with_context(|| format!("could not remove {}", volumes.display()))?;
+        }
         Ok(Workspace { project_dir: project_dir.to_path_buf(), metadata_dir, _lock: Some(lock) })
     }
 
