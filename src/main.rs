@@ -179,7 +179,7 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        eprintln!("quarry: internal error{location}: {message}\nThis is a bug in quarry; please report it with the command you ran.");
+        term::error(format!("internal error{location}: {message}\nThis is a bug in quarry; please report it with the command you ran."));
     }));
     let cli = Cli::parse();
     // All of quarry's work runs on one thread with a known, large stack, so that no input can
