@@ -119,6 +119,9 @@ fn clap_values_get_did_you_mean() {
     let o = quarry(&vte, &["generate-dataset", "analysis/dataset_definition_v1.py", "--engine", "colunmar"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("a similar value exists: 'columnar'"), "{}", stderr(&o));
+    let o = quarry(&vte, &["analysis", "frequency", "--input", "i.csv", "--output", "o.csv", "--by", "x", "--rounding", "midpiont6"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown rounding `midpiont6` (did you mean `midpoint6`?)"), "{}", stderr(&o));
     let o = quarry(&vte, &["stauts"]);
     assert!(stderr(&o).contains("a similar subcommand exists: 'status'"), "{}", stderr(&o));
 }

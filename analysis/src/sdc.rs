@@ -74,7 +74,11 @@ impl std::str::FromStr for Rounding {
             "nearest5" => Rounding::Nearest5,
             "redact" => Rounding::Redact,
             "redact_and_round" => Rounding::RedactAndRound,
-            _ => return Err(format!("unknown rounding `{s}`; use none, midpoint6, nearest5, redact or redact_and_round")),
+            _ => {
+                let names = ["none", "midpoint6", "nearest5", "redact", "redact_and_round"];
+                let suggestion = quarry_queries::suggest::did_you_mean(s, names);
+                return Err(format!("unknown rounding `{s}`{suggestion}; use none, midpoint6, nearest5, redact or redact_and_round"));
+            }
         })
     }
 }
