@@ -296,7 +296,7 @@ pub fn read_file(path: &Path) -> Result<TypedFile, String> {
     let is_parquet = path.extension().is_some_and(|e| e == "parquet");
     let (schema, batches): (SchemaRef, Vec<RecordBatch>) = if is_parquet {
         crate::parquet_guard::check(&mut file).map_err(|m| format!("{shown}: {m}"))?;
-        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(file, parquet_options())
             .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
         let schema = builder.schema().clone();
         let reader = builder.with_batch_size(ROWS_PER_BATCH).build().map_err(|e| format!("{shown}: {e}"))?;
@@ -308,6 +308,14 @@ pub fn read_file(path: &Path) -> Result<TypedFile, String> {
         (schema, reader.collect::<Result<_, _>>().map_err(|e| format!("{shown}: {e}"))?)
     };
     Ok(TypedFile { names: schema.fields().iter().map(|f| f.name().clone()).collect(), batches })
+}
+
+/// How quarry reads Parquet: the Arrow types come from the Parquet schema itself, not from the
+/// Arrow schema a writer may have embedded in the footer's metadata (`ARROW:schema`): the
+/// `arrow-ipc` crate panics on some malformed embedded schemas (an integer 168 bits wide, found
+/// by fuzzing), and the Parquet schema says all quarry needs.
+pub fn parquet_options() -> parquet::arrow::arrow_reader::ArrowReaderOptions {
+    parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_skip_arrow_metadata(true)
 }
 
 /// Whether an Arrow type can hold a column of this ehrQL type (ehrQL checks the class of the

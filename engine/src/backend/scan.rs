@@ -267,9 +267,9 @@ pub(super) struct Opened {
 pub(super) fn open_parquet(file: File, path: &Path, schema: &TableSchema, used: &[String], scan: Scan) -> Result<Opened, InputError> {
     let shown = path.display().to_string();
     let err = |m: String| InputError(format!("{shown}: {m}"));
-    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter};
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowFilter};
     let unreadable = |e: parquet::errors::ParquetError| err(format!("not a readable Parquet file: {e}"));
-    let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(unreadable)?;
+    let metadata = ArrowReaderMetadata::load(&file, crate::arrow_io::parquet_options()).map_err(unreadable)?;
     let arrow = metadata.schema().clone();
     // Text columns are read as dictionaries (as Parquet stores them): each distinct
     // value is converted, and tested by a pushed filter, once.
@@ -288,7 +288,7 @@ pub(super) fn open_parquet(file: File, path: &Path, schema: &TableSchema, used: 
         arrow.metadata().clone(),
     );
     let reader_metadata =
-        ArrowReaderMetadata::try_new(metadata.metadata().clone(), ArrowReaderOptions::new().with_schema(Arc::new(hinted)))
+        ArrowReaderMetadata::try_new(metadata.metadata().clone(), crate::arrow_io::parquet_options().with_schema(Arc::new(hinted)))
             .map_err(unreadable)?;
     let wanted: Vec<usize> =
         arrow.fields().iter().enumerate().filter(|(_, f)| f.name() == "patient_id" || used.contains(f.name())).map(|(i, _)| i).collect();
