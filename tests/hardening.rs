@@ -310,6 +310,18 @@ fn study() -> tempfile::TempDir {
     dir
 }
 
+/// `pats.py`: a definition over `patients` alone (`sex`, and `date_of_birth` when asked).
+fn patients_definition(dir: &Path, with_date_of_birth: bool) {
+    let mut text = String::from(
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\n\
+         dataset.define_population(patients.exists_for_patient())\ndataset.sex = patients.sex\n",
+    );
+    if with_date_of_birth {
+        text.push_str("dataset.date_of_birth = patients.date_of_birth\n");
+    }
+    std::fs::write(dir.join("pats.py"), text).unwrap();
+}
+
 fn generate(dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["generate-dataset", "definition.py", "--dummy-tables", "tables"];
     args.extend_from_slice(extra);
@@ -398,22 +410,13 @@ fn no_failure_leaves_a_temporary_or_partial_file() {
     assert!(stderr(&o).contains("could not write out.csv"), "{}", stderr(&o));
     // A recipe whose output is a directory, and one whose chart is.
     assert!(generate(p, &["--output", "data.csv"]).status.success());
-    std::fs::write(
-        p.join("recipe.yaml"),
-        "input: data.csv\nsteps:\n  - frequency:\n      by: [sex]\n      rounding: midpoint6\n      output: out.csv\n",
-    )
-    .unwrap();
-    let o = quarry(p, &["exec", "analysis:v1", "recipe.yaml"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("out.csv: it is a directory"), "{}", stderr(&o));
-    std::fs::write(
-        p.join("recipe.yaml"),
-        "input: data.csv\nsteps:\n  - frequency:\n      by: [sex]\n      rounding: midpoint6\n      output: f.csv\n      chart: {output: out.csv, title: t, x_label: x, y_label: y}\n",
-    )
-    .unwrap();
-    let o = quarry(p, &["exec", "analysis:v1", "recipe.yaml"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("out.csv: it is a directory"), "{}", stderr(&o));
+    let frequency = "input: data.csv\nsteps:\n  - frequency:\n      by: [sex]\n      rounding: midpoint6\n";
+    for step in ["      output: out.csv\n", "      output: f.csv\n      chart: {output: out.csv, title: t, x_label: x, y_label: y}\n"] {
+        std::fs::write(p.join("recipe.yaml"), format!("{frequency}{step}")).unwrap();
+        let o = quarry(p, &["exec", "analysis:v1", "recipe.yaml"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("out.csv: it is a directory"), "{}", stderr(&o));
+    }
     // Several tables, the second of which cannot be written: the first is not left either.
     std::fs::create_dir_all(p.join("gen/clinical_events.csv")).unwrap();
     let o = quarry(p, &["create-dummy-tables", "definition.py", "gen:csv"]);
@@ -448,12 +451,7 @@ fn a_duplicate_patient_in_a_patient_level_table_is_an_error() {
     assert!(stdout(&o).is_empty());
     // Parquet and Arrow tables too, in memory and as a backend: the rows written by quarry
     // itself (--dummy-data-file copies rows as they are).
-    std::fs::write(
-        p.join("pats.py"),
-        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\n\
-         dataset.define_population(patients.exists_for_patient())\ndataset.date_of_birth = patients.date_of_birth\ndataset.sex = patients.sex\n",
-    )
-    .unwrap();
+    patients_definition(p, true);
     std::fs::write(p.join("rows.csv"), "patient_id,date_of_birth,sex\n1,1980-01-01,female\n2,1990-06-01,male\n2,1991-06-01,male\n")
         .unwrap();
     for ext in ["parquet", "arrow"] {
@@ -552,9 +550,7 @@ fn a_parquet_schema_nested_a_million_deep_is_refused() {
     std::fs::create_dir(p.join("deep")).unwrap();
     std::fs::write(p.join("deep/patients.parquet"), deep_parquet(1_000_000)).unwrap();
     let says = "its schema is nested 1000001 levels deep";
-    let pats = "from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\n\
-                dataset.define_population(patients.exists_for_patient())\ndataset.sex = patients.sex\n";
-    std::fs::write(p.join("pats.py"), pats).unwrap();
+    patients_definition(p, false);
     ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--dummy-tables", "deep"]), 11, says);
     ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--backend", "deep"]), 11, says);
     ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--dummy-data-file", "deep/patients.parquet"]), 11, says);
@@ -651,12 +647,7 @@ fn help_texts() {
 fn fuzz_findings_parquet_backend() {
     let s = study();
     let p = s.path();
-    std::fs::write(
-        p.join("pats.py"),
-        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients\ndataset = create_dataset()\n\
-         dataset.define_population(patients.exists_for_patient())\ndataset.sex = patients.sex\n",
-    )
-    .unwrap();
+    patients_definition(p, false);
     let found = root().join("fixtures/fuzz/parquet_backend");
     for entry in std::fs::read_dir(&found).unwrap() {
         let file = entry.unwrap().path();
