@@ -172,6 +172,10 @@ fn main() -> ExitCode {
     keep_freed_memory();
     // A bug in quarry must still end with one readable line, never a backtrace.
     std::panic::set_hook(Box::new(|info| {
+        // A panic in a reader of untrusted files is turned into that file's error message.
+        if quarry_engine::parquet_guard::CONTAINED.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return;
+        }
         let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         let message = info
             .payload()

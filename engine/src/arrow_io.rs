@@ -291,6 +291,10 @@ impl TypedFile {
 
 /// Reads an Arrow IPC file (`.arrow`, `.feather`) or a Parquet file (`.parquet`).
 pub fn read_file(path: &Path) -> Result<TypedFile, String> {
+    crate::parquet_guard::contain(&path.display().to_string(), || read_file_unguarded(path))
+}
+
+fn read_file_unguarded(path: &Path) -> Result<TypedFile, String> {
     let shown = path.display();
     let mut file = File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let is_parquet = path.extension().is_some_and(|e| e == "parquet");

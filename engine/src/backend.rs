@@ -276,12 +276,21 @@ pub struct Backend {
     required: Vec<TableId>,
     /// Patients of the driving table read so far.
     read: usize,
+    /// The backend's directory, for messages.
+    dir: std::path::PathBuf,
 }
 
 impl Backend {
     /// Opens the tables `roots` read. With the dataset's `population`, rounds hold only the
     /// patients who could be in it.
     pub fn open(graph: &Graph, roots: &[NodeId], population: Option<NodeId>, dir: &Path) -> Result<Backend, InputError> {
+        crate::parquet_guard::contain(&dir.display().to_string(), || {
+            Backend::open_unguarded(graph, roots, population, dir).map_err(|e| e.0)
+        })
+        .map_err(InputError)
+    }
+
+    fn open_unguarded(graph: &Graph, roots: &[NodeId], population: Option<NodeId>, dir: &Path) -> Result<Backend, InputError> {
         if !dir.is_dir() {
             return Err(InputError(format!("Backend directory not found: {}", dir.display())));
         }
@@ -366,7 +375,7 @@ impl Backend {
         if let Some(driver) = cursors.first_mut() {
             driver.lazy = !required.is_empty() && ids.is_none();
         }
-        Ok(Backend { cursors, required, read: 0 })
+        Ok(Backend { cursors, required, read: 0, dir: dir.to_path_buf() })
     }
 
     /// What the scans' filters left, one line per filtered table (for the user).
@@ -384,6 +393,11 @@ impl Backend {
     /// every table is exhausted. Also returns the round's id range `[lo, hi)` (`hi` `None`: to
     /// the end).
     pub fn next_round(&mut self, patients: usize) -> Result<Option<(Store, Option<i64>)>, InputError> {
+        let dir = self.dir.display().to_string();
+        crate::parquet_guard::contain(&dir, || self.next_round_unguarded(patients).map_err(|e| e.0)).map_err(InputError)
+    }
+
+    fn next_round_unguarded(&mut self, patients: usize) -> Result<Option<(Store, Option<i64>)>, InputError> {
         let mut store = Store::default();
         let Some((driver, rest)) = self.cursors.split_first_mut() else { return Ok(None) };
         let mut distinct = 0;

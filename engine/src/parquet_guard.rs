@@ -9,6 +9,28 @@
 //! [`MAX_SKIP`] deep, as the crate's own reader does).
 
 use std::io::{Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// How many [`contain`] calls are running: while any is, a panic is expected to be turned
+/// into a message, and the binary's panic hook stays quiet.
+pub static CONTAINED: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs a reader of untrusted bytes (the `parquet` and `arrow` crates), turning a panic in it
+/// into an error: they panic on some malformed files instead of returning an error (an
+/// out-of-bounds bit offset in a data page, found by fuzzing). `what` names the file.
+pub fn contain<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    CONTAINED.fetch_add(1, Ordering::SeqCst);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINED.fetch_sub(1, Ordering::SeqCst);
+    result.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(format!("{what}: not a readable file: the reader failed on it ({message})"))
+    })
+}
 
 /// The deepest schema accepted (a flat table is 1: the root and its columns).
 pub const MAX_DEPTH: usize = 32;
