@@ -9,8 +9,9 @@ use clap::{Args, Parser};
 use quarry_engine::DatasetShape;
 use quarry_engine::dummy;
 use quarry_engine::output::{self, Target};
-use quarry_queries::python::{self, DatasetSpec, Definition, DefinitionError, MeasuresSpec};
+use quarry_python::{Definition, DefinitionError};
 use quarry_queries::qm::{Graph, NodeId, TableId, Value};
+use quarry_queries::spec::{DatasetSpec, MeasuresSpec};
 
 /// Arguments shared by `generate-dataset` and `generate-measures`.
 #[derive(Args, Debug, Clone)]
@@ -117,7 +118,7 @@ fn fail(code: u8, message: impl Into<String>) -> Failure {
 }
 
 fn definition_error(e: DefinitionError) -> Failure {
-    fail(10, format!("error in dataset definition: {e}"))
+    fail(e.exit_code, e.to_string())
 }
 
 fn load(path: &Path, user_args: &[String]) -> Result<Definition, Failure> {
@@ -125,7 +126,7 @@ fn load(path: &Path, user_args: &[String]) -> Result<Definition, Failure> {
         return Err(fail(10, format!("{}: no such definition file", path.display())));
     }
     eprintln!("[info] Compiling definition from {}", path.display());
-    python::load_definition(path, user_args, Box::new(std::io::stderr())).map_err(definition_error)
+    quarry_python::load_definition(path, user_args, Box::new(std::io::stderr())).map_err(definition_error)
 }
 
 /// Tables that need permissions the definition has not claimed.
@@ -167,7 +168,7 @@ fn population_size(dummy: &DummyArgs, configured: Option<i64>, fallback: usize) 
     std::env::var("QUARRY_EXPECTATIONS_POPULATION_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(fallback)
 }
 
-fn gen_options(size: usize, dummy: &DummyArgs, config: &quarry_queries::python::DummyConfig) -> dummy::Options {
+fn gen_options(size: usize, dummy: &DummyArgs, config: &quarry_queries::spec::DummyConfig) -> dummy::Options {
     dummy::Options {
         population_size: size,
         seed: dummy.seed,
@@ -307,11 +308,8 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     let target = output::parse_target(args.output.as_deref()).map_err(|m| fail(2, m))?;
     let def = load(&args.definition, &args.user_args)?;
     let Some(spec) = &def.measures else {
-        return Err(fail(10, "error in measures definition: Did not find a variable called 'measures' in measures definition file"));
+        return Err(definition_error(def.measures_error.clone().expect("a reason when there are no measures")));
     };
-    if spec.measures.is_empty() {
-        return Err(fail(10, "error in measures definition: No measures defined"));
-    }
     let roots = spec.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, false)?;
     let tables = if args.engine == Engine::Spark {

@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use quarry_queries::python::MeasuresSpec;
 use quarry_queries::qm::{Float, Graph, NodeId, Value};
 use quarry_queries::semantics::{EvalError, Scalar};
+use quarry_queries::spec::MeasuresSpec;
 
 use crate::columns::{ColumnKind, ColumnSpec};
 use crate::output::Table;

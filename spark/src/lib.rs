@@ -14,9 +14,9 @@ use arrow_array::{Array, RecordBatch, cast::AsArray};
 use quarry_engine::output::{self, Target};
 use quarry_engine::sql::{self, RowOrder, Translator, View};
 use quarry_engine::store::{Store, used_tables};
-use quarry_queries::python::{DatasetSpec, MeasuresSpec};
 use quarry_queries::qm::{Graph, Node, NodeId, TableId, Type, Value};
 use quarry_queries::semantics::Scalar;
+use quarry_queries::spec::{DatasetSpec, MeasuresSpec};
 use spark_connect::SparkSession;
 use spark_connect::row::{Row, Value as SparkValue};
 
