@@ -75,6 +75,7 @@ fn run(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<
     });
     let interp = interpreter(&argv);
     let outcome = interp.enter(|vm| -> Result<Extracted, DefinitionError> {
+        python_float_repr(vm);
         let result = (|| -> PyResult<PyObjectRef> {
             let boot = vm.import("_quarry_boot", 0)?;
             let write = vm.import("_quarry", 0)?.get_attr("write", vm)?;
@@ -226,6 +227,27 @@ fn interpreter(argv: &[String]) -> Interpreter {
         .add_frozen_modules(rustpython_pylib::FROZEN_STDLIB)
         .add_frozen_modules(rustpython_vm::py_freeze!(dir = "../py"))
         .interpreter()
+}
+
+/// `repr()` and `str()` of floats as CPython writes them: the interpreter's own rounds ties
+/// between two shortest strings up (`670597701678940.3` where CPython has `.2`).
+fn python_float_repr(vm: &VirtualMachine) {
+    fn repr(obj: &rustpython_vm::PyObject, vm: &VirtualMachine) -> PyResult<rustpython_vm::PyRef<PyStr>> {
+        let value =
+            obj.downcast_ref::<rustpython_vm::builtins::PyFloat>().map(|f| f.to_f64()).ok_or_else(|| vm.new_type_error("not a float"))?;
+        Ok(vm.ctx.new_str(quarry_queries::pyrepr::float_repr(value)))
+    }
+    fn method(value: f64) -> String {
+        quarry_queries::pyrepr::float_repr(value)
+    }
+    let float = vm.ctx.types.float_type;
+    float.slots.repr.store(Some(repr));
+    float.slots.str.store(Some(repr));
+    // `float.__repr__(x)` (json's encoder calls it so) reads the type's attribute, not the slot.
+    let mut attributes = float.attributes.write();
+    for name in ["__repr__", "__str__"] {
+        attributes.insert(vm.ctx.intern_str(name), vm.new_method(name, float, method).into());
+    }
 }
 
 /// A Python exception from the definition as a located [`DefinitionError`].
