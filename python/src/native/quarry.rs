@@ -420,17 +420,19 @@ mod module {
             .then(|| "population definition must not evaluate as True for NULL inputs".to_string()))
     }
 
-    /// Why series cannot be the columns of one event table: `"patient"` (one has one value
-    /// per patient) or `"domain"` (they come from different frames).
+    /// Why series cannot be the columns of one event table: `"patient"` (none has more than
+    /// one value per patient) or `"domain"` (they come from different frames).
     #[pyfunction]
     fn event_table_problem(nodes: Vec<PyObjectRef>, vm: &VirtualMachine) -> PyResult<Option<String>> {
         let nodes: Vec<NodeId> = nodes.iter().map(|n| node_of(vm, n)).collect::<PyResult<_>>()?;
+        // As ehrQL's SeriesCollectionFrame: at least one column with many rows per patient,
+        // and all of those from one frame; one-value-per-patient columns repeat on each row.
         Ok(with_graph(|g| {
-            if nodes.iter().any(|&n| g.is_patient_level(n)) {
+            let mut event_domains = nodes.iter().filter(|&&n| !g.is_patient_level(n)).map(|&n| g.domain(n));
+            let Some(first) = event_domains.next() else {
                 return Some("patient".to_string());
-            }
-            let first = g.domain(nodes[0]);
-            nodes.iter().any(|&n| g.domain(n) != first).then(|| "domain".to_string())
+            };
+            event_domains.any(|d| d != first).then(|| "domain".to_string())
         }))
     }
 
