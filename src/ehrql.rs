@@ -314,7 +314,7 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     }
     let roots = spec.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, false)?;
-    let tables = if args.engine == Engine::Spark {
+    let mut table = if args.engine == Engine::Spark {
         on_spark(&def.graph, &roots, args, |spark, tables| quarry_spark::generate_measures(spark, &def.graph, spec, tables))?
     } else {
         let store = if args.dummy_tables.is_none() && args.dummy_data_file.is_none() && args.backend.is_none() {
@@ -327,9 +327,10 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
         quarry_engine::measures::evaluate_measures(&def.graph, spec, &store, args.engine == Engine::Columnar)
             .map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?
     };
+    quarry_engine::measures::apply_disclosure_control(spec, &mut table).map_err(|m| fail(1, m))?;
     let tables = match target {
-        Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &tables[0]),
-        _ => tables,
+        Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &table),
+        _ => vec![table],
     };
     output::write_tables(&target, tables).map_err(|m| fail(1, m))
 }
