@@ -25,7 +25,8 @@ pub struct GenerateArgs {
     /// `.arrow` or `.parquet`), read into memory.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["dummy_data_file", "backend"])]
     pub dummy_tables: Option<PathBuf>,
-    /// A ready-made dummy dataset to validate and copy instead of evaluating the definition.
+    /// A ready-made dummy dataset (or measures table, or a directory of one file per measure)
+    /// to validate and copy instead of evaluating the definition.
     #[arg(long, value_name = "FILE", conflicts_with = "backend")]
     pub dummy_data_file: Option<PathBuf>,
     /// A backend of any size: a directory of `<table>.parquet` (or `.arrow`) files sorted by
@@ -254,12 +255,6 @@ fn generated_store(plan: &dummy::Plan, options: &dummy::Options) -> Result<quarr
 }
 
 fn store_for(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Result<quarry_engine::store::Store, Failure> {
-    if args.dummy_data_file.is_some() {
-        return Err(fail(
-            2,
-            "--dummy-data-file is read by generate-dataset only; use --dummy-tables DIR for measures, or neither to generate dummy data",
-        ));
-    }
     if args.backend.is_some() {
         return Err(fail(2, "generate-measures does not read --backend yet; use --dummy-tables DIR, or neither to generate dummy data"));
     }
@@ -305,6 +300,11 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
 
 pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     let target = output::parse_target(args.output.as_deref()).map_err(|m| fail(2, m))?;
+    if let Some(file) = &args.dummy_data_file
+        && !file.exists()
+    {
+        return Err(fail(2, format!("argument --dummy-data-file: {} does not exist", file.display())));
+    }
     let def = load(&args.definition, &args.user_args)?;
     let Some(spec) = &def.measures else {
         return Err(fail(10, "error in measures definition: Did not find a variable called 'measures' in measures definition file"));
@@ -314,10 +314,18 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     }
     let roots = spec.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, false)?;
-    let mut table = if args.engine == Engine::Spark {
+    let mut table = if let Some(file) = &args.dummy_data_file {
+        // ehrQL's rule: the file's rows, validated against the measures' columns, instead of
+        // evaluating anything.
+        if args.engine == Engine::Spark {
+            return Err(fail(2, "--dummy-data-file is copied, not evaluated: leave out --engine spark"));
+        }
+        eprintln!("[info] Reading dummy data from {}", file.display());
+        quarry_engine::measures::read_dummy_measures(&def.graph, spec, file).map_err(|e| fail(11, format!("FileValidationError: {e}")))?
+    } else if args.engine == Engine::Spark {
         on_spark(&def.graph, &roots, args, |spark, tables| quarry_spark::generate_measures(spark, &def.graph, spec, tables))?
     } else {
-        let store = if args.dummy_tables.is_none() && args.dummy_data_file.is_none() && args.backend.is_none() {
+        let store = if args.dummy_tables.is_none() && args.backend.is_none() {
             let plan = measures_plan(&def.graph, spec, &roots);
             let size = population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec));
             generated_store(&plan, &gen_options(size, &args.dummy, &spec.dummy))?

@@ -2,6 +2,7 @@
 //! denominator per group over the patients in the denominator, then disclosure control.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 
 use quarry_queries::python::{MeasureDef, MeasuresSpec};
 use quarry_queries::qm::{Float, Graph, NodeId, Value};
@@ -10,7 +11,7 @@ use quarry_queries::semantics::{EvalError, Scalar};
 use crate::columns::{ColumnKind, ColumnSpec};
 use crate::output::Table;
 use crate::reference::Evaluator;
-use crate::store::Store;
+use crate::store::{InputError, Store};
 
 fn as_count(v: &Scalar) -> i64 {
     match v {
@@ -401,4 +402,70 @@ pub fn per_measure_tables(spec: &MeasuresSpec, combined: &Table) -> Vec<Table> {
             }
         })
         .collect()
+}
+
+/// The file formats ehrQL reads a dummy data file in (`FILE_FORMATS`), and Parquet.
+const DUMMY_FORMATS: &[&str] = &[".arrow", ".csv", ".csv.gz", ".parquet"];
+
+/// ehrQL's `get_file_extension`.
+fn extension(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let suffixes: Vec<&str> = name.trim_start_matches('.').split('.').skip(1).collect();
+    match suffixes.as_slice() {
+        [.., a, "gz"] => format!(".{a}.gz"),
+        [.., last] => format!(".{last}"),
+        [] => String::new(),
+    }
+}
+
+/// `generate-measures --dummy-data-file`: ehrQL's `read_measure_results`. A file holds the
+/// combined table (every column required, each value checked against the measures' column
+/// specs); a directory holds one file per measure, named after it, in one format, with that
+/// measure's columns (as `--output DIR:csv` writes them), read back in definition order. The
+/// rows are kept in the file's order and written as they are (after disclosure control).
+pub fn read_dummy_measures(graph: &Graph, spec: &MeasuresSpec, path: &Path) -> Result<Table, InputError> {
+    let group_columns = group_columns(spec);
+    let columns = measures_columns(graph, spec, &group_columns);
+    let read = |file: &Path, columns: &[ColumnSpec]| {
+        let ext = extension(file);
+        if !DUMMY_FORMATS.contains(&ext.as_str()) {
+            return Err(InputError(format!("Unsupported file type: {ext}")));
+        }
+        if !file.is_file() {
+            return Err(InputError(format!("Missing file: {}", file.display())));
+        }
+        crate::store::read_dummy_dataset(file, columns)
+    };
+    if !path.is_dir() {
+        let rows = read(path, &columns)?;
+        return Ok(Table { name: "measures".into(), columns, rows });
+    }
+    // ehrQL's `get_extension_from_directory`: one data format among the directory's files.
+    let mut found: Vec<String> = std::fs::read_dir(path)
+        .map_err(|e| InputError(format!("Cannot read {}: {e}", path.display())))?
+        .filter_map(|e| e.ok())
+        .map(|e| extension(&e.path()))
+        .filter(|e| DUMMY_FORMATS.contains(&e.as_str()))
+        .collect();
+    found.sort();
+    found.dedup();
+    let ext = match found.as_slice() {
+        [] => return Err(InputError(format!("No supported file formats found in: {}", path.display()))),
+        [one] => one.clone(),
+        many => return Err(InputError(format!("Found multiple file formats ({}) in: {}", many.join(", "), path.display()))),
+    };
+    let mut rows = vec![];
+    for m in &spec.measures {
+        let keep = measure_columns(&columns, m);
+        let specs: Vec<ColumnSpec> = keep.iter().map(|&i| columns[i].clone()).collect();
+        for r in read(&path.join(format!("{}{ext}", m.name)), &specs)? {
+            let mut row: Vec<Scalar> = vec![None; columns.len()];
+            row[0] = Some(Value::Str(m.name.clone()));
+            for (&i, v) in keep.iter().zip(r) {
+                row[i] = v;
+            }
+            rows.push(row);
+        }
+    }
+    Ok(Table { name: "measures".into(), columns, rows })
 }
