@@ -314,6 +314,9 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     }
     let roots = spec.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, false)?;
+    for quirk in quarry_engine::measures::grouping_quirks(spec) {
+        eprintln!("[warning] {quirk}");
+    }
     let mut table = if let Some(file) = &args.dummy_data_file {
         // ehrQL's rule: the file's rows, validated against the measures' columns, instead of
         // evaluating anything.

@@ -10,11 +10,8 @@ const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
 
 fn cases() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/measures");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("definition.py").is_file())
-        .collect();
+    let mut cases: Vec<PathBuf> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("definition.py").is_file()).collect();
     cases.sort();
     cases
 }
@@ -50,7 +47,8 @@ fn check(case: &Path, engine: &str) -> Option<String> {
     let stderr = String::from_utf8_lossy(&run.stderr);
     if let Ok(expected) = std::fs::read_to_string(case.join("expected_error.txt")) {
         let code: i32 = expected.lines().next().unwrap().trim().parse().unwrap();
-        let key = std::fs::read_to_string(case.join("expected_error_key.txt")).expect("an expected_error_key.txt beside expected_error.txt");
+        let key =
+            std::fs::read_to_string(case.join("expected_error_key.txt")).expect("an expected_error_key.txt beside expected_error.txt");
         if run.status.code() != Some(code) {
             return Some(format!("exit {:?}, ehrQL's is {code}\n{stderr}", run.status.code()));
         }
@@ -101,4 +99,35 @@ fn measures_cases_match_ehrql_on_both_evaluators() {
         }
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// ehrQL's grouping quirks are reproduced, and said: a warning names what the user likely did
+/// not mean. Definitions without them get no warning.
+#[test]
+fn grouping_quirks_are_warned_about() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/measures");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.csv");
+    let warnings = |case: &str| -> Vec<String> {
+        let run = Command::new(QUARRY)
+            .current_dir(root.join(case))
+            .args(["generate-measures", "definition.py", "--dummy-tables", "tables", "--output", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{case}: {}", String::from_utf8_lossy(&run.stderr));
+        String::from_utf8_lossy(&run.stderr).lines().filter(|l| l.starts_with("[warning]")).map(str::to_string).collect()
+    };
+    let orders = warnings("008_same_columns_in_two_orders");
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    assert!(
+        orders[0]
+            .contains("measures sex_practice and practice_sex, practice_sex_same_numerator group by the same columns in different orders")
+    );
+    let names = warnings("009_one_series_under_two_names");
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].contains("the group_by columns sex, gender are one series"));
+    assert!(names[1].contains("the group_by columns sex, sex_again are one series"));
+    for case in ["001_interleaved_denominators_and_intervals", "002_group_by_subsets_in_one_group", "007_per_measure_files"] {
+        assert!(warnings(case).is_empty(), "{case}: {:?}", warnings(case));
+    }
 }

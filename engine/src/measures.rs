@@ -213,6 +213,47 @@ impl<'s> Calculator<'s> {
     }
 }
 
+/// Where the definition meets ehrQL's grouping quirks (see `aggregate_measures`), in words,
+/// for warnings: quarry reproduces ehrQL's output, but the user likely did not mean it.
+pub fn grouping_quirks(spec: &MeasuresSpec) -> Vec<String> {
+    let mut out = vec![];
+    for c in Calculator::group(spec) {
+        let measures_of = |set: &[NodeId]| -> Vec<&str> {
+            c.measures
+                .iter()
+                .filter(|(m, ..)| m.group_by.iter().map(|(_, n)| *n).eq(set.iter().copied()))
+                .map(|(m, ..)| m.name.as_str())
+                .collect()
+        };
+        for (i, (a, id, _)) in c.sets.iter().enumerate() {
+            // The same series in another order (a series under two names is the next warning).
+            let distinct = |set: &[NodeId]| set.iter().enumerate().all(|(k, n)| !set[..k].contains(n));
+            for (b, ..) in c.sets[i + 1..].iter().filter(|(b, other, _)| other == id && distinct(a) && distinct(b)) {
+                out.push(format!(
+                    "measures {} and {} group by the same columns in different orders: ehrQL then counts each of their groups once per order (so their denominators are multiplied), and quarry gives ehrQL's numbers; list the columns in one order",
+                    measures_of(a).join(", "),
+                    measures_of(b).join(", ")
+                ));
+            }
+        }
+        for n in &c.columns {
+            let names: Vec<&str> = c
+                .names
+                .iter()
+                .filter(|g| c.measures.iter().any(|(m, ..)| m.group_by.iter().any(|(k, v)| k == *g && v == n)))
+                .map(String::as_str)
+                .collect();
+            if names.len() > 1 {
+                out.push(format!(
+                    "the group_by columns {} are one series: ehrQL then loses or mislabels rows of the measures that group by them, and quarry gives ehrQL's rows; group by it under one name",
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// One interval's `GroupedSum` of one calculator: per (group values over the calculator's
 /// columns, grouping id), the denominator's and each numerator's sums. ehrQL goes grouping
 /// set by grouping set, each over all patients, into one dict; patients come here one at a
