@@ -1,5 +1,6 @@
 //! ehrQL's measures (ehrql.md §6.4): for each interval and measure, the sums of numerator and
-//! denominator per group over the patients in the denominator, then disclosure control.
+//! denominator per group over the patients in the denominator, in ehrQL's row order, then
+//! disclosure control; and `--dummy-data-file` measures tables (docs/measures.md).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
