@@ -9,8 +9,9 @@ use clap::{Args, Parser};
 use quarry_engine::DatasetShape;
 use quarry_engine::dummy;
 use quarry_engine::output::{self, Target};
-use quarry_queries::python::{self, DatasetSpec, Definition, DefinitionError, MeasuresSpec};
+use quarry_python::{Definition, DefinitionError};
 use quarry_queries::qm::{Graph, NodeId, TableId, Value};
+use quarry_queries::spec::{DatasetSpec, MeasuresSpec};
 
 mod spark;
 
@@ -28,7 +29,8 @@ pub struct GenerateArgs {
     /// `.arrow` or `.parquet`), read into memory.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["dummy_data_file", "backend"])]
     pub dummy_tables: Option<PathBuf>,
-    /// A ready-made dummy dataset to validate and copy instead of evaluating the definition.
+    /// A ready-made dummy dataset (or measures table, or a directory of one file per measure)
+    /// to validate and copy instead of evaluating the definition.
     #[arg(long, value_name = "FILE", conflicts_with = "backend")]
     pub dummy_data_file: Option<PathBuf>,
     /// A backend of any size: a directory of `<table>.parquet` (or `.arrow`) files sorted by
@@ -122,7 +124,7 @@ fn fail(code: u8, message: impl Into<String>) -> Failure {
 }
 
 fn definition_error(e: DefinitionError) -> Failure {
-    fail(10, format!("error in dataset definition: {e}"))
+    fail(e.exit_code, e.to_string())
 }
 
 /// A loaded definition and the files it read (itself, codelists, `table_from_file` tables).
@@ -143,10 +145,9 @@ fn load(path: &Path, user_args: &[String]) -> Result<Loaded, Failure> {
         return Err(fail(10, format!("{}: no such definition file", path.display())));
     }
     eprintln!("[info] Compiling definition from {}", path.display());
-    quarry_queries::inputs::take();
-    let def = python::load_definition(path, user_args, Box::new(std::io::stderr())).map_err(definition_error)?;
+    let def = quarry_python::load_definition(path, user_args, Box::new(std::io::stderr())).map_err(definition_error)?;
     let mut inputs = vec![(path.to_path_buf(), "the definition")];
-    inputs.extend(quarry_queries::inputs::take().into_iter().map(|p| (p, "a file the definition reads")));
+    inputs.extend(def.files_read.iter().map(|p| (p.clone(), "a file the definition reads")));
     Ok(Loaded { def, inputs })
 }
 
@@ -163,7 +164,13 @@ fn table_inputs(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Vec<(Pa
         inputs.extend(files.into_iter().map(|p| (p, "a backend table")));
     }
     if let Some(file) = &args.dummy_data_file {
-        inputs.push((file.clone(), "the --dummy-data-file"));
+        if file.is_dir() {
+            // Measures' dummy data may be a directory of one file per measure.
+            let files = std::fs::read_dir(file).into_iter().flatten().filter_map(|e| e.ok()).map(|e| e.path());
+            inputs.extend(files.filter(|p| p.is_file()).map(|p| (p, "a file of the --dummy-data-file directory")));
+        } else {
+            inputs.push((file.clone(), "the --dummy-data-file"));
+        }
     }
     inputs
 }
@@ -227,7 +234,7 @@ fn population_size(dummy: &DummyArgs, configured: Option<i64>, fallback: usize) 
     std::env::var("QUARRY_EXPECTATIONS_POPULATION_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(fallback)
 }
 
-fn gen_options(size: usize, dummy: &DummyArgs, config: &quarry_queries::python::DummyConfig) -> dummy::Options {
+fn gen_options(size: usize, dummy: &DummyArgs, config: &quarry_queries::spec::DummyConfig) -> dummy::Options {
     dummy::Options {
         population_size: size,
         seed: dummy.seed,
@@ -314,12 +321,6 @@ fn generated_store(plan: &dummy::Plan, options: &dummy::Options) -> Result<quarr
 }
 
 fn store_for(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Result<quarry_engine::store::Store, Failure> {
-    if args.dummy_data_file.is_some() {
-        return Err(fail(
-            2,
-            "--dummy-data-file is read by generate-dataset only; use --dummy-tables DIR for measures, or neither to generate dummy data",
-        ));
-    }
     if args.backend.is_some() {
         return Err(fail(2, "generate-measures does not read --backend yet; use --dummy-tables DIR, or neither to generate dummy data"));
     }
@@ -364,13 +365,15 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
 
 pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     let target = output::parse_target(args.output.as_deref()).map_err(|m| fail(2, m))?;
+    if let Some(file) = &args.dummy_data_file
+        && !file.exists()
+    {
+        return Err(fail(2, format!("argument --dummy-data-file: {} does not exist", file.display())));
+    }
     let def = load(&args.definition, &args.user_args)?;
     let Some(spec) = &def.measures else {
-        return Err(fail(10, "error in measures definition: Did not find a variable called 'measures' in measures definition file"));
+        return Err(definition_error(def.measures_error.clone().expect("a reason when there are no measures")));
     };
-    if spec.measures.is_empty() {
-        return Err(fail(10, "error in measures definition: No measures defined"));
-    }
     let roots = spec.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, false)?;
     let names: Vec<String> = match target {
@@ -380,10 +383,21 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     let mut inputs = def.inputs.clone();
     inputs.extend(table_inputs(&def.graph, &roots, args));
     refuse_replacing_inputs(&target.files(&names), &inputs)?;
-    let tables = if args.engine == Engine::Spark {
+    for quirk in quarry_engine::measures::grouping_quirks(spec) {
+        eprintln!("[warning] {quirk}");
+    }
+    let mut table = if let Some(file) = &args.dummy_data_file {
+        // ehrQL's rule: the file's rows, validated against the measures' columns, instead of
+        // evaluating anything.
+        if args.engine == Engine::Spark {
+            return Err(fail(2, "--dummy-data-file is copied, not evaluated: leave out --engine spark"));
+        }
+        eprintln!("[info] Reading dummy data from {}", file.display());
+        quarry_engine::measures::read_dummy_measures(&def.graph, spec, file).map_err(|e| fail(11, format!("FileValidationError: {e}")))?
+    } else if args.engine == Engine::Spark {
         spark::generate_measures(&def.graph, spec, &roots, args)?
     } else {
-        let store = if args.dummy_tables.is_none() && args.dummy_data_file.is_none() && args.backend.is_none() {
+        let store = if args.dummy_tables.is_none() && args.backend.is_none() {
             let plan = measures_plan(&def.graph, spec, &roots);
             let size = population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec));
             generated_store(&plan, &gen_options(size, &args.dummy, &spec.dummy))?
@@ -393,9 +407,10 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
         quarry_engine::measures::evaluate_measures(&def.graph, spec, &store, args.engine == Engine::Columnar)
             .map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?
     };
+    quarry_engine::measures::apply_disclosure_control(spec, &mut table).map_err(|m| fail(1, m))?;
     let tables = match target {
-        Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &tables[0]),
-        _ => tables,
+        Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &table),
+        _ => vec![table],
     };
     output::write_tables(&target, tables).map_err(|m| fail(1, m))
 }

@@ -1,5 +1,7 @@
-//! Runs the shared ehrQL conformance suite (`../shared/conformance/check.sh`) over the built
-//! binary, on both evaluators: every case must pass. When `ARROW_PYTHON` names a Python with
+//! Runs the shared ehrQL suites over the built binary, on both evaluators: the conformance
+//! suite (`../shared/conformance/check.sh`) and the real-world suite
+//! (`../shared/realworld/check.sh`: the Python and the measures real definitions use). Every
+//! case must pass. When `ARROW_PYTHON` names a Python with
 //! pyarrow (`.ci/run` sets one up), Arrow outputs are compared with ehrQL's schema and rows
 //! too (`check.sh --arrow`); otherwise only their IPC magic is checked. The cases where quarry
 //! departs from ehrQL on purpose (`common::DEPARTURES`) must fail, with quarry's message.
@@ -7,11 +9,11 @@
 use std::process::Command;
 
 mod common;
-use common::{check_departures, suite, unexpected_failures};
+use common::{check_departures, realworld_suite, suite, unexpected_failures};
 
-fn failures(engine: &str) -> (Vec<String>, String) {
+fn failures(suite: &std::path::Path, engine: &str) -> (Vec<String>, String) {
     let mut command = Command::new("bash");
-    command.arg(suite().join("check.sh"));
+    command.arg(suite.join("check.sh"));
     if std::env::var_os("ARROW_PYTHON").is_some() {
         command.arg("--arrow");
     }
@@ -28,10 +30,21 @@ fn failures(engine: &str) -> (Vec<String>, String) {
 
 #[test]
 fn conformance_suite_passes_on_both_evaluators() {
+    passes_on_both_evaluators(&suite());
     for engine in ["reference", "columnar"] {
-        let (failed, stdout) = failures(engine);
-        assert!(failed.is_empty(), "--engine {engine}: conformance failures {failed:?}\n{stdout}");
         check_departures(env!("CARGO_BIN_EXE_quarry"), &["--engine", engine]);
+    }
+}
+
+#[test]
+fn realworld_suite_passes_on_both_evaluators() {
+    passes_on_both_evaluators(&realworld_suite());
+}
+
+fn passes_on_both_evaluators(suite: &std::path::Path) {
+    for engine in ["reference", "columnar"] {
+        let (failed, stdout) = failures(suite, engine);
+        assert!(failed.is_empty(), "--engine {engine}: failures {failed:?}\n{stdout}");
         assert!(!stdout.contains("cannot import pyarrow"), "ARROW_PYTHON is set but cannot import pyarrow\n{stdout}");
     }
 }

@@ -20,10 +20,10 @@ pub mod store;
 
 use std::collections::BTreeSet;
 
-use quarry_queries::python::DatasetSpec;
 use quarry_queries::qm::Value;
 use quarry_queries::qm::{Domain, Graph, NodeId};
 use quarry_queries::semantics::{EvalError, Scalar};
+use quarry_queries::spec::DatasetSpec;
 
 use reference::PatientValues;
 

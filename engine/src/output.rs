@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use quarry_queries::python::value::float_repr;
+use quarry_queries::pyrepr::float_repr;
 use quarry_queries::qm::Value;
 use quarry_queries::semantics::Scalar;
 

@@ -1,5 +1,5 @@
 //! Clinical code validation, as ehrQL's `ehrql/codes.py` regexes (hand-written matchers: the
-//! patterns are tiny and fixed), and `codelist_from_csv`.
+//! patterns are tiny and fixed), and the parsing behind `codelist_from_csv`.
 
 use crate::qm::CodeSystem;
 
@@ -86,76 +86,53 @@ pub enum Codelist {
     Categorised(Vec<(String, String)>),
 }
 
-/// Why `codelist_from_csv` failed; the interpreter adds the definition's location.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum CodelistError {
-    #[error("No such file: {0} (paths are relative to the dataset definition's directory; use forward slashes)")]
-    Missing(String),
-    #[error("Cannot read {0}: {1}")]
-    Read(String, String),
-    #[error("No column '{column}' in CSV {file}")]
-    NoColumn { file: String, column: String },
-    #[error("{file}, row {row}: {message}")]
-    Malformed { file: String, row: usize, message: String },
+/// The pattern of ehrQL's regex for a code class (`SNOMEDCTCode.regex`), for definitions
+/// that use it; the same language as [`is_valid`] (and [`is_valid_prefix`] for multi-code
+/// strings), written compactly.
+pub fn regex_pattern(class_name: &str) -> Option<&'static str> {
+    Some(match class_name {
+        "BNFCode" => r"[01][0-9]{6}[0-9A-Z]{2}([A-Z][0-9A-Z]){3}|2[0-3][0-9]{9}",
+        "CTV3Code" => r"[0-9A-Za-z]{5}|[0-9A-Za-z]{4}\.|[0-9A-Za-z]{3}\.{2}|[0-9A-Za-z]{2}\.{3}",
+        "ICD10Code" => r"[A-Z]\d{2}(?:X\d?|\d{0,2})?",
+        "OPCS4Code" => r"[ABCDEFGHJKLMNOPQRSTUVWXYZ][0-9]{2,3}",
+        "SNOMEDCTCode" | "DMDCode" => r"[1-9][0-9]{5,17}",
+        "ICD10MultiCodeString" => r"[A-Z](?:\d{0,2}|\d{3}|\d{4}|\d{2}X|\d{2}X\d)",
+        "OPCS4MultiCodeString" => r"[ABCDEFGHJKLMNOPQRSTUVWXYZ][0-9]{0,3}",
+        _ => return None,
+    })
 }
 
-/// Reads `path` as Python's `csv.DictReader(restval="")` would.
-pub fn codelist_from_csv(
-    path: &std::path::Path,
-    shown: &str,
-    column: &str,
-    category_column: Option<&str>,
-) -> Result<Codelist, CodelistError> {
-    crate::inputs::record(path);
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CodelistError::Missing(shown.into())),
-        Err(e) => return Err(CodelistError::Read(shown.into(), e.to_string())),
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let rows = crate::csv::parse(text).map_err(|(row, message)| CodelistError::Malformed { file: shown.into(), row, message })?;
+/// ehrQL's `codelist_from_csv_lines`: the codelist in CSV `text` (already decoded and with
+/// universal newlines, as Python's `open()` gives it), read as `csv.DictReader(restval="")`
+/// reads it. The error is ehrQL's `CodelistError` message.
+pub fn codelist_from_text(text: &str, column: &str, category_column: Option<&str>) -> Result<Codelist, String> {
+    let rows = crate::csv::parse(text).map_err(|(row, message)| format!("line {row}: {message}"))?;
     let Some((header, body)) = rows.split_first() else {
-        return Err(CodelistError::NoColumn { file: shown.into(), column: column.into() });
+        return Err(format!("No column '{column}' in CSV"));
     };
-    let find = |name: &str| {
-        header.iter().position(|h| h == name).ok_or_else(|| CodelistError::NoColumn { file: shown.into(), column: name.into() })
-    };
+    let find = |name: &str| header.iter().position(|h| h == name).ok_or_else(|| format!("No column '{name}' in CSV"));
     let code_i = find(column)?;
     let cat_i = category_column.map(find).transpose()?;
     let get = |row: &Vec<String>, i: usize| row.get(i).map(|s| s.trim().to_string()).unwrap_or_default();
-    match cat_i {
-        None => {
-            let mut seen = std::collections::HashSet::new();
-            let mut codes = vec![];
-            for row in body {
-                let c = get(row, code_i);
-                if !c.is_empty() && seen.insert(c.clone()) {
-                    codes.push(c);
-                }
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut pairs: Vec<(String, String)> = vec![];
+    for row in body.iter().filter(|r| !r.is_empty()) {
+        let code = get(row, code_i);
+        let category = cat_i.map(|ci| get(row, ci)).unwrap_or_default();
+        match index.get(&code) {
+            Some(&i) => pairs[i].1 = category,
+            None => {
+                index.insert(code.clone(), pairs.len());
+                pairs.push((code, category));
             }
-            Ok(Codelist::Codes(codes))
-        }
-        Some(ci) => {
-            let mut index = std::collections::HashMap::new();
-            let mut pairs: Vec<(String, String)> = vec![];
-            for row in body {
-                let c = get(row, code_i);
-                if c.is_empty() {
-                    continue;
-                }
-                let cat = get(row, ci);
-                match index.get(&c) {
-                    Some(&i) => pairs[i] = (c, cat),
-                    None => {
-                        index.insert(c.clone(), pairs.len());
-                        pairs.push((c, cat));
-                    }
-                }
-            }
-            Ok(Codelist::Categorised(pairs))
         }
     }
+    // `code_map.pop('', None)`: an empty code is dropped wherever it appeared.
+    pairs.retain(|(code, _)| !code.is_empty());
+    Ok(match cat_i {
+        None => Codelist::Codes(pairs.into_iter().map(|(c, _)| c).collect()),
+        Some(_) => Codelist::Categorised(pairs),
+    })
 }
 
 #[cfg(test)]

@@ -115,17 +115,10 @@ pub fn check_categories(column: &Column, value: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// A `table_from_file` table's rows: patient_id and the values in column order.
-pub type InlineRows = Vec<(i64, Vec<Option<Value>>)>;
-
-/// Reads a `table_from_file` CSV: `patient_id` plus the given columns.
-pub fn read_inline_table(path: &std::path::Path, shown: &str, columns: &[Column]) -> Result<InlineRows, String> {
-    crate::inputs::record(path);
-    let text = std::fs::read_to_string(path).map_err(|e| format!("Cannot read {shown}: {e}"))?;
-    if shown.ends_with(".arrow") || shown.ends_with(".gz") {
-        return Err(format!("{shown}: quarry reads table_from_file() tables from .csv files"));
-    }
-    let rows = crate::csv::parse(&text).map_err(|(r, m)| format!("'{shown}', row {r}: {m}"))?;
+/// Parses a `table_from_file` CSV's text: `patient_id` plus the given columns, in the
+/// columns' order; `shown` names the file in messages.
+pub fn parse_inline_table(text: &str, shown: &str, columns: &[Column]) -> Result<Vec<(i64, Vec<Option<Value>>)>, String> {
+    let rows = crate::csv::parse(text).map_err(|(r, m)| format!("'{shown}', row {r}: {m}"))?;
     let Some((header, body)) = rows.split_first() else {
         return Err(format!("'{shown}' is empty"));
     };

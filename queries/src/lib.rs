@@ -1,5 +1,6 @@
-//! quarry-queries: ehrQL's query model (IR), table schemas, codes and codelists, and the
-//! Python-subset interpreter that builds the IR from unchanged dataset definitions.
+//! quarry-queries: ehrQL's query model (IR), the specs of datasets and measures, table
+//! schemas, codes and codelists, and ehrQL's scalar semantics. The Python front end that
+//! builds the IR from definitions is the quarry-python crate.
 //!
 //! Depends on nothing else of quarry's: the engines translate this IR, they never parse.
 //!
@@ -20,11 +21,11 @@
 pub mod codes;
 pub mod csv;
 pub mod inline;
-pub mod inputs;
-pub mod python;
+pub mod pyrepr;
 pub mod qm;
 pub mod semantics;
 pub mod serialize;
+pub mod spec;
 pub mod suggest;
 pub mod tables;
 pub mod validate;

@@ -96,10 +96,22 @@ impl Type {
     }
 
     /// `Series[<python type>]`, as ehrQL's type errors print it.
+    /// `Series[...]` as ehrQL's type errors print a series of this type.
     pub fn series_name(&self) -> String {
+        format!("Series[{}]", self.typespec())
+    }
+
+    /// The Python type as `typing` prints it in ehrQL's messages (`datetime.date`,
+    /// `ehrql.codes.SNOMEDCTCode`).
+    pub fn typespec(&self) -> String {
         match self {
-            Type::Date => "Series[datetime.date]".into(),
-            other => format!("Series[{}]", other.name()),
+            Type::Bool => "bool".into(),
+            Type::Int => "int".into(),
+            Type::Float => "float".into(),
+            Type::Str => "str".into(),
+            Type::Date => "datetime.date".into(),
+            Type::Code(_) | Type::MultiCodeString(_) => format!("ehrql.codes.{}", self.name()),
+            Type::Set(t) => format!("frozenset[{}]", t.typespec()),
         }
     }
 
@@ -173,7 +185,11 @@ impl Value {
     /// A set of values of one type (sorted and deduplicated, so equal sets are one node).
     pub fn set(element_type: Type, mut values: Vec<Value>) -> Result<Value, QueryModelError> {
         if let Some(bad) = values.iter().find(|v| v.type_() != element_type) {
-            return Err(QueryModelError::Type { node: "Value".into(), expected: element_type.name(), found: bad.type_().name() });
+            return Err(QueryModelError::Type {
+                node: "Value".into(),
+                expected: format!("frozenset[{}]", element_type.typespec()),
+                found: format!("frozenset[{}]", bad.type_().typespec()),
+            });
         }
         values.sort();
         values.dedup();
@@ -354,7 +370,7 @@ struct NodeInfo {
 /// Why a node cannot be built. Messages follow ehrQL's where it has one.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueryModelError {
-    #[error("Expected type '{expected}' but got '{found}' (in {node})")]
+    #[error("Expected type '{expected}' but got '{found}'")]
     Type { node: String, expected: String, found: String },
     #[error(
         "Cannot combine series drawn from different tables (or differently filtered frames of one table); \
@@ -386,6 +402,11 @@ pub struct Graph {
 impl Graph {
     pub fn new() -> Graph {
         Graph::default()
+    }
+
+    /// The id of the `index`th node, if there is one (ids cross into Python as integers).
+    pub fn node_id(&self, index: usize) -> Option<NodeId> {
+        (index < self.nodes.len()).then(|| NodeId(index as u32))
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
@@ -467,13 +488,13 @@ impl Graph {
     fn series_type(&self, id: NodeId, node: &str) -> Result<Type, QueryModelError> {
         match self.kind(id) {
             Kind::Series(t) => Ok(t.clone()),
-            _ => Err(QueryModelError::Type { node: node.into(), expected: "a series".into(), found: "a frame".into() }),
+            _ => Err(QueryModelError::Type { node: node.into(), expected: "Series".into(), found: "Frame".into() }),
         }
     }
 
     fn expect(&self, id: NodeId, node: &str, expected: &str, ok: impl Fn(&Type) -> bool) -> Result<Type, QueryModelError> {
         let t = self.series_type(id, node)?;
-        if ok(&t) { Ok(t) } else { Err(QueryModelError::Type { node: node.into(), expected: expected.into(), found: t.name() }) }
+        if ok(&t) { Ok(t) } else { Err(QueryModelError::Type { node: node.into(), expected: expected.into(), found: t.series_name() }) }
     }
 
     /// The single non-patient domain of the inputs, or `Patient`; an error if there are two.
@@ -613,7 +634,7 @@ impl Graph {
                 found: "a patient frame or series".into(),
             });
         };
-        self.expect(sort_by, "Sort", "a sortable series (int, float, str, date, code)", Type::is_comparable)?;
+        self.expect(sort_by, "Sort", "Series[~Comparable]", Type::is_comparable)?;
         if self.domain(sort_by) == Domain::Patient {
             return Err(QueryModelError::SortByConstant);
         }
@@ -687,18 +708,16 @@ impl Graph {
                 Type::Int
             }
             A::CountEpisodes { source, maximum_gap_days } => {
-                self.expect(*source, "CountEpisodes", "Series[date]", |t| *t == Type::Date)?;
+                self.expect(*source, "CountEpisodes", "Series[datetime.date]", |t| *t == Type::Date)?;
                 if *maximum_gap_days < 0 {
                     return Err(QueryModelError::Invalid("maximum_gap must not be negative".into()));
                 }
                 Type::Int
             }
-            A::Min(s) | A::Max(s) => {
-                self.expect(*s, "Min/Max", "a comparable series (int, float, str, date, code)", Type::is_comparable)?
-            }
-            A::Sum(s) => self.expect(*s, "Sum", "a numeric series", Type::is_numeric)?,
+            A::Min(s) | A::Max(s) => self.expect(*s, "Min/Max", "Series[~Comparable]", Type::is_comparable)?,
+            A::Sum(s) => self.expect(*s, "Sum", "Series[~Numeric]", Type::is_numeric)?,
             A::Mean(s) => {
-                self.expect(*s, "Mean", "a numeric series", Type::is_numeric)?;
+                self.expect(*s, "Mean", "Series[~Numeric]", Type::is_numeric)?;
                 Type::Float
             }
             A::CombineAsSet(s) => Type::Set(Box::new(self.series_type(*s, "CombineAsSet")?)),
@@ -762,11 +781,11 @@ impl Graph {
         let date = |t: &Type| *t == Type::Date;
         Ok(match function {
             F::Eq(l, r) | F::Ne(l, r) => {
-                same("EQ/NE", *l, *r, "any series", &any)?;
+                same("EQ/NE", *l, *r, "Series[~T]", &any)?;
                 Type::Bool
             }
             F::Lt(l, r) | F::Le(l, r) | F::Gt(l, r) | F::Ge(l, r) => {
-                same("comparison", *l, *r, "a comparable series (int, float, str, date, code)", &comparable)?;
+                same("comparison", *l, *r, "Series[~Comparable]", &comparable)?;
                 Type::Bool
             }
             F::And(args) | F::Or(args) => {
@@ -783,48 +802,52 @@ impl Graph {
                 self.series_type(*s, "IsNull")?;
                 Type::Bool
             }
-            F::Negate(s) | F::Absolute(s) => self.expect(*s, "Negate/Absolute", "a numeric series", numeric)?,
-            F::Add(l, r) | F::Subtract(l, r) | F::Multiply(l, r) => same("arithmetic", *l, *r, "a numeric series", &numeric)?,
+            F::Negate(s) | F::Absolute(s) => self.expect(*s, "Negate/Absolute", "Series[~Numeric]", numeric)?,
+            F::Add(l, r) | F::Subtract(l, r) | F::Multiply(l, r) => same("arithmetic", *l, *r, "Series[~Numeric]", &numeric)?,
             F::TrueDivide(l, r) | F::Power(l, r) => {
-                same("TrueDivide/Power", *l, *r, "a numeric series", &numeric)?;
+                same("TrueDivide/Power", *l, *r, "Series[~Numeric]", &numeric)?;
                 Type::Float
             }
             F::FloorDivide(l, r) => {
-                same("FloorDivide", *l, *r, "a numeric series", &numeric)?;
+                same("FloorDivide", *l, *r, "Series[~Numeric]", &numeric)?;
                 Type::Int
             }
             F::CastToInt(s) => {
-                self.expect(*s, "CastToInt", "a numeric or bool series", |t| t.is_numeric() || *t == Type::Bool)?;
+                self.expect(*s, "CastToInt", "Series[~Numeric] | Series[bool]", |t| t.is_numeric() || *t == Type::Bool)?;
                 Type::Int
             }
             F::CastToFloat(s) => {
-                self.expect(*s, "CastToFloat", "a numeric series", numeric)?;
+                self.expect(*s, "CastToFloat", "Series[~Numeric]", numeric)?;
                 Type::Float
             }
             F::DateAddDays(l, r) | F::DateAddMonths(l, r) | F::DateAddYears(l, r) => {
-                self.expect(*l, "DateAdd", "Series[date]", date)?;
+                self.expect(*l, "DateAdd", "Series[datetime.date]", date)?;
                 self.expect(*r, "DateAdd", "Series[int]", |t| *t == Type::Int)?;
                 Type::Date
             }
             F::DateDifferenceInDays(l, r) | F::DateDifferenceInMonths(l, r) | F::DateDifferenceInYears(l, r) => {
-                same("DateDifference", *l, *r, "Series[date]", &date)?;
+                same("DateDifference", *l, *r, "Series[datetime.date]", &date)?;
                 Type::Int
             }
             F::YearFromDate(s) | F::MonthFromDate(s) | F::DayFromDate(s) => {
-                self.expect(*s, "date part", "Series[date]", date)?;
+                self.expect(*s, "date part", "Series[datetime.date]", date)?;
                 Type::Int
             }
-            F::ToFirstOfYear(s) | F::ToFirstOfMonth(s) => self.expect(*s, "ToFirstOf", "Series[date]", date)?,
+            F::ToFirstOfYear(s) | F::ToFirstOfMonth(s) => self.expect(*s, "ToFirstOf", "Series[datetime.date]", date)?,
             F::StringContains(l, r) => {
-                self.expect(*l, "StringContains", "a string series", Type::is_str_like)?;
-                self.expect(*r, "StringContains", "a string series", Type::is_str_like)?;
+                self.expect(*l, "StringContains", "Series[str]", Type::is_str_like)?;
+                self.expect(*r, "StringContains", "Series[str]", Type::is_str_like)?;
                 Type::Bool
             }
             F::In(l, r) => {
                 let lt = self.series_type(*l, "In")?;
                 let rt = self.series_type(*r, "In")?;
                 if rt != Type::Set(Box::new(lt.clone())) {
-                    return Err(QueryModelError::Type { node: "In".into(), expected: format!("Set[{}]", lt.name()), found: rt.name() });
+                    return Err(QueryModelError::Type {
+                        node: "In".into(),
+                        expected: format!("Series[Set[{}]]", lt.typespec()),
+                        found: rt.series_name(),
+                    });
                 }
                 Type::Bool
             }
@@ -832,7 +855,7 @@ impl Graph {
                 let Some((first, rest)) = args.split_first() else {
                     return Err(QueryModelError::Invalid("minimum_of/maximum_of need at least one argument".into()));
                 };
-                let t = self.expect(*first, "MinimumOf/MaximumOf", "a comparable series", comparable)?;
+                let t = self.expect(*first, "MinimumOf/MaximumOf", "Series[~Comparable]", comparable)?;
                 for a in rest {
                     same("MinimumOf/MaximumOf", *first, *a, "a comparable series", &comparable)?;
                 }
@@ -849,7 +872,7 @@ impl Graph {
         let mut result: Option<Type> = None;
         let mut inputs = Vec::new();
         for (condition, value) in &cases {
-            self.expect(*condition, "Case", "Series[bool] conditions", |t| *t == Type::Bool)?;
+            self.expect(*condition, "Case", "Series[bool]", |t| *t == Type::Bool)?;
             inputs.push(*condition);
             inputs.extend(*value);
         }
@@ -860,7 +883,11 @@ impl Graph {
                 None => result = Some(t),
                 Some(r) if *r == t => {}
                 Some(r) => {
-                    return Err(QueryModelError::Type { node: "Case".into(), expected: r.name(), found: t.name() });
+                    return Err(QueryModelError::Type {
+                        node: "Case".into(),
+                        expected: format!("{} | None", r.series_name()),
+                        found: t.series_name(),
+                    });
                 }
             }
         }

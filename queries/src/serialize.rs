@@ -5,8 +5,8 @@
 
 use serde_json::{Value as J, json};
 
-use crate::python::{DatasetSpec, MeasuresSpec};
 use crate::qm::{AggregateByPatient as A, Constraint, Graph, Node, NodeId, Position, Type, Value, function_inputs};
+use crate::spec::{DatasetSpec, MeasuresSpec};
 
 fn r(id: NodeId) -> J {
     json!({ "ref": id.index().to_string() })

@@ -10,9 +10,9 @@ use arrow_array::{Array, RecordBatch, cast::AsArray};
 use quarry_engine::output::{self, Target};
 use quarry_engine::sql::{self, RowOrder, Translator, View};
 use quarry_engine::store::{Store, used_tables};
-use quarry_queries::python::{DatasetSpec, MeasuresSpec};
 use quarry_queries::qm::{Graph, Node, NodeId, TableId, Type, Value};
 use quarry_queries::semantics::Scalar;
+use quarry_queries::spec::{DatasetSpec, MeasuresSpec};
 use spark_connect::SparkSession;
 use spark_connect::row::{Row, Value as SparkValue};
 
@@ -453,8 +453,8 @@ pub fn generate_dataset(
 }
 
 /// Evaluates measures on Spark: each interval's per-patient values come from Spark, and
-/// quarry sums and rounds them as the local engines do.
-pub fn generate_measures(spark: &Spark, graph: &Graph, spec: &MeasuresSpec, tables: &Tables) -> Result<Vec<output::Table>, SparkFailure> {
+/// quarry sums them as the local engines do (disclosure control is the caller's, as for them).
+pub fn generate_measures(spark: &Spark, graph: &Graph, spec: &MeasuresSpec, tables: &Tables) -> Result<output::Table, SparkFailure> {
     let outputs = quarry_engine::measures::measures_outputs(spec);
     let (relation, order) = spark.register_tables(graph, &outputs, tables)?;
     let mut translator = translator(graph, relation, order);

@@ -2,7 +2,7 @@
 //! Connect, with the binary's `spark` feature; without it, a message that says how to get it.
 
 use quarry_engine::output::{Table, Target};
-use quarry_queries::python::{DatasetSpec, MeasuresSpec};
+use quarry_queries::spec::{DatasetSpec, MeasuresSpec};
 use quarry_queries::qm::{Graph, NodeId};
 
 use super::{Failure, GenerateArgs};
@@ -25,7 +25,7 @@ pub(super) fn generate_dataset(_: &Graph, _: &DatasetSpec, _: &[NodeId], _: &Gen
 }
 
 #[cfg(not(feature = "spark"))]
-pub(super) fn generate_measures(_: &Graph, _: &MeasuresSpec, _: &[NodeId], _: &GenerateArgs) -> Result<Vec<Table>, Failure> {
+pub(super) fn generate_measures(_: &Graph, _: &MeasuresSpec, _: &[NodeId], _: &GenerateArgs) -> Result<Table, Failure> {
     Err(unavailable())
 }
 
@@ -44,7 +44,7 @@ pub(super) fn generate_dataset(
 }
 
 #[cfg(feature = "spark")]
-pub(super) fn generate_measures(graph: &Graph, spec: &MeasuresSpec, roots: &[NodeId], args: &GenerateArgs) -> Result<Vec<Table>, Failure> {
+pub(super) fn generate_measures(graph: &Graph, spec: &MeasuresSpec, roots: &[NodeId], args: &GenerateArgs) -> Result<Table, Failure> {
     on_spark(graph, roots, args, |spark, tables| quarry_spark::generate_measures(spark, graph, spec, tables))
 }
 

@@ -71,7 +71,7 @@ const KERNELS: [(&str, &str); 4] = [
     ),
 ];
 
-fn definition(dir: &std::path::Path, expression: &str) -> quarry_queries::python::Definition {
+fn definition(dir: &std::path::Path, expression: &str) -> quarry_python::Definition {
     let codes: Vec<String> = codelist().iter().map(|c| format!("\"{c}\"")).collect();
     let text = format!(
         "{PRELUDE}codes = [{}]\ndataset = create_dataset()\ndataset.define_population(patients.exists_for_patient())\ndataset.value = {expression}\n",
@@ -79,7 +79,7 @@ fn definition(dir: &std::path::Path, expression: &str) -> quarry_queries::python
     );
     let path = dir.join("definition.py");
     std::fs::write(&path, text).unwrap();
-    quarry_queries::python::load_definition(&path, &[], Box::new(std::io::sink())).unwrap_or_else(|e| panic!("{e}"))
+    quarry_python::load_definition(&path, &[], Box::new(std::io::sink())).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The events as quarry's in-memory store (patients first, then clinical_events).

@@ -666,7 +666,7 @@ fn value_repr(v: &Value) -> String {
         Value::Date(d) => format!("date({}, {}, {})", d.year(), d.month(), d.day()),
         Value::Bool(b) => if *b { "True" } else { "False" }.into(),
         Value::Int(i) => i.to_string(),
-        Value::Float(f) => quarry_queries::python::value::float_repr(f.0),
+        Value::Float(f) => quarry_queries::pyrepr::float_repr(f.0),
         Value::Set(..) => "{…}".into(),
     }
 }

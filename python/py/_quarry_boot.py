@@ -1,0 +1,243 @@
+# How quarry starts the embedded Python and runs a definition, as ehrQL's `load_module`
+# does: the definition is a module named after its file's stem, run with the project root
+# as the working directory, `sys.argv = [path, *user_args]`, the definition's directory
+# first on `sys.path`, and its output sent to stderr. quarry's own code.
+
+import sys
+
+import _quarry_compat
+import _quarry_io
+
+
+def install(write, sys_path):
+    """Installs the sandboxed file layer, the guards against runaway nesting and recursion,
+    and the path-based import system."""
+    _quarry_io.install(write)
+    _install_depth_guards()
+    _quarry_compat.install_builtins()
+    import _frozen_importlib
+
+    _frozen_importlib._install_external_importers()
+    sys.dont_write_bytecode = True
+    sys.path[:] = sys_path
+    _reorder_finders()
+
+
+# The most frames a definition's Python may nest. CPython's default limit is 1,000 and
+# a definition may raise it; quarry lets it, up to this cap, which the interpreter's stack
+# holds with room to spare: deeper recursion ends in RecursionError, never in a crash.
+RECURSION_CAP = 50_000
+
+
+def _install_depth_guards():
+    import builtins
+
+    import _quarry
+
+    def check(source, filename):
+        if not isinstance(source, (str, bytes, bytearray)):
+            return
+        problem = _quarry.source_depth_problem(source)
+        if problem is None:
+            return
+        kind, line, column = problem
+        if kind == "brackets":
+            text = source if isinstance(source, str) else bytes(source).decode("utf-8", "replace")
+            lines = text.splitlines()
+            error = SyntaxError("too many nested parentheses", (str(filename), line, column, lines[line - 1] if line <= len(lines) else None))
+            raise error
+        if kind == "parser":
+            raise MemoryError("Parser stack overflowed - Python source too complex to parse")
+        raise RecursionError("maximum recursion depth exceeded during compilation")
+
+    real_compile, real_exec, real_eval = builtins.compile, builtins.exec, builtins.eval
+
+    def compile(source, filename, mode, *args, **kwargs):
+        check(source, filename)
+        return real_compile(source, filename, mode, *args, **kwargs)
+
+    def exec(source, *args, **kwargs):
+        check(source, "<string>")
+        return real_exec(source, *args, **kwargs)
+
+    def eval(source, *args, **kwargs):
+        check(source, "<string>")
+        return real_eval(source, *args, **kwargs)
+
+    for f, real in ((compile, real_compile), (exec, real_exec), (eval, real_eval)):
+        f.__doc__ = real.__doc__
+    builtins.compile, builtins.exec, builtins.eval = compile, exec, eval
+
+    real_setrecursionlimit = sys.setrecursionlimit
+
+    def setrecursionlimit(limit):
+        """Set the maximum depth of the Python interpreter stack (quarry: at most 50,000)."""
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > RECURSION_CAP:
+            limit = RECURSION_CAP
+        real_setrecursionlimit(limit)
+
+    sys.setrecursionlimit = setrecursionlimit
+    real_setrecursionlimit(1000)
+
+
+# Modules CPython 3.13 freezes into its binary: a project file of the same name cannot
+# shadow these. Every other standard-library module is found after `sys.path`, as CPython
+# finds its stdlib directory after the script's directory.
+_ALWAYS_FROZEN = {
+    "abc", "codecs", "encodings", "io", "_collections_abc", "_sitebuiltins", "genericpath", "ntpath",
+    "posixpath", "os", "os.path", "site", "stat", "importlib.util", "importlib.machinery", "runpy",
+    "zipimport", "_quarry_io", "_quarry_posix", "_quarry_boot", "_quarry_compat",
+}
+
+
+class _StdlibAfterPath:
+    """Finds the frozen standard library after the project's own modules."""
+
+    def __init__(self, frozen):
+        self._frozen = frozen
+
+    def find_spec(self, name, path=None, target=None):
+        return _with_after_import(self._frozen.find_spec(name, path, target))
+
+    def invalidate_caches(self):
+        pass
+
+
+class _CoreFrozen:
+    def __init__(self, frozen):
+        self._frozen = frozen
+
+    def find_spec(self, name, path=None, target=None):
+        root = name.partition(".")[0]
+        if name in _ALWAYS_FROZEN or root in _ALWAYS_FROZEN or root == "ehrql" or root.startswith("_"):
+            return _with_after_import(self._frozen.find_spec(name, path, target))
+        return None
+
+    def invalidate_caches(self):
+        pass
+
+
+def _configure_logging(module):
+    """Sets `logging` up as ehrQL's command line has it while a definition runs:
+    `[level  ] message` lines on stderr from INFO up (ehrQL configures logging when `ehrql`
+    is imported; quarry does it when a definition first needs `logging`)."""
+    from ehrql.utils.log_utils import init_logging
+
+    init_logging()
+    root = module.getLogger()
+    root.setLevel(min(root.level, module.INFO))
+
+
+_AFTER_IMPORT = {"logging": _configure_logging, **_quarry_compat.AFTER_IMPORT}
+
+
+class _AfterImport:
+    """A loader that runs a module, then quarry's set-up for it."""
+
+    def __init__(self, loader, then):
+        self._loader = loader
+        self._then = then
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        self._then(module)
+
+
+def _with_after_import(spec):
+    if spec is not None and spec.name in _AFTER_IMPORT:
+        spec.loader = _AfterImport(spec.loader, _AFTER_IMPORT[spec.name])
+    return spec
+
+
+def _reorder_finders():
+    from importlib.machinery import BuiltinImporter, FrozenImporter, PathFinder
+
+    sys.meta_path[:] = [BuiltinImporter, _CoreFrozen(FrozenImporter), PathFinder, _StdlibAfterPath(FrozenImporter)]
+
+
+def run_definition(shown_path, stem, argv):
+    """Runs the definition file as ehrQL does and returns its module."""
+    import importlib.util
+
+    sys.argv = list(argv)
+    spec = importlib.util.spec_from_file_location(stem, shown_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def describe_error(exc, definition_file):
+    """(class name, message, [(file, line, function, source)], formatted traceback) of an
+    exception raised while loading the definition, its traceback trimmed to the user's own
+    code as ehrQL trims it."""
+    import traceback
+
+    name = type(exc).__name__
+    module = type(exc).__module__
+    if module not in ("builtins", "__main__", None):
+        name = f"{module}.{name}"
+    tb = exc.__traceback__
+    if isinstance(exc, SyntaxError) and exc.filename == definition_file:
+        tb = None
+    else:
+        first = tb
+        while first is not None and first.tb_frame.f_code.co_filename != definition_file:
+            first = first.tb_next
+        if first is not None:
+            last = first
+            while last.tb_next is not None and _is_user_file(last.tb_next.tb_frame.f_code.co_filename):
+                last = last.tb_next
+            last.tb_next = None
+        tb = first
+    frames = []
+    walk = tb
+    while walk is not None:
+        code = walk.tb_frame.f_code
+        frames.append((code.co_filename, walk.tb_lineno, code.co_name))
+        walk = walk.tb_next
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        frames.append((exc.filename, exc.lineno, "<module>"))
+    text = "".join(traceback.format_exception(type(exc), value=exc, tb=tb))
+    message = str(exc) if not isinstance(exc, SyntaxError) else (exc.msg or "")
+    return name, message, frames, text
+
+
+def _is_user_file(filename):
+    # The definition, its sibling modules and the project's packages are files; quarry's
+    # ehrQL and the standard library are frozen into the binary and named by module.
+    return filename.endswith(".py")
+
+
+def exit_code(exc):
+    """ehrQL's exit code for an exception raised while loading a definition."""
+    return getattr(type(exc), "_quarry_exit_code", 10)
+
+
+def extract(module):
+    """The dataset and measures a definition module made, as quarry reads them:
+    `None` (not defined), `("error", message)` or `("ok", ...)`, as ehrQL's loader decides."""
+    from ehrql.measures.measures import Measures
+    from ehrql.query_language import Dataset
+
+    namespace = vars(module)
+    dataset = measures = None
+    if "dataset" in namespace:
+        value = namespace["dataset"]
+        if not isinstance(value, Dataset):
+            dataset = ("error", "'dataset' must be an instance of ehrql.Dataset")
+        elif "population" not in vars(value):
+            dataset = ("error", "A population has not been defined; define one with define_population()")
+        else:
+            dataset = ("ok", *value._quarry_compile())
+    if "measures" in namespace:
+        value = namespace["measures"]
+        if not isinstance(value, Measures):
+            measures = ("error", "'measures' must be an instance of ehrql.Measures")
+        elif len(value) == 0:
+            measures = ("error", "No measures defined")
+        else:
+            measures = ("ok", *value._quarry_compile())
+    return dataset, measures

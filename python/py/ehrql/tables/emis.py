@@ -1,0 +1,4 @@
+from ehrql.tables._catalogue import populate
+
+populate(globals())
+del populate
