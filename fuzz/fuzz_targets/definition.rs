@@ -1,7 +1,6 @@
-//! The definition interpreter: any source text loads as a definition or gives a located
-//! error, never a panic. Imports of sibling files and codelists resolve in an empty directory.
-//! (Written against `quarry_queries::python::load_definition`, which may move crates with the
-//! new front end.)
+//! The definition front end (the embedded Python, `quarry_python::load_definition`): any
+//! source text loads as a definition or gives a located error, never a panic or a stack
+//! overflow. Imports of sibling files and codelists resolve in an empty directory.
 #![no_main]
 
 use std::path::PathBuf;
@@ -24,6 +23,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     FIXTURE.with(|f| {
         std::fs::write(&f.path, text).unwrap();
-        let _ = quarry_queries::python::load_definition(&f.path, &[], Box::new(std::io::sink()));
+        let _ = quarry_python::load_definition(&f.path, &[], Box::new(std::io::sink()));
     });
 });
