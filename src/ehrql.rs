@@ -145,7 +145,7 @@ fn load(path: &Path, user_args: &[String]) -> Result<Loaded, Failure> {
         return Err(fail(10, format!("{}: no such definition file", path.display())));
     }
     eprintln!("[info] Compiling definition from {}", path.display());
-    let def = quarry_python::load_definition(path, user_args, Box::new(std::io::stderr())).map_err(definition_error)?;
+    let def = quarry_python::load_definition(path, user_args, Box::new(std::io::stderr())).map_err(|e| definition_error(*e))?;
     let mut inputs = vec![(path.to_path_buf(), "the definition")];
     inputs.extend(def.files_read.iter().map(|p| (p.clone(), "a file the definition reads")));
     Ok(Loaded { def, inputs })

@@ -24,7 +24,9 @@ const ENVIRON: [(&str, &str); 4] = [("PYTHONPATH", "/app"), ("PYTHONHASHSEED", "
 
 /// Runs the definition at `path` (as given on the command line, relative to the working
 /// directory or absolute) with `sys.argv = [path, *user_args]`; what it prints goes to `out`.
-pub fn load_definition(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<Definition, DefinitionError> {
+///
+/// The error is boxed: it carries the whole traceback, and is made once per run.
+pub fn load_definition(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<Definition, Box<DefinitionError>> {
     let path = path.to_path_buf();
     let user_args = user_args.to_vec();
     let shown = path.display().to_string();
@@ -41,14 +43,18 @@ pub fn load_definition(path: &Path, user_args: &[String], out: Box<dyn Write + S
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(DefinitionError::plain(&shown, "SystemError", format!("internal error in quarry while running the definition: {what}")))
+            Err(Box::new(DefinitionError::plain(
+                &shown,
+                "SystemError",
+                format!("internal error in quarry while running the definition: {what}"),
+            )))
         }
     }
 }
 
 /// Runs Python `source` (not a definition: no dataset is looked for) in a scratch directory
 /// and returns what it printed; for quarry's own introspection (docs/python.md).
-pub(crate) fn run_source(source: &str) -> Result<String, DefinitionError> {
+pub(crate) fn run_source(source: &str) -> Result<String, Box<DefinitionError>> {
     #[derive(Clone, Default)]
     struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
     impl Write for Captured {
@@ -69,7 +75,7 @@ pub(crate) fn run_source(source: &str) -> Result<String, DefinitionError> {
     Ok(printed)
 }
 
-fn run(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<Definition, DefinitionError> {
+fn run(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<Definition, Box<DefinitionError>> {
     let shown = path.display().to_string();
     let plain = |kind: &str, message: String| DefinitionError::plain(&shown, kind, message);
     let cwd = std::env::current_dir().map_err(|e| plain("OSError", format!("cannot read the working directory: {e}")))?;
@@ -97,7 +103,7 @@ fn run(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<
         claimed_permissions: Vec::new(),
     });
     let interp = interpreter(&argv);
-    let outcome = interp.enter(|vm| -> Result<Extracted, DefinitionError> {
+    let outcome = interp.enter(|vm| -> Result<Extracted, Box<DefinitionError>> {
         python_float_repr(vm);
         let result = (|| -> PyResult<PyObjectRef> {
             let boot = vm.import("_quarry_boot", 0)?;
@@ -109,9 +115,9 @@ fn run(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<
         })();
         let module = match result {
             Ok(module) => module,
-            Err(exc) => return Err(describe(vm, exc, &shown, &absolute.display().to_string())),
+            Err(exc) => return Err(Box::new(describe(vm, exc, &shown, &absolute.display().to_string()))),
         };
-        extract(vm, &module).map_err(|exc| describe(vm, exc, &shown, &absolute.display().to_string()))
+        extract(vm, &module).map_err(|exc| Box::new(describe(vm, exc, &shown, &absolute.display().to_string())))
     });
     let state = state::take();
     let extracted = outcome?;

@@ -77,7 +77,7 @@ pub const MODULES: &[Module] = &[
 ];
 
 /// Imports every registered module in a real run and renders the page.
-pub fn markdown() -> Result<String, DefinitionError> {
+pub fn markdown() -> Result<String, Box<DefinitionError>> {
     let mut probe = String::from("import importlib\nresults = []\n");
     for module in MODULES {
         probe.push_str(&format!(

@@ -115,9 +115,12 @@ pub fn check_categories(column: &Column, value: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// A `table_from_file` table's rows: patient_id and the values in column order.
+pub type InlineRows = Vec<(i64, Vec<Option<Value>>)>;
+
 /// Parses a `table_from_file` CSV's text: `patient_id` plus the given columns, in the
 /// columns' order; `shown` names the file in messages.
-pub fn parse_inline_table(text: &str, shown: &str, columns: &[Column]) -> Result<Vec<(i64, Vec<Option<Value>>)>, String> {
+pub fn parse_inline_table(text: &str, shown: &str, columns: &[Column]) -> Result<InlineRows, String> {
     let rows = crate::csv::parse(text).map_err(|(r, m)| format!("'{shown}', row {r}: {m}"))?;
     let Some((header, body)) = rows.split_first() else {
         return Err(format!("'{shown}' is empty"));

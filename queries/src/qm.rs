@@ -406,7 +406,7 @@ impl Graph {
 
     /// The id of the `index`th node, if there is one (ids cross into Python as integers).
     pub fn node_id(&self, index: usize) -> Option<NodeId> {
-        (index < self.nodes.len()).then(|| NodeId(index as u32))
+        (index < self.nodes.len()).then_some(NodeId(index as u32))
     }
 
     pub fn node(&self, id: NodeId) -> &Node {
