@@ -2,8 +2,8 @@
 //! Connect, with the binary's `spark` feature; without it, a message that says how to get it.
 
 use quarry_engine::output::{Table, Target};
-use quarry_queries::spec::{DatasetSpec, MeasuresSpec};
 use quarry_queries::qm::{Graph, NodeId};
+use quarry_queries::spec::{DatasetSpec, MeasuresSpec};
 
 use super::{Failure, GenerateArgs};
 #[cfg(feature = "spark")]
