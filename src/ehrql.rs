@@ -47,6 +47,21 @@ pub struct GenerateArgs {
     pub spark_tables: Option<String>,
     #[command(flatten)]
     pub dummy: DummyArgs,
+    /// Run the assurance tests (`test_data`) in FILE first, as `quarry assure FILE`; a failing
+    /// test stops the run before any output is written (generate-dataset only).
+    #[arg(long, value_name = "FILE")]
+    pub test_data_file: Option<PathBuf>,
+    /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
+    #[arg(last = true, value_name = "DEFINITION_ARGS")]
+    pub user_args: Vec<String>,
+}
+
+/// `assure` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct AssureArgs {
+    /// A Python file that defines `dataset` and `test_data` (often importing the dataset
+    /// from the definition it tests).
+    pub test_data_file: PathBuf,
     /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
     #[arg(last = true, value_name = "DEFINITION_ARGS")]
     pub user_args: Vec<String>,
@@ -106,6 +121,7 @@ enum ExecCommand {
     GenerateMeasures(GenerateArgs),
     SerializeDefinition(SerializeArgs),
     CreateDummyTables(CreateDummyTablesArgs),
+    Assure(AssureArgs),
 }
 
 /// A failure with ehrQL's exit code.
@@ -270,6 +286,9 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     let Some(dataset) = &def.dataset else {
         return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset")));
     };
+    if let Some(file) = &args.test_data_file {
+        assure(file, &args.user_args)?;
+    }
     let roots = dataset.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, !dataset.events.is_empty())?;
     if let Some(file) = &args.dummy_data_file {
@@ -300,6 +319,12 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
 }
 
 pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
+    if args.test_data_file.is_some() {
+        return Err(fail(
+            2,
+            "--test-data-file runs a dataset's assurance tests: use it with generate-dataset (ehrQL's generate-measures has no such option)",
+        ));
+    }
     let target = output::parse_target(args.output.as_deref()).map_err(|m| fail(2, m))?;
     if let Some(file) = &args.dummy_data_file
         && !file.exists()
@@ -576,5 +601,27 @@ pub fn exec(args: &[String]) -> Result<(), Failure> {
         ExecCommand::GenerateMeasures(a) => generate_measures(&a),
         ExecCommand::SerializeDefinition(a) => serialize_definition(&a),
         ExecCommand::CreateDummyTables(a) => create_dummy_tables(&a),
+        ExecCommand::Assure(a) => assure(&a.test_data_file, &a.user_args),
+    }
+}
+
+/// `quarry assure FILE`: ehrQL's assurance tests. The report goes to stdout when every test
+/// passes; otherwise to stderr as ehrQL's `AssuranceTestError`, followed by quarry's
+/// explanation, with exit code 13.
+pub fn assure(file: &Path, user_args: &[String]) -> Result<(), Failure> {
+    let def = load(file, user_args)?;
+    let Some(dataset) = &def.dataset else {
+        return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset")));
+    };
+    let Some(test_data) = &def.test_data else {
+        return Err(definition_error(def.test_data_error.clone().expect("a reason when there is no test data")));
+    };
+    eprintln!("[info] Testing dataset definition with tests in {}", file.display());
+    let outcome = crate::assure::run(&def, dataset, test_data).map_err(|m| fail(10, m))?;
+    if outcome.passed {
+        println!("{}", outcome.report);
+        Ok(())
+    } else {
+        Err(fail(13, format!("AssuranceTestError: \n{}{}", outcome.report, outcome.why)))
     }
 }

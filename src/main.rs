@@ -1,6 +1,7 @@
 //! quarry: OpenSAFELY-style research pipelines run natively, in one binary.
 
 mod analysis_cli;
+mod assure;
 mod check_outputs;
 mod ehrql;
 mod pipeline;
@@ -81,6 +82,9 @@ enum Commands {
     GenerateDataset(ehrql::GenerateArgs),
     /// Run an ehrQL measures definition and write the measures (ehrQL's `generate-measures`).
     GenerateMeasures(ehrql::GenerateArgs),
+    /// Run a definition's assurance tests (`test_data`), as ehrQL's `assure`: the report on
+    /// stdout, or on stderr with exit code 13 when a test fails.
+    Assure(ehrql::AssureArgs),
     /// Generate dummy tables from a definition (ehrQL's `create-dummy-tables`), readable back
     /// with `generate-dataset --dummy-tables`.
     CreateDummyTables(ehrql::CreateDummyTablesArgs),
@@ -231,6 +235,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Commands::Exec { image, args } => exec(&image, &args),
         Commands::GenerateDataset(a) => Ok(ehrql_result(ehrql::generate_dataset(&a))),
         Commands::GenerateMeasures(a) => Ok(ehrql_result(ehrql::generate_measures(&a))),
+        Commands::Assure(a) => Ok(ehrql_result(ehrql::assure(&a.test_data_file, &a.user_args))),
         Commands::SerializeDefinition(a) => Ok(ehrql_result(ehrql::serialize_definition(&a))),
         Commands::CreateDummyTables(a) => Ok(ehrql_result(ehrql::create_dummy_tables(&a))),
         Commands::Analysis(a) => Ok(analysis_cli::run(a)),

@@ -40,6 +40,48 @@ pub struct Definition {
     /// Why `measures` is missing or invalid, reported only if measures are asked for.
     pub measures_error: Option<DefinitionError>,
     pub claimed_permissions: Vec<String>,
+    /// The module's assurance tests (`test_data`), checked against the dataset's tables.
+    pub test_data: Option<TestData>,
+    /// Why `test_data` is missing or unusable, reported only if assurance tests are asked for.
+    pub test_data_error: Option<DefinitionError>,
+}
+
+/// A definition's `test_data`, as ehrQL's assurance tests read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestData {
+    /// ehrQL's "Validate test data" lines when rows break the tables' constraints (`None`:
+    /// all OK).
+    pub constraint_report: Option<Vec<String>>,
+    /// Each table the dataset reads (by name, sorted) with every patient's rows, values in
+    /// the schema's column order, in test_data's order.
+    pub tables: Vec<(String, Vec<(i64, Vec<PyValue>)>)>,
+    pub patients: Vec<TestPatient>,
+}
+
+/// One patient's expectations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestPatient {
+    pub id: i64,
+    pub expected_in_population: bool,
+    /// `expected_columns` in the order given (present when expected in the population).
+    pub expected_columns: Vec<(String, PyValue)>,
+}
+
+/// A Python value from test data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PyValue {
+    None,
+    Bool(bool),
+    /// Python's ints are unbounded; one beyond i128 is kept as `Other`.
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Date(jiff::civil::Date),
+    /// Any other object: its type's name and `str()`.
+    Other {
+        type_name: String,
+        text: String,
+    },
 }
 
 /// A definition that Python or ehrQL rejects, located in the user's code.

@@ -10,7 +10,7 @@ use rustpython_vm::{AsObject, Interpreter, InterpreterBuilder, PyObjectRef, PyRe
 
 use crate::sandbox::Sandbox;
 use crate::state::{self, RunState};
-use crate::{DatasetSpec, Definition, DefinitionError, DummyConfig, MeasureDef, MeasuresSpec, native};
+use crate::{DatasetSpec, Definition, DefinitionError, DummyConfig, MeasureDef, MeasuresSpec, PyValue, TestData, TestPatient, native};
 
 /// The interpreter thread's stack. Deep Python (long operator chains, recursion up to the
 /// recursion limit, deeply nested data) needs far more than a default thread's 2 MiB; the
@@ -127,7 +127,21 @@ fn run(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<
         Part::Error(m) => (None, Some(error(m))),
         Part::Ok(m) => (Some(m), None),
     };
-    Ok(Definition { graph: state.graph, dataset, measures, dataset_error, measures_error, claimed_permissions: state.claimed_permissions })
+    let (test_data, test_data_error) = match extracted.test_data {
+        Part::Missing => (None, Some(plain("ehrql.Error", "No 'test_data' variable defined".into()))),
+        Part::Error(m) => (None, Some(plain("AssuranceDataError", m))),
+        Part::Ok(t) => (Some(t), None),
+    };
+    Ok(Definition {
+        graph: state.graph,
+        dataset,
+        measures,
+        dataset_error,
+        measures_error,
+        claimed_permissions: state.claimed_permissions,
+        test_data,
+        test_data_error,
+    })
 }
 
 /// What a definition defined under one of the names ehrQL reads.
@@ -140,6 +154,7 @@ enum Part<T> {
 struct Extracted {
     dataset: Part<DatasetSpec>,
     measures: Part<MeasuresSpec>,
+    test_data: Part<TestData>,
 }
 
 /// Reads the module's `dataset` and `measures` (through `_quarry_boot.extract`).
@@ -178,7 +193,79 @@ fn extract(vm: &VirtualMachine, module: &PyObjectRef) -> PyResult<Extracted> {
             .collect::<PyResult<_>>()?;
         Ok(MeasuresSpec { measures, dummy: dummy_config(vm, &items[2])?, disclosure_control: items[3].clone().try_to_bool(vm)? })
     })?;
-    Ok(Extracted { dataset, measures })
+    let test_data = part(vm, both.get_item(&2, vm)?, |vm, items| {
+        let constraint_report = if vm.is_none(&items[1]) {
+            None
+        } else {
+            Some(items[1].clone().try_to_value::<Vec<PyObjectRef>>(vm)?.iter().map(|l| string(vm, l)).collect::<PyResult<_>>()?)
+        };
+        let tables = items[2]
+            .clone()
+            .try_to_value::<Vec<PyObjectRef>>(vm)?
+            .iter()
+            .map(|t| {
+                let rows = t
+                    .get_item(&1, vm)?
+                    .try_to_value::<Vec<PyObjectRef>>(vm)?
+                    .iter()
+                    .map(|r| {
+                        let values: Vec<PyObjectRef> = r.get_item(&1, vm)?.try_to_value(vm)?;
+                        Ok((r.get_item(&0, vm)?.try_into_value(vm)?, values.iter().map(|v| py_value(vm, v)).collect::<PyResult<_>>()?))
+                    })
+                    .collect::<PyResult<_>>()?;
+                Ok((string(vm, &t.get_item(&0, vm)?)?, rows))
+            })
+            .collect::<PyResult<_>>()?;
+        let patients = items[3]
+            .clone()
+            .try_to_value::<Vec<PyObjectRef>>(vm)?
+            .iter()
+            .map(|p| {
+                let expected = p.get_item(&2, vm)?;
+                let expected_columns = if vm.is_none(&expected) {
+                    vec![]
+                } else {
+                    expected
+                        .try_to_value::<Vec<PyObjectRef>>(vm)?
+                        .iter()
+                        .map(|kv| Ok((string(vm, &kv.get_item(&0, vm)?)?, py_value(vm, &kv.get_item(&1, vm)?)?)))
+                        .collect::<PyResult<_>>()?
+                };
+                Ok(TestPatient {
+                    id: p.get_item(&0, vm)?.try_into_value(vm)?,
+                    expected_in_population: p.get_item(&1, vm)?.try_to_bool(vm)?,
+                    expected_columns,
+                })
+            })
+            .collect::<PyResult<_>>()?;
+        Ok(TestData { constraint_report, tables, patients })
+    })?;
+    Ok(Extracted { dataset, measures, test_data })
+}
+
+/// A value tagged by `ehrql.assurance.value_of`.
+fn py_value(vm: &VirtualMachine, obj: &PyObjectRef) -> PyResult<PyValue> {
+    let items: Vec<PyObjectRef> = obj.clone().try_to_value(vm)?;
+    Ok(match string(vm, &items[0])?.as_str() {
+        "none" => PyValue::None,
+        "bool" => PyValue::Bool(items[1].clone().try_to_bool(vm)?),
+        "int" => {
+            let text = string(vm, &items[1])?;
+            match text.parse::<i128>() {
+                Ok(i) => PyValue::Int(i),
+                Err(_) => PyValue::Other { type_name: "int".into(), text },
+            }
+        }
+        "float" => PyValue::Float(items[1].clone().try_into_value(vm)?),
+        "str" => PyValue::Str(string(vm, &items[1])?),
+        "date" => {
+            let y: i16 = items[1].clone().try_into_value(vm)?;
+            let m: i8 = items[2].clone().try_into_value(vm)?;
+            let d: i8 = items[3].clone().try_into_value(vm)?;
+            PyValue::Date(jiff::civil::Date::new(y, m, d).map_err(|e| vm.new_value_error(e.to_string()))?)
+        }
+        _ => PyValue::Other { type_name: string(vm, &items[1])?, text: string(vm, &items[2])? },
+    })
 }
 
 fn part<T>(vm: &VirtualMachine, obj: PyObjectRef, ok: impl FnOnce(&VirtualMachine, &[PyObjectRef]) -> PyResult<T>) -> PyResult<Part<T>> {

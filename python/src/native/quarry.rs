@@ -487,6 +487,96 @@ mod module {
         Ok(vm.ctx.new_list(entries).into())
     }
 
+    /// The tables a dataset reads (from its nodes), by name, each as `(name, patient_level,
+    /// [(column, type tag, [constraint spec, ...])])` with its constraints (not its
+    /// dummy-data ones) as specs `ehrql.assurance` turns into `Constraint`s.
+    #[pyfunction]
+    fn dataset_tables(nodes: Vec<PyObjectRef>, vm: &VirtualMachine) -> PyResult<PyObjectRef> {
+        let nodes: Vec<NodeId> = nodes.iter().map(|n| node_of(vm, n)).collect::<PyResult<_>>()?;
+        let mut schemas: Vec<TableSchema> = with_graph(|g| {
+            let mut seen = Vec::new();
+            for id in g.reachable_from(&nodes) {
+                if let Node::SelectTable(t) | Node::SelectPatientTable(t) = g.node(id)
+                    && !seen.iter().any(|s: &TableSchema| *s == *g.table(*t))
+                {
+                    seen.push(g.table(*t).clone());
+                }
+            }
+            seen
+        });
+        schemas.sort_by(|a, b| a.name.cmp(&b.name));
+        let out = schemas
+            .iter()
+            .map(|schema| -> PyResult<PyObjectRef> {
+                let columns = schema
+                    .columns
+                    .iter()
+                    .map(|c| -> PyResult<PyObjectRef> {
+                        let specs = c.constraints.iter().map(|k| constraint_spec(vm, k)).collect::<PyResult<Vec<_>>>()?;
+                        Ok(vm
+                            .ctx
+                            .new_tuple(vec![
+                                vm.ctx.new_str(c.name.as_str()).into(),
+                                vm.ctx.new_str(tag(&c.type_)).into(),
+                                vm.ctx.new_list(specs).into(),
+                            ])
+                            .into())
+                    })
+                    .collect::<PyResult<Vec<_>>>()?;
+                Ok(vm
+                    .ctx
+                    .new_tuple(vec![
+                        vm.ctx.new_str(schema.name.as_str()).into(),
+                        vm.ctx.new_bool(schema.patient_level).into(),
+                        vm.ctx.new_list(columns).into(),
+                    ])
+                    .into())
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(vm.ctx.new_list(out).into())
+    }
+
+    /// A constraint as the tuple `ehrql.assurance` builds a `Constraint` from.
+    fn constraint_spec(vm: &VirtualMachine, c: &Constraint) -> PyResult<PyObjectRef> {
+        let s = |x: &str| -> PyObjectRef { vm.ctx.new_str(x).into() };
+        let items: Vec<PyObjectRef> = match c {
+            Constraint::Categorical(values) => {
+                vec![s("Categorical"), vm.ctx.new_list(values.iter().map(|v| python_value(vm, v)).collect::<PyResult<_>>()?).into()]
+            }
+            Constraint::NotNull => vec![s("NotNull")],
+            Constraint::Unique => vec![s("Unique")],
+            Constraint::FirstOfMonth => vec![s("FirstOfMonth")],
+            Constraint::Regex(r) => vec![s("Regex"), s(r)],
+            Constraint::ClosedRange { minimum, maximum, step } => {
+                vec![s("ClosedRange"), vm.ctx.new_int(*minimum).into(), vm.ctx.new_int(*maximum).into(), vm.ctx.new_int(*step).into()]
+            }
+            Constraint::GeneralRange { minimum, maximum, includes_minimum, includes_maximum } => vec![
+                s("GeneralRange"),
+                minimum.as_ref().map(|v| python_value(vm, v)).transpose()?.unwrap_or_else(|| vm.ctx.none()),
+                maximum.as_ref().map(|v| python_value(vm, v)).transpose()?.unwrap_or_else(|| vm.ctx.none()),
+                vm.ctx.new_bool(*includes_minimum).into(),
+                vm.ctx.new_bool(*includes_maximum).into(),
+            ],
+            Constraint::DateAfter(columns) => vec![s("DateAfter"), vm.ctx.new_list(columns.iter().map(|c| s(c)).collect()).into()],
+        };
+        Ok(vm.ctx.new_tuple(items).into())
+    }
+
+    /// A literal as the Python value ehrQL holds (codes as their strings).
+    fn python_value(vm: &VirtualMachine, v: &Value) -> PyResult<PyObjectRef> {
+        Ok(match v {
+            Value::Bool(b) => vm.ctx.new_bool(*b).into(),
+            Value::Int(i) => vm.ctx.new_int(*i).into(),
+            Value::Float(f) => vm.ctx.new_float(f.0).into(),
+            Value::Str(s) | Value::Code(_, s) => vm.ctx.new_str(s.as_str()).into(),
+            Value::Date(d) => {
+                let date = vm.import("datetime", 0)?.get_attr("date", vm)?;
+                date.call((i64::from(d.year()), i64::from(d.month()), i64::from(d.day())), vm)?
+            }
+            Value::Set(..) => return Err(vm.new_type_error("a set is not a column value")),
+        })
+    }
+
     /// The node that selects a catalogue table.
     #[pyfunction]
     fn catalogue_table(module: PyStrRef, name: PyStrRef, vm: &VirtualMachine) -> PyResult<usize> {
