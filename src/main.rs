@@ -3,6 +3,7 @@
 mod analysis_cli;
 mod assure;
 mod check_outputs;
+mod codelists;
 mod ehrql;
 mod pipeline;
 mod report;
@@ -36,6 +37,28 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum CodelistsCommand {
+    /// Check codelists/ as `opensafely codelists check` does (all but the upstream check,
+    /// which needs the network): exit 1 with every problem found.
+    Check {
+        /// The project directory (holding codelists/).
+        #[arg(long, default_value = ".")]
+        project_dir: PathBuf,
+    },
+    /// `opensafely codelists update` needs the network: names the downloads it would make.
+    Update {
+        /// The project directory (holding codelists/).
+        #[arg(long, default_value = ".")]
+        project_dir: PathBuf,
+    },
+    /// `opensafely codelists add URL` needs the network: names the download it would make.
+    Add {
+        /// An OpenCodelists codelist URL.
+        codelist_url: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Commands {
     /// Validate project.yaml and print the plan: actions in dependency order.
     Check {
@@ -65,6 +88,12 @@ enum Commands {
         /// Stop any job that runs longer than this many seconds.
         #[arg(long, value_name = "SECS")]
         timeout: Option<u64>,
+    },
+    /// The opensafely CLI's codelist commands, offline: `check` verifies codelists/ against
+    /// codelists.txt and codelists.json; `update` and `add` name what they would download.
+    Codelists {
+        #[command(subcommand)]
+        command: CodelistsCommand,
     },
     /// Show a job request (the latest, or the one with this id) like the jobs page.
     Status {
@@ -191,7 +220,30 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 }
             }
         }
+        Commands::Codelists { command } => Ok(match command {
+            CodelistsCommand::Check { project_dir } => {
+                let report = codelists::check(&project_dir);
+                print!("{}", report.text);
+                u8::from(!report.ok)
+            }
+            CodelistsCommand::Update { project_dir } => {
+                eprintln!("{}", codelists::update(&project_dir));
+                1
+            }
+            CodelistsCommand::Add { codelist_url } => {
+                eprintln!("{}", codelists::add(&codelist_url));
+                1
+            }
+        }),
         Commands::Run { actions, force_run_dependencies, continue_on_error, concurrency, project_dir, timestamps, timeout } => {
+            // As `opensafely codelists check` in a project's CI: a warning, not a stop.
+            if codelists::dir(&project_dir).exists() {
+                let report = codelists::check(&project_dir);
+                if !report.ok {
+                    let first = report.text.lines().next().unwrap_or_default();
+                    eprintln!("warning: the codelists check failed ({first}); `quarry codelists check` lists every problem");
+                }
+            }
             ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)).context("could not install the Ctrl-C handler")?;
             let options = RunOptions {
                 project_dir,
