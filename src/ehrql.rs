@@ -56,6 +56,54 @@ pub struct GenerateArgs {
     pub user_args: Vec<String>,
 }
 
+/// `debug` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct DebugArgs {
+    /// The dataset definition, a Python file; its `show()` calls are rendered.
+    pub definition: PathBuf,
+    /// The dummy tables `show()` evaluates over (`<table>.csv`; event tables must be CSV).
+    #[arg(long, value_name = "DIR")]
+    pub dummy_tables: Option<PathBuf>,
+    /// How `show()` renders: text tables, or HTML tables (as ehrQL's VS Code extension reads).
+    #[arg(long, value_enum, default_value = "ascii")]
+    pub display_format: crate::debug::Format,
+    /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
+    #[arg(last = true, value_name = "DEFINITION_ARGS")]
+    pub user_args: Vec<String>,
+}
+
+/// `quarry debug`: runs the definition in debug mode (ehrQL's `debug`); `show()` output on
+/// stderr.
+pub fn debug(args: &DebugArgs) -> Result<(), Failure> {
+    if !args.definition.is_file() {
+        return Err(fail(10, format!("{}: no such definition file", args.definition.display())));
+    }
+    // Past ehrQL (whose debugger needs dummy tables): without them, the dataset's dummy
+    // tables are generated first, from a run that prints nothing.
+    let scratch;
+    let dir = match &args.dummy_tables {
+        Some(dir) => Some(dir.clone()),
+        None => match quarry_python::load_definition(&args.definition, &args.user_args, Box::new(std::io::sink())) {
+            Ok(def) if def.dataset.is_some() => {
+                scratch = tempfile::tempdir().map_err(|e| fail(1, format!("cannot create a scratch directory: {e}")))?;
+                let size = def.dataset.as_ref().and_then(|d| d.dummy.population_size).map_or(1000, |n| n.max(0) as usize);
+                let dummy = DummyArgs { population_size: Some(size), seed: quarry_engine::dummy::DEFAULT_SEED };
+                write_dummy_tables(&def, &Target::Directory(scratch.path().to_path_buf(), output::Format::Csv), &dummy)?;
+                eprintln!(
+                    "[info] No --dummy-tables: show() uses dummy tables generated from the dataset; \
+                     what the dataset does not read (other tables and columns) is empty"
+                );
+                Some(scratch.path().to_path_buf())
+            }
+            _ => None,
+        },
+    };
+    let debugger = crate::debug::TablesDebugger { dir, format: args.display_format };
+    quarry_python::debug_definition(&args.definition, &args.user_args, Box::new(std::io::stderr()), Box::new(debugger))
+        .map(|_| ())
+        .map_err(definition_error)
+}
+
 /// `assure` arguments.
 #[derive(Args, Debug, Clone)]
 pub struct AssureArgs {
@@ -122,6 +170,7 @@ enum ExecCommand {
     SerializeDefinition(SerializeArgs),
     CreateDummyTables(CreateDummyTablesArgs),
     Assure(AssureArgs),
+    Debug(DebugArgs),
 }
 
 /// A failure with ehrQL's exit code.
@@ -529,25 +578,30 @@ pub fn create_dummy_tables(args: &CreateDummyTablesArgs) -> Result<(), Failure> 
         Some((_, ext)) if !ext.contains('/') => output::parse_target(Some(&args.dummy_tables_path)).map_err(|m| fail(2, m))?,
         _ => Target::Directory(PathBuf::from(&args.dummy_tables_path), output::Format::Csv),
     };
-    let Target::Directory(dir, _) = &target else { unreachable!("a directory target") };
     let def = load(&args.definition, &args.user_args)?;
+    write_dummy_tables(&def, &target, &args.dummy)
+}
+
+/// Generates the definition's dummy tables into a directory target.
+fn write_dummy_tables(def: &Definition, target: &Target, dummy: &DummyArgs) -> Result<(), Failure> {
+    let Target::Directory(dir, _) = target else { unreachable!("a directory target") };
     let (plan, size, config) = match (&def.dataset, &def.measures) {
         (Some(dataset), _) => {
             let shape = DatasetShape::new(&def.graph, dataset);
             (
                 dataset_plan(&def.graph, dataset, &shape.outputs()),
-                population_size(&args.dummy, dataset.dummy.population_size, 10),
+                population_size(dummy, dataset.dummy.population_size, 10),
                 dataset.dummy.clone(),
             )
         }
         (None, Some(spec)) if !spec.measures.is_empty() => (
             measures_plan(&def.graph, spec, &spec.roots()),
-            population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec)),
+            population_size(dummy, spec.dummy.population_size, measures_default_size(spec)),
             spec.dummy.clone(),
         ),
         _ => return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset"))),
     };
-    let options = gen_options(size, &args.dummy, &config);
+    let options = gen_options(size, dummy, &config);
     // Only used columns are written, in schema order.
     let layout: Vec<(TableId, Vec<usize>)> =
         plan.tables.iter().map(|t| (t.id, t.columns.iter().enumerate().filter(|(_, c)| c.used).map(|(i, _)| i).collect())).collect();
@@ -564,7 +618,7 @@ pub fn create_dummy_tables(args: &CreateDummyTablesArgs) -> Result<(), Failure> 
         })
         .collect();
     eprintln!("[info] Generating dummy tables for {size} patients (seed {}) into {}", options.seed, dir.display());
-    stream_generated(&plan, &options, &target, &layouts, |pid, tables, _| {
+    stream_generated(&plan, &options, target, &layouts, |pid, tables, _| {
         layout
             .iter()
             .map(|(t, cols)| {
@@ -602,6 +656,7 @@ pub fn exec(args: &[String]) -> Result<(), Failure> {
         ExecCommand::SerializeDefinition(a) => serialize_definition(&a),
         ExecCommand::CreateDummyTables(a) => create_dummy_tables(&a),
         ExecCommand::Assure(a) => assure(&a.test_data_file, &a.user_args),
+        ExecCommand::Debug(a) => debug(&a),
     }
 }
 

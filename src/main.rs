@@ -4,6 +4,7 @@ mod analysis_cli;
 mod assure;
 mod check_outputs;
 mod codelists;
+mod debug;
 mod ehrql;
 mod pipeline;
 mod report;
@@ -114,6 +115,9 @@ enum Commands {
     /// Run a definition's assurance tests (`test_data`), as ehrQL's `assure`: the report on
     /// stdout, or on stderr with exit code 13 when a test fails.
     Assure(ehrql::AssureArgs),
+    /// Run a definition in debug mode, as ehrQL's `debug`: every `show()` is evaluated over
+    /// the dummy tables and rendered on stderr.
+    Debug(ehrql::DebugArgs),
     /// Generate dummy tables from a definition (ehrQL's `create-dummy-tables`), readable back
     /// with `generate-dataset --dummy-tables`.
     CreateDummyTables(ehrql::CreateDummyTablesArgs),
@@ -288,6 +292,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Commands::GenerateDataset(a) => Ok(ehrql_result(ehrql::generate_dataset(&a))),
         Commands::GenerateMeasures(a) => Ok(ehrql_result(ehrql::generate_measures(&a))),
         Commands::Assure(a) => Ok(ehrql_result(ehrql::assure(&a.test_data_file, &a.user_args))),
+        Commands::Debug(a) => Ok(ehrql_result(ehrql::debug(&a))),
         Commands::SerializeDefinition(a) => Ok(ehrql_result(ehrql::serialize_definition(&a))),
         Commands::CreateDummyTables(a) => Ok(ehrql_result(ehrql::create_dummy_tables(&a))),
         Commands::Analysis(a) => Ok(analysis_cli::run(a)),

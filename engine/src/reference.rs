@@ -267,6 +267,30 @@ impl PatientValues {
         }
     }
 
+    /// An event frame's rows: indices into its table's rows for the patient, in frame order.
+    pub fn frame_rows(&self, frame: NodeId) -> Option<&[usize]> {
+        match self.memo.get(&frame) {
+            Some(Ev::Rows(rows)) => Some(rows.as_slice()),
+            _ => None,
+        }
+    }
+
+    /// A patient frame's row (`None`: the patient has none), or `None` if `frame` is not one.
+    pub fn frame_row(&self, frame: NodeId) -> Option<Option<&[Scalar]>> {
+        match self.memo.get(&frame) {
+            Some(Ev::Row(row)) => Some(row.as_ref().map(|r| r.as_slice())),
+            _ => None,
+        }
+    }
+
+    /// An event-level series: one value per row of its table (all the patient's rows).
+    pub fn column(&self, series: NodeId) -> Option<&[Scalar]> {
+        match self.memo.get(&series) {
+            Some(Ev::Col(c)) => Some(c.as_slice()),
+            _ => None,
+        }
+    }
+
     /// The rows of an event-table output: for each row of `domain`, the columns' values.
     pub fn event_rows(&self, domain: NodeId, columns: &[NodeId]) -> Vec<Vec<Scalar>> {
         let Some(Ev::Rows(rows)) = self.memo.get(&domain) else { return vec![] };

@@ -25,10 +25,38 @@ pub mod sandbox;
 mod state;
 pub mod stdlib;
 
-use quarry_queries::qm::Graph;
+use quarry_queries::qm::{Graph, NodeId};
 pub use quarry_queries::spec::{DatasetSpec, DummyConfig, MeasureDef, MeasuresSpec};
 
-pub use runtime::load_definition;
+pub use runtime::{debug_definition, load_definition};
+
+/// What a `show()` call asks to see, in debug mode.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShowRequest {
+    /// `show(dataset)`: its population (if defined) and variables.
+    Dataset { population: Option<NodeId>, variables: Vec<(String, NodeId)> },
+    /// `show(element, *others)`: a frame, or series (each flagged when it is a date difference,
+    /// shown in days).
+    Elements(Vec<(NodeId, bool)>),
+}
+
+/// Evaluates and renders what `show()` asks for (`quarry debug`); the text goes to stderr.
+pub trait Debugger {
+    /// The rendered records; an error fails the `show()` call.
+    fn show(&mut self, graph: &Graph, request: &ShowRequest, head: usize, tail: usize) -> Result<String, ShowError>;
+}
+
+/// A boxed debugger handed to a run.
+pub type BoxedDebugger = Box<dyn Debugger + Send>;
+
+/// Why `show()` failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShowError {
+    /// The elements are not one ehrQL object or series of one domain (ehrQL's TypeError).
+    NotShowable,
+    /// Anything else (a missing table file, an evaluation error), as its message.
+    Failed(String),
+}
 
 /// Everything a definition file produced.
 pub struct Definition {

@@ -25,13 +25,33 @@ const ENVIRON: [(&str, &str); 4] = [("PYTHONPATH", "/app"), ("PYTHONHASHSEED", "
 /// Runs the definition at `path` (as given on the command line, relative to the working
 /// directory or absolute) with `sys.argv = [path, *user_args]`; what it prints goes to `out`.
 pub fn load_definition(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<Definition, DefinitionError> {
+    run_on_thread(path, user_args, out, None)
+}
+
+/// Runs a definition in debug mode, as `ehrql debug` does: each `show()` is rendered by
+/// `debugger` and written to `out`.
+pub fn debug_definition(
+    path: &Path,
+    user_args: &[String],
+    out: Box<dyn Write + Send>,
+    debugger: crate::BoxedDebugger,
+) -> Result<Definition, DefinitionError> {
+    run_on_thread(path, user_args, out, Some(debugger))
+}
+
+fn run_on_thread(
+    path: &Path,
+    user_args: &[String],
+    out: Box<dyn Write + Send>,
+    debugger: Option<crate::BoxedDebugger>,
+) -> Result<Definition, DefinitionError> {
     let path = path.to_path_buf();
     let user_args = user_args.to_vec();
     let shown = path.display().to_string();
     let worker = std::thread::Builder::new()
         .name("definition".into())
         .stack_size(STACK_BYTES)
-        .spawn(move || run(&path, &user_args, out))
+        .spawn(move || run(&path, &user_args, out, debugger))
         .map_err(|e| DefinitionError::plain(&shown, "OSError", format!("could not start the definition's thread: {e}")))?;
     match worker.join() {
         Ok(result) => result,
@@ -69,7 +89,12 @@ pub(crate) fn run_source(source: &str) -> Result<String, DefinitionError> {
     Ok(printed)
 }
 
-fn run(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<Definition, DefinitionError> {
+fn run(
+    path: &Path,
+    user_args: &[String],
+    out: Box<dyn Write + Send>,
+    debugger: Option<crate::BoxedDebugger>,
+) -> Result<Definition, DefinitionError> {
     let shown = path.display().to_string();
     let plain = |kind: &str, message: String| DefinitionError::plain(&shown, kind, message);
     let cwd = std::env::current_dir().map_err(|e| plain("OSError", format!("cannot read the working directory: {e}")))?;
@@ -95,6 +120,7 @@ fn run(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<
         out: Box::new(out),
         environ: ENVIRON.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         claimed_permissions: Vec::new(),
+        debugger,
     });
     let interp = interpreter(&argv);
     let outcome = interp.enter(|vm| -> Result<Extracted, DefinitionError> {

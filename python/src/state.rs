@@ -20,6 +20,8 @@ pub struct RunState {
     pub environ: Vec<(String, String)>,
     /// `claim_permissions(...)`, in order, without duplicates.
     pub claimed_permissions: Vec<String>,
+    /// In debug mode (`quarry debug`), what renders `show()`.
+    pub debugger: Option<crate::BoxedDebugger>,
 }
 
 thread_local! {

@@ -577,6 +577,52 @@ mod module {
         })
     }
 
+    /// Whether `show()` renders (`quarry debug`) or is ignored.
+    #[pyfunction]
+    fn debug_active() -> bool {
+        state::with(|s| s.debugger.is_some())
+    }
+
+    /// Renders a `show()` request: `("ok", text)`, `("type", "")` when the elements cannot
+    /// be shown together (ehrQL's TypeError), `("error", message)`.
+    /// `kind` is `"dataset"` (`a`: the population node or None, `b`: `[(name, node)]`) or
+    /// `"elements"` (`a`: `[(node, is_date_difference)]`).
+    #[pyfunction]
+    fn debug_show(
+        kind: PyStrRef,
+        a: PyObjectRef,
+        b: PyObjectRef,
+        head: usize,
+        tail: usize,
+        vm: &VirtualMachine,
+    ) -> PyResult<(String, String)> {
+        let request = if kind.to_string_lossy() == "dataset" {
+            let population = if vm.is_none(&a) { None } else { Some(node_of(vm, &a)?) };
+            let pairs: Vec<PyObjectRef> = b.try_to_value(vm)?;
+            let variables = pairs
+                .iter()
+                .map(|p| Ok((p.get_item(&0, vm)?.str(vm)?.to_string(), node_of(vm, &p.get_item(&1, vm)?)?)))
+                .collect::<PyResult<_>>()?;
+            crate::ShowRequest::Dataset { population, variables }
+        } else {
+            let items: Vec<PyObjectRef> = a.try_to_value(vm)?;
+            let elements = items
+                .iter()
+                .map(|p| Ok((node_of(vm, &p.get_item(&0, vm)?)?, p.get_item(&1, vm)?.try_to_bool(vm)?)))
+                .collect::<PyResult<_>>()?;
+            crate::ShowRequest::Elements(elements)
+        };
+        let result = state::with(|s| match s.debugger.as_mut() {
+            Some(d) => d.show(&s.graph, &request, head, tail),
+            None => Err(crate::ShowError::Failed("show() called outside debug mode".into())),
+        });
+        Ok(match result {
+            Ok(text) => ("ok".into(), text),
+            Err(crate::ShowError::NotShowable) => ("type".into(), String::new()),
+            Err(crate::ShowError::Failed(m)) => ("error".into(), m),
+        })
+    }
+
     /// The node that selects a catalogue table.
     #[pyfunction]
     fn catalogue_table(module: PyStrRef, name: PyStrRef, vm: &VirtualMachine) -> PyResult<usize> {
