@@ -104,6 +104,73 @@ pub fn debug(args: &DebugArgs) -> Result<(), Failure> {
         .map_err(definition_error)
 }
 
+/// `explain` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// The dataset definition, a Python file.
+    pub definition: PathBuf,
+    /// The patient to explain.
+    #[arg(long, value_name = "ID")]
+    pub patient: i64,
+    /// Dummy tables to read the patient from (otherwise dummy data is generated from the
+    /// definition, with --population-size and --seed).
+    #[arg(long, value_name = "DIR")]
+    pub dummy_tables: Option<PathBuf>,
+    #[command(flatten)]
+    pub dummy: DummyArgs,
+    /// Explain only this variable (and the population).
+    #[arg(long, value_name = "NAME")]
+    pub variable: Option<String>,
+    /// Text for a terminal, or JSON for tools.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ExplainFormat,
+    /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
+    #[arg(last = true, value_name = "DEFINITION_ARGS")]
+    pub user_args: Vec<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum ExplainFormat {
+    Text,
+    Json,
+}
+
+/// `quarry explain`: whether a patient is in the population and why (docs/explain.md).
+pub fn explain(args: &ExplainArgs) -> Result<(), Failure> {
+    let def = load(&args.definition, &args.user_args)?;
+    let Some(dataset) = &def.dataset else {
+        return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset")));
+    };
+    if let Some(name) = &args.variable
+        && !dataset.variables.iter().any(|(n, _)| n == name)
+    {
+        let names: Vec<&str> = dataset.variables.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(fail(2, format!("--variable {name}: the dataset has no such variable (it has: {})", names.join(", "))));
+    }
+    let roots = dataset.roots();
+    let store = match &args.dummy_tables {
+        Some(dir) => {
+            eprintln!("[info] Reading table data from {}", dir.display());
+            quarry_engine::store::load_dummy_tables(&def.graph, &roots, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))?
+        }
+        None => {
+            let shape = DatasetShape::new(&def.graph, dataset);
+            let plan = dataset_plan(&def.graph, dataset, &shape.outputs());
+            let size = population_size(&args.dummy, dataset.dummy.population_size, 10);
+            generated_store(&plan, &gen_options(size, &args.dummy, &dataset.dummy))?
+        }
+    };
+    if !store.patients.contains_key(&args.patient) {
+        eprintln!("[warning] patient {} has no rows in any table the dataset reads", args.patient);
+    }
+    let e = crate::explain::explain(&def, dataset, &store, args.patient, args.variable.as_deref()).map_err(|m| fail(1, m))?;
+    match args.format {
+        ExplainFormat::Text => print!("{}", crate::explain::text(&e)),
+        ExplainFormat::Json => println!("{}", crate::explain::json(&e)),
+    }
+    Ok(())
+}
+
 /// `assure` arguments.
 #[derive(Args, Debug, Clone)]
 pub struct AssureArgs {

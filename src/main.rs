@@ -6,6 +6,7 @@ mod check_outputs;
 mod codelists;
 mod debug;
 mod ehrql;
+mod explain;
 mod pipeline;
 mod report;
 
@@ -118,6 +119,9 @@ enum Commands {
     /// Run a definition in debug mode, as ehrQL's `debug`: every `show()` is evaluated over
     /// the dummy tables and rendered on stderr.
     Debug(ehrql::DebugArgs),
+    /// Explain one patient: whether they are in the population and why (the population
+    /// condition as a tree of values), and where each variable's value came from.
+    Explain(ehrql::ExplainArgs),
     /// Generate dummy tables from a definition (ehrQL's `create-dummy-tables`), readable back
     /// with `generate-dataset --dummy-tables`.
     CreateDummyTables(ehrql::CreateDummyTablesArgs),
@@ -293,6 +297,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Commands::GenerateMeasures(a) => Ok(ehrql_result(ehrql::generate_measures(&a))),
         Commands::Assure(a) => Ok(ehrql_result(ehrql::assure(&a.test_data_file, &a.user_args))),
         Commands::Debug(a) => Ok(ehrql_result(ehrql::debug(&a))),
+        Commands::Explain(a) => Ok(ehrql_result(ehrql::explain(&a))),
         Commands::SerializeDefinition(a) => Ok(ehrql_result(ehrql::serialize_definition(&a))),
         Commands::CreateDummyTables(a) => Ok(ehrql_result(ehrql::create_dummy_tables(&a))),
         Commands::Analysis(a) => Ok(analysis_cli::run(a)),

@@ -68,6 +68,8 @@ pub struct Definition {
     /// Why `measures` is missing or invalid, reported only if measures are asked for.
     pub measures_error: Option<DefinitionError>,
     pub claimed_permissions: Vec<String>,
+    /// Where each node was first made in the user's code: (file, line).
+    pub locations: std::collections::HashMap<NodeId, (String, u32)>,
     /// The module's assurance tests (`test_data`), checked against the dataset's tables.
     pub test_data: Option<TestData>,
     /// Why `test_data` is missing or unusable, reported only if assurance tests are asked for.

@@ -120,6 +120,7 @@ fn run(
         out: Box::new(out),
         environ: ENVIRON.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         claimed_permissions: Vec::new(),
+        locations: std::collections::HashMap::new(),
         debugger,
     });
     let interp = interpreter(&argv);
@@ -158,7 +159,9 @@ fn run(
         Part::Error(m) => (None, Some(plain("AssuranceDataError", m))),
         Part::Ok(t) => (Some(t), None),
     };
+    let locations = state.locations.into_iter().filter_map(|(i, at)| state.graph.node_id(i).map(|n| (n, at))).collect();
     Ok(Definition {
+        locations,
         graph: state.graph,
         dataset,
         measures,

@@ -48,7 +48,25 @@ mod module {
         obj.repr(vm).map(|r| r.to_string_lossy().into_owned()).unwrap_or_else(|_| "<object>".into())
     }
 
-    fn id(n: NodeId) -> usize {
+    /// A new node's index for Python, recording where in the user's code it was first made
+    /// (the innermost frame of a `.py` file: quarry's own modules are frozen), for `explain`.
+    fn located(vm: &VirtualMachine, n: NodeId) -> usize {
+        let known = state::with(|s| s.locations.contains_key(&n.index()));
+        if !known {
+            let mut frame = vm.current_frame();
+            let mut at = None;
+            while let Some(f) = frame {
+                let path = f.code.source_path().as_str();
+                if path.ends_with(".py") {
+                    at = Some((path.to_string(), f.current_location().line.get() as u32));
+                    break;
+                }
+                frame = f.f_back(vm);
+            }
+            if let Some(at) = at {
+                state::with(|s| s.locations.insert(n.index(), at));
+            }
+        }
         n.index()
     }
 
@@ -187,10 +205,10 @@ mod module {
                 return Err(vm.new_type_error("an empty set has no type: use is_in() on a series"));
             };
             let set = Value::set(first.type_(), items).map_err(|e| qm_error(vm, "Value", e))?;
-            return Ok(id(with_graph(|g| g.value(set))));
+            return Ok(located(vm, with_graph(|g| g.value(set))));
         }
         let v = literal(vm, &obj)?;
-        Ok(id(with_graph(|g| g.value(v))))
+        Ok(located(vm, with_graph(|g| g.value(v))))
     }
 
     /// `(type tag, has one row per patient)` of a series node.
@@ -298,7 +316,7 @@ mod module {
                 }
             }
         };
-        with_graph(|g| g.function(f)).map(id).map_err(|e| qm_error(vm, &op, e))
+        with_graph(|g| g.function(f)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, &op, e))
     }
 
     /// `series.is_in(values)`: the values (already cast by the series) as a set of the
@@ -325,7 +343,7 @@ mod module {
             let v = g.value(set);
             g.function(F::In(s, v))
         })
-        .map(id)
+        .map(|n| located(vm, n))
         .map_err(|e| qm_error(vm, "In", e))
     }
 
@@ -346,7 +364,7 @@ mod module {
             "CombineAsSet" => A::CombineAsSet(s),
             other => return Err(vm.new_value_error(format!("no query-model aggregation {other}"))),
         };
-        with_graph(|g| g.aggregate(a)).map(id).map_err(|e| qm_error(vm, &kind, e))
+        with_graph(|g| g.aggregate(a)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, &kind, e))
     }
 
     #[pyfunction]
@@ -356,7 +374,7 @@ mod module {
             return Err(vm.new_type_error("Expected type 'Series[bool]' but got 'NoneType'".to_string()));
         }
         let c = node_of(vm, &condition)?;
-        with_graph(|g| g.filter(f, c)).map(id).map_err(|e| qm_error(vm, "Filter", e))
+        with_graph(|g| g.filter(f, c)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, "Filter", e))
     }
 
     #[pyfunction]
@@ -366,21 +384,21 @@ mod module {
             return Err(vm.new_type_error("Expected type 'Series[~Comparable]' but got 'NoneType'".to_string()));
         }
         let s = node_of(vm, &sort_by)?;
-        with_graph(|g| g.sort(f, s)).map(id).map_err(|e| qm_error(vm, "Sort", e))
+        with_graph(|g| g.sort(f, s)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, "Sort", e))
     }
 
     #[pyfunction]
     fn pick(frame: PyObjectRef, position: PyStrRef, vm: &VirtualMachine) -> PyResult<usize> {
         let f = node_of(vm, &frame)?;
         let position = if position.to_string_lossy() == "first" { Position::First } else { Position::Last };
-        with_graph(|g| g.pick_one_row_per_patient(f, position)).map(id).map_err(|e| qm_error(vm, "PickOneRowPerPatient", e))
+        with_graph(|g| g.pick_one_row_per_patient(f, position)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, "PickOneRowPerPatient", e))
     }
 
     #[pyfunction]
     fn select_column(frame: PyObjectRef, name: PyStrRef, vm: &VirtualMachine) -> PyResult<usize> {
         let f = node_of(vm, &frame)?;
         let name = name.to_string_lossy().into_owned();
-        with_graph(|g| g.select_column(f, &name)).map(id).map_err(|e| qm_error(vm, "SelectColumn", e))
+        with_graph(|g| g.select_column(f, &name)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, "SelectColumn", e))
     }
 
     /// `case(...)`: `cases` are `(condition, value or None)` pairs in order.
@@ -394,7 +412,7 @@ mod module {
             pairs.push((node_of(vm, c)?, value));
         }
         let default = if vm.is_none(&default) { None } else { Some(node_of(vm, &default)?) };
-        with_graph(|g| g.case(pairs, default)).map(id).map_err(|e| qm_error(vm, "Case", e))
+        with_graph(|g| g.case(pairs, default)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, "Case", e))
     }
 
     /// Whether a node is a `case` with exactly one condition (the shape
@@ -409,7 +427,7 @@ mod module {
     fn parameter(name: PyStrRef, type_tag: PyStrRef, vm: &VirtualMachine) -> PyResult<usize> {
         let t = type_of_tag(vm, &type_tag.to_string_lossy())?;
         let name = name.to_string_lossy().into_owned();
-        Ok(id(with_graph(|g| g.parameter(&name, t))))
+        Ok(located(vm, with_graph(|g| g.parameter(&name, t))))
     }
 
     /// Why a series cannot be a population (ehrQL's `validate_population_definition`).
@@ -637,7 +655,7 @@ mod module {
             let t = g.declare_table(schema)?;
             if patient_level { g.select_patient_table(t) } else { g.select_table(t) }
         })
-        .map(id)
+        .map(|n| located(vm, n))
         .map_err(|e| qm_error(vm, "SelectTable", e))
     }
 
@@ -734,7 +752,7 @@ mod module {
             let t = g.declare_table(schema)?;
             g.inline_patient_table(t, rows)
         })
-        .map(id)
+        .map(|n| located(vm, n))
         .map_err(|e| qm_error(vm, "InlinePatientTable", e))
     }
 
