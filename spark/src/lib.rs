@@ -399,18 +399,12 @@ pub fn generate_dataset(
         "dataset".to_string(),
         translator.dataset_query(dataset.population, &variables).map_err(|e| SparkFailure::Translate(e.to_string()))?,
     )];
-    for ((name, cols), _) in dataset.events.iter().zip(shape.layouts().iter().skip(1)) {
-        let domain = cols
-            .iter()
-            .find_map(|(_, n)| match graph.domain(*n) {
-                quarry_queries::qm::Domain::Rows(d) => Some(d),
-                quarry_queries::qm::Domain::Patient => None,
-            })
-            .expect("an event table has an event-level column");
+    for (t, (name, _)) in dataset.events.iter().enumerate() {
+        let (cols, order) = shape.event_table(t);
         let nodes: Vec<NodeId> = cols.iter().map(|(_, n)| *n).collect();
         queries.push((
             name.clone(),
-            translator.event_query(dataset.population, domain, &nodes).map_err(|e| SparkFailure::Translate(e.to_string()))?,
+            translator.event_query(dataset.population, &nodes, order).map_err(|e| SparkFailure::Translate(e.to_string()))?,
         ));
     }
     let mut done = 0;
@@ -427,7 +421,7 @@ pub fn generate_dataset(
         let types: Vec<Type> = if i == 0 {
             dataset.variables.iter().map(|(_, n)| graph.type_of(*n).cloned().unwrap_or(Type::Bool)).collect()
         } else {
-            dataset.events[i - 1].1.iter().map(|(_, n)| graph.type_of(*n).cloned().unwrap_or(Type::Bool)).collect()
+            shape.event_table(i - 1).0.iter().map(|(_, n)| graph.type_of(*n).cloned().unwrap_or(Type::Bool)).collect()
         };
         debug_assert_eq!(types.len() + 1, layout.len());
         let batches = match spark.query(sql, name) {
