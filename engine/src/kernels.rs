@@ -149,9 +149,11 @@ fn frame_sorts(graph: &Graph, source: NodeId, selected: Option<&BTreeSet<String>
     (keys, ties, lowest)
 }
 
-/// The pick plans of the `needed` picks.
+/// The pick plans of the `needed` picks. A pick's tie-breaks are the columns selected from it
+/// among the `needed` nodes only, as ehrQL's `rewrite_sorts` looks at the dataset's nodes: a
+/// column selected in the definition but never output does not break ties.
 pub fn pick_plans(graph: &Graph, needed: &[NodeId]) -> HashMap<NodeId, PickPlan> {
-    let selected = selected_columns(graph, graph.iter().map(|(n, _)| n));
+    let selected = selected_columns(graph, needed.iter().copied());
     let mut picks = HashMap::new();
     for &n in needed {
         let Node::PickOneRowPerPatient { source, .. } = graph.node(n) else { continue };

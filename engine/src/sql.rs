@@ -183,9 +183,11 @@ fn raise(message: &str) -> String {
 }
 
 impl<'g> Translator<'g> {
-    /// `relation` names the SQL relation that holds a table (by the table's name).
-    pub fn new(graph: &'g Graph, relation: impl Fn(&str) -> String + 'g, row_order: RowOrder) -> Translator<'g> {
-        let all: Vec<NodeId> = graph.iter().map(|(n, _)| n).collect();
+    /// `relation` names the SQL relation that holds a table (by the table's name); `roots` are
+    /// the nodes the queries will output (a pick's tie-breaks are the columns selected from it
+    /// among what they reach, `kernels::pick_plans`).
+    pub fn new(graph: &'g Graph, relation: impl Fn(&str) -> String + 'g, row_order: RowOrder, roots: &[NodeId]) -> Translator<'g> {
+        let needed: Vec<NodeId> = crate::reference::reachable(graph, roots).into_iter().collect();
         Translator {
             graph,
             relation: Box::new(relation),
@@ -195,7 +197,7 @@ impl<'g> Translator<'g> {
             views: vec![],
             set_views: HashMap::new(),
             inline_views: HashMap::new(),
-            picks: pick_plans(graph, &all),
+            picks: pick_plans(graph, &needed),
         }
     }
 

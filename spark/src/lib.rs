@@ -363,8 +363,8 @@ fn batch_rows(batch: &RecordBatch, types: &[Type]) -> Result<Vec<Vec<Scalar>>, S
 
 /// A translator; `QUARRY_SPARK_INLINE_SET_MAX` sets how large a literal set may be before it
 /// is sent as a view (tests set 0 to send them all).
-fn translator<'g>(graph: &'g Graph, relation: Box<dyn Fn(&str) -> String>, order: RowOrder) -> Translator<'g> {
-    let t = Translator::new(graph, relation, order);
+fn translator<'g>(graph: &'g Graph, relation: Box<dyn Fn(&str) -> String>, order: RowOrder, roots: &[NodeId]) -> Translator<'g> {
+    let t = Translator::new(graph, relation, order, roots);
     match std::env::var("QUARRY_SPARK_INLINE_SET_MAX").ok().and_then(|v| v.parse().ok()) {
         Some(n) => t.inline_set_max(n),
         None => t,
@@ -392,7 +392,7 @@ pub fn generate_dataset(
 ) -> Result<usize, SparkFailure> {
     let roots = dataset.roots();
     let (relation, order) = spark.register_tables(graph, &roots, tables)?;
-    let mut translator = translator(graph, relation, order);
+    let mut translator = translator(graph, relation, order, &roots);
     let shape = quarry_engine::DatasetShape::new(graph, dataset);
     let variables: Vec<NodeId> = dataset.variables.iter().map(|(_, n)| *n).collect();
     let mut queries = vec![(
@@ -453,7 +453,7 @@ pub fn generate_dataset(
 pub fn generate_measures(spark: &Spark, graph: &Graph, spec: &MeasuresSpec, tables: &Tables) -> Result<Vec<output::Table>, SparkFailure> {
     let outputs = quarry_engine::measures::measures_outputs(spec);
     let (relation, order) = spark.register_tables(graph, &outputs, tables)?;
-    let mut translator = translator(graph, relation, order);
+    let mut translator = translator(graph, relation, order, &outputs);
     let types: Vec<Type> = outputs.iter().map(|n| graph.type_of(*n).cloned().unwrap_or(Type::Bool)).collect();
     let mut done = 0;
     quarry_engine::measures::aggregate_measures(graph, spec, |(start, end), add| {
