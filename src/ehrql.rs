@@ -26,7 +26,8 @@ pub struct GenerateArgs {
     /// `.arrow` or `.parquet`), read into memory.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["dummy_data_file", "backend"])]
     pub dummy_tables: Option<PathBuf>,
-    /// A ready-made dummy dataset to validate and copy instead of evaluating the definition.
+    /// A ready-made dummy dataset (or measures table, or a directory of one file per measure)
+    /// to validate and copy instead of evaluating the definition.
     #[arg(long, value_name = "FILE", conflicts_with = "backend")]
     pub dummy_data_file: Option<PathBuf>,
     /// A backend of any size: a directory of `<table>.parquet` (or `.arrow`) files sorted by
@@ -255,12 +256,6 @@ fn generated_store(plan: &dummy::Plan, options: &dummy::Options) -> Result<quarr
 }
 
 fn store_for(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Result<quarry_engine::store::Store, Failure> {
-    if args.dummy_data_file.is_some() {
-        return Err(fail(
-            2,
-            "--dummy-data-file is read by generate-dataset only; use --dummy-tables DIR for measures, or neither to generate dummy data",
-        ));
-    }
     if args.backend.is_some() {
         return Err(fail(2, "generate-measures does not read --backend yet; use --dummy-tables DIR, or neither to generate dummy data"));
     }
@@ -306,16 +301,32 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
 
 pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     let target = output::parse_target(args.output.as_deref()).map_err(|m| fail(2, m))?;
+    if let Some(file) = &args.dummy_data_file
+        && !file.exists()
+    {
+        return Err(fail(2, format!("argument --dummy-data-file: {} does not exist", file.display())));
+    }
     let def = load(&args.definition, &args.user_args)?;
     let Some(spec) = &def.measures else {
         return Err(definition_error(def.measures_error.clone().expect("a reason when there are no measures")));
     };
     let roots = spec.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, false)?;
-    let tables = if args.engine == Engine::Spark {
+    for quirk in quarry_engine::measures::grouping_quirks(spec) {
+        eprintln!("[warning] {quirk}");
+    }
+    let mut table = if let Some(file) = &args.dummy_data_file {
+        // ehrQL's rule: the file's rows, validated against the measures' columns, instead of
+        // evaluating anything.
+        if args.engine == Engine::Spark {
+            return Err(fail(2, "--dummy-data-file is copied, not evaluated: leave out --engine spark"));
+        }
+        eprintln!("[info] Reading dummy data from {}", file.display());
+        quarry_engine::measures::read_dummy_measures(&def.graph, spec, file).map_err(|e| fail(11, format!("FileValidationError: {e}")))?
+    } else if args.engine == Engine::Spark {
         on_spark(&def.graph, &roots, args, |spark, tables| quarry_spark::generate_measures(spark, &def.graph, spec, tables))?
     } else {
-        let store = if args.dummy_tables.is_none() && args.dummy_data_file.is_none() && args.backend.is_none() {
+        let store = if args.dummy_tables.is_none() && args.backend.is_none() {
             let plan = measures_plan(&def.graph, spec, &roots);
             let size = population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec));
             generated_store(&plan, &gen_options(size, &args.dummy, &spec.dummy))?
@@ -325,9 +336,10 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
         quarry_engine::measures::evaluate_measures(&def.graph, spec, &store, args.engine == Engine::Columnar)
             .map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?
     };
+    quarry_engine::measures::apply_disclosure_control(spec, &mut table).map_err(|m| fail(1, m))?;
     let tables = match target {
-        Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &tables[0]),
-        _ => tables,
+        Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &table),
+        _ => vec![table],
     };
     output::write_tables(&target, tables).map_err(|m| fail(1, m))
 }

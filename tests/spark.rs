@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::suite;
+use common::{realworld_suite, suite};
 
 const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
 
@@ -29,10 +29,15 @@ fn remote() -> Option<String> {
     }
 }
 
-/// check.sh over the cases starting with `prefixes` (all when empty) on Spark.
+/// The conformance suite's check.sh over the cases starting with `prefixes` (all when empty)
+/// on Spark.
 fn check(remote: &str, prefixes: &[&str], env: &[(&str, &str)]) -> String {
+    check_suite(&suite(), remote, prefixes, env)
+}
+
+fn check_suite(suite: &Path, remote: &str, prefixes: &[&str], env: &[(&str, &str)]) -> String {
     let mut command = Command::new("bash");
-    command.arg(suite().join("check.sh")).args(["-j", "3"]);
+    command.arg(suite.join("check.sh")).args(["-j", "3"]);
     if std::env::var_os("ARROW_PYTHON").is_some() {
         command.arg("--arrow");
     }
@@ -51,6 +56,14 @@ fn conformance_suite_passes_on_spark() {
     let stdout = check(&remote, &[], &[]);
     let failed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL ")).collect();
     assert!(failed.is_empty(), "conformance failures on Spark: {failed:#?}\n{stdout}");
+    assert!(stdout.lines().last().is_some_and(|l| l.ends_with(" passed, 0 failed")), "unexpected check.sh output\n{stdout}");
+}
+
+#[test]
+fn realworld_suite_passes_on_spark() {
+    let Some(remote) = remote() else { return };
+    let stdout = check_suite(&realworld_suite(), &remote, &[], &[]);
+    assert!(!stdout.contains("FAIL "), "real-world failures on Spark:\n{stdout}");
     assert!(stdout.lines().last().is_some_and(|l| l.ends_with(" passed, 0 failed")), "unexpected check.sh output\n{stdout}");
 }
 

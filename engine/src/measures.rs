@@ -1,16 +1,18 @@
 //! ehrQL's measures (ehrql.md §6.4): for each interval and measure, the sums of numerator and
-//! denominator per group over the patients in the denominator, then disclosure control.
+//! denominator per group over the patients in the denominator, in ehrQL's row order, then
+//! disclosure control; and `--dummy-data-file` measures tables (docs/measures.md).
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 
 use quarry_queries::qm::{Float, Graph, NodeId, Value};
 use quarry_queries::semantics::{EvalError, Scalar};
-use quarry_queries::spec::MeasuresSpec;
+use quarry_queries::spec::{MeasureDef, MeasuresSpec};
 
 use crate::columns::{ColumnKind, ColumnSpec};
 use crate::output::Table;
 use crate::reference::Evaluator;
-use crate::store::Store;
+use crate::store::{InputError, Store};
 
 fn as_count(v: &Scalar) -> i64 {
     match v {
@@ -25,9 +27,46 @@ enum Engine<'g> {
     Columnar(crate::columnar::Evaluator<'g>),
 }
 
-/// ehrQL's default disclosure control: counts ≤ 7 become 0, others round to the nearest 5.
+/// ehrQL's default disclosure control: counts ≤ 7 become 0, others round to the nearest 5
+/// (an integer over 5 is never halfway, so Python's rounding to even never differs).
 pub fn round_count(n: i64) -> i64 {
     if n <= 7 { 0 } else { ((n as f64 / 5.0).round() as i64) * 5 }
+}
+
+/// ehrQL's `apply_sdc_to_measure_results`, when the definition has not disabled disclosure
+/// control: numerator and denominator rounded (`round_count`), the ratio recomputed from
+/// them (empty when the denominator rounds to 0). Applied to evaluated measures and to the
+/// rows of a `--dummy-data-file` alike. ehrQL asserts that every count is a non-negative
+/// integer (a NULL or negative count stops it), and so does this: the error names the row.
+pub fn apply_disclosure_control(spec: &MeasuresSpec, table: &mut Table) -> Result<(), String> {
+    if !spec.disclosure_control {
+        return Ok(());
+    }
+    for (i, row) in table.rows.iter_mut().enumerate() {
+        let mut rounded = [0; 2];
+        for (k, column) in [(0, "numerator"), (1, "denominator")] {
+            rounded[k] = match &row[4 + k] {
+                Some(Value::Int(n)) if *n >= 0 => round_count(*n),
+                other => {
+                    return Err(format!(
+                        "disclosure control needs counts of 0 or more, but row {} of measure {} has {column} {} \
+                         (ehrQL stops here too, with an AssertionError or TypeError)",
+                        i + 1,
+                        crate::output::render_value(&row[0]),
+                        match other {
+                            None => "NULL".to_string(),
+                            v => crate::output::render_value(v),
+                        }
+                    ));
+                }
+            };
+        }
+        let [num, den] = rounded;
+        row[3] = (den != 0).then(|| Value::Float(Float(num as f64 / den as f64)));
+        row[4] = Some(Value::Int(num));
+        row[5] = Some(Value::Int(den));
+    }
+    Ok(())
 }
 
 /// The nodes a measures run evaluates per patient: numerators, denominators and group-by
@@ -46,7 +85,7 @@ pub fn measures_outputs(spec: &MeasuresSpec) -> Vec<NodeId> {
 
 /// All measures in one table: `measure, interval_start, interval_end, ratio, numerator,
 /// denominator`, then every group-by column.
-pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, columnar: bool) -> Result<Vec<Table>, EvalError> {
+pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, columnar: bool) -> Result<Table, EvalError> {
     let outputs = measures_outputs(spec);
     // The reference evaluator goes patient by patient (store and inline patients, in id
     // order); the columnar one finds its patients itself.
@@ -85,80 +124,276 @@ pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, colu
     })
 }
 
-/// The measures table from per-patient values: `patients` is called once per interval with
-/// a sink for each patient's values of `measures_outputs(spec)`, patients in id order.
+/// One of ehrQL's `MeasureCalculator`s: the measures that share a denominator and a set of
+/// intervals, evaluated together as one `GroupedSum` per interval.
+struct Calculator<'s> {
+    denominator: NodeId,
+    intervals: &'s [(jiff::civil::Date, jiff::civil::Date)],
+    /// The measures, in definition order, each with its numerator's index in `numerators`
+    /// and its grouping level (`get_grouping_level_as_int` over `names`).
+    measures: Vec<(&'s MeasureDef, usize, u64)>,
+    /// The distinct numerators (ehrQL's numerator columns).
+    numerators: Vec<NodeId>,
+    /// The group-by names of all the measures, in order of first appearance.
+    names: Vec<String>,
+    /// The distinct group-by series, in order of first appearance in `sets` (the engine's
+    /// own list of group columns; it matches `names` unless two names share a series).
+    columns: Vec<NodeId>,
+    /// The grouping sets in order of first appearance: the series a measure groups by, in
+    /// its `group_by` order, with the set's grouping id over `columns` and the numerators
+    /// summed for it.
+    sets: Vec<(Vec<NodeId>, u64, Vec<usize>)>,
+}
+
+/// ehrQL's `get_grouping_level_as_int`: one bit per group column, most significant first,
+/// set when the column is not grouped on.
+fn grouping_level<T: PartialEq>(all: &[T], subset: &[T]) -> u64 {
+    all.iter().fold(0, |level, g| level << 1 | u64::from(!subset.contains(g)))
+}
+
+fn push_distinct<T: PartialEq>(list: &mut Vec<T>, item: T) -> usize {
+    match list.iter().position(|x| *x == item) {
+        Some(i) => i,
+        None => {
+            list.push(item);
+            list.len() - 1
+        }
+    }
+}
+
+impl<'s> Calculator<'s> {
+    /// ehrQL's grouping (`get_measure_results`): by (denominator, intervals), in order of
+    /// first appearance.
+    fn group(spec: &'s MeasuresSpec) -> Vec<Calculator<'s>> {
+        let mut calculators: Vec<Calculator> = vec![];
+        for m in &spec.measures {
+            let i = match calculators.iter().position(|c| c.denominator == m.denominator && c.intervals == m.intervals.as_slice()) {
+                Some(i) => i,
+                None => {
+                    calculators.push(Calculator {
+                        denominator: m.denominator,
+                        intervals: &m.intervals,
+                        measures: vec![],
+                        numerators: vec![],
+                        names: vec![],
+                        columns: vec![],
+                        sets: vec![],
+                    });
+                    calculators.len() - 1
+                }
+            };
+            let c = &mut calculators[i];
+            for (name, _) in &m.group_by {
+                push_distinct(&mut c.names, name.clone());
+            }
+            let numerator = push_distinct(&mut c.numerators, m.numerator);
+            let set: Vec<NodeId> = m.group_by.iter().map(|(_, n)| *n).collect();
+            match c.sets.iter_mut().find(|(s, ..)| *s == set) {
+                Some((.., numerators)) => {
+                    push_distinct(numerators, numerator);
+                }
+                None => c.sets.push((set, 0, vec![numerator])),
+            }
+            c.measures.push((m, numerator, 0));
+        }
+        for c in &mut calculators {
+            for (set, ..) in &c.sets {
+                for n in set {
+                    push_distinct(&mut c.columns, *n);
+                }
+            }
+            for (set, id, _) in &mut c.sets {
+                *id = grouping_level(&c.columns, set);
+            }
+            for (m, _, level) in &mut c.measures {
+                let names: Vec<String> = m.group_by.iter().map(|(g, _)| g.clone()).collect();
+                *level = grouping_level(&c.names, &names);
+            }
+        }
+        calculators
+    }
+}
+
+/// Where the definition meets ehrQL's grouping quirks (see `aggregate_measures`), in words,
+/// for warnings: quarry reproduces ehrQL's output, but the user likely did not mean it.
+pub fn grouping_quirks(spec: &MeasuresSpec) -> Vec<String> {
+    let mut out = vec![];
+    for c in Calculator::group(spec) {
+        let measures_of = |set: &[NodeId]| -> Vec<&str> {
+            c.measures
+                .iter()
+                .filter(|(m, ..)| m.group_by.iter().map(|(_, n)| *n).eq(set.iter().copied()))
+                .map(|(m, ..)| m.name.as_str())
+                .collect()
+        };
+        for (i, (a, id, _)) in c.sets.iter().enumerate() {
+            // The same series in another order (a series under two names is the next warning).
+            let distinct = |set: &[NodeId]| set.iter().enumerate().all(|(k, n)| !set[..k].contains(n));
+            for (b, ..) in c.sets[i + 1..].iter().filter(|(b, other, _)| other == id && distinct(a) && distinct(b)) {
+                out.push(format!(
+                    "measures {} and {} group by the same columns in different orders: ehrQL then counts each of their groups once per order (so their denominators are multiplied), and quarry gives ehrQL's numbers; list the columns in one order",
+                    measures_of(a).join(", "),
+                    measures_of(b).join(", ")
+                ));
+            }
+        }
+        for n in &c.columns {
+            let names: Vec<&str> = c
+                .names
+                .iter()
+                .filter(|g| c.measures.iter().any(|(m, ..)| m.group_by.iter().any(|(k, v)| k == *g && v == n)))
+                .map(String::as_str)
+                .collect();
+            if names.len() > 1 {
+                out.push(format!(
+                    "the group_by columns {} are one series: ehrQL then loses or mislabels rows of the measures that group by them, and quarry gives ehrQL's rows; group by it under one name",
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// One interval's `GroupedSum` of one calculator: per (group values over the calculator's
+/// columns, grouping id), the denominator's and each numerator's sums. ehrQL goes grouping
+/// set by grouping set, each over all patients, into one dict; patients come here one at a
+/// time, so each set keeps the order its groups were first met in, and `in_order` replays
+/// ehrQL's insertion order.
+struct Sums {
+    rows: Vec<(Vec<Scalar>, u64, Vec<i64>)>,
+    /// (group values, grouping id) → row: grouping sets with the same id share rows.
+    index: HashMap<(Vec<Scalar>, u64), usize>,
+    /// Per grouping set: group values → row, and its rows in first-met order.
+    by_set: Vec<HashMap<Vec<Scalar>, usize>>,
+    order: Vec<Vec<usize>>,
+}
+
+impl Sums {
+    fn new(sets: usize) -> Sums {
+        Sums { rows: vec![], index: HashMap::new(), by_set: vec![HashMap::new(); sets], order: vec![vec![]; sets] }
+    }
+
+    /// The sums of the group `key` of grouping set `set` (grouping id `id`), made on first use.
+    fn row(&mut self, set: usize, key: Vec<Scalar>, id: u64, width: usize) -> &mut Vec<i64> {
+        let i = match self.by_set[set].get(&key) {
+            Some(&i) => i,
+            None => {
+                let i = *self.index.entry((key.clone(), id)).or_insert_with(|| {
+                    self.rows.push((key.clone(), id, vec![0; width]));
+                    self.rows.len() - 1
+                });
+                self.by_set[set].insert(key, i);
+                self.order[set].push(i);
+                i
+            }
+        };
+        &mut self.rows[i].2
+    }
+
+    /// The rows in the order ehrQL's dict has them.
+    fn in_order(&self) -> impl Iterator<Item = &(Vec<Scalar>, u64, Vec<i64>)> {
+        let mut seen = vec![false; self.rows.len()];
+        self.order.iter().flatten().filter(move |&&i| !std::mem::replace(&mut seen[i], true)).map(|&i| &self.rows[i])
+    }
+}
+
+/// The measures table from per-patient values: `patients` is called once per distinct
+/// interval with a sink for each patient's values of `measures_outputs(spec)`, patients in id
+/// order.
+///
+/// Rows come in ehrQL's order (`get_measure_results` over the in-memory engine's
+/// `GroupedSum`): measures grouped by (denominator, intervals) in order of first appearance;
+/// per group, interval by interval; per interval, grouping set by grouping set (in order of
+/// first appearance), the groups in the order their first patient is met; per group, each
+/// measure of that grouping set in definition order. ehrQL's quirks are kept: measures that
+/// group by the same series in different orders share groups that count the denominator once
+/// per order, and a series grouped under two names mismatches its levels (see
+/// docs/measures.md).
 pub fn aggregate_measures<E>(
     graph: &Graph,
     spec: &MeasuresSpec,
     mut patients: impl FnMut((jiff::civil::Date, jiff::civil::Date), &mut dyn FnMut(&[Scalar])) -> Result<(), E>,
-) -> Result<Vec<Table>, E> {
-    let mut group_columns: Vec<String> = vec![];
-    for m in &spec.measures {
-        for (g, _) in &m.group_by {
-            if !group_columns.contains(g) {
-                group_columns.push(g.clone());
-            }
-        }
-    }
+) -> Result<Table, E> {
+    let group_columns = group_columns(spec);
     let outputs = measures_outputs(spec);
     let position: HashMap<NodeId, usize> = outputs.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-    let mut intervals: Vec<(jiff::civil::Date, jiff::civil::Date)> =
-        spec.measures.iter().flat_map(|m| m.intervals.iter().copied()).collect();
+    let calculators = Calculator::group(spec);
+    let mut intervals: Vec<(jiff::civil::Date, jiff::civil::Date)> = calculators.iter().flat_map(|c| c.intervals.iter().copied()).collect();
     intervals.sort();
     intervals.dedup();
-    let mut table = Table { name: "measures".into(), columns: measures_columns(graph, spec, &group_columns), rows: vec![] };
-    for (start, end) in intervals {
-        let measures: Vec<_> = spec.measures.iter().filter(|m| m.intervals.contains(&(start, end))).collect();
-        // Per measure: group key → (numerator, denominator), in first-seen order.
-        let mut sums: Vec<(Vec<Vec<Scalar>>, HashMap<Vec<Scalar>, (i64, i64)>)> =
-            measures.iter().map(|_| (vec![], HashMap::new())).collect();
-        // Adds one patient (its outputs' values, in `outputs` order), patients in id order.
+    // Each interval is evaluated once, for every calculator that has it.
+    let mut sums: HashMap<(usize, (jiff::civil::Date, jiff::civil::Date)), Sums> = HashMap::new();
+    for interval in intervals {
+        let active: Vec<usize> = (0..calculators.len()).filter(|&i| calculators[i].intervals.contains(&interval)).collect();
+        let mut acc: Vec<Sums> = active.iter().map(|&c| Sums::new(calculators[c].sets.len())).collect();
         let mut add = |values: &[Scalar]| {
-            let value = |n: NodeId| values[position[&n]].clone();
-            for (m, (order, acc)) in measures.iter().zip(sums.iter_mut()) {
-                let den = value(m.denominator);
-                let in_population = match &den {
-                    Some(Value::Bool(b)) => *b,
-                    Some(Value::Int(i)) => *i > 0,
-                    _ => false,
-                };
-                if !in_population {
+            let value = |n: NodeId| &values[position[&n]];
+            for (&c, sums) in active.iter().zip(acc.iter_mut()) {
+                let c = &calculators[c];
+                let den = value(c.denominator);
+                if !matches!(den, Some(Value::Bool(true))) && !matches!(den, Some(Value::Int(i)) if *i > 0) {
                     continue;
                 }
-                let key: Vec<Scalar> = m.group_by.iter().map(|(_, n)| value(*n)).collect();
-                let entry = acc.entry(key.clone()).or_insert_with(|| {
-                    order.push(key);
-                    (0, 0)
-                });
-                entry.0 += as_count(&value(m.numerator));
-                entry.1 += as_count(&den);
+                for (s, (set, id, numerators)) in c.sets.iter().enumerate() {
+                    let key: Vec<Scalar> = c.columns.iter().map(|g| if set.contains(g) { value(*g).clone() } else { None }).collect();
+                    let counts = sums.row(s, key, *id, c.numerators.len() + 1);
+                    counts[0] += as_count(den);
+                    for &n in numerators {
+                        counts[n + 1] += as_count(value(c.numerators[n]));
+                    }
+                }
             }
         };
-        patients((start, end), &mut add)?;
-        for (m, (order, acc)) in measures.iter().zip(sums) {
-            for key in order {
-                let (mut num, mut den) = acc[&key];
-                if spec.disclosure_control {
-                    num = round_count(num);
-                    den = round_count(den);
+        patients(interval, &mut add)?;
+        for (c, s) in active.into_iter().zip(acc) {
+            sums.insert((c, interval), s);
+        }
+    }
+    let mut table = Table { name: "measures".into(), columns: measures_columns(graph, spec, &group_columns), rows: vec![] };
+    for (i, c) in calculators.iter().enumerate() {
+        for &(start, end) in c.intervals {
+            for (key, id, counts) in sums[&(i, (start, end))].in_order() {
+                // ehrQL's row: the numerators' sums then the group values; a measure's
+                // group values are the row's last `names.len()` cells (Python's slice).
+                let row: Vec<Scalar> = counts[1..].iter().map(|n| Some(Value::Int(*n))).chain(key.iter().cloned()).collect();
+                let from = row.len() as isize - c.names.len() as isize;
+                let groups = &row[if from >= 0 { from } else { (row.len() as isize + from).max(0) } as usize..];
+                for (m, numerator, level) in &c.measures {
+                    if *level != *id {
+                        continue;
+                    }
+                    let num = counts[numerator + 1];
+                    let den = counts[0];
+                    let mut out: Vec<Scalar> = vec![
+                        Some(Value::Str(m.name.clone())),
+                        Some(Value::Date(start)),
+                        Some(Value::Date(end)),
+                        Some(Value::Float(Float(num as f64 / den as f64))),
+                        Some(Value::Int(num)),
+                        Some(Value::Int(den)),
+                    ];
+                    for g in &group_columns {
+                        out.push(c.names.iter().zip(groups).find(|(n, _)| *n == g).and_then(|(_, v)| v.clone()));
+                    }
+                    table.rows.push(out);
                 }
-                let ratio = if den == 0 { None } else { Some(Value::Float(Float(num as f64 / den as f64))) };
-                let mut row: Vec<Scalar> = vec![
-                    Some(Value::Str(m.name.clone())),
-                    Some(Value::Date(start)),
-                    Some(Value::Date(end)),
-                    ratio,
-                    Some(Value::Int(num)),
-                    Some(Value::Int(den)),
-                ];
-                for g in &group_columns {
-                    row.push(m.group_by.iter().position(|(n, _)| n == g).and_then(|i| key[i].clone()));
-                }
-                table.rows.push(row);
             }
         }
     }
-    Ok(vec![table])
+    Ok(table)
+}
+
+/// ehrQL's `get_all_group_by_columns`: every measure's group-by names, in order of first
+/// appearance.
+fn group_columns(spec: &MeasuresSpec) -> Vec<String> {
+    let mut names: Vec<String> = vec![];
+    for m in &spec.measures {
+        for (g, _) in &m.group_by {
+            push_distinct(&mut names, g.clone());
+        }
+    }
+    names
 }
 
 /// ehrQL's `get_column_specs_for_measures`.
@@ -184,19 +419,19 @@ fn measures_columns(graph: &Graph, spec: &MeasuresSpec, group_columns: &[String]
     out
 }
 
-/// Splits the combined table into one table per measure (for `--output DIR:csv`), dropping
-/// the `measure` column and group columns the measure does not use.
+/// ehrQL's `get_table_specs_for_measures`: a measure's columns, as indices into the combined
+/// table's: all but `measure`, with only its own group-by columns, in its `group_by` order.
+fn measure_columns(combined: &[ColumnSpec], m: &MeasureDef) -> Vec<usize> {
+    (1..6).chain(m.group_by.iter().map(|(g, _)| combined.iter().position(|c| c.name == *g).expect("a group column"))).collect()
+}
+
+/// Splits the combined table into one table per measure (for `--output DIR:csv`): ehrQL's
+/// `split_measure_results_into_tables`.
 pub fn per_measure_tables(spec: &MeasuresSpec, combined: &Table) -> Vec<Table> {
     spec.measures
         .iter()
         .map(|m| {
-            let keep: Vec<usize> = combined
-                .columns
-                .iter()
-                .enumerate()
-                .filter(|(i, c)| *i > 0 && (*i < 6 || m.group_by.iter().any(|(g, _)| *g == c.name)))
-                .map(|(i, _)| i)
-                .collect();
+            let keep = measure_columns(&combined.columns, m);
             Table {
                 name: m.name.clone(),
                 columns: keep.iter().map(|&i| combined.columns[i].clone()).collect(),
@@ -209,4 +444,70 @@ pub fn per_measure_tables(spec: &MeasuresSpec, combined: &Table) -> Vec<Table> {
             }
         })
         .collect()
+}
+
+/// The file formats ehrQL reads a dummy data file in (`FILE_FORMATS`), and Parquet.
+const DUMMY_FORMATS: &[&str] = &[".arrow", ".csv", ".csv.gz", ".parquet"];
+
+/// ehrQL's `get_file_extension`.
+fn extension(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let suffixes: Vec<&str> = name.trim_start_matches('.').split('.').skip(1).collect();
+    match suffixes.as_slice() {
+        [.., a, "gz"] => format!(".{a}.gz"),
+        [.., last] => format!(".{last}"),
+        [] => String::new(),
+    }
+}
+
+/// `generate-measures --dummy-data-file`: ehrQL's `read_measure_results`. A file holds the
+/// combined table (every column required, each value checked against the measures' column
+/// specs); a directory holds one file per measure, named after it, in one format, with that
+/// measure's columns (as `--output DIR:csv` writes them), read back in definition order. The
+/// rows are kept in the file's order and written as they are (after disclosure control).
+pub fn read_dummy_measures(graph: &Graph, spec: &MeasuresSpec, path: &Path) -> Result<Table, InputError> {
+    let group_columns = group_columns(spec);
+    let columns = measures_columns(graph, spec, &group_columns);
+    let read = |file: &Path, columns: &[ColumnSpec]| {
+        let ext = extension(file);
+        if !DUMMY_FORMATS.contains(&ext.as_str()) {
+            return Err(InputError(format!("Unsupported file type: {ext}")));
+        }
+        if !file.is_file() {
+            return Err(InputError(format!("Missing file: {}", file.display())));
+        }
+        crate::store::read_dummy_dataset(file, columns)
+    };
+    if !path.is_dir() {
+        let rows = read(path, &columns)?;
+        return Ok(Table { name: "measures".into(), columns, rows });
+    }
+    // ehrQL's `get_extension_from_directory`: one data format among the directory's files.
+    let mut found: Vec<String> = std::fs::read_dir(path)
+        .map_err(|e| InputError(format!("Cannot read {}: {e}", path.display())))?
+        .filter_map(|e| e.ok())
+        .map(|e| extension(&e.path()))
+        .filter(|e| DUMMY_FORMATS.contains(&e.as_str()))
+        .collect();
+    found.sort();
+    found.dedup();
+    let ext = match found.as_slice() {
+        [] => return Err(InputError(format!("No supported file formats found in: {}", path.display()))),
+        [one] => one.clone(),
+        many => return Err(InputError(format!("Found multiple file formats ({}) in: {}", many.join(", "), path.display()))),
+    };
+    let mut rows = vec![];
+    for m in &spec.measures {
+        let keep = measure_columns(&columns, m);
+        let specs: Vec<ColumnSpec> = keep.iter().map(|&i| columns[i].clone()).collect();
+        for r in read(&path.join(format!("{}{ext}", m.name)), &specs)? {
+            let mut row: Vec<Scalar> = vec![None; columns.len()];
+            row[0] = Some(Value::Str(m.name.clone()));
+            for (&i, v) in keep.iter().zip(r) {
+                row[i] = v;
+            }
+            rows.push(row);
+        }
+    }
+    Ok(Table { name: "measures".into(), columns, rows })
 }

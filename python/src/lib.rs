@@ -23,6 +23,7 @@ mod numbers;
 mod runtime;
 pub mod sandbox;
 mod state;
+pub mod stdlib;
 
 use quarry_queries::qm::Graph;
 pub use quarry_queries::spec::{DatasetSpec, DummyConfig, MeasureDef, MeasuresSpec};

@@ -46,6 +46,29 @@ pub fn load_definition(path: &Path, user_args: &[String], out: Box<dyn Write + S
     }
 }
 
+/// Runs Python `source` (not a definition: no dataset is looked for) in a scratch directory
+/// and returns what it printed; for quarry's own introspection (docs/python.md).
+pub(crate) fn run_source(source: &str) -> Result<String, DefinitionError> {
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().map_err(|e| DefinitionError::plain("<source>", "OSError", e.to_string()))?;
+    let path = dir.path().join("probe.py");
+    std::fs::write(&path, source).map_err(|e| DefinitionError::plain("<source>", "OSError", e.to_string()))?;
+    let out = Captured::default();
+    load_definition(&path, &[], Box::new(out.clone()))?;
+    let printed = out.0.lock().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    Ok(printed)
+}
+
 fn run(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<Definition, DefinitionError> {
     let shown = path.display().to_string();
     let plain = |kind: &str, message: String| DefinitionError::plain(&shown, kind, message);

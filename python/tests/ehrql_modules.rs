@@ -68,3 +68,31 @@ fn re_exported_tables_are_the_same_objects() {
     .unwrap();
     assert_eq!(printed, "True True False\n");
 }
+
+#[test]
+fn every_table_has_its_helpers() {
+    // The catalogue lists each table's helper methods and properties (from ehrQL's classes);
+    // quarry's classes have exactly those.
+    let modules = [
+        "ehrql.tables.core",
+        "ehrql.tables.tpp",
+        "ehrql.tables.emis",
+        "ehrql.tables.emisv2",
+        "ehrql.tables.smoketest",
+        "ehrql.tables.raw.core",
+        "ehrql.tables.raw.tpp",
+        "ehrql.tables.raw.emis",
+        "ehrql.tables.beta.core",
+        "ehrql.tables.beta.tpp",
+        "ehrql.tables.beta.smoketest",
+        "ehrql.tables.beta.raw.core",
+        "ehrql.tables.beta.raw.tpp",
+    ];
+    let source = format!(
+        "import importlib, _quarry\nmissing = []\ncount = 0\nfor m in {modules:?}:\n    module = importlib.import_module(m)\n    for entry in _quarry.catalogue(m):\n        cls = type(getattr(module, entry[0]))\n        mine = {{n for b in cls.__mro__ if b.__module__ == 'ehrql.tables._helpers' for n in vars(b) if not n.startswith('_')}}\n        count += len(entry[7])\n        if mine != set(entry[7]):\n            missing.append(f'{{m}}.{{entry[0]}}: {{sorted(mine)}} != {{sorted(entry[7])}}')\nprint(count, missing)\n"
+    );
+    let printed = run(&source).unwrap_or_else(|e| panic!("{e}"));
+    let (count, missing) = printed.trim().split_once(' ').unwrap();
+    assert!(count.parse::<usize>().unwrap() > 25, "{printed}");
+    assert_eq!(missing, "[]");
+}

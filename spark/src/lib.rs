@@ -449,8 +449,8 @@ pub fn generate_dataset(
 }
 
 /// Evaluates measures on Spark: each interval's per-patient values come from Spark, and
-/// quarry sums and rounds them as the local engines do.
-pub fn generate_measures(spark: &Spark, graph: &Graph, spec: &MeasuresSpec, tables: &Tables) -> Result<Vec<output::Table>, SparkFailure> {
+/// quarry sums them as the local engines do (disclosure control is the caller's, as for them).
+pub fn generate_measures(spark: &Spark, graph: &Graph, spec: &MeasuresSpec, tables: &Tables) -> Result<output::Table, SparkFailure> {
     let outputs = quarry_engine::measures::measures_outputs(spec);
     let (relation, order) = spark.register_tables(graph, &outputs, tables)?;
     let mut translator = translator(graph, relation, order, &outputs);

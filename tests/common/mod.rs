@@ -20,15 +20,25 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// The shared conformance suite (`../shared/conformance`, or `QUARRY_CONFORMANCE`).
 pub fn suite() -> PathBuf {
+    shared_suite("conformance", "QUARRY_CONFORMANCE")
+}
+
+/// The shared real-world suite (`../shared/realworld`, or `QUARRY_REALWORLD`): the Python and
+/// the measures that real study definitions use, with real ehrQL's outputs.
+pub fn realworld_suite() -> PathBuf {
+    shared_suite("realworld", "QUARRY_REALWORLD")
+}
+
+fn shared_suite(name: &str, variable: &str) -> PathBuf {
     [
-        std::env::var_os("QUARRY_CONFORMANCE").map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance")),
-        Some(PathBuf::from("/work/shared/conformance")),
+        std::env::var_os(variable).map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared").join(name)),
+        Some(PathBuf::from("/work/shared").join(name)),
     ]
     .into_iter()
     .flatten()
     .find(|p| p.join("check.sh").is_file())
-    .expect("the conformance suite: set QUARRY_CONFORMANCE to the directory holding check.sh")
+    .unwrap_or_else(|| panic!("the {name} suite: set {variable} to the directory holding check.sh"))
 }
 
 /// The generator quarry draws dummy data with (SplitMix64, seeded per case).

@@ -440,7 +440,8 @@ mod module {
 
     /// The tables a module of ehrQL's declares or re-exports, for building its classes:
     /// `(name, patient_level, columns [(name, type tag, description)], description,
-    /// source module)`; the source module differs from `module` for a re-export.
+    /// source module, source name, extended table or None, helpers)`; the source module
+    /// differs from `module` for a re-export.
     #[pyfunction]
     fn catalogue(module: PyStrRef, vm: &VirtualMachine) -> PyResult<PyObjectRef> {
         let module = module.to_string_lossy().into_owned();
@@ -472,6 +473,13 @@ mod module {
                         vm.ctx.new_str(def.description.as_str()).into(),
                         vm.ctx.new_str(def.module.as_str()).into(),
                         vm.ctx.new_str(def.python_name.as_str()).into(),
+                        match &def.extends {
+                            Some((m, t)) => {
+                                vm.ctx.new_tuple(vec![vm.ctx.new_str(m.as_str()).into(), vm.ctx.new_str(t.as_str()).into()]).into()
+                            }
+                            None => vm.ctx.none(),
+                        },
+                        vm.ctx.new_list(def.helpers.iter().map(|h| vm.ctx.new_str(h.as_str()).into()).collect()).into(),
                     ])
                     .into()
             })

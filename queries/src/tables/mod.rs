@@ -23,6 +23,9 @@ pub struct TableDef {
     /// The helper methods and properties the table's class defines.
     pub helpers: Vec<String>,
     pub permission: Option<String>,
+    /// The table whose class this one's subclasses (`module`, `python_name`), as ehrQL's
+    /// tpp tables extend core's: its columns and helpers are inherited.
+    pub extends: Option<(String, String)>,
 }
 
 /// Every module and the tables it exports (declared or re-exported), in file order.
@@ -120,6 +123,7 @@ fn parse(source: &str) -> Result<Catalog, String> {
                 dummy_constraints: BTreeMap::new(),
                 helpers: vec![],
                 permission: None,
+                extends: None,
             };
             for w in words {
                 let (k, v) = w.split_once('=').ok_or_else(|| err(format!("bad option `{w}`")))?;
@@ -135,6 +139,7 @@ fn parse(source: &str) -> Result<Catalog, String> {
                         def.schema.columns = base.schema.columns.clone();
                         def.dummy_constraints = base.dummy_constraints.clone();
                         def.helpers = base.helpers.clone();
+                        def.extends = Some((m.to_string(), t.to_string()));
                     }
                     _ => return Err(err(format!("unknown option `{k}`"))),
                 }

@@ -52,15 +52,24 @@ _INTERNAL = {"ehrql.tables.tpp": ["eca_diagnosis_description"]}
 _CONSTANTS = {"ehrql.tables.emisv2": {"exclude_from_docs": True}}
 
 
+def _mixin(module, name, extends):
+    """The helpers of a table's class: its own, or those of the table it extends."""
+    mixin = MIXINS.get((module, name))
+    while mixin is None and extends is not None:
+        mixin = MIXINS.get(tuple(extends))
+        extends = next((e[6] for e in _quarry.catalogue(extends[0]) if e[0] == extends[1]), None)
+    return mixin
+
+
 def populate(namespace):
     module = namespace["__name__"]
     names = []
-    for name, patient_level, columns, description, source_module, source_name in _quarry.catalogue(module):
+    for name, patient_level, columns, description, source_module, source_name, extends, _ in _quarry.catalogue(module):
         if source_module != module:
             namespace[name] = getattr(importlib.import_module(source_module), source_name)
         else:
             base = PatientFrame if patient_level else EventFrame
-            mixin = MIXINS.get((module, name))
+            mixin = _mixin(module, name, extends)
             attrs = {"__module__": module, "__qualname__": name, "__doc__": description, "_quarry_catalogue": (module, name)}
             for column, tag, column_description in columns:
                 attrs[column] = Series(_python_type(tag), description=column_description)

@@ -61,8 +61,11 @@ class EmisV2PracticeRegistrations(PracticeRegistrations):
         return self.spanning(date, date).sort_by(self.start_date).last_for_patient()
 
 
-class BetaPracticeRegistrations(PracticeRegistrations):
-    pass
+class BetaPracticeRegistrations:
+    """Pre-1.0 (ehrql.tables.beta.tpp): `for_patient_on` and `spanning` only."""
+
+    for_patient_on = PracticeRegistrations.for_patient_on
+    spanning = PracticeRegistrations.spanning
 
 
 def _imd_band(imd, bands):
@@ -73,7 +76,17 @@ def _imd_band(imd, bands):
     return case(*cases, otherwise="unknown")
 
 
-class TppAddresses:
+class PostcodeAddresses:
+    def for_patient_on(self, date):
+        """The address current on the given date, preferring addresses with a postcode."""
+        current = self.where(self.start_date <= date).except_where(self.end_date < date)
+        ordered = current.sort_by(
+            case(when(self.has_postcode).then(1), otherwise=0), self.start_date, self.end_date, self.address_id
+        )
+        return ordered.last_for_patient()
+
+
+class TppAddresses(PostcodeAddresses):
     @property
     def imd_quintile(self):
         """Index of Multiple Deprivation quintile, 1 (most deprived) to 5 (least deprived)."""
@@ -83,14 +96,6 @@ class TppAddresses:
     def imd_decile(self):
         """Index of Multiple Deprivation decile, 1 (most deprived) to 10 (least deprived)."""
         return _imd_band(self.imd_rounded, 10)
-
-    def for_patient_on(self, date):
-        """The address current on the given date, preferring addresses with a postcode."""
-        current = self.where(self.start_date <= date).except_where(self.end_date < date)
-        ordered = current.sort_by(
-            case(when(self.has_postcode).then(1), otherwise=0), self.start_date, self.end_date, self.address_id
-        )
-        return ordered.last_for_patient()
 
 
 class StartDateAddresses:
@@ -132,5 +137,5 @@ MIXINS = {
     ("ehrql.tables.emisv2", "practice_registrations"): EmisV2PracticeRegistrations,
     ("ehrql.tables.beta.core", "patients"): BetaPatients,
     ("ehrql.tables.beta.tpp", "practice_registrations"): BetaPracticeRegistrations,
-    ("ehrql.tables.beta.tpp", "addresses"): StartDateAddresses,
+    ("ehrql.tables.beta.tpp", "addresses"): PostcodeAddresses,
 }

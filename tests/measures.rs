@@ -1,0 +1,133 @@
+//! The measures cases (`fixtures/measures/`, layout in its README): small measures definitions
+//! whose expected outputs real ehrQL produced, run through `quarry generate-measures` on both
+//! evaluators and compared byte for byte (or, for the cases ehrQL rejects, its exit code and
+//! the key phrase of its message).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
+
+fn cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/measures");
+    let mut cases: Vec<PathBuf> =
+        std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("definition.py").is_file()).collect();
+    cases.sort();
+    cases
+}
+
+/// The case's arguments after `generate-measures definition.py`, with `{out}` replaced.
+fn arguments(case: &Path, out: &Path) -> Vec<String> {
+    let out = out.to_str().unwrap();
+    match std::fs::read_to_string(case.join("command")) {
+        Ok(text) => text.lines().map(|l| l.replace("{out}", out)).collect(),
+        Err(_) => vec!["--dummy-tables".into(), "tables".into(), "--output".into(), format!("{out}.csv")],
+    }
+}
+
+/// Files below `dir`, as relative paths, in order.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path().strip_prefix(dir).unwrap().to_path_buf()).collect();
+    out.sort();
+    out
+}
+
+/// Why the run of `case` on `engine` does not give ehrQL's result, if it does not.
+fn check(case: &Path, engine: &str) -> Option<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let run = Command::new(QUARRY)
+        .current_dir(case)
+        .args(["generate-measures", "definition.py"])
+        .args(arguments(case, &out))
+        .args(["--engine", engine])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    if let Ok(expected) = std::fs::read_to_string(case.join("expected_error.txt")) {
+        let code: i32 = expected.lines().next().unwrap().trim().parse().unwrap();
+        let key =
+            std::fs::read_to_string(case.join("expected_error_key.txt")).expect("an expected_error_key.txt beside expected_error.txt");
+        if run.status.code() != Some(code) {
+            return Some(format!("exit {:?}, ehrQL's is {code}\n{stderr}", run.status.code()));
+        }
+        if !stderr.to_lowercase().contains(&key.trim().to_lowercase()) {
+            return Some(format!("the message does not say {:?}\n{stderr}", key.trim()));
+        }
+        return None;
+    }
+    if !run.status.success() {
+        return Some(format!("exit {:?}\n{stderr}", run.status.code()));
+    }
+    let pairs: Vec<(PathBuf, PathBuf)> = if case.join("expected").is_dir() {
+        let (expected, got) = (files(&case.join("expected")), files(&out));
+        if expected != got {
+            return Some(format!("files {got:?}, ehrQL wrote {expected:?}"));
+        }
+        expected.iter().map(|f| (case.join("expected").join(f), out.join(f))).collect()
+    } else {
+        vec![(case.join("expected.csv"), out.with_extension("csv"))]
+    };
+    for (expected, got) in pairs {
+        let (expected_bytes, got_bytes) = (std::fs::read(&expected).unwrap(), std::fs::read(&got).unwrap());
+        if expected_bytes != got_bytes {
+            let (e, g) = (String::from_utf8_lossy(&expected_bytes), String::from_utf8_lossy(&got_bytes));
+            let first = e.lines().zip(g.lines()).position(|(a, b)| a != b).unwrap_or(e.lines().count().min(g.lines().count()));
+            return Some(format!(
+                "{} differs from ehrQL's at line {}:\n  ehrQL:  {}\n  quarry: {}",
+                expected.file_name().unwrap().to_string_lossy(),
+                first + 1,
+                e.lines().nth(first).unwrap_or("<end>"),
+                g.lines().nth(first).unwrap_or("<end>")
+            ));
+        }
+    }
+    None
+}
+
+#[test]
+fn measures_cases_match_ehrql_on_both_evaluators() {
+    let cases = cases();
+    assert!(cases.len() >= 10, "the measures cases are in fixtures/measures");
+    let mut failures = vec![];
+    for case in &cases {
+        for engine in ["reference", "columnar"] {
+            if let Some(why) = check(case, engine) {
+                failures.push(format!("{} (--engine {engine}): {why}", case.file_name().unwrap().to_string_lossy()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// ehrQL's grouping quirks are reproduced, and said: a warning names what the user likely did
+/// not mean. Definitions without them get no warning.
+#[test]
+fn grouping_quirks_are_warned_about() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/measures");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.csv");
+    let warnings = |case: &str| -> Vec<String> {
+        let run = Command::new(QUARRY)
+            .current_dir(root.join(case))
+            .args(["generate-measures", "definition.py", "--dummy-tables", "tables", "--output", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{case}: {}", String::from_utf8_lossy(&run.stderr));
+        String::from_utf8_lossy(&run.stderr).lines().filter(|l| l.starts_with("[warning]")).map(str::to_string).collect()
+    };
+    let orders = warnings("008_same_columns_in_two_orders");
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    assert!(
+        orders[0]
+            .contains("measures sex_practice and practice_sex, practice_sex_same_numerator group by the same columns in different orders")
+    );
+    let names = warnings("009_one_series_under_two_names");
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].contains("the group_by columns sex, gender are one series"));
+    assert!(names[1].contains("the group_by columns sex, sex_again are one series"));
+    for case in ["001_interleaved_denominators_and_intervals", "002_group_by_subsets_in_one_group", "007_per_measure_files"] {
+        assert!(warnings(case).is_empty(), "{case}: {:?}", warnings(case));
+    }
+}
