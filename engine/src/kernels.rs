@@ -5,7 +5,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use quarry_queries::qm::{AggregateByPatient as A, Graph, Kind, Node, NodeId, Position, RowsId, TableId, Type, Value, function_inputs};
+use quarry_queries::qm::{
+    AggregateByPatient as A, Function, Graph, Kind, Node, NodeId, Position, RowsId, TableId, Type, Value, function_inputs,
+};
 use quarry_queries::semantics::{self, EvalError, Scalar, compare_nulls_first};
 
 /// A literal set (a codelist), indexed for `In`: text members hashed, the rest scanned.
@@ -120,12 +122,12 @@ fn selected_columns(graph: &Graph, nodes: impl Iterator<Item = NodeId>) -> HashM
 }
 
 /// A sorted frame's sorts: the keys (outermost first), the tie-break columns of a pick from
-/// it (`selected` minus those sorted on directly, in name order, as table column indexes),
-/// and its lowest `Sort` node.
-fn frame_sorts(graph: &Graph, source: NodeId, selected: Option<&BTreeSet<String>>) -> (Vec<NodeId>, Vec<usize>, Option<NodeId>) {
-    let (mut keys, mut chain, mut lowest, mut cur) = (vec![], vec![], None, source);
+/// it (`selected` minus those sorted on directly, in name order), and its lowest `Sort` node.
+/// A sort is direct when its key is a column of an event frame, as ehrQL's
+/// `calculate_sorts_to_add` has it (of any frame of the domain, not only this one's).
+fn frame_sorts(graph: &Graph, source: NodeId, selected: Option<&BTreeSet<String>>) -> (Vec<NodeId>, Vec<String>, Option<NodeId>) {
+    let (mut keys, mut lowest, mut cur) = (vec![], None, source);
     loop {
-        chain.push(cur);
         match graph.node(cur) {
             Node::Sort { source, sort_by } => {
                 keys.push(*sort_by);
@@ -139,13 +141,11 @@ fn frame_sorts(graph: &Graph, source: NodeId, selected: Option<&BTreeSet<String>
     let directly_sorted: Vec<&str> = keys
         .iter()
         .filter_map(|k| match graph.node(*k) {
-            Node::SelectColumn { source, name } if chain.contains(source) => Some(name.as_str()),
+            Node::SelectColumn { name, .. } if !graph.is_patient_level(*k) => Some(name.as_str()),
             _ => None,
         })
         .collect();
-    let ties = selected
-        .map(|cols| cols.iter().filter(|c| !directly_sorted.contains(&c.as_str())).map(|c| column_index(graph, source, c)).collect())
-        .unwrap_or_default();
+    let ties = selected.map(|cols| cols.iter().filter(|c| !directly_sorted.contains(&c.as_str())).cloned().collect()).unwrap_or_default();
     (keys, ties, lowest)
 }
 
@@ -157,7 +157,8 @@ pub fn pick_plans(graph: &Graph, needed: &[NodeId]) -> HashMap<NodeId, PickPlan>
     let mut picks = HashMap::new();
     for &n in needed {
         let Node::PickOneRowPerPatient { source, .. } = graph.node(n) else { continue };
-        let (keys, tie_columns, _) = frame_sorts(graph, *source, selected.get(&n));
+        let (keys, ties, _) = frame_sorts(graph, *source, selected.get(&n));
+        let tie_columns = ties.iter().map(|c| column_index(graph, *source, c)).collect();
         picks.insert(n, PickPlan { keys, tie_columns });
     }
     picks
@@ -170,6 +171,12 @@ pub fn pick_plans(graph: &Graph, needed: &[NodeId]) -> HashMap<NodeId, PickPlan>
 /// `needed` nodes count, with the columns selected from them among those nodes (ehrQL looks
 /// at the dataset's nodes only). By `Sort` node: table column indexes, highest priority first.
 ///
+/// ehrQL builds the tie-breaks `c1, c2, …, cn` as a chain of replacements: the lowest sort by
+/// a sort on `c1` of the same rows, that sort by one on `c2`, and so on. Those replacements
+/// hold for every equal node too, so a frame of the definition's own that is sorted on `ci`
+/// alone (the same rows, the column itself: `e.sort_by(e.ci)`) is ordered by `c(i+1) … cn`
+/// after it.
+///
 /// When two picks share a lowest `Sort` but break ties on different columns, ehrQL keeps one
 /// of the two rewrites, which one varying from run to run (it iterates a set of nodes whose
 /// hashes include type ids); here the first pick's, by node id (docs/event-tables.md).
@@ -180,13 +187,35 @@ pub fn sort_ties(graph: &Graph, needed: &[NodeId]) -> HashMap<NodeId, Vec<usize>
     picks.sort();
     for n in picks {
         let Node::PickOneRowPerPatient { source, .. } = graph.node(n) else { continue };
-        if let (_, columns, Some(lowest)) = frame_sorts(graph, *source, selected.get(&n))
-            && !columns.is_empty()
-        {
-            ties.entry(lowest).or_insert(columns);
+        let (_, names, Some(lowest)) = frame_sorts(graph, *source, selected.get(&n)) else { continue };
+        let Node::Sort { source: rows, .. } = graph.node(lowest) else { unreachable!("a lowest sort is a sort") };
+        let columns: Vec<usize> = names.iter().map(|c| column_index(graph, *rows, c)).collect();
+        if columns.is_empty() {
+            continue;
+        }
+        ties.entry(lowest).or_insert(columns.clone());
+        for (i, name) in names.iter().enumerate().take(names.len() - 1) {
+            for &m in needed {
+                if let Node::Sort { source, sort_by } = graph.node(m)
+                    && source == rows
+                    && sorts_on_column(graph, *sort_by, *rows, name)
+                {
+                    ties.entry(m).or_insert(columns[i + 1..].to_vec());
+                }
+            }
         }
     }
     ties
+}
+
+/// Whether `key` is the key ehrQL's tie-break sort on column `name` of `rows` has: the column
+/// itself, or for a boolean column the column as an integer (its `make_sortable`).
+fn sorts_on_column(graph: &Graph, key: NodeId, rows: NodeId, name: &str) -> bool {
+    let column = |n: NodeId| matches!(graph.node(n), Node::SelectColumn { source, name: c } if *source == rows && c == name);
+    match graph.node(key) {
+        Node::Function(Function::CastToInt(inner)) => column(*inner) && graph.type_of(*inner) == Some(&Type::Bool),
+        _ => column(key) && graph.type_of(key) != Some(&Type::Bool),
+    }
 }
 
 /// Orders two rows of a table by a sort's key, then by its tie-break columns (`ties`), NULLs
