@@ -211,7 +211,8 @@ fn survey_cases_match_ehrql_on_both_evaluators() {
     assert!(dirs.len() >= 5);
     for case in dirs {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let args: Vec<String> = std::fs::read_to_string(case.join("args")).map(|a| a.lines().map(str::to_string).collect()).unwrap_or_default();
+        let args: Vec<String> =
+            std::fs::read_to_string(case.join("args")).map(|a| a.lines().map(str::to_string).collect()).unwrap_or_default();
         for engine in ["reference", "columnar"] {
             let dir = tempfile::tempdir().unwrap();
             copy_dir(&case, dir.path());

@@ -51,7 +51,10 @@ pub const MODULES: &[Module] = &[
     m("math", ""),
     m("numbers", ""),
     m("operator", ""),
-    m("os", "reads inside the project only; writing, deleting, changing directory or the environment, and running programs raise PermissionError; `os.environ` is the environment ehrQL gives definitions (below)"),
+    m(
+        "os",
+        "reads inside the project only; writing, deleting, changing directory or the environment, and running programs raise PermissionError; `os.environ` is the environment ehrQL gives definitions (below)",
+    ),
     m("os.path", ""),
     m("pathlib", "reads inside the project only; writing raises PermissionError"),
     m("pprint", ""),
