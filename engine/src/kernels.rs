@@ -149,16 +149,18 @@ fn frame_sorts(graph: &Graph, source: NodeId, selected: Option<&BTreeSet<String>
     (keys, ties, lowest)
 }
 
-/// The pick plans of the `needed` picks. A pick's tie-breaks are the columns selected from it
-/// among the `needed` nodes only, as ehrQL's `rewrite_sorts` looks at the dataset's nodes: a
-/// column selected in the definition but never output does not break ties.
+/// The pick plans of the `needed` picks: the keys of the pick's frame, then the tie-breaks
+/// ehrQL's rewrite puts under its lowest sort ([`sort_ties`]). Those are the pick's own
+/// selected columns (among the `needed` nodes only, as ehrQL's `rewrite_sorts` looks at the
+/// dataset's nodes: a column selected but never output does not break ties), unless another
+/// pick's rewrite of the same sort won, in which case ehrQL's pick reads that one too.
 pub fn pick_plans(graph: &Graph, needed: &[NodeId]) -> HashMap<NodeId, PickPlan> {
-    let selected = selected_columns(graph, needed.iter().copied());
+    let ties = sort_ties(graph, needed);
     let mut picks = HashMap::new();
     for &n in needed {
         let Node::PickOneRowPerPatient { source, .. } = graph.node(n) else { continue };
-        let (keys, ties, _) = frame_sorts(graph, *source, selected.get(&n));
-        let tie_columns = ties.iter().map(|c| column_index(graph, *source, c)).collect();
+        let (keys, _, lowest) = frame_sorts(graph, *source, None);
+        let tie_columns = lowest.and_then(|l| ties.get(&l)).cloned().unwrap_or_default();
         picks.insert(n, PickPlan { keys, tie_columns });
     }
     picks
