@@ -438,6 +438,13 @@ impl<'g> Translator<'g> {
         for t in ties {
             order.push(format!("r.{} {dir}", quote(&columns[t].name)));
         }
+        // Rows equal on every key and tie-break: the local engines' sorts are stable, so the
+        // first (last) of them in the input order. The tie-breaks need not cover the selected
+        // columns when another pick's rewrite of the sort won (kernels::pick_plans); catalog
+        // tables have no input order (docs/event-tables.md).
+        if self.row_order == RowOrder::RowColumn {
+            order.push(format!("r.__row {dir}"));
+        }
         let (from, conds) = self.frame_from(q, &mut s, &chain)?;
         let body = format!(
             "SELECT * FROM (SELECT r.*, row_number() OVER (PARTITION BY r.patient_id ORDER BY {}) AS __pick FROM {from} {}{}) WHERE __pick = 1",
