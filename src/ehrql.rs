@@ -50,6 +50,136 @@ pub struct GenerateArgs {
     pub spark_tables: Option<String>,
     #[command(flatten)]
     pub dummy: DummyArgs,
+    /// Run the assurance tests (`test_data`) in FILE first, as `quarry assure FILE`; a failing
+    /// test stops the run before any output is written (generate-dataset only).
+    #[arg(long, value_name = "FILE")]
+    pub test_data_file: Option<PathBuf>,
+    /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
+    #[arg(last = true, value_name = "DEFINITION_ARGS")]
+    pub user_args: Vec<String>,
+}
+
+/// `debug` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct DebugArgs {
+    /// The dataset definition, a Python file; its `show()` calls are rendered.
+    pub definition: PathBuf,
+    /// The dummy tables `show()` evaluates over (`<table>.csv`; event tables must be CSV).
+    #[arg(long, value_name = "DIR")]
+    pub dummy_tables: Option<PathBuf>,
+    /// How `show()` renders: text tables, or HTML tables (as ehrQL's VS Code extension reads).
+    #[arg(long, value_enum, default_value = "ascii")]
+    pub display_format: crate::debug::Format,
+    /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
+    #[arg(last = true, value_name = "DEFINITION_ARGS")]
+    pub user_args: Vec<String>,
+}
+
+/// `quarry debug`: runs the definition in debug mode (ehrQL's `debug`); `show()` output on
+/// stderr.
+pub fn debug(args: &DebugArgs) -> Result<(), Failure> {
+    if !args.definition.is_file() {
+        return Err(fail(10, format!("{}: no such definition file", args.definition.display())));
+    }
+    // Past ehrQL (whose debugger needs dummy tables): without them, the dataset's dummy
+    // tables are generated first, from a run that prints nothing.
+    let scratch;
+    let dir = match &args.dummy_tables {
+        Some(dir) => Some(dir.clone()),
+        None => match quarry_python::load_definition(&args.definition, &args.user_args, Box::new(std::io::sink())) {
+            Ok(def) if def.dataset.is_some() => {
+                scratch = tempfile::tempdir().map_err(|e| fail(1, format!("cannot create a scratch directory: {e}")))?;
+                let size = def.dataset.as_ref().and_then(|d| d.dummy.population_size).map_or(1000, |n| n.max(0) as usize);
+                let dummy = DummyArgs { population_size: Some(size), seed: quarry_engine::dummy::DEFAULT_SEED };
+                write_dummy_tables(&def, &Target::Directory(scratch.path().to_path_buf(), output::Format::Csv), &dummy, &[])?;
+                eprintln!(
+                    "[info] No --dummy-tables: show() uses dummy tables generated from the dataset; \
+                     what the dataset does not read (other tables and columns) is empty"
+                );
+                Some(scratch.path().to_path_buf())
+            }
+            _ => None,
+        },
+    };
+    let debugger = crate::debug::TablesDebugger { dir, format: args.display_format };
+    quarry_python::debug_definition(&args.definition, &args.user_args, Box::new(std::io::stderr()), Box::new(debugger))
+        .map(|_| ())
+        .map_err(definition_error)
+}
+
+/// `explain` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// The dataset definition, a Python file.
+    pub definition: PathBuf,
+    /// The patient to explain.
+    #[arg(long, value_name = "ID")]
+    pub patient: i64,
+    /// Dummy tables to read the patient from (otherwise dummy data is generated from the
+    /// definition, with --population-size and --seed).
+    #[arg(long, value_name = "DIR")]
+    pub dummy_tables: Option<PathBuf>,
+    #[command(flatten)]
+    pub dummy: DummyArgs,
+    /// Explain only this variable (and the population).
+    #[arg(long, value_name = "NAME")]
+    pub variable: Option<String>,
+    /// Text for a terminal, or JSON for tools.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ExplainFormat,
+    /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
+    #[arg(last = true, value_name = "DEFINITION_ARGS")]
+    pub user_args: Vec<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum ExplainFormat {
+    Text,
+    Json,
+}
+
+/// `quarry explain`: whether a patient is in the population and why (docs/explain.md).
+pub fn explain(args: &ExplainArgs) -> Result<(), Failure> {
+    let def = load(&args.definition, &args.user_args)?;
+    let Some(dataset) = &def.dataset else {
+        return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset")));
+    };
+    if let Some(name) = &args.variable
+        && !dataset.variables.iter().any(|(n, _)| n == name)
+    {
+        let names: Vec<&str> = dataset.variables.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(fail(2, format!("--variable {name}: the dataset has no such variable (it has: {})", names.join(", "))));
+    }
+    let roots = dataset.roots();
+    let store = match &args.dummy_tables {
+        Some(dir) => {
+            eprintln!("[info] Reading table data from {}", dir.display());
+            quarry_engine::store::load_dummy_tables(&def.graph, &roots, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))?
+        }
+        None => {
+            let shape = DatasetShape::new(&def.graph, dataset);
+            let plan = dataset_plan(&def.graph, dataset, &shape.outputs());
+            let size = population_size(&args.dummy, dataset.dummy.population_size, 10);
+            generated_store(&plan, &gen_options(size, &args.dummy, &dataset.dummy))?
+        }
+    };
+    if !store.patients.contains_key(&args.patient) {
+        eprintln!("[warning] patient {} has no rows in any table the dataset reads", args.patient);
+    }
+    let e = crate::explain::explain(&def, dataset, &store, args.patient, args.variable.as_deref()).map_err(|m| fail(1, m))?;
+    match args.format {
+        ExplainFormat::Text => print!("{}", crate::explain::text(&e)),
+        ExplainFormat::Json => println!("{}", crate::explain::json(&e)),
+    }
+    Ok(())
+}
+
+/// `assure` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct AssureArgs {
+    /// A Python file that defines `dataset` and `test_data` (often importing the dataset
+    /// from the definition it tests).
+    pub test_data_file: PathBuf,
     /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
     #[arg(last = true, value_name = "DEFINITION_ARGS")]
     pub user_args: Vec<String>,
@@ -111,20 +241,30 @@ enum ExecCommand {
     GenerateMeasures(GenerateArgs),
     SerializeDefinition(SerializeArgs),
     CreateDummyTables(CreateDummyTablesArgs),
+    Assure(AssureArgs),
+    Debug(DebugArgs),
 }
 
 /// A failure with ehrQL's exit code.
 pub struct Failure {
     pub code: u8,
     pub message: String,
+    /// The message is ehrQL's own text (a definition's traceback, an assurance report), printed
+    /// as ehrQL prints it rather than as quarry's `error:` line, so it can be compared with
+    /// ehrQL's byte for byte.
+    pub ehrql_text: bool,
 }
 
 fn fail(code: u8, message: impl Into<String>) -> Failure {
-    Failure { code, message: message.into() }
+    Failure { code, message: message.into(), ehrql_text: false }
+}
+
+fn ehrql_text(code: u8, message: impl Into<String>) -> Failure {
+    Failure { code, message: message.into(), ehrql_text: true }
 }
 
 fn definition_error(e: DefinitionError) -> Failure {
-    fail(e.exit_code, e.to_string())
+    ehrql_text(e.exit_code, e.to_string())
 }
 
 /// A loaded definition and the files it read (itself, codelists, `table_from_file` tables).
@@ -335,6 +475,9 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     let Some(dataset) = &def.dataset else {
         return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset")));
     };
+    if let Some(file) = &args.test_data_file {
+        assure(file, &args.user_args)?;
+    }
     let roots = dataset.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, !dataset.events.is_empty())?;
     let names: Vec<String> = DatasetShape::new(&def.graph, dataset).layouts().iter().map(|(n, _)| n.clone()).collect();
@@ -364,6 +507,12 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
 }
 
 pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
+    if args.test_data_file.is_some() {
+        return Err(fail(
+            2,
+            "--test-data-file runs a dataset's assurance tests: use it with generate-dataset (ehrQL's generate-measures has no such option)",
+        ));
+    }
     let target = output::parse_target(args.output.as_deref()).map_err(|m| fail(2, m))?;
     if let Some(file) = &args.dummy_data_file
         && !file.exists()
@@ -526,27 +675,33 @@ pub fn create_dummy_tables(args: &CreateDummyTablesArgs) -> Result<(), Failure> 
         Some((_, ext)) if !ext.contains('/') => output::parse_target(Some(&args.dummy_tables_path)).map_err(|m| fail(2, m))?,
         _ => Target::Directory(PathBuf::from(&args.dummy_tables_path), output::Format::Csv),
     };
-    let Target::Directory(dir, _) = &target else { unreachable!("a directory target") };
     let def = load(&args.definition, &args.user_args)?;
+    write_dummy_tables(&def, &target, &args.dummy, &def.inputs)
+}
+
+/// Generates the definition's dummy tables into a directory target.
+/// `inputs`: files the tables may not replace (the definition and what it read).
+fn write_dummy_tables(def: &Definition, target: &Target, dummy: &DummyArgs, inputs: &[(PathBuf, &'static str)]) -> Result<(), Failure> {
+    let Target::Directory(dir, _) = target else { unreachable!("a directory target") };
     let (plan, size, config) = match (&def.dataset, &def.measures) {
         (Some(dataset), _) => {
             let shape = DatasetShape::new(&def.graph, dataset);
             (
                 dataset_plan(&def.graph, dataset, &shape.outputs()),
-                population_size(&args.dummy, dataset.dummy.population_size, 10),
+                population_size(dummy, dataset.dummy.population_size, 10),
                 dataset.dummy.clone(),
             )
         }
         (None, Some(spec)) if !spec.measures.is_empty() => (
             measures_plan(&def.graph, spec, &spec.roots()),
-            population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec)),
+            population_size(dummy, spec.dummy.population_size, measures_default_size(spec)),
             spec.dummy.clone(),
         ),
         _ => return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset"))),
     };
     let names: Vec<String> = plan.tables.iter().map(|t| t.name.clone()).collect();
-    refuse_replacing_inputs(&target.files(&names), &def.inputs)?;
-    let options = gen_options(size, &args.dummy, &config);
+    refuse_replacing_inputs(&target.files(&names), inputs)?;
+    let options = gen_options(size, dummy, &config);
     // Only used columns are written, in schema order.
     let layout: Vec<(TableId, Vec<usize>)> =
         plan.tables.iter().map(|t| (t.id, t.columns.iter().enumerate().filter(|(_, c)| c.used).map(|(i, _)| i).collect())).collect();
@@ -563,7 +718,7 @@ pub fn create_dummy_tables(args: &CreateDummyTablesArgs) -> Result<(), Failure> 
         })
         .collect();
     eprintln!("[info] Generating dummy tables for {size} patients (seed {}) into {}", options.seed, dir.display());
-    stream_generated(&plan, &options, &target, &layouts, |pid, tables, _| {
+    stream_generated(&plan, &options, target, &layouts, |pid, tables, _| {
         layout
             .iter()
             .map(|(t, cols)| {
@@ -601,5 +756,28 @@ pub fn exec(args: &[String]) -> Result<(), Failure> {
         ExecCommand::GenerateMeasures(a) => generate_measures(&a),
         ExecCommand::SerializeDefinition(a) => serialize_definition(&a),
         ExecCommand::CreateDummyTables(a) => create_dummy_tables(&a),
+        ExecCommand::Assure(a) => assure(&a.test_data_file, &a.user_args),
+        ExecCommand::Debug(a) => debug(&a),
+    }
+}
+
+/// `quarry assure FILE`: ehrQL's assurance tests. The report goes to stdout when every test
+/// passes; otherwise to stderr as ehrQL's `AssuranceTestError`, followed by quarry's
+/// explanation, with exit code 13.
+pub fn assure(file: &Path, user_args: &[String]) -> Result<(), Failure> {
+    let def = load(file, user_args)?;
+    let Some(dataset) = &def.dataset else {
+        return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset")));
+    };
+    let Some(test_data) = &def.test_data else {
+        return Err(definition_error(def.test_data_error.clone().expect("a reason when there is no test data")));
+    };
+    eprintln!("[info] Testing dataset definition with tests in {}", file.display());
+    let outcome = crate::assure::run(&def, dataset, test_data).map_err(|m| fail(10, m))?;
+    if outcome.passed {
+        println!("{}", outcome.report);
+        Ok(())
+    } else {
+        Err(ehrql_text(13, format!("AssuranceTestError: \n{}{}", outcome.report, outcome.why)))
     }
 }

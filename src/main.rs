@@ -1,8 +1,12 @@
 //! quarry: OpenSAFELY-style research pipelines run natively, in one binary.
 
 mod analysis_cli;
+mod assure;
 mod check_outputs;
+mod codelists;
+mod debug;
 mod ehrql;
+mod explain;
 mod pipeline;
 mod report;
 mod term;
@@ -33,6 +37,28 @@ use pipeline::state::Workspace;
 struct Cli {
     #[command(subcommand)]
     command: Commands,
+}
+
+#[derive(Subcommand)]
+enum CodelistsCommand {
+    /// Check codelists/ as `opensafely codelists check` does (all but the upstream check,
+    /// which needs the network): exit 1 with every problem found.
+    Check {
+        /// The project directory (holding codelists/).
+        #[arg(long, default_value = ".")]
+        project_dir: PathBuf,
+    },
+    /// `opensafely codelists update` needs the network: names the downloads it would make.
+    Update {
+        /// The project directory (holding codelists/).
+        #[arg(long, default_value = ".")]
+        project_dir: PathBuf,
+    },
+    /// `opensafely codelists add URL` needs the network: names the download it would make.
+    Add {
+        /// An OpenCodelists codelist URL.
+        codelist_url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,6 +98,12 @@ enum Commands {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// The opensafely CLI's codelist commands, offline: `check` verifies codelists/ against
+    /// codelists.txt and codelists.json; `update` and `add` name what they would download.
+    Codelists {
+        #[command(subcommand)]
+        command: CodelistsCommand,
+    },
     /// Show a job request (the latest, or the one with this id) like the jobs page.
     Status {
         /// A job request id (or a unique prefix of one).
@@ -88,6 +120,15 @@ enum Commands {
     GenerateDataset(ehrql::GenerateArgs),
     /// Run an ehrQL measures definition and write the measures (ehrQL's `generate-measures`).
     GenerateMeasures(ehrql::GenerateArgs),
+    /// Run a definition's assurance tests (`test_data`), as ehrQL's `assure`: the report on
+    /// stdout, or on stderr with exit code 13 when a test fails.
+    Assure(ehrql::AssureArgs),
+    /// Run a definition in debug mode, as ehrQL's `debug`: every `show()` is evaluated over
+    /// the dummy tables and rendered on stderr.
+    Debug(ehrql::DebugArgs),
+    /// Explain one patient: whether they are in the population and why (the population
+    /// condition as a tree of values), and where each variable's value came from.
+    Explain(ehrql::ExplainArgs),
     /// Generate dummy tables from a definition (ehrQL's `create-dummy-tables`), readable back
     /// with `generate-dataset --dummy-tables`.
     CreateDummyTables(ehrql::CreateDummyTablesArgs),
@@ -232,6 +273,21 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 }
             }
         }
+        Commands::Codelists { command } => Ok(match command {
+            CodelistsCommand::Check { project_dir } => {
+                let report = codelists::check(&project_dir);
+                print!("{}", report.text);
+                u8::from(!report.ok)
+            }
+            CodelistsCommand::Update { project_dir } => {
+                eprintln!("{}", codelists::update(&project_dir));
+                1
+            }
+            CodelistsCommand::Add { codelist_url } => {
+                eprintln!("{}", codelists::add(&codelist_url));
+                1
+            }
+        }),
         Commands::Run {
             actions,
             force_run_dependencies,
@@ -243,6 +299,14 @@ fn dispatch(cli: Cli) -> Result<u8> {
             verbose,
             quiet,
         } => {
+            // As `opensafely codelists check` in a project's CI: a warning, not a stop.
+            if codelists::dir(&project_dir).exists() {
+                let report = codelists::check(&project_dir);
+                if !report.ok {
+                    let first = report.text.lines().next().unwrap_or_default();
+                    term::warning(format!("the codelists check failed ({first}); `quarry codelists check` lists every problem"));
+                }
+            }
             ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)).context("could not install the Ctrl-C handler")?;
             let options = RunOptions {
                 project_dir,
@@ -311,6 +375,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Commands::Exec { image, args } => exec(&image, &args),
         Commands::GenerateDataset(a) => Ok(ehrql_result(ehrql::generate_dataset(&a))),
         Commands::GenerateMeasures(a) => Ok(ehrql_result(ehrql::generate_measures(&a))),
+        Commands::Assure(a) => Ok(ehrql_result(ehrql::assure(&a.test_data_file, &a.user_args))),
+        Commands::Debug(a) => Ok(ehrql_result(ehrql::debug(&a))),
+        Commands::Explain(a) => Ok(ehrql_result(ehrql::explain(&a))),
         Commands::SerializeDefinition(a) => Ok(ehrql_result(ehrql::serialize_definition(&a))),
         Commands::CreateDummyTables(a) => Ok(ehrql_result(ehrql::create_dummy_tables(&a))),
         Commands::Analysis(a) => Ok(analysis_cli::run(a)),
@@ -397,6 +464,10 @@ fn exec(image: &str, args: &[String]) -> Result<u8> {
 fn ehrql_result(r: std::result::Result<(), ehrql::Failure>) -> u8 {
     match r {
         Ok(()) => 0,
+        Err(f) if f.ehrql_text => {
+            eprintln!("{}", f.message);
+            f.code
+        }
         Err(f) => {
             term::error(&f.message);
             f.code

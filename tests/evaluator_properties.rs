@@ -5,11 +5,12 @@
 //!
 //! Each case draws a definition from a grammar of typed expressions — aggregations, sorted
 //! picks with ties, date arithmetic, patient-level values broadcast into event-level filters,
-//! case, boolean logic with NULLs, sets — and tables from `create-dummy-tables` (whose
+//! case, boolean logic with NULLs, sets; in most cases event tables from sorted frames, whose
+//! rows must come in the same order — and tables from `create-dummy-tables` (whose
 //! background rows give every variable matches, non-matches and NULLs), then perturbs them
 //! with extra patients who have no rows at all. The same tables as a Parquet backend (small
 //! row groups) must give the same bytes through `--backend`, whose scan pushes filters down
-//! and reads only the population's candidates.
+//! and reads only the population's candidates. Every output table is compared.
 
 use std::path::Path;
 use std::process::Command;
@@ -154,8 +155,110 @@ fn definition(rng: &mut Rng) -> String {
     out
 }
 
+/// Event tables from sorted frames, on their own random stream (the rest of the definition
+/// stays as it was): sorts by one or two keys with ties and NULLs, filters before or after the
+/// sort or none, a second sort, the same rows sorted another way, columns that are functions
+/// of the frame's, case, a patient-level column, and sometimes a pick from the frame (whose
+/// tie-break sorts order the table's ties too). ehrQL lists each table's rows in its first
+/// event-level column's order.
+fn event_tables(rng: &mut Rng) -> String {
+    let mut out = String::from("from ehrql import claim_permissions\nclaim_permissions(\"event_level_data\")\n");
+    for t in 0..1 + rng.below(2) {
+        let f = format!("f{t}");
+        let filtered = rng.chance(0.5);
+        out.push_str(&format!("{f} = {}\n", if filtered { frame(rng) } else { E.to_string() }));
+        let key = |rng: &mut Rng, x: &str| match rng.below(6) {
+            0 => format!("{x}.date"),
+            1 => format!("{x}.numeric_value"),
+            2 => format!("{x}.snomedct_code"),
+            3 => format!("-{x}.numeric_value"),
+            4 => format!("({x}.date - patients.date_of_birth).days"),
+            _ => format!("{E}.date"),
+        };
+        let keys: Vec<String> = (0..1 + rng.below(2)).map(|_| key(rng, &f)).collect();
+        let s = format!("s{t}");
+        out.push_str(&format!("{s} = {f}.sort_by({})\n", keys.join(", ")));
+        if rng.chance(0.3) {
+            out.push_str(&format!("{s} = {s}.where({s}.numeric_value > {})\n", rng.below(30)));
+        }
+        if rng.chance(0.3) {
+            out.push_str(&format!("{s} = {s}.sort_by({})\n", key(rng, &s)));
+        }
+        let o = format!("o{t}");
+        out.push_str(&format!("{o} = {s}.sort_by({})\n", key(rng, &s)));
+        if rng.chance(0.4) {
+            let (position, column) = (rng.pick(&["first", "last"]), rng.pick(&["date", "numeric_value", "snomedct_code"]));
+            out.push_str(&format!("dataset.p{t} = {}.{position}_for_patient().{column}\n", rng.pick(&[&s, &o])));
+        }
+        let event_column = |rng: &mut Rng| {
+            let x = rng.pick(&[&s, &o]).to_string();
+            match rng.below(7) {
+                0 => format!("{x}.date"),
+                1 => format!("{x}.numeric_value"),
+                2 => format!("{x}.snomedct_code"),
+                3 => format!("{x}.date + days({})", rng.below(30)),
+                4 => format!("({x}.numeric_value * 2.0 + {}.numeric_value)", rng.pick(&[&s, &o])),
+                5 => format!("({x}.date - patients.date_of_birth).years"),
+                _ => format!(
+                    "case(when({x}.numeric_value > {}).then({}.date), otherwise={}.date)",
+                    rng.below(30),
+                    rng.pick(&[&s, &o]),
+                    rng.pick(&[&s, &o])
+                ),
+            }
+        };
+        let mut columns = vec![event_column(rng)];
+        for _ in 0..1 + rng.below(3) {
+            columns.push(match rng.below(4) {
+                0 => "patients.sex".into(),
+                1 => format!("{s}.count_for_patient()"),
+                _ => event_column(rng),
+            });
+        }
+        let columns: Vec<String> = columns.iter().enumerate().map(|(i, c)| format!("c{i}={c}")).collect();
+        out.push_str(&format!("dataset.add_event_table(\"e{t}\", {})\n", columns.join(", ")));
+    }
+    out
+}
+
 fn quarry(dir: &Path, args: &[&str], partition: &str) -> std::process::Output {
     Command::new(QUARRY).current_dir(dir).env("QUARRY_PARTITION_SIZE", partition).args(args).output().unwrap()
+}
+
+/// `generate-dataset definition.py` with `args`, every table written to `dir/tag/` as CSV.
+fn generate(dir: &Path, tag: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let output = format!("{tag}:csv");
+    Command::new(QUARRY)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .args(["generate-dataset", "definition.py", "--output", &output])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// How the tables in `dir/a/` and `dir/b/` differ (names and bytes), if they do.
+fn differ(dir: &Path, a: &str, b: &str) -> Option<String> {
+    let read = |tag: &str| -> std::collections::BTreeMap<String, String> {
+        std::fs::read_dir(dir.join(tag))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read_to_string(&p).unwrap()))
+            .collect()
+    };
+    let (x, y) = (read(a), read(b));
+    if x == y {
+        return None;
+    }
+    let names: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+    let shown: Vec<String> = names
+        .into_iter()
+        .filter(|n| x.get(*n) != y.get(*n))
+        .map(|n| {
+            format!("{n}\n{a}:\n{}\n{b}:\n{}", x.get(n).map_or("(missing)", |t| t.as_str()), y.get(n).map_or("(missing)", |t| t.as_str()))
+        })
+        .collect();
+    Some(shown.join("\n"))
 }
 
 /// Adds patients with no rows in any table but `patients` (a row with only an id), which
@@ -173,12 +276,17 @@ fn add_bare_patients(tables: &Path) {
 #[test]
 fn random_definitions_give_the_same_bytes_on_both_evaluators() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut with_rows, mut pushed, mut candidates) = (0, 0, 0);
+    let (mut with_rows, mut with_events, mut with_event_rows, mut pushed, mut candidates) = (0, 0, 0, 0, 0);
     for seed in 0..CASES {
         let mut rng = Rng::new(seed, 0x5eed, 0);
         let dir = tmp.path().join(format!("case{seed}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let def = definition(&mut rng);
+        let mut def = definition(&mut rng);
+        let mut events_rng = Rng::new(seed, 0xe7e7, 0);
+        if events_rng.chance(0.6) {
+            def.push_str(&event_tables(&mut events_rng));
+            with_events += 1;
+        }
         std::fs::write(dir.join("definition.py"), &def).unwrap();
         // Tables from the same variables over everyone (a random population may be a
         // contradiction), so they hold what the variables look for.
@@ -212,43 +320,46 @@ fn random_definitions_give_the_same_bytes_on_both_evaluators() {
             .output()
             .unwrap();
         assert!(out.status.success(), "case {seed}: {}", String::from_utf8_lossy(&out.stderr));
-        let plain = quarry(&dir, &["generate-dataset", "definition.py", "--dummy-tables", "tables", "--engine", "reference"], "5");
-        let scanned = Command::new(QUARRY)
-            .current_dir(&dir)
-            .env("QUARRY_PARTITION_SIZE", "3")
-            .env("QUARRY_HELD_ROWS", "30")
-            .args(["generate-dataset", "definition.py", "--backend", "backend"])
-            .output()
-            .unwrap();
+        let plain = generate(&dir, "plain", &["--dummy-tables", "tables", "--engine", "reference"], &[("QUARRY_PARTITION_SIZE", "5")]);
+        assert!(plain.status.success(), "case {seed}, reference: {}\n{def}", String::from_utf8_lossy(&plain.stderr));
+        let scanned = generate(&dir, "scanned", &["--backend", "backend"], &[("QUARRY_PARTITION_SIZE", "3"), ("QUARRY_HELD_ROWS", "30")]);
         assert!(scanned.status.success(), "case {seed}, backend: {}\n{def}", String::from_utf8_lossy(&scanned.stderr));
         pushed += String::from_utf8_lossy(&scanned.stderr).contains("rows pass the definition's filters") as u64;
         candidates += String::from_utf8_lossy(&scanned.stderr).contains("belong to patients who can be in the population") as u64;
-        assert!(
-            scanned.stdout == plain.stdout,
-            "case {seed}: the backend scan differs\n{def}\nreference:\n{}\nbackend:\n{}",
-            String::from_utf8_lossy(&plain.stdout),
-            String::from_utf8_lossy(&scanned.stdout)
-        );
+        if let Some(difference) = differ(&dir, "plain", "scanned") {
+            panic!("case {seed}: the backend scan differs\n{def}\n{difference}");
+        }
         add_bare_patients(&dir.join("tables"));
-        let run = |engine: &str, partition: &str| {
-            let out = quarry(&dir, &["generate-dataset", "definition.py", "--dummy-tables", "tables", "--engine", engine], partition);
-            (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
-        };
-        let reference = run("reference", "5");
-        assert_eq!(reference.0, Some(0), "case {seed}: the reference evaluator failed: {}\n{def}", reference.2);
-        with_rows += (reference.1.lines().count() > 1) as u64;
+        let reference =
+            generate(&dir, "reference", &["--dummy-tables", "tables", "--engine", "reference"], &[("QUARRY_PARTITION_SIZE", "5")]);
+        assert!(
+            reference.status.success(),
+            "case {seed}: the reference evaluator failed: {}\n{def}",
+            String::from_utf8_lossy(&reference.stderr)
+        );
+        let rows = |table: &str| std::fs::read_to_string(dir.join("reference").join(table)).map_or(0, |t| t.lines().count() - 1);
+        with_rows += (rows("dataset.csv") > 0) as u64;
+        with_event_rows += (rows("e0.csv") > 1) as u64;
         for partition in ["1", "7", "4096"] {
-            let columnar = run("columnar", partition);
-            assert_eq!(columnar.0, Some(0), "case {seed}, partitions of {partition}: {}\n{def}", columnar.2);
+            let tag = format!("columnar{partition}");
+            let columnar =
+                generate(&dir, &tag, &["--dummy-tables", "tables", "--engine", "columnar"], &[("QUARRY_PARTITION_SIZE", partition)]);
             assert!(
-                columnar.1 == reference.1,
-                "case {seed}, partitions of {partition}: the evaluators differ\n{def}\nreference:\n{}\ncolumnar:\n{}",
-                reference.1,
-                columnar.1
+                columnar.status.success(),
+                "case {seed}, partitions of {partition}: {}\n{def}",
+                String::from_utf8_lossy(&columnar.stderr)
             );
+            if let Some(difference) = differ(&dir, "reference", &tag) {
+                panic!("case {seed}, partitions of {partition}: the evaluators differ\n{def}\n{difference}");
+            }
         }
     }
     assert!(with_rows >= CASES / 2, "only {with_rows} of {CASES} cases had patients in their population");
+    assert!(
+        with_events >= CASES / 3 && with_event_rows >= CASES / 4,
+        "only {with_events} of {CASES} cases had event tables, {with_event_rows} with rows"
+    );
+    eprintln!("{with_events} of {CASES} cases had event tables, {with_event_rows} with rows");
     eprintln!("{pushed} of {CASES} cases had filters pushed into the scan, {candidates} read only the population's candidates");
     assert!(
         pushed >= CASES / 2 && candidates >= CASES / 8,

@@ -181,6 +181,22 @@ fn an_unreachable_remote_fails_at_once_with_what_to_do() {
     );
 }
 
+/// Event tables in ehrQL's order (`fixtures/spec/event_tables/`, expected outputs from ehrQL):
+/// the translation orders each by its frame's sort keys, tie-breaks, then the input order.
+#[test]
+fn event_table_cases_give_ehrqls_bytes_on_spark() {
+    let Some(remote) = remote() else { return };
+    let failures: Vec<String> = common::event_table_cases()
+        .iter()
+        .filter_map(|case| {
+            common::check_event_table_case(QUARRY, case, &["--engine", "spark", "--spark-remote", &remote], &[])
+                .err()
+                .map(|e| format!("{}: {e}", case.file_name().unwrap().to_string_lossy()))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 #[test]
 fn event_tables_on_parquet_keep_the_files_row_order() {
     let Some(remote) = remote() else { return };

@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
 
 /// Every node kind `serialize-definition` can print (docs/serialization.md).
@@ -171,4 +173,22 @@ fn spec_cases_pass_on_both_evaluators_and_cover_every_node() {
     assert!(failures.is_empty(), "{} of {} spec runs failed:\n\n{}", failures.len(), cases.len() * 2, failures.join("\n\n"));
     let missing: Vec<&&str> = NODE_KINDS.iter().filter(|k| !seen.contains(**k)).collect();
     assert!(missing.is_empty(), "no spec case uses {missing:?}");
+}
+
+/// Event tables list each patient's rows in ehrQL's order (`fixtures/spec/event_tables/`,
+/// expected outputs from ehrQL itself): on both evaluators, the columnar one with partitions
+/// of one and two patients too.
+#[test]
+fn event_table_cases_give_ehrqls_bytes_on_both_evaluators() {
+    let cases = common::event_table_cases();
+    assert!(cases.len() >= 8, "{} event-table cases", cases.len());
+    let mut failures = vec![];
+    for case in &cases {
+        for (engine, partition) in [("reference", "4096"), ("columnar", "4096"), ("columnar", "1"), ("columnar", "2")] {
+            if let Err(e) = common::check_event_table_case(QUARRY, case, &["--engine", engine], &[("QUARRY_PARTITION_SIZE", partition)]) {
+                failures.push(format!("{} ({engine}, partitions of {partition}): {e}", case.file_name().unwrap().to_string_lossy()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

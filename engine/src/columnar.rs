@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use quarry_queries::qm::{AggregateByPatient as A, Domain, Function, Graph, Node, NodeId, RowsId, TableId, Value, function_inputs};
-use quarry_queries::semantics::{self, EvalError, Scalar, compare_nulls_first};
+use quarry_queries::semantics::{self, EvalError, Scalar};
 use rayon::prelude::*;
 
-use crate::kernels::{self, PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes};
+use crate::kernels::{self, PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes, sort_ties};
 use crate::store::{Rows, Store};
 
 /// Patients per partition: large enough to amortise per-node work, small enough that a
@@ -63,6 +63,8 @@ pub struct Evaluator<'g> {
     needed: Vec<NodeId>,
     tables: Vec<TableId>,
     picks: HashMap<NodeId, PickPlan>,
+    /// ehrQL's tie-break sorts under a picked frame's lowest sort (`kernels::sort_ties`).
+    ties: HashMap<NodeId, Vec<usize>>,
     sets: HashMap<NodeId, SetIndex>,
     inline: HashMap<RowsId, HashMap<i64, Arc<Vec<Scalar>>>>,
     params: HashMap<String, Scalar>,
@@ -89,6 +91,7 @@ impl<'g> Evaluator<'g> {
             graph,
             tables,
             picks: pick_plans(graph, &needed),
+            ties: sort_ties(graph, &needed),
             sets: set_indexes(graph, &needed),
             inline: inline_tables(graph, &needed),
             needed,
@@ -200,16 +203,20 @@ impl<'g> Evaluator<'g> {
                 Node::Sort { source, sort_by } => {
                     let Cv::Rows { rows, seg } = get(source) else { unreachable!("sort of an event frame") };
                     let mut sorted = rows.to_vec();
-                    match get(sort_by) {
-                        Cv::Col(key) => {
-                            for i in 0..n {
-                                sorted[seg[i] as usize..seg[i + 1] as usize]
-                                    .sort_by(|a, b| compare_nulls_first(&key[*a as usize], &key[*b as usize]));
-                            }
-                        }
-                        // A key that is the same for all of a patient's rows leaves their order.
-                        Cv::K(_) | Cv::S(_) => {}
+                    // A key that is the same for all of a patient's rows leaves their order
+                    // to the tie-breaks, if any.
+                    let key = match get(sort_by) {
+                        Cv::Col(key) => Some(key.as_slice()),
+                        Cv::K(_) | Cv::S(_) => None,
                         _ => unreachable!("sort keys are series"),
+                    };
+                    let ties = self.ties.get(&id).map_or(&[][..], Vec::as_slice);
+                    if key.is_some() || !ties.is_empty() {
+                        let part = table_of(*source);
+                        for i in 0..n {
+                            sorted[seg[i] as usize..seg[i + 1] as usize]
+                                .sort_by(|a, b| kernels::sort_order(key, ties, |r| part.rows[r], *a as usize, *b as usize));
+                        }
                     }
                     Cv::Rows { rows: Arc::new(sorted), seg: seg.clone() }
                 }
@@ -404,9 +411,10 @@ impl Partition {
         }
     }
 
-    /// Patient `i`'s rows of an event-table output: for each row of `domain`, the columns.
-    pub fn event_rows(&self, domain: NodeId, columns: &[NodeId], i: usize) -> Vec<Vec<Scalar>> {
-        let Some(Cv::Rows { rows, seg }) = self.values[domain.index()].as_ref() else { return vec![] };
+    /// Patient `i`'s rows of an event-table output: for each row of `frame`, in the frame's
+    /// order (sorted, if it is), the columns.
+    pub fn event_rows(&self, frame: NodeId, columns: &[NodeId], i: usize) -> Vec<Vec<Scalar>> {
+        let Some(Cv::Rows { rows, seg }) = self.values[frame.index()].as_ref() else { return vec![] };
         rows[seg[i] as usize..seg[i + 1] as usize]
             .iter()
             .map(|&r| {

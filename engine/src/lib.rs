@@ -21,7 +21,7 @@ pub mod store;
 use std::collections::BTreeSet;
 
 use quarry_queries::qm::Value;
-use quarry_queries::qm::{Domain, Graph, NodeId};
+use quarry_queries::qm::{Graph, NodeId};
 use quarry_queries::semantics::{EvalError, Scalar};
 use quarry_queries::spec::DatasetSpec;
 
@@ -33,42 +33,47 @@ use store::Store;
 
 /// What a dataset outputs: the main table (population, variables) and any event tables,
 /// and how one patient's evaluated values become rows of them.
+///
+/// An event table lists a patient's rows in the order ehrQL's in-memory engine gives them
+/// (`kernels::EventOrder`): the order of its first event-level column's frame, sorted or
+/// not. An event table whose columns (names and series) equal an earlier one's, in another
+/// order, is written as that earlier table, columns and rows: ehrQL's engine caches each
+/// table by its query-model node, and the two nodes are equal (docs/event-tables.md).
 pub struct DatasetShape<'a> {
     dataset: &'a DatasetSpec,
-    event_domains: Vec<NodeId>,
+    /// Each event table's columns, in output order.
+    events: Vec<Vec<(String, NodeId)>>,
+    orders: Vec<kernels::EventOrder>,
     layouts: Vec<output::Layout>,
 }
 
 impl<'a> DatasetShape<'a> {
     pub fn new(graph: &Graph, dataset: &'a DatasetSpec) -> DatasetShape<'a> {
-        let event_domains = dataset
-            .events
-            .iter()
-            .map(|(_, cols)| {
-                cols.iter()
-                    .find_map(|(_, n)| match graph.domain(*n) {
-                        Domain::Rows(d) => Some(d),
-                        Domain::Patient => None,
-                    })
-                    .expect("an event table has an event-level column")
-            })
-            .collect();
+        let mut events: Vec<Vec<(String, NodeId)>> = vec![];
+        for (_, cols) in &dataset.events {
+            let key = |c: &[(String, NodeId)]| c.iter().cloned().collect::<BTreeSet<_>>();
+            let same = events.iter().find(|earlier| key(earlier) == key(cols)).cloned();
+            events.push(same.unwrap_or_else(|| cols.clone()));
+        }
+        let ties = kernels::sort_ties(graph, &reference::reachable(graph, &dataset.roots()).into_iter().collect::<Vec<_>>());
+        let orders =
+            events.iter().map(|cols| kernels::EventOrder::new(graph, &cols.iter().map(|(_, n)| *n).collect::<Vec<_>>(), &ties)).collect();
         let columns = |cols: &[(String, NodeId)]| {
             let mut out = vec![ColumnSpec::patient_id()];
             out.extend(cols.iter().map(|(name, n)| ColumnSpec::of_series(graph, name, *n)));
             out
         };
         let mut layouts = vec![("dataset".to_string(), columns(&dataset.variables))];
-        layouts.extend(dataset.events.iter().map(|(name, cols)| (name.clone(), columns(cols))));
-        DatasetShape { dataset, event_domains, layouts }
+        layouts.extend(dataset.events.iter().zip(&events).map(|((name, _), cols)| (name.clone(), columns(cols))));
+        DatasetShape { dataset, events, orders, layouts }
     }
 
     /// The nodes the evaluator must compute (population first).
     pub fn outputs(&self) -> Vec<NodeId> {
         let mut outputs: Vec<NodeId> = vec![self.dataset.population];
         outputs.extend(self.dataset.variables.iter().map(|(_, n)| *n));
-        for ((_, cols), domain) in self.dataset.events.iter().zip(&self.event_domains) {
-            outputs.push(*domain);
+        for (cols, order) in self.events.iter().zip(&self.orders) {
+            outputs.push(order.frame);
             outputs.extend(cols.iter().map(|(_, n)| *n));
         }
         outputs
@@ -77,6 +82,11 @@ impl<'a> DatasetShape<'a> {
     /// Each output table's name and columns.
     pub fn layouts(&self) -> &[output::Layout] {
         &self.layouts
+    }
+
+    /// Event table `t`'s columns, in output order, and how its rows are ordered.
+    pub fn event_table(&self, t: usize) -> (&[(String, NodeId)], &kernels::EventOrder) {
+        (&self.events[t], &self.orders[t])
     }
 
     pub fn in_population(&self, values: &PatientValues) -> bool {
@@ -89,11 +99,11 @@ impl<'a> DatasetShape<'a> {
         let mut row: Vec<Scalar> = vec![pid.clone()];
         row.extend(self.dataset.variables.iter().map(|(_, n)| values.scalar(*n)));
         let mut out = vec![vec![row]];
-        for ((_, cols), domain) in self.dataset.events.iter().zip(&self.event_domains) {
+        for (cols, order) in self.events.iter().zip(&self.orders) {
             let ids: Vec<NodeId> = cols.iter().map(|(_, n)| *n).collect();
             out.push(
                 values
-                    .event_rows(*domain, &ids)
+                    .event_rows(order.frame, &ids)
                     .into_iter()
                     .map(|r| {
                         let mut row = vec![pid.clone()];
@@ -110,7 +120,7 @@ impl<'a> DatasetShape<'a> {
 impl DatasetShape<'_> {
     /// A partition's rows, per output table, for the patients in the population.
     pub fn partition_rows(&self, p: &columnar::Partition) -> Vec<Vec<Vec<Scalar>>> {
-        let mut out: Vec<Vec<Vec<Scalar>>> = vec![vec![]; 1 + self.dataset.events.len()];
+        let mut out: Vec<Vec<Vec<Scalar>>> = vec![vec![]; 1 + self.events.len()];
         for (i, &pid) in p.patients.iter().enumerate() {
             if p.scalar(self.dataset.population, i) != Some(Value::Bool(true)) {
                 continue;
@@ -119,9 +129,9 @@ impl DatasetShape<'_> {
             let mut row: Vec<Scalar> = vec![id.clone()];
             row.extend(self.dataset.variables.iter().map(|(_, n)| p.scalar(*n, i)));
             out[0].push(row);
-            for (t, ((_, cols), domain)) in self.dataset.events.iter().zip(&self.event_domains).enumerate() {
+            for (t, (cols, order)) in self.events.iter().zip(&self.orders).enumerate() {
                 let ids: Vec<NodeId> = cols.iter().map(|(_, n)| *n).collect();
-                out[t + 1].extend(p.event_rows(*domain, &ids, i).into_iter().map(|r| std::iter::once(id.clone()).chain(r).collect()));
+                out[t + 1].extend(p.event_rows(order.frame, &ids, i).into_iter().map(|r| std::iter::once(id.clone()).chain(r).collect()));
             }
         }
         out

@@ -10,9 +10,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use quarry_queries::qm::{AggregateByPatient as A, Domain, Graph, Node, NodeId, RowsId, TableId, Value, function_inputs};
-use quarry_queries::semantics::{self, EvalError, Scalar, compare_nulls_first};
+use quarry_queries::semantics::{self, EvalError, Scalar};
 
-use crate::kernels::{self, PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes};
+use crate::kernels::{self, PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes, sort_ties};
 use crate::store::Rows;
 
 /// A node's value for one patient.
@@ -35,6 +35,8 @@ pub struct Evaluator<'g> {
     /// patient.
     sets: HashMap<NodeId, SetIndex>,
     picks: HashMap<NodeId, PickPlan>,
+    /// ehrQL's tie-break sorts under a picked frame's lowest sort (`kernels::sort_ties`).
+    ties: HashMap<NodeId, Vec<usize>>,
     inline: HashMap<RowsId, HashMap<i64, Arc<Vec<Scalar>>>>,
     params: HashMap<String, Scalar>,
 }
@@ -47,6 +49,7 @@ impl<'g> Evaluator<'g> {
             graph,
             sets: set_indexes(graph, &needed),
             picks: pick_plans(graph, &needed),
+            ties: sort_ties(graph, &needed),
             inline: inline_tables(graph, &needed),
             needed,
             params: HashMap::new(),
@@ -90,8 +93,10 @@ impl<'g> Evaluator<'g> {
                 Node::Sort { source, sort_by } => {
                     let Ev::Rows(src) = get(source) else { unreachable!("sort of an event frame") };
                     let Ev::Col(key) = get(sort_by) else { unreachable!("sort keys are event-level") };
+                    let ties = self.ties.get(&id).map_or(&[][..], Vec::as_slice);
+                    let table_rows = rows_of(frame_table(g, *source));
                     let mut rows = src.to_vec();
-                    rows.sort_by(|a, b| compare_nulls_first(&key[*a], &key[*b]));
+                    rows.sort_by(|a, b| kernels::sort_order(Some(key), ties, |r| table_rows[r].as_slice(), *a, *b));
                     Ev::Rows(Rc::new(rows))
                 }
                 Node::PickOneRowPerPatient { source, position } => {
@@ -267,9 +272,34 @@ impl PatientValues {
         }
     }
 
-    /// The rows of an event-table output: for each row of `domain`, the columns' values.
-    pub fn event_rows(&self, domain: NodeId, columns: &[NodeId]) -> Vec<Vec<Scalar>> {
-        let Some(Ev::Rows(rows)) = self.memo.get(&domain) else { return vec![] };
+    /// An event frame's rows: indices into its table's rows for the patient, in frame order.
+    pub fn frame_rows(&self, frame: NodeId) -> Option<&[usize]> {
+        match self.memo.get(&frame) {
+            Some(Ev::Rows(rows)) => Some(rows.as_slice()),
+            _ => None,
+        }
+    }
+
+    /// A patient frame's row (`None`: the patient has none), or `None` if `frame` is not one.
+    pub fn frame_row(&self, frame: NodeId) -> Option<Option<&[Scalar]>> {
+        match self.memo.get(&frame) {
+            Some(Ev::Row(row)) => Some(row.as_ref().map(|r| r.as_slice())),
+            _ => None,
+        }
+    }
+
+    /// An event-level series: one value per row of its table (all the patient's rows).
+    pub fn column(&self, series: NodeId) -> Option<&[Scalar]> {
+        match self.memo.get(&series) {
+            Some(Ev::Col(c)) => Some(c.as_slice()),
+            _ => None,
+        }
+    }
+
+    /// The rows of an event-table output: for each row of `frame`, in the frame's order
+    /// (sorted, if it is), the columns' values.
+    pub fn event_rows(&self, frame: NodeId, columns: &[NodeId]) -> Vec<Vec<Scalar>> {
+        let Some(Ev::Rows(rows)) = self.memo.get(&frame) else { return vec![] };
         rows.iter().map(|&i| columns.iter().map(|c| self.memo.get(c).map(|v| at(v, i)).unwrap_or(None)).collect()).collect()
     }
 }

@@ -22,7 +22,7 @@ use quarry_queries::qm::{
     AggregateByPatient as A, Domain, Float, Function as F, Graph, Node, NodeId, Position, RowsId, TableId, Type, Value,
 };
 
-use crate::kernels::{PickPlan, pick_plans};
+use crate::kernels::{EventOrder, PickPlan, pick_plans};
 
 /// Literal sets with more members than this are sent as views rather than literals.
 pub const INLINE_SET_MAX: usize = 64;
@@ -50,7 +50,8 @@ pub enum View {
 pub enum RowOrder {
     /// Every table relation has a `__row` column: the input order.
     RowColumn,
-    /// No row order: by the output columns (deterministic, though not ehrQL's input order).
+    /// No row order: ties of the sorts (or all rows, unsorted) by the output columns
+    /// (deterministic, though not ehrQL's input order).
     OutputColumns,
 }
 
@@ -182,9 +183,11 @@ fn raise(message: &str) -> String {
 }
 
 impl<'g> Translator<'g> {
-    /// `relation` names the SQL relation that holds a table (by the table's name).
-    pub fn new(graph: &'g Graph, relation: impl Fn(&str) -> String + 'g, row_order: RowOrder) -> Translator<'g> {
-        let all: Vec<NodeId> = graph.iter().map(|(n, _)| n).collect();
+    /// `relation` names the SQL relation that holds a table (by the table's name); `roots` are
+    /// the nodes the queries will output (a pick's tie-breaks are the columns selected from it
+    /// among what they reach, `kernels::pick_plans`).
+    pub fn new(graph: &'g Graph, relation: impl Fn(&str) -> String + 'g, row_order: RowOrder, roots: &[NodeId]) -> Translator<'g> {
+        let needed: Vec<NodeId> = crate::reference::reachable(graph, roots).into_iter().collect();
         Translator {
             graph,
             relation: Box::new(relation),
@@ -194,7 +197,7 @@ impl<'g> Translator<'g> {
             views: vec![],
             set_views: HashMap::new(),
             inline_views: HashMap::new(),
-            picks: pick_plans(graph, &all),
+            picks: pick_plans(graph, &needed),
         }
     }
 
@@ -291,17 +294,18 @@ impl<'g> Translator<'g> {
         Ok(with(&q, &select))
     }
 
-    /// The query for an event table: one row per row of the frame `domain`, for the patients
-    /// in the population, by `patient_id` then row order.
-    pub fn event_query(&mut self, population: NodeId, domain: NodeId, columns: &[NodeId]) -> Result<String, SqlError> {
-        let mut roots = vec![population, domain];
+    /// The query for an event table: one row per row of the frame `order.frame`, for the
+    /// patients in the population, by `patient_id` then as ehrQL orders them: by the frame's
+    /// sort keys (outermost first), the tie-breaks ehrQL's pick rewrite added, then row order.
+    pub fn event_query(&mut self, population: NodeId, columns: &[NodeId], order: &EventOrder) -> Result<String, SqlError> {
+        let mut roots = vec![population, order.frame];
         roots.extend(columns);
         let mut q = Query::default();
         let universe = self.universe(&mut q, &roots);
         let mut ps = Scope::patients();
         let population = self.expr(&mut q, &mut ps, population)?;
         q.ctes.push(("population".into(), format!("SELECT u.patient_id FROM {universe} u {} WHERE {population}", ps.joins.join(" "))));
-        let chain = self.chain(domain);
+        let chain = self.chain(order.frame);
         let mut s = Scope::rows();
         let mut out = vec!["r.patient_id AS patient_id".to_string()];
         for (i, c) in columns.iter().enumerate() {
@@ -310,14 +314,18 @@ impl<'g> Translator<'g> {
         let (from, conds) = self.frame_from(&mut q, &mut s, &chain)?;
         let mut conds = conds;
         conds.push("r.patient_id IN (SELECT patient_id FROM population)".into());
-        let order = match self.row_order {
-            RowOrder::RowColumn => "r.patient_id, r.__row".to_string(),
-            RowOrder::OutputColumns => std::iter::once("r.patient_id".to_string())
-                .chain((0..columns.len()).map(|i| format!("c{i}")))
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        let select = format!("SELECT {} FROM {from} {} WHERE {} ORDER BY {order}", out.join(", "), s.joins.join(" "), conds.join(" AND "));
+        let mut by = vec!["r.patient_id".to_string()];
+        for &k in &order.keys {
+            by.push(format!("{} ASC NULLS FIRST", self.expr(&mut q, &mut s, k)?));
+        }
+        let table = &self.graph.table(crate::kernels::frame_table(self.graph, order.frame)).columns;
+        by.extend(order.ties.iter().map(|&t| format!("r.{} ASC NULLS FIRST", quote(&table[t].name))));
+        match self.row_order {
+            RowOrder::RowColumn => by.push("r.__row".into()),
+            RowOrder::OutputColumns => by.extend((0..columns.len()).map(|i| format!("c{i}"))),
+        }
+        let select =
+            format!("SELECT {} FROM {from} {} WHERE {} ORDER BY {}", out.join(", "), s.joins.join(" "), conds.join(" AND "), by.join(", "));
         Ok(with(&q, &select))
     }
 
@@ -429,6 +437,13 @@ impl<'g> Translator<'g> {
         }
         for t in ties {
             order.push(format!("r.{} {dir}", quote(&columns[t].name)));
+        }
+        // Rows equal on every key and tie-break: the local engines' sorts are stable, so the
+        // first (last) of them in the input order. The tie-breaks need not cover the selected
+        // columns when another pick's rewrite of the sort won (kernels::pick_plans); catalog
+        // tables have no input order (docs/event-tables.md).
+        if self.row_order == RowOrder::RowColumn {
+            order.push(format!("r.__row {dir}"));
         }
         let (from, conds) = self.frame_from(q, &mut s, &chain)?;
         let body = format!(

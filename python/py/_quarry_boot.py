@@ -217,8 +217,8 @@ def exit_code(exc):
 
 
 def extract(module):
-    """The dataset and measures a definition module made, as quarry reads them:
-    `None` (not defined), `("error", message)` or `("ok", ...)`, as ehrQL's loader decides."""
+    """The dataset, measures and assurance test data a definition module made, as quarry reads
+    them: `None` (not defined), `("error", message)` or `("ok", ...)`, as ehrQL's loader decides."""
     from ehrql.measures.measures import Measures
     from ehrql.query_language import Dataset
 
@@ -240,4 +240,16 @@ def extract(module):
             measures = ("error", "No measures defined")
         else:
             measures = ("ok", *value._quarry_compile())
-    return dataset, measures
+    test_data = None
+    if "test_data" in namespace and dataset is not None and dataset[0] == "ok":
+        from ehrql import assurance
+
+        population, variables, events = dataset[1], dataset[2], dataset[3]
+        nodes = [population, *(n for _, n in variables), *(n for _, columns in events for _, n in columns)]
+        try:
+            test_data = ("ok", *assurance.extract(nodes, namespace["test_data"]))
+        except assurance.AssuranceDataError as exc:
+            test_data = ("error", str(exc))
+        except Exception as exc:
+            test_data = ("error", f"test_data: {type(exc).__name__}: {exc}")
+    return dataset, measures, test_data

@@ -25,10 +25,38 @@ pub mod sandbox;
 mod state;
 pub mod stdlib;
 
-use quarry_queries::qm::Graph;
+use quarry_queries::qm::{Graph, NodeId};
 pub use quarry_queries::spec::{DatasetSpec, DummyConfig, MeasureDef, MeasuresSpec};
 
-pub use runtime::load_definition;
+pub use runtime::{debug_definition, load_definition};
+
+/// What a `show()` call asks to see, in debug mode.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShowRequest {
+    /// `show(dataset)`: its population (if defined) and variables.
+    Dataset { population: Option<NodeId>, variables: Vec<(String, NodeId)> },
+    /// `show(element, *others)`: a frame, or series (each flagged when it is a date difference,
+    /// shown in days).
+    Elements(Vec<(NodeId, bool)>),
+}
+
+/// Evaluates and renders what `show()` asks for (`quarry debug`); the text goes to stderr.
+pub trait Debugger {
+    /// The rendered records; an error fails the `show()` call.
+    fn show(&mut self, graph: &Graph, request: &ShowRequest, head: usize, tail: usize) -> Result<String, ShowError>;
+}
+
+/// A boxed debugger handed to a run.
+pub type BoxedDebugger = Box<dyn Debugger + Send>;
+
+/// Why `show()` failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShowError {
+    /// The elements are not one ehrQL object or series of one domain (ehrQL's TypeError).
+    NotShowable,
+    /// Anything else (a missing table file, an evaluation error), as its message.
+    Failed(String),
+}
 
 /// Everything a definition file produced.
 pub struct Definition {
@@ -43,6 +71,50 @@ pub struct Definition {
     /// The files the definition read through the sandbox (codelists, `table_from_file`
     /// tables, imported modules, anything it opened), resolved: inputs an output may not replace.
     pub files_read: Vec<std::path::PathBuf>,
+    /// Where each node was first made in the user's code: (file, line).
+    pub locations: std::collections::HashMap<NodeId, (String, u32)>,
+    /// The module's assurance tests (`test_data`), checked against the dataset's tables.
+    pub test_data: Option<TestData>,
+    /// Why `test_data` is missing or unusable, reported only if assurance tests are asked for.
+    pub test_data_error: Option<DefinitionError>,
+}
+
+/// A definition's `test_data`, as ehrQL's assurance tests read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestData {
+    /// ehrQL's "Validate test data" lines when rows break the tables' constraints (`None`:
+    /// all OK).
+    pub constraint_report: Option<Vec<String>>,
+    /// Each table the dataset reads (by name, sorted) with every patient's rows, values in
+    /// the schema's column order, in test_data's order.
+    pub tables: Vec<(String, Vec<(i64, Vec<PyValue>)>)>,
+    pub patients: Vec<TestPatient>,
+}
+
+/// One patient's expectations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestPatient {
+    pub id: i64,
+    pub expected_in_population: bool,
+    /// `expected_columns` in the order given (present when expected in the population).
+    pub expected_columns: Vec<(String, PyValue)>,
+}
+
+/// A Python value from test data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PyValue {
+    None,
+    Bool(bool),
+    /// Python's ints are unbounded; one beyond i128 is kept as `Other`.
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Date(jiff::civil::Date),
+    /// Any other object: its type's name and `str()`.
+    Other {
+        type_name: String,
+        text: String,
+    },
 }
 
 /// A definition that Python or ehrQL rejects, located in the user's code.

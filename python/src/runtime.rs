@@ -10,7 +10,7 @@ use rustpython_vm::{AsObject, Interpreter, InterpreterBuilder, PyObjectRef, PyRe
 
 use crate::sandbox::Sandbox;
 use crate::state::{self, RunState};
-use crate::{DatasetSpec, Definition, DefinitionError, DummyConfig, MeasureDef, MeasuresSpec, native};
+use crate::{DatasetSpec, Definition, DefinitionError, DummyConfig, MeasureDef, MeasuresSpec, PyValue, TestData, TestPatient, native};
 
 /// The interpreter thread's stack. Deep Python (long operator chains, recursion up to the
 /// recursion limit, deeply nested data) needs far more than a default thread's 2 MiB; the
@@ -27,13 +27,33 @@ const ENVIRON: [(&str, &str); 4] = [("PYTHONPATH", "/app"), ("PYTHONHASHSEED", "
 ///
 /// The error is boxed: it carries the whole traceback, and is made once per run.
 pub fn load_definition(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<Definition, Box<DefinitionError>> {
+    run_on_thread(path, user_args, out, None)
+}
+
+/// Runs a definition in debug mode, as `ehrql debug` does: each `show()` is rendered by
+/// `debugger` and written to `out`.
+pub fn debug_definition(
+    path: &Path,
+    user_args: &[String],
+    out: Box<dyn Write + Send>,
+    debugger: crate::BoxedDebugger,
+) -> Result<Definition, Box<DefinitionError>> {
+    run_on_thread(path, user_args, out, Some(debugger))
+}
+
+fn run_on_thread(
+    path: &Path,
+    user_args: &[String],
+    out: Box<dyn Write + Send>,
+    debugger: Option<crate::BoxedDebugger>,
+) -> Result<Definition, Box<DefinitionError>> {
     let path = path.to_path_buf();
     let user_args = user_args.to_vec();
     let shown = path.display().to_string();
     let worker = std::thread::Builder::new()
         .name("definition".into())
         .stack_size(STACK_BYTES)
-        .spawn(move || run(&path, &user_args, out))
+        .spawn(move || run(&path, &user_args, out, debugger))
         .map_err(|e| DefinitionError::plain(&shown, "OSError", format!("could not start the definition's thread: {e}")))?;
     match worker.join() {
         Ok(result) => result,
@@ -75,7 +95,12 @@ pub(crate) fn run_source(source: &str) -> Result<String, Box<DefinitionError>> {
     Ok(printed)
 }
 
-fn run(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<Definition, Box<DefinitionError>> {
+fn run(
+    path: &Path,
+    user_args: &[String],
+    out: Box<dyn Write + Send>,
+    debugger: Option<crate::BoxedDebugger>,
+) -> Result<Definition, Box<DefinitionError>> {
     let shown = path.display().to_string();
     let plain = |kind: &str, message: String| DefinitionError::plain(&shown, kind, message);
     let cwd = std::env::current_dir().map_err(|e| plain("OSError", format!("cannot read the working directory: {e}")))?;
@@ -101,6 +126,8 @@ fn run(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<
         out: Box::new(out),
         environ: ENVIRON.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         claimed_permissions: Vec::new(),
+        locations: std::collections::HashMap::new(),
+        debugger,
     });
     let interp = interpreter(&argv);
     let outcome = interp.enter(|vm| -> Result<Extracted, Box<DefinitionError>> {
@@ -133,14 +160,23 @@ fn run(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<
         Part::Error(m) => (None, Some(error(m))),
         Part::Ok(m) => (Some(m), None),
     };
+    let (test_data, test_data_error) = match extracted.test_data {
+        Part::Missing => (None, Some(plain("ehrql.Error", "No 'test_data' variable defined".into()))),
+        Part::Error(m) => (None, Some(plain("AssuranceDataError", m))),
+        Part::Ok(t) => (Some(t), None),
+    };
+    let locations = state.locations.into_iter().filter_map(|(i, at)| state.graph.node_id(i).map(|n| (n, at))).collect();
     Ok(Definition {
         files_read: state.sandbox.files_read().to_vec(),
+        locations,
         graph: state.graph,
         dataset,
         measures,
         dataset_error,
         measures_error,
         claimed_permissions: state.claimed_permissions,
+        test_data,
+        test_data_error,
     })
 }
 
@@ -154,6 +190,7 @@ enum Part<T> {
 struct Extracted {
     dataset: Part<DatasetSpec>,
     measures: Part<MeasuresSpec>,
+    test_data: Part<TestData>,
 }
 
 /// Reads the module's `dataset` and `measures` (through `_quarry_boot.extract`).
@@ -192,7 +229,79 @@ fn extract(vm: &VirtualMachine, module: &PyObjectRef) -> PyResult<Extracted> {
             .collect::<PyResult<_>>()?;
         Ok(MeasuresSpec { measures, dummy: dummy_config(vm, &items[2])?, disclosure_control: items[3].clone().try_to_bool(vm)? })
     })?;
-    Ok(Extracted { dataset, measures })
+    let test_data = part(vm, both.get_item(&2, vm)?, |vm, items| {
+        let constraint_report = if vm.is_none(&items[1]) {
+            None
+        } else {
+            Some(items[1].clone().try_to_value::<Vec<PyObjectRef>>(vm)?.iter().map(|l| string(vm, l)).collect::<PyResult<_>>()?)
+        };
+        let tables = items[2]
+            .clone()
+            .try_to_value::<Vec<PyObjectRef>>(vm)?
+            .iter()
+            .map(|t| {
+                let rows = t
+                    .get_item(&1, vm)?
+                    .try_to_value::<Vec<PyObjectRef>>(vm)?
+                    .iter()
+                    .map(|r| {
+                        let values: Vec<PyObjectRef> = r.get_item(&1, vm)?.try_to_value(vm)?;
+                        Ok((r.get_item(&0, vm)?.try_into_value(vm)?, values.iter().map(|v| py_value(vm, v)).collect::<PyResult<_>>()?))
+                    })
+                    .collect::<PyResult<_>>()?;
+                Ok((string(vm, &t.get_item(&0, vm)?)?, rows))
+            })
+            .collect::<PyResult<_>>()?;
+        let patients = items[3]
+            .clone()
+            .try_to_value::<Vec<PyObjectRef>>(vm)?
+            .iter()
+            .map(|p| {
+                let expected = p.get_item(&2, vm)?;
+                let expected_columns = if vm.is_none(&expected) {
+                    vec![]
+                } else {
+                    expected
+                        .try_to_value::<Vec<PyObjectRef>>(vm)?
+                        .iter()
+                        .map(|kv| Ok((string(vm, &kv.get_item(&0, vm)?)?, py_value(vm, &kv.get_item(&1, vm)?)?)))
+                        .collect::<PyResult<_>>()?
+                };
+                Ok(TestPatient {
+                    id: p.get_item(&0, vm)?.try_into_value(vm)?,
+                    expected_in_population: p.get_item(&1, vm)?.try_to_bool(vm)?,
+                    expected_columns,
+                })
+            })
+            .collect::<PyResult<_>>()?;
+        Ok(TestData { constraint_report, tables, patients })
+    })?;
+    Ok(Extracted { dataset, measures, test_data })
+}
+
+/// A value tagged by `ehrql.assurance.value_of`.
+fn py_value(vm: &VirtualMachine, obj: &PyObjectRef) -> PyResult<PyValue> {
+    let items: Vec<PyObjectRef> = obj.clone().try_to_value(vm)?;
+    Ok(match string(vm, &items[0])?.as_str() {
+        "none" => PyValue::None,
+        "bool" => PyValue::Bool(items[1].clone().try_to_bool(vm)?),
+        "int" => {
+            let text = string(vm, &items[1])?;
+            match text.parse::<i128>() {
+                Ok(i) => PyValue::Int(i),
+                Err(_) => PyValue::Other { type_name: "int".into(), text },
+            }
+        }
+        "float" => PyValue::Float(items[1].clone().try_into_value(vm)?),
+        "str" => PyValue::Str(string(vm, &items[1])?),
+        "date" => {
+            let y: i16 = items[1].clone().try_into_value(vm)?;
+            let m: i8 = items[2].clone().try_into_value(vm)?;
+            let d: i8 = items[3].clone().try_into_value(vm)?;
+            PyValue::Date(jiff::civil::Date::new(y, m, d).map_err(|e| vm.new_value_error(e.to_string()))?)
+        }
+        _ => PyValue::Other { type_name: string(vm, &items[1])?, text: string(vm, &items[2])? },
+    })
 }
 
 fn part<T>(vm: &VirtualMachine, obj: PyObjectRef, ok: impl FnOnce(&VirtualMachine, &[PyObjectRef]) -> PyResult<T>) -> PyResult<Part<T>> {

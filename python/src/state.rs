@@ -20,6 +20,10 @@ pub struct RunState {
     pub environ: Vec<(String, String)>,
     /// `claim_permissions(...)`, in order, without duplicates.
     pub claimed_permissions: Vec<String>,
+    /// Where each node was first made: (file, line) of the user's code, by node index.
+    pub locations: std::collections::HashMap<usize, (String, u32)>,
+    /// In debug mode (`quarry debug`), what renders `show()`.
+    pub debugger: Option<crate::BoxedDebugger>,
 }
 
 thread_local! {

@@ -176,5 +176,7 @@ serializer, query engines, dummy-data generators) import as objects that raise
 
 The pre-1.0 modules `ehrql.tables.beta.*` (the `ehrql:v0` image) are there too; importing one
 turns on that version's spellings (`case(..., default=)`, `if_null_then`,
-`configure_dummy_dataset`), which current definitions get ehrQL's errors for.
+`configure_dummy_dataset`), which current definitions get ehrQL's errors for. So is that
+image's `databuilder` package (ehrQL's name before its rename: `databuilder.ehrql`,
+`databuilder.codes`, `databuilder.tables.beta.tpp`), which re-exports the ehrQL modules.
 ";

@@ -361,8 +361,8 @@ fn batch_rows(batch: &RecordBatch, types: &[Type]) -> Result<Vec<Vec<Scalar>>, S
 
 /// A translator; `QUARRY_SPARK_INLINE_SET_MAX` sets how large a literal set may be before it
 /// is sent as a view (tests set 0 to send them all).
-fn translator<'g>(graph: &'g Graph, relation: Box<dyn Fn(&str) -> String>, order: RowOrder) -> Translator<'g> {
-    let t = Translator::new(graph, relation, order);
+fn translator<'g>(graph: &'g Graph, relation: Box<dyn Fn(&str) -> String>, order: RowOrder, roots: &[NodeId]) -> Translator<'g> {
+    let t = Translator::new(graph, relation, order, roots);
     match std::env::var("QUARRY_SPARK_INLINE_SET_MAX").ok().and_then(|v| v.parse().ok()) {
         Some(n) => t.inline_set_max(n),
         None => t,
@@ -390,25 +390,19 @@ pub fn generate_dataset(
 ) -> Result<usize, SparkFailure> {
     let roots = dataset.roots();
     let (relation, order) = spark.register_tables(graph, &roots, tables)?;
-    let mut translator = translator(graph, relation, order);
+    let mut translator = translator(graph, relation, order, &roots);
     let shape = quarry_engine::DatasetShape::new(graph, dataset);
     let variables: Vec<NodeId> = dataset.variables.iter().map(|(_, n)| *n).collect();
     let mut queries = vec![(
         "dataset".to_string(),
         translator.dataset_query(dataset.population, &variables).map_err(|e| SparkFailure::Translate(e.to_string()))?,
     )];
-    for ((name, cols), _) in dataset.events.iter().zip(shape.layouts().iter().skip(1)) {
-        let domain = cols
-            .iter()
-            .find_map(|(_, n)| match graph.domain(*n) {
-                quarry_queries::qm::Domain::Rows(d) => Some(d),
-                quarry_queries::qm::Domain::Patient => None,
-            })
-            .expect("an event table has an event-level column");
+    for (t, (name, _)) in dataset.events.iter().enumerate() {
+        let (cols, order) = shape.event_table(t);
         let nodes: Vec<NodeId> = cols.iter().map(|(_, n)| *n).collect();
         queries.push((
             name.clone(),
-            translator.event_query(dataset.population, domain, &nodes).map_err(|e| SparkFailure::Translate(e.to_string()))?,
+            translator.event_query(dataset.population, &nodes, order).map_err(|e| SparkFailure::Translate(e.to_string()))?,
         ));
     }
     let mut done = 0;
@@ -425,7 +419,7 @@ pub fn generate_dataset(
         let types: Vec<Type> = if i == 0 {
             dataset.variables.iter().map(|(_, n)| graph.type_of(*n).cloned().unwrap_or(Type::Bool)).collect()
         } else {
-            dataset.events[i - 1].1.iter().map(|(_, n)| graph.type_of(*n).cloned().unwrap_or(Type::Bool)).collect()
+            shape.event_table(i - 1).0.iter().map(|(_, n)| graph.type_of(*n).cloned().unwrap_or(Type::Bool)).collect()
         };
         debug_assert_eq!(types.len() + 1, layout.len());
         let batches = match spark.query(sql, name) {
@@ -457,7 +451,7 @@ pub fn generate_dataset(
 pub fn generate_measures(spark: &Spark, graph: &Graph, spec: &MeasuresSpec, tables: &Tables) -> Result<output::Table, SparkFailure> {
     let outputs = quarry_engine::measures::measures_outputs(spec);
     let (relation, order) = spark.register_tables(graph, &outputs, tables)?;
-    let mut translator = translator(graph, relation, order);
+    let mut translator = translator(graph, relation, order, &outputs);
     let types: Vec<Type> = outputs.iter().map(|n| graph.type_of(*n).cloned().unwrap_or(Type::Bool)).collect();
     let mut done = 0;
     quarry_engine::measures::aggregate_measures(graph, spec, |(start, end), add| {

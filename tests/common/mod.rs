@@ -76,3 +76,52 @@ pub fn check_departures(quarry: &str, flags: &[&str]) {
 /// The generator quarry draws dummy data with (SplitMix64, seeded per case).
 #[allow(unused_imports)]
 pub use quarry_engine::dummy::rng::Rng;
+
+/// The event-table cases (`fixtures/spec/event_tables/<case>/`, format in its README).
+pub fn event_table_cases() -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/spec/event_tables");
+    let mut cases: Vec<PathBuf> =
+        std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("definition.py").is_file()).collect();
+    cases.sort();
+    cases
+}
+
+/// Runs `quarry generate-dataset` on an event-table case (its tables, then `args`, with `env`)
+/// and compares with what ehrQL gave: every table byte for byte, or its exit code and message.
+pub fn check_event_table_case(quarry: &str, case: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let output = format!("{}:csv", out_dir.display());
+    let mut command = std::process::Command::new(quarry);
+    command.current_dir(case).args(["generate-dataset", "definition.py", "--dummy-tables", "tables", "--output", &output]).args(args);
+    command.envs(env.iter().copied());
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Ok(error) = std::fs::read_to_string(case.join("expected_error.txt")) {
+        let (code, message) = error.split_once('\n').unwrap();
+        return match (out.status.code() == code.trim().parse().ok(), stderr.contains(message.trim())) {
+            (true, true) => Ok(()),
+            _ => Err(format!("want exit {code} with `{}`, got {:?}:\n{stderr}", message.trim(), out.status.code())),
+        };
+    }
+    if !out.status.success() {
+        return Err(format!("failed:\n{stderr}"));
+    }
+    let mut problems = vec![];
+    let expected = case.join("expected");
+    let mut names: Vec<_> = std::fs::read_dir(&expected).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    for name in &names {
+        let want = std::fs::read_to_string(expected.join(name)).unwrap();
+        match std::fs::read_to_string(out_dir.join(name)) {
+            Ok(got) if got == want => {}
+            Ok(got) => problems.push(format!("{name:?} differs\nwant:\n{want}got:\n{got}")),
+            Err(e) => problems.push(format!("{name:?}: {e}")),
+        }
+    }
+    let written = std::fs::read_dir(&out_dir).map(|d| d.count()).unwrap_or(0);
+    if written != names.len() {
+        problems.push(format!("{written} tables written, {} expected", names.len()));
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
+}

@@ -48,7 +48,25 @@ mod module {
         obj.repr(vm).map(|r| r.to_string_lossy().into_owned()).unwrap_or_else(|_| "<object>".into())
     }
 
-    fn id(n: NodeId) -> usize {
+    /// A new node's index for Python, recording where in the user's code it was first made
+    /// (the innermost frame of a `.py` file: quarry's own modules are frozen), for `explain`.
+    fn located(vm: &VirtualMachine, n: NodeId) -> usize {
+        let known = state::with(|s| s.locations.contains_key(&n.index()));
+        if !known {
+            let mut frame = vm.current_frame();
+            let mut at = None;
+            while let Some(f) = frame {
+                let path = f.code.source_path().as_str();
+                if path.ends_with(".py") {
+                    at = Some((path.to_string(), f.current_location().line.get() as u32));
+                    break;
+                }
+                frame = f.f_back(vm);
+            }
+            if let Some(at) = at {
+                state::with(|s| s.locations.insert(n.index(), at));
+            }
+        }
         n.index()
     }
 
@@ -187,10 +205,10 @@ mod module {
                 return Err(vm.new_type_error("an empty set has no type: use is_in() on a series"));
             };
             let set = Value::set(first.type_(), items).map_err(|e| qm_error(vm, "Value", e))?;
-            return Ok(id(with_graph(|g| g.value(set))));
+            return Ok(located(vm, with_graph(|g| g.value(set))));
         }
         let v = literal(vm, &obj)?;
-        Ok(id(with_graph(|g| g.value(v))))
+        Ok(located(vm, with_graph(|g| g.value(v))))
     }
 
     /// `(type tag, has one row per patient)` of a series node.
@@ -298,7 +316,7 @@ mod module {
                 }
             }
         };
-        with_graph(|g| g.function(f)).map(id).map_err(|e| qm_error(vm, &op, e))
+        with_graph(|g| g.function(f)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, &op, e))
     }
 
     /// `series.is_in(values)`: the values (already cast by the series) as a set of the
@@ -325,7 +343,7 @@ mod module {
             let v = g.value(set);
             g.function(F::In(s, v))
         })
-        .map(id)
+        .map(|n| located(vm, n))
         .map_err(|e| qm_error(vm, "In", e))
     }
 
@@ -346,7 +364,7 @@ mod module {
             "CombineAsSet" => A::CombineAsSet(s),
             other => return Err(vm.new_value_error(format!("no query-model aggregation {other}"))),
         };
-        with_graph(|g| g.aggregate(a)).map(id).map_err(|e| qm_error(vm, &kind, e))
+        with_graph(|g| g.aggregate(a)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, &kind, e))
     }
 
     #[pyfunction]
@@ -356,7 +374,7 @@ mod module {
             return Err(vm.new_type_error("Expected type 'Series[bool]' but got 'NoneType'".to_string()));
         }
         let c = node_of(vm, &condition)?;
-        with_graph(|g| g.filter(f, c)).map(id).map_err(|e| qm_error(vm, "Filter", e))
+        with_graph(|g| g.filter(f, c)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, "Filter", e))
     }
 
     #[pyfunction]
@@ -366,21 +384,21 @@ mod module {
             return Err(vm.new_type_error("Expected type 'Series[~Comparable]' but got 'NoneType'".to_string()));
         }
         let s = node_of(vm, &sort_by)?;
-        with_graph(|g| g.sort(f, s)).map(id).map_err(|e| qm_error(vm, "Sort", e))
+        with_graph(|g| g.sort(f, s)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, "Sort", e))
     }
 
     #[pyfunction]
     fn pick(frame: PyObjectRef, position: PyStrRef, vm: &VirtualMachine) -> PyResult<usize> {
         let f = node_of(vm, &frame)?;
         let position = if position.to_string_lossy() == "first" { Position::First } else { Position::Last };
-        with_graph(|g| g.pick_one_row_per_patient(f, position)).map(id).map_err(|e| qm_error(vm, "PickOneRowPerPatient", e))
+        with_graph(|g| g.pick_one_row_per_patient(f, position)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, "PickOneRowPerPatient", e))
     }
 
     #[pyfunction]
     fn select_column(frame: PyObjectRef, name: PyStrRef, vm: &VirtualMachine) -> PyResult<usize> {
         let f = node_of(vm, &frame)?;
         let name = name.to_string_lossy().into_owned();
-        with_graph(|g| g.select_column(f, &name)).map(id).map_err(|e| qm_error(vm, "SelectColumn", e))
+        with_graph(|g| g.select_column(f, &name)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, "SelectColumn", e))
     }
 
     /// `case(...)`: `cases` are `(condition, value or None)` pairs in order.
@@ -394,7 +412,7 @@ mod module {
             pairs.push((node_of(vm, c)?, value));
         }
         let default = if vm.is_none(&default) { None } else { Some(node_of(vm, &default)?) };
-        with_graph(|g| g.case(pairs, default)).map(id).map_err(|e| qm_error(vm, "Case", e))
+        with_graph(|g| g.case(pairs, default)).map(|n| located(vm, n)).map_err(|e| qm_error(vm, "Case", e))
     }
 
     /// Whether a node is a `case` with exactly one condition (the shape
@@ -409,7 +427,7 @@ mod module {
     fn parameter(name: PyStrRef, type_tag: PyStrRef, vm: &VirtualMachine) -> PyResult<usize> {
         let t = type_of_tag(vm, &type_tag.to_string_lossy())?;
         let name = name.to_string_lossy().into_owned();
-        Ok(id(with_graph(|g| g.parameter(&name, t))))
+        Ok(located(vm, with_graph(|g| g.parameter(&name, t))))
     }
 
     /// Why a series cannot be a population (ehrQL's `validate_population_definition`).
@@ -487,6 +505,142 @@ mod module {
         Ok(vm.ctx.new_list(entries).into())
     }
 
+    /// The tables a dataset reads (from its nodes), by name, each as `(name, patient_level,
+    /// [(column, type tag, [constraint spec, ...])])` with its constraints (not its
+    /// dummy-data ones) as specs `ehrql.assurance` turns into `Constraint`s.
+    #[pyfunction]
+    fn dataset_tables(nodes: Vec<PyObjectRef>, vm: &VirtualMachine) -> PyResult<PyObjectRef> {
+        let nodes: Vec<NodeId> = nodes.iter().map(|n| node_of(vm, n)).collect::<PyResult<_>>()?;
+        let mut schemas: Vec<TableSchema> = with_graph(|g| {
+            let mut seen = Vec::new();
+            for id in g.reachable_from(&nodes) {
+                if let Node::SelectTable(t) | Node::SelectPatientTable(t) = g.node(id)
+                    && !seen.iter().any(|s: &TableSchema| *s == *g.table(*t))
+                {
+                    seen.push(g.table(*t).clone());
+                }
+            }
+            seen
+        });
+        schemas.sort_by(|a, b| a.name.cmp(&b.name));
+        let out = schemas
+            .iter()
+            .map(|schema| -> PyResult<PyObjectRef> {
+                let columns = schema
+                    .columns
+                    .iter()
+                    .map(|c| -> PyResult<PyObjectRef> {
+                        let specs = c.constraints.iter().map(|k| constraint_spec(vm, k)).collect::<PyResult<Vec<_>>>()?;
+                        Ok(vm
+                            .ctx
+                            .new_tuple(vec![
+                                vm.ctx.new_str(c.name.as_str()).into(),
+                                vm.ctx.new_str(tag(&c.type_)).into(),
+                                vm.ctx.new_list(specs).into(),
+                            ])
+                            .into())
+                    })
+                    .collect::<PyResult<Vec<_>>>()?;
+                Ok(vm
+                    .ctx
+                    .new_tuple(vec![
+                        vm.ctx.new_str(schema.name.as_str()).into(),
+                        vm.ctx.new_bool(schema.patient_level).into(),
+                        vm.ctx.new_list(columns).into(),
+                    ])
+                    .into())
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(vm.ctx.new_list(out).into())
+    }
+
+    /// A constraint as the tuple `ehrql.assurance` builds a `Constraint` from.
+    fn constraint_spec(vm: &VirtualMachine, c: &Constraint) -> PyResult<PyObjectRef> {
+        let s = |x: &str| -> PyObjectRef { vm.ctx.new_str(x).into() };
+        let items: Vec<PyObjectRef> = match c {
+            Constraint::Categorical(values) => {
+                vec![s("Categorical"), vm.ctx.new_list(values.iter().map(|v| python_value(vm, v)).collect::<PyResult<_>>()?).into()]
+            }
+            Constraint::NotNull => vec![s("NotNull")],
+            Constraint::Unique => vec![s("Unique")],
+            Constraint::FirstOfMonth => vec![s("FirstOfMonth")],
+            Constraint::Regex(r) => vec![s("Regex"), s(r)],
+            Constraint::ClosedRange { minimum, maximum, step } => {
+                vec![s("ClosedRange"), vm.ctx.new_int(*minimum).into(), vm.ctx.new_int(*maximum).into(), vm.ctx.new_int(*step).into()]
+            }
+            Constraint::GeneralRange { minimum, maximum, includes_minimum, includes_maximum } => vec![
+                s("GeneralRange"),
+                minimum.as_ref().map(|v| python_value(vm, v)).transpose()?.unwrap_or_else(|| vm.ctx.none()),
+                maximum.as_ref().map(|v| python_value(vm, v)).transpose()?.unwrap_or_else(|| vm.ctx.none()),
+                vm.ctx.new_bool(*includes_minimum).into(),
+                vm.ctx.new_bool(*includes_maximum).into(),
+            ],
+            Constraint::DateAfter(columns) => vec![s("DateAfter"), vm.ctx.new_list(columns.iter().map(|c| s(c)).collect()).into()],
+        };
+        Ok(vm.ctx.new_tuple(items).into())
+    }
+
+    /// A literal as the Python value ehrQL holds (codes as their strings).
+    fn python_value(vm: &VirtualMachine, v: &Value) -> PyResult<PyObjectRef> {
+        Ok(match v {
+            Value::Bool(b) => vm.ctx.new_bool(*b).into(),
+            Value::Int(i) => vm.ctx.new_int(*i).into(),
+            Value::Float(f) => vm.ctx.new_float(f.0).into(),
+            Value::Str(s) | Value::Code(_, s) => vm.ctx.new_str(s.as_str()).into(),
+            Value::Date(d) => {
+                let date = vm.import("datetime", 0)?.get_attr("date", vm)?;
+                date.call((i64::from(d.year()), i64::from(d.month()), i64::from(d.day())), vm)?
+            }
+            Value::Set(..) => return Err(vm.new_type_error("a set is not a column value")),
+        })
+    }
+
+    /// Whether `show()` renders (`quarry debug`) or is ignored.
+    #[pyfunction]
+    fn debug_active() -> bool {
+        state::with(|s| s.debugger.is_some())
+    }
+
+    /// Renders a `show()` request: `("ok", text)`, `("type", "")` when the elements cannot
+    /// be shown together (ehrQL's TypeError), `("error", message)`.
+    /// `kind` is `"dataset"` (`a`: the population node or None, `b`: `[(name, node)]`) or
+    /// `"elements"` (`a`: `[(node, is_date_difference)]`).
+    #[pyfunction]
+    fn debug_show(
+        kind: PyStrRef,
+        a: PyObjectRef,
+        b: PyObjectRef,
+        head: usize,
+        tail: usize,
+        vm: &VirtualMachine,
+    ) -> PyResult<(String, String)> {
+        let request = if kind.to_string_lossy() == "dataset" {
+            let population = if vm.is_none(&a) { None } else { Some(node_of(vm, &a)?) };
+            let pairs: Vec<PyObjectRef> = b.try_to_value(vm)?;
+            let variables = pairs
+                .iter()
+                .map(|p| Ok((p.get_item(&0, vm)?.str(vm)?.to_string(), node_of(vm, &p.get_item(&1, vm)?)?)))
+                .collect::<PyResult<_>>()?;
+            crate::ShowRequest::Dataset { population, variables }
+        } else {
+            let items: Vec<PyObjectRef> = a.try_to_value(vm)?;
+            let elements = items
+                .iter()
+                .map(|p| Ok((node_of(vm, &p.get_item(&0, vm)?)?, p.get_item(&1, vm)?.try_to_bool(vm)?)))
+                .collect::<PyResult<_>>()?;
+            crate::ShowRequest::Elements(elements)
+        };
+        let result = state::with(|s| match s.debugger.as_mut() {
+            Some(d) => d.show(&s.graph, &request, head, tail),
+            None => Err(crate::ShowError::Failed("show() called outside debug mode".into())),
+        });
+        Ok(match result {
+            Ok(text) => ("ok".into(), text),
+            Err(crate::ShowError::NotShowable) => ("type".into(), String::new()),
+            Err(crate::ShowError::Failed(m)) => ("error".into(), m),
+        })
+    }
+
     /// The node that selects a catalogue table.
     #[pyfunction]
     fn catalogue_table(module: PyStrRef, name: PyStrRef, vm: &VirtualMachine) -> PyResult<usize> {
@@ -501,7 +655,7 @@ mod module {
             let t = g.declare_table(schema)?;
             if patient_level { g.select_patient_table(t) } else { g.select_table(t) }
         })
-        .map(id)
+        .map(|n| located(vm, n))
         .map_err(|e| qm_error(vm, "SelectTable", e))
     }
 
@@ -598,7 +752,7 @@ mod module {
             let t = g.declare_table(schema)?;
             g.inline_patient_table(t, rows)
         })
-        .map(id)
+        .map(|n| located(vm, n))
         .map_err(|e| qm_error(vm, "InlinePatientTable", e))
     }
 
