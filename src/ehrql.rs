@@ -89,7 +89,7 @@ pub fn debug(args: &DebugArgs) -> Result<(), Failure> {
         None => match quarry_python::load_definition(&args.definition, &args.user_args, Box::new(std::io::sink())) {
             Ok(def) if def.dataset.is_some() => {
                 scratch = tempfile::tempdir().map_err(|e| fail(1, format!("cannot create a scratch directory: {e}")))?;
-                let size = def.dataset.as_ref().and_then(|d| d.dummy.population_size).map_or(1000, |n| n.max(0) as usize);
+                let size = def.dataset.as_ref().and_then(|d| d.dummy.population_size).map_or(1000, |n| n.max(1) as u64);
                 let dummy = DummyArgs { population_size: Some(size), seed: quarry_engine::dummy::DEFAULT_SEED };
                 write_dummy_tables(&def, &Target::Directory(scratch.path().to_path_buf(), output::Format::Csv), &dummy, &[])?;
                 eprintln!(
@@ -104,7 +104,7 @@ pub fn debug(args: &DebugArgs) -> Result<(), Failure> {
     let debugger = crate::debug::TablesDebugger { dir, format: args.display_format };
     quarry_python::debug_definition(&args.definition, &args.user_args, Box::new(std::io::stderr()), Box::new(debugger))
         .map(|_| ())
-        .map_err(definition_error)
+        .map_err(|e| definition_error(*e))
 }
 
 /// `explain` arguments.
