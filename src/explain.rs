@@ -30,7 +30,15 @@ pub struct Explained {
     pub decides: bool,
     pub children: Vec<Explained>,
     /// Rows read here: (what, table, rows as `column: value` pairs).
-    pub rows: Option<(String, String, Vec<Vec<(String, Scalar)>>)>,
+    pub rows: Option<RowsRead>,
+}
+
+/// Rows an expression read: what they are (`rows read`, `picked row`, `row`), their table, and
+/// each row's non-NULL cells.
+pub struct RowsRead {
+    pub what: &'static str,
+    pub table: String,
+    pub rows: Vec<Vec<(String, Scalar)>>,
 }
 
 pub struct Explanation {
@@ -103,7 +111,7 @@ impl Context<'_> {
 
     /// The rows an expression reads directly: a column of a picked row, or the frame an
     /// aggregate reads.
-    fn rows(&self, node: NodeId) -> Option<(String, String, Vec<Vec<(String, Scalar)>>)> {
+    fn rows(&self, node: NodeId) -> Option<RowsRead> {
         let graph = self.graph;
         match graph.node(node) {
             Node::SelectColumn { source, .. } => match graph.kind(*source) {
@@ -111,7 +119,7 @@ impl Context<'_> {
                     let schema = graph.table(*table);
                     let row = self.values.frame_row(*source).flatten();
                     let what = if matches!(graph.node(*source), Node::PickOneRowPerPatient { .. }) { "picked row" } else { "row" };
-                    Some((what.into(), schema.name.clone(), row.map(|r| vec![self.cells(*table, r)]).unwrap_or_default()))
+                    Some(RowsRead { what, table: schema.name.clone(), rows: row.map(|r| vec![self.cells(*table, r)]).unwrap_or_default() })
                 }
                 _ => None,
             },
@@ -129,7 +137,7 @@ impl Context<'_> {
                     None => self.values.frame_row(frame).flatten().map(|_| vec![0]).unwrap_or_default(),
                 };
                 let rows = indices.iter().filter_map(|&i| all.and_then(|rows| rows.get(i))).map(|r| self.cells(table, r)).collect();
-                Some(("rows read".into(), schema.name.clone(), rows))
+                Some(RowsRead { what: "rows read", table: schema.name.clone(), rows })
             }
             _ => None,
         }
@@ -217,7 +225,7 @@ fn tree(out: &mut String, e: &Explained, depth: usize, sources: &mut Sources) {
         None => String::new(),
     };
     out.push_str(&format!("{indent}{mark}{}: {}{at}\n", e.op, render(&e.value)));
-    if let Some((what, table, rows)) = &e.rows {
+    if let Some(RowsRead { what, table, rows }) = &e.rows {
         out.push_str(&format!(
             "{indent}    {what} of {table}: {}\n",
             if rows.is_empty() { "none".to_string() } else { rows.len().to_string() }
@@ -245,7 +253,7 @@ pub fn json(e: &Explanation) -> serde_json::Value {
             "file": e.at.as_ref().map(|(f, _)| shown(f)),
             "line": e.at.as_ref().map(|(_, l)| l),
             "decides": e.decides,
-            "rows": e.rows.as_ref().map(|(what, table, rows)| json!({
+            "rows": e.rows.as_ref().map(|RowsRead { what, table, rows }| json!({
                 "what": what,
                 "table": table,
                 "rows": rows.iter().map(|r| r.iter().map(|(c, v)| (c.clone(), typed(v))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),

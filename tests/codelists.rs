@@ -62,9 +62,12 @@ fn the_seed_studys_codelists_pass_and_line_endings_do_not_matter() {
     assert_check(comments.path(), true, OK);
 }
 
+/// A change to a valid project that breaks its codelists.
+type Breakage = Box<dyn FnOnce(&Path)>;
+
 #[test]
 fn each_problem_in_the_clis_words() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&Path)>, String)> = vec![
+    let cases: Vec<(&str, Breakage, String)> = vec![
         (
             "a line that is not a codelist",
             Box::new(|d: &Path| append(&d.join("codelists.txt"), "\nsomeproject/somelist/\n")),

@@ -87,9 +87,12 @@ pub struct TestData {
     pub constraint_report: Option<Vec<String>>,
     /// Each table the dataset reads (by name, sorted) with every patient's rows, values in
     /// the schema's column order, in test_data's order.
-    pub tables: Vec<(String, Vec<(i64, Vec<PyValue>)>)>,
+    pub tables: Vec<(String, TestRows)>,
     pub patients: Vec<TestPatient>,
 }
+
+/// A table's rows in test data: each patient's id with a row's values.
+pub type TestRows = Vec<(i64, Vec<PyValue>)>;
 
 /// One patient's expectations.
 #[derive(Debug, Clone, PartialEq)]
