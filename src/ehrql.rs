@@ -30,8 +30,9 @@ pub struct GenerateArgs {
     /// to validate and copy instead of evaluating the definition.
     #[arg(long, value_name = "FILE", conflicts_with = "backend")]
     pub dummy_data_file: Option<PathBuf>,
-    /// A backend of any size: a directory of `<table>.parquet` (or `.arrow`) files sorted by
-    /// patient_id, streamed in rounds of patients (docs/backend.md). With `--engine spark`, a
+    /// A backend of any size: a directory of `<table>.parquet` (or `.arrow`) files or
+    /// `<table>/` directories of Parquet part files, in any order (quarry sorts an unsorted
+    /// table once, into a cache), streamed in rounds of patients (docs/backend.md). With `--engine spark`, a
     /// directory or URI every executor can read. Also from QUARRY_BACKEND.
     #[arg(long, value_name = "DIR", env = "QUARRY_BACKEND")]
     pub backend: Option<PathBuf>,
