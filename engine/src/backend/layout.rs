@@ -137,8 +137,15 @@ struct Order {
     max: i64,
 }
 
-/// The row groups' `patient_id` statistics (min, max, rows), when every row group has them.
-fn statistics(parts: &[PathBuf]) -> Result<Option<Vec<(i64, i64, u64)>>, InputError> {
+/// A row group's smallest and largest `patient_id` and its rows, from its statistics.
+struct GroupRange {
+    min: i64,
+    max: i64,
+    rows: u64,
+}
+
+/// The row groups' `patient_id` statistics, when every row group has them.
+fn statistics(parts: &[PathBuf]) -> Result<Option<Vec<GroupRange>>, InputError> {
     use parquet::file::statistics::Statistics;
     let mut out = vec![];
     for part in parts {
@@ -157,7 +164,7 @@ fn statistics(parts: &[PathBuf]) -> Result<Option<Vec<(i64, i64, u64)>>, InputEr
                 _ => None,
             };
             let Some((min, max)) = range else { return Ok(None) };
-            out.push((min, max, rows));
+            out.push(GroupRange { min, max, rows });
         }
     }
     Ok(Some(out))
@@ -169,10 +176,10 @@ fn find_order(parts: &[PathBuf]) -> Result<Order, InputError> {
     if let Some(stats) = statistics(parts)?
         && !stats.is_empty()
     {
-        let min = stats.iter().map(|s| s.0).min().unwrap_or(0);
-        let max = stats.iter().map(|s| s.1).max().unwrap_or(0);
-        let rows = stats.iter().map(|s| s.2).sum();
-        if stats.windows(2).any(|w| w[0].1 > w[1].0) {
+        let min = stats.iter().map(|s| s.min).min().unwrap_or(0);
+        let max = stats.iter().map(|s| s.max).max().unwrap_or(0);
+        let rows = stats.iter().map(|s| s.rows).sum();
+        if stats.windows(2).any(|w| w[0].max > w[1].min) {
             return Ok(Order { sorted: false, rows, min, max });
         }
     }
@@ -183,8 +190,7 @@ fn find_order(parts: &[PathBuf]) -> Result<Order, InputError> {
             units.push((part.clone(), m.clone(), g));
         }
     }
-    // Per row group: (first, last, min, max, sorted inside, rows).
-    let scanned: Vec<Option<(i64, i64, i64, i64, bool, u64)>> = units
+    let scanned: Vec<Option<Scanned>> = units
         .par_iter()
         .map(|(part, m, g)| {
             let err = |e: String| InputError(format!("{}: {e}", part.display()));
@@ -194,14 +200,21 @@ fn find_order(parts: &[PathBuf]) -> Result<Order, InputError> {
             let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [index]);
             let reader =
                 builder.with_row_groups(vec![*g]).with_projection(mask).with_batch_size(65_536).build().map_err(|e| err(e.to_string()))?;
-            let mut acc: Option<(i64, i64, i64, i64, bool, u64)> = None;
+            let mut acc: Option<Scanned> = None;
             for batch in reader {
                 let batch = batch.map_err(|e| err(e.to_string()))?;
                 for p in ids(batch.column(0).as_ref()).map_err(err)? {
                     let p = p.ok_or_else(|| err("NULL value in non-nullable column 'patient_id'".into()))?;
                     acc = Some(match acc {
-                        None => (p, p, p, p, true, 1),
-                        Some((first, last, min, max, sorted, n)) => (first, p, min.min(p), max.max(p), sorted && last <= p, n + 1),
+                        None => Scanned { first: p, last: p, min: p, max: p, sorted: true, rows: 1 },
+                        Some(s) => Scanned {
+                            first: s.first,
+                            last: p,
+                            min: s.min.min(p),
+                            max: s.max.max(p),
+                            sorted: s.sorted && s.last <= p,
+                            rows: s.rows + 1,
+                        },
                     });
                 }
             }
@@ -209,13 +222,24 @@ fn find_order(parts: &[PathBuf]) -> Result<Order, InputError> {
         })
         .collect::<Result<_, InputError>>()?;
     let groups: Vec<_> = scanned.into_iter().flatten().collect();
-    let sorted = groups.iter().all(|g| g.4) && groups.windows(2).all(|w| w[0].1 <= w[1].0);
+    let sorted = groups.iter().all(|g| g.sorted) && groups.windows(2).all(|w| w[0].last <= w[1].first);
     Ok(Order {
         sorted,
-        rows: groups.iter().map(|g| g.5).sum(),
-        min: groups.iter().map(|g| g.2).min().unwrap_or(0),
-        max: groups.iter().map(|g| g.3).max().unwrap_or(0),
+        rows: groups.iter().map(|g| g.rows).sum(),
+        min: groups.iter().map(|g| g.min).min().unwrap_or(0),
+        max: groups.iter().map(|g| g.max).max().unwrap_or(0),
     })
+}
+
+/// What reading a row group's `patient_id` column found: its first and last id, its
+/// smallest and largest, whether it is sorted inside, and its rows.
+struct Scanned {
+    first: i64,
+    last: i64,
+    min: i64,
+    max: i64,
+    sorted: bool,
+    rows: u64,
 }
 
 /// Where quarry keeps what it learns about a backend: `QUARRY_BACKEND_CACHE`, else
@@ -327,7 +351,7 @@ pub(super) fn sorted_parts(table: &str, parts: Vec<PathBuf>, used: &[String], ca
     let mut columns = present.clone();
     if let Ok(text) = std::fs::read_to_string(&manifest)
         && let Some((head, rest)) = text.split_once('\n')
-        && let Some((cols, made)) = rest.split_once('\n').map(|(c, m)| (c, m))
+        && let Some((cols, made)) = rest.split_once('\n')
         && head.starts_with("parts ")
         && made == files
     {

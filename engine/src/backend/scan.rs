@@ -142,6 +142,10 @@ enum Group {
     Stream(ParquetRecordBatchReader),
 }
 
+/// A row group made ready to read: its part's index, its batches, and the file rows its
+/// filters kept.
+type BuiltGroup = (usize, Group, VecDeque<u64>);
+
 /// Where a row group's last test puts the rows it keeps, while all groups together hold at
 /// most [`EAGER_ROWS`]; past that, the group gives up its stash and is read again as a stream.
 #[derive(Clone)]
@@ -387,7 +391,7 @@ pub(super) fn open_parquet(paths: &[std::path::PathBuf], schema: &TableSchema, u
         .collect();
     let budget = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let numbers = Numbers::default();
-    let built: Vec<Result<(usize, Group, VecDeque<u64>), InputError>> = units
+    let built: Vec<Result<BuiltGroup, InputError>> = units
         .par_iter()
         .map(|&(k, g, start)| {
             let part = &parts[k];
