@@ -33,8 +33,10 @@ pub struct GenerateArgs {
     /// to validate and copy instead of evaluating the definition.
     #[arg(long, value_name = "FILE", conflicts_with = "backend")]
     pub dummy_data_file: Option<PathBuf>,
-    /// A backend of any size: a directory of `<table>.parquet` (or `.arrow`) files sorted by
-    /// patient_id, streamed in rounds of patients (quarry's backend docs). With `--engine spark`, a
+    /// A backend of any size: a directory of `<table>.parquet` (or `.arrow`) files or
+    /// `<table>/` directories of Parquet part files, in any order (quarry sorts an unsorted
+    /// table once, into a cache), streamed in rounds of patients (quarry's backend docs). With
+    /// `--engine spark`, a
     /// directory or URI every executor can read. Also from QUARRY_BACKEND.
     #[arg(long, value_name = "DIR", env = "QUARRY_BACKEND")]
     pub backend: Option<PathBuf>,
@@ -461,9 +463,6 @@ fn generated_store(plan: &dummy::Plan, options: &dummy::Options) -> Result<quarr
 }
 
 fn store_for(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Result<quarry_engine::store::Store, Failure> {
-    if args.backend.is_some() {
-        return Err(fail(2, "generate-measures does not read --backend yet; use --dummy-tables DIR, or neither to generate dummy data"));
-    }
     let Some(dir) = &args.dummy_tables else { unreachable!("callers generate dummy data when no tables are given") };
     eprintln!("[info] Reading table data from {}", dir.display());
     quarry_engine::store::load_dummy_tables(graph, roots, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))
@@ -545,6 +544,8 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
         quarry_engine::measures::read_dummy_measures(&def.graph, spec, file).map_err(|e| fail(11, format!("FileValidationError: {e}")))?
     } else if args.engine == Engine::Spark {
         spark::generate_measures(&def.graph, spec, &roots, args)?
+    } else if let Some(dir) = &args.backend {
+        measures_from_backend(&def.graph, spec, &roots, dir, args)?
     } else {
         let store = if args.dummy_tables.is_none() && args.backend.is_none() {
             let plan = measures_plan(&def.graph, spec, &roots);
@@ -617,6 +618,49 @@ fn generate_from_backend(
     })?;
     eprintln!("[info] {rows} rows written in {:.2} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `generate-measures --backend DIR`: the backend read once, round by round, every interval
+/// evaluated on each round (`measures::stream_measures_backend`).
+fn measures_from_backend(
+    graph: &Graph,
+    spec: &MeasuresSpec,
+    roots: &[NodeId],
+    dir: &std::path::Path,
+    args: &GenerateArgs,
+) -> Result<output::Table, Failure> {
+    if args.engine == Engine::Reference {
+        return Err(fail(
+            2,
+            "--backend is evaluated by the columnar engine; leave out --engine reference (use --dummy-tables DIR to compare with the reference evaluator)",
+        ));
+    }
+    eprintln!("[info] Reading the backend in {}", dir.display());
+    let mut backend =
+        quarry_engine::backend::Backend::open(graph, roots, None, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
+    for note in backend.notes() {
+        eprintln!("[info] {note}");
+    }
+    let started = std::time::Instant::now();
+    let mut last = std::time::Instant::now();
+    let table = quarry_engine::measures::stream_measures_backend(graph, spec, &mut backend, |patients| {
+        if last.elapsed().as_secs() >= 1 {
+            eprintln!("[info] {patients} patients read ({:.1} s)", started.elapsed().as_secs_f64());
+            last = std::time::Instant::now();
+        }
+    })
+    .map_err(|e| match e {
+        quarry_engine::StreamError::Input(e) => fail(11, format!("FileValidationError: {e}")),
+        quarry_engine::StreamError::Eval(e) => fail(1, format!("error evaluating the measures: {e}")),
+        quarry_engine::StreamError::Output(m) => fail(1, m),
+    })?;
+    eprintln!(
+        "[info] {} measures rows over {} patients in {:.2} s",
+        table.rows.len(),
+        backend.patients_read(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(table)
 }
 
 /// Generates dummy patients and evaluates the dataset over them as they are made, writing

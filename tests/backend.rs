@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::suite;
+use common::{case_args, pyarrow, suite};
 
 const QUARRY: &str = env!("CARGO_BIN_EXE_quarry");
 
@@ -41,12 +41,7 @@ fn backends_give_the_same_bytes_as_in_memory_tables() {
             continue;
         }
         let dir = root.join("cases").join(id);
-        let args: Vec<String> = match std::fs::read_to_string(dir.join("args")) {
-            Ok(text) => std::iter::once("--".to_string())
-                .chain(text.lines().map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty()))
-                .collect(),
-            Err(_) => vec![],
-        };
+        let args = case_args(&dir);
         let csv = tables(&dir, "definition.py", "csv", &args);
         let reference = {
             let mut a = vec!["generate-dataset", "definition.py", "--dummy-tables", csv.to_str().unwrap()];
@@ -128,10 +123,10 @@ fn dummy_data_files_are_validated_and_copied() {
 }
 
 #[test]
-fn an_unsorted_backend_table_is_reported_with_its_row() {
+fn an_unsorted_parquet_table_is_sorted_and_an_unsorted_arrow_table_is_reported_with_its_row() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    // A patients.parquet whose rows are out of patient_id order, written by quarry itself
+    // A patients table whose rows are out of patient_id order, written by quarry itself
     // (--dummy-data-file copies rows in the file's order).
     patients_definition(dir, &["date_of_birth = patients.date_of_birth", "sex = patients.sex"]);
     std::fs::write(dir.join("rows.csv"), "patient_id,date_of_birth,sex\n1,1980-01-01,male\n5,1990-01-01,female\n2,1970-01-01,male\n")
@@ -139,11 +134,25 @@ fn an_unsorted_backend_table_is_reported_with_its_row() {
     std::fs::create_dir(dir.join("backend")).unwrap();
     let out = quarry(dir, &["generate-dataset", "d.py", "--dummy-data-file", "rows.csv", "--output", "backend/patients.parquet"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Parquet: quarry partitions it by patient itself (docs/backend.md, "Layouts").
     let out = quarry(dir, &["generate-dataset", "d.py", "--backend", "backend", "--output", "o.csv"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("patients is not sorted by patient_id: partitioning its 3 rows"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("o.csv")).unwrap(),
+        "patient_id,date_of_birth,sex\r\n1,1980-01-01,male\r\n2,1970-01-01,male\r\n5,1990-01-01,female\r\n"
+    );
+    // Arrow IPC files are read as they are.
+    std::fs::remove_dir_all(dir.join("backend")).unwrap();
+    std::fs::create_dir(dir.join("backend")).unwrap();
+    let out = quarry(dir, &["generate-dataset", "d.py", "--dummy-data-file", "rows.csv", "--output", "backend/patients.arrow"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = quarry(dir, &["generate-dataset", "d.py", "--backend", "backend", "--output", "o2.csv"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(11), "{stderr}");
-    assert!(stderr.contains("patients.parquet, row 3: patient_id 2 follows 5; backend tables must be sorted by patient_id"), "{stderr}");
-    assert!(!dir.join("o.csv").exists(), "no partial output");
+    assert!(stderr.contains("patients.arrow, row 3: patient_id 2 follows 5; backend tables must be sorted by patient_id"), "{stderr}");
+    assert!(!dir.join("o2.csv").exists(), "no partial output");
 }
 
 /// The seed definitions on a make-backend backend with small row groups: the filters pushed
@@ -221,9 +230,10 @@ fn pushed_filters_give_the_same_rows_as_reading_everything() {
     }
 }
 
-/// With a filter pushed into the scan, a message still names the row in the file.
+/// An unsorted table whose scan is filtered: sorted by quarry first, then filtered, with the
+/// population's rows in patient order.
 #[test]
-fn a_filtered_table_reports_rows_by_their_place_in_the_file() {
+fn an_unsorted_filtered_table_gives_its_patients_in_order() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::write(
@@ -251,34 +261,8 @@ fn a_filtered_table_reports_rows_by_their_place_in_the_file() {
     .unwrap();
     let out = quarry(dir, &["generate-dataset", "d.py", "--backend", "backend", "--output", "o.csv"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(11), "{stderr}");
-    assert!(
-        stderr.contains("clinical_events.parquet, row 4: patient_id 2 follows 3; backend tables must be sorted by patient_id"),
-        "{stderr}"
-    );
-    assert!(!dir.join("o.csv").exists(), "no partial output");
-    // Past its budget for row numbers, the scan counts rows among those the filters kept.
-    let out = Command::new(QUARRY)
-        .current_dir(dir)
-        .env("QUARRY_ROW_NUMBERS", "1")
-        .args(["generate-dataset", "d.py", "--backend", "backend", "--output", "o.csv"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(11), "{stderr}");
-    assert!(stderr.contains("clinical_events.parquet, row 3 of those the definition's filters kept: patient_id 2 follows 3"), "{stderr}");
-}
-
-/// A Python with pyarrow (`ARROW_PYTHON`, which `.ci/run` provides), or `None` after saying
-/// the test is skipped.
-fn pyarrow() -> Option<String> {
-    let python = std::env::var("ARROW_PYTHON").unwrap_or_else(|_| "python3".into());
-    if Command::new(&python).args(["-c", "import pyarrow"]).output().is_ok_and(|o| o.status.success()) {
-        Some(python)
-    } else {
-        eprintln!("SKIPPED: {python} cannot import pyarrow (set ARROW_PYTHON; .ci/run does)");
-        None
-    }
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(std::fs::read_to_string(dir.join("o.csv")).unwrap(), "patient_id\r\n1\r\n2\r\n3\r\n");
 }
 
 /// A Parquet backend as other tools write it: snappy-compressed (pyarrow's and Spark's

@@ -18,9 +18,11 @@ use quarry_queries::qm::{Graph, NodeId, TableId, TableSchema, Type};
 use quarry_queries::semantics::Scalar;
 
 use crate::arrow_io::{column_values, type_matches, typed_value_at};
+mod layout;
 mod scan;
 
 use crate::store::{InputError, Store, used_tables};
+use layout::Source;
 use scan::Scan;
 
 /// The extensions a backend table may have, in the order they are looked for.
@@ -66,7 +68,8 @@ struct Cursor {
     read: usize,
     last: Option<i64>,
     /// The file row of the last row passed (for a duplicate patient's message).
-    last_row: String,
+    /// The last row's file and number, for messages.
+    last_row: (String, String),
     /// With a pushed filter: the file row numbers of the rows it kept, not yet taken (so that
     /// messages name the row in the file).
     kept: Option<Arc<Mutex<VecDeque<u64>>>>,
@@ -79,34 +82,42 @@ struct Cursor {
     batch_no: usize,
     /// What the scan's filters left, for the user.
     note: Option<String>,
+    /// Each part file's name and where its rows start among the table's (one entry for a
+    /// single file).
+    parts: Vec<(String, u64)>,
 }
 
 impl Cursor {
-    /// Opens a table's file, reading only the `used` columns (the others are NULL). `scan`
-    /// says which rows a Parquet file's scan may drop.
-    fn open(table: TableId, schema: &TableSchema, path: &Path, used: &[String], scan: Scan) -> Result<Cursor, InputError> {
-        let shown = path.display().to_string();
+    /// Opens a table's file or part files, reading only the `used` columns (the others are
+    /// NULL). `scan` says which rows a Parquet file's scan may drop.
+    fn open(table: TableId, schema: &TableSchema, source: &Source, used: &[String], scan: Scan) -> Result<Cursor, InputError> {
+        let (shown, mut parts) = match source {
+            Source::Arrow(path) => (path.display().to_string(), vec![(path.display().to_string(), 0)]),
+            Source::Parquet { shown, .. } => (shown.clone(), vec![]),
+        };
         let err = |m: String| InputError(format!("{shown}: {m}"));
-        let mut file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let parquet = path.extension().is_some_and(|e| e == "parquet");
-        if parquet {
-            crate::parquet_guard::check(&mut file).map_err(err)?;
-        }
         let mut kept = None;
         let mut filtered = false;
         let mut note = None;
-        let (names, types, batches): (Vec<String>, Vec<arrow_schema::DataType>, Batches) = if parquet {
-            let opened = scan::open_parquet(file, path, schema, used, scan)?;
-            (kept, filtered, note) = (opened.kept, opened.note.is_some(), opened.note);
-            (opened.names, opened.types, opened.batches)
-        } else {
-            let reader = arrow_ipc::reader::FileReader::try_new_buffered(file, None)
-                .map_err(|e| err(format!("not a readable Arrow IPC file: {e}")))?;
-            let arrow = reader.schema();
-            let names = arrow.fields().iter().map(|f| f.name().clone()).collect();
-            let types = arrow.fields().iter().map(|f| f.data_type().clone()).collect();
-            (names, types, Box::new(reader.map(|b| b.map_err(|e| e.to_string()))))
+        let (names, types, batches): (Vec<String>, Vec<arrow_schema::DataType>, Batches) = match source {
+            Source::Parquet { parts: files, .. } => {
+                let opened = scan::open_parquet(files, schema, used, scan)?;
+                (kept, filtered, note, parts) = (opened.kept, opened.note.is_some(), opened.note, opened.parts);
+                (opened.names, opened.types, opened.batches)
+            }
+            Source::Arrow(path) => {
+                let file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
+                let reader = arrow_ipc::reader::FileReader::try_new_buffered(file, None)
+                    .map_err(|e| err(format!("not a readable Arrow IPC file: {e}")))?;
+                let arrow = reader.schema();
+                let names = arrow.fields().iter().map(|f| f.name().clone()).collect();
+                let types = arrow.fields().iter().map(|f| f.data_type().clone()).collect();
+                (names, types, Box::new(reader.map(|b| b.map_err(|e| e.to_string()))))
+            }
         };
+        // Messages about the table as a whole name its first file when it has one.
+        let shown = if parts.len() == 1 { parts[0].0.clone() } else { shown };
+        let err = |m: String| InputError(format!("{shown}: {m}"));
         let position = |n: &str| names.iter().position(|x| x == n);
         let pid = position("patient_id").ok_or_else(|| err("missing column 'patient_id'".into()))?;
         if !type_matches(&types[pid], &Type::Int) {
@@ -134,23 +145,31 @@ impl Cursor {
             row: 0,
             read: 0,
             last: None,
-            last_row: String::new(),
+            last_row: Default::default(),
             kept,
             filtered,
             lazy: false,
             batch: None,
             batch_no: 0,
             note,
+            parts,
         })
     }
 
-    /// The next row's number in the file (1-based), for messages; or, when a filter dropped
-    /// rows without keeping the kept rows' numbers, among the rows it kept.
-    fn file_row(&self) -> String {
-        match &self.kept {
-            Some(queue) => (queue.lock().expect("not poisoned").front().map_or(self.read as u64, |r| *r) + 1).to_string(),
-            None if self.filtered => format!("{} of those the definition's filters kept", self.read + 1),
-            None => (self.read + 1).to_string(),
+    /// The next row's file and number in it (1-based), for messages; or, when a filter
+    /// dropped rows without keeping the kept rows' numbers, its number among the rows it kept.
+    fn file_row(&self) -> (String, String) {
+        let global = match &self.kept {
+            Some(queue) => Some(queue.lock().expect("not poisoned").front().map_or(self.read as u64, |r| *r)),
+            None if self.filtered => None,
+            None => Some(self.read as u64),
+        };
+        match global {
+            Some(g) => match self.parts.iter().rev().find(|(_, start)| *start <= g) {
+                Some((file, start)) => (file.clone(), (g - start + 1).to_string()),
+                None => (self.shown.clone(), (g + 1).to_string()),
+            },
+            None => (self.shown.clone(), format!("{} of those the definition's filters kept", self.read + 1)),
         }
     }
 
@@ -161,7 +180,8 @@ impl Cursor {
                 return match self.ids[self.row] {
                     Some(p) => Ok(Some(p)),
                     None => {
-                        Err(InputError(format!("{}, row {}: NULL value in non-nullable column 'patient_id'", self.shown, self.file_row())))
+                        let (file, row) = self.file_row();
+                        Err(InputError(format!("{file}, row {row}: NULL value in non-nullable column 'patient_id'")))
                     }
                 };
             }
@@ -169,10 +189,11 @@ impl Cursor {
                 None => return Ok(None),
                 Some(b) => {
                     let b = b.map_err(|e| InputError(format!("{}: {e}", self.shown)))?;
-                    let first = self.file_row();
+                    let (file, first) = self.file_row();
+                    let last = first.parse::<usize>().map_or(0, |f| f + b.num_rows() - 1);
                     let at = |m: String| match self.filtered {
-                        false => InputError(format!("{}, rows {}–{}: {m}", self.shown, first, self.read + b.num_rows())),
-                        true => InputError(format!("{}, rows from {first}: {m}", self.shown)),
+                        false => InputError(format!("{file}, rows {first}–{last}: {m}")),
+                        true => InputError(format!("{file}, rows from {first}: {m}")),
                     };
                     self.ids = scan::patient_ids(b.column(self.pid).as_ref()).map_err(at)?;
                     self.row = 0;
@@ -206,18 +227,22 @@ impl Cursor {
     /// its index in the current batch.
     fn advance(&mut self, patient: i64) -> Result<usize, InputError> {
         if self.last.is_some_and(|l| l > patient) {
+            let (file, row) = self.file_row();
             return Err(InputError(format!(
-                "{}, row {}: patient_id {patient} follows {}; backend tables must be sorted by patient_id",
-                self.shown,
-                self.file_row(),
+                "{file}, row {row}: patient_id {patient} follows {}; backend tables must be sorted by patient_id (Arrow IPC tables are read as they are; quarry partitions unsorted Parquet tables itself)",
                 self.last.unwrap_or_default()
             )));
         }
         let this_row = self.file_row();
         if self.patient_level && self.last == Some(patient) {
+            let ((file, before), (this_file, row)) = (&self.last_row, &this_row);
+            let rows = if file == this_file {
+                format!("{file}, rows {before} and {row}")
+            } else {
+                format!("{file}, row {before} and {this_file}, row {row}")
+            };
             return Err(InputError(format!(
-                "{}, rows {} and {this_row}: patient_id {patient} appears more than once; a patient-level table has one row per patient",
-                self.shown, self.last_row
+                "{rows}: patient_id {patient} appears more than once; a patient-level table has one row per patient"
             )));
         }
         self.last_row = this_row;
@@ -315,17 +340,30 @@ impl Backend {
         let mut required: Vec<TableId> = frames.iter().map(|f| crate::kernels::frame_table(graph, *f)).collect();
         let sink: Arc<Mutex<Vec<i64>>> = Arc::default();
         let mut paths = HashMap::new();
+        let cache = layout::cache_root(dir);
         for &t in &tables {
             let schema = graph.table(t);
-            let path = crate::store::find_file(dir, &schema.name, TABLE_EXTENSIONS).ok_or_else(|| {
+            let source = layout::locate(dir, &schema.name)?.ok_or_else(|| {
                 InputError(format!(
-                    "Missing table: {} (expected {}.parquet or {}.arrow; see docs/backend.md)",
+                    "Missing table: {} (expected {}.parquet, {}.arrow or a directory {}/ of .parquet part files; see docs/backend.md)",
                     schema.name,
                     dir.join(&schema.name).display(),
+                    schema.name,
                     schema.name
                 ))
             })?;
-            paths.insert(t, path);
+            // Part files must agree; an unsorted table is read from its sorted copy.
+            let source = match source {
+                Source::Parquet { shown, parts } => {
+                    let wanted = used.get(&t).map(Vec::as_slice).unwrap_or(&[]);
+                    layout::check_parts(&parts, wanted)?;
+                    let sorted = layout::sorted_parts(&schema.name, parts.clone(), wanted, cache.as_deref())?;
+                    let shown = if sorted == parts { shown } else { format!("{shown} (sorted by quarry)") };
+                    Source::Parquet { shown, parts: sorted }
+                }
+                arrow => arrow,
+            };
+            paths.insert(t, source);
         }
         let columns = |t: TableId| used.get(&t).map(Vec::as_slice).unwrap_or(&[]);
         // Tables are opened (and their filters run) in parallel: first those that gather the

@@ -148,15 +148,95 @@ impl<'g> Evaluator<'g> {
 
     /// Evaluates the needed nodes for the patients `ids` (ascending).
     pub fn partition(&self, ids: &[i64], data: &BTreeMap<i64, BTreeMap<TableId, Rows>>) -> Result<Partition, EvalError> {
+        let tables = self.part_tables(ids, data);
+        let mut values: Vec<Option<Cv>> = vec![None; self.graph.len()];
+        let mut columns = HashMap::new();
+        self.evaluate(&self.needed, &self.params, ids, &tables, &mut values, &mut columns)?;
+        Ok(Partition { patients: ids.to_vec(), values })
+    }
+
+    /// The needed nodes that read a parameter (directly, through a child or through their
+    /// domain): those that differ between intervals of a measures run.
+    fn parameter_dependent(&self) -> Vec<bool> {
         let g = self.graph;
+        let mut dependent = vec![false; g.len()];
+        for &id in &self.needed {
+            dependent[id.index()] = matches!(g.node(id), Node::Parameter { .. })
+                || g.children(id).iter().any(|c| dependent[c.index()])
+                || matches!(g.domain(id), Domain::Rows(d) if dependent[d.index()]);
+        }
+        dependent
+    }
+
+    /// As [`Evaluator::partition`] once per set of parameter values (a measures run's
+    /// intervals), from one read of the patients' rows: the partition's tables are built once,
+    /// the nodes that read no parameter are evaluated once, and only the others per set. Each
+    /// set's partition is handed to `each` (with the set's index) and dropped before the next
+    /// is evaluated, so memory holds one set's values at a time.
+    pub fn partition_per_params<T>(
+        &self,
+        ids: &[i64],
+        data: &BTreeMap<i64, BTreeMap<TableId, Rows>>,
+        params: &[HashMap<String, Scalar>],
+        dependent: &[bool],
+        acc: &mut T,
+        each: impl Fn(&mut T, usize, &Partition),
+    ) -> Result<(), EvalError> {
+        let tables = self.part_tables(ids, data);
+        let (varying, fixed): (Vec<NodeId>, Vec<NodeId>) = self.needed.iter().partition(|n| dependent[n.index()]);
+        let mut shared: Vec<Option<Cv>> = vec![None; self.graph.len()];
+        let mut columns = HashMap::new();
+        self.evaluate(&fixed, &self.params, ids, &tables, &mut shared, &mut columns)?;
+        for (k, set) in params.iter().enumerate() {
+            let mut values = shared.clone();
+            self.evaluate(&varying, set, ids, &tables, &mut values, &mut columns)?;
+            each(acc, k, &Partition { patients: ids.to_vec(), values });
+        }
+        Ok(())
+    }
+
+    /// As [`Evaluator::run_range`], evaluating each partition once per set of parameter
+    /// values (`partition_per_params`) into an accumulator made by `init` (one per partition,
+    /// handed to `sink` in patient order).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_range_per_params<T: Send, E: From<EvalError>>(
+        &self,
+        store: &Store,
+        lo: Option<i64>,
+        hi: Option<i64>,
+        params: &[HashMap<String, Scalar>],
+        init: impl Fn() -> T + Sync,
+        each: impl Fn(&mut T, usize, &Partition) + Sync,
+        mut sink: impl FnMut(T) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let patients = self.patients(store, lo, hi);
+        let dependent = self.parameter_dependent();
+        let per_round = rayon::current_num_threads().max(1) * 2;
+        let size = partition_size();
+        for round in patients.chunks(size * per_round) {
+            let results: Vec<Result<T, EvalError>> = round
+                .par_chunks(size)
+                .map(|ids| {
+                    let mut acc = init();
+                    self.partition_per_params(ids, &store.patients, params, &dependent, &mut acc, &each).map(|_| acc)
+                })
+                .collect();
+            for r in results {
+                sink(r?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The partition's tables: each table's rows of the patients `ids`, grouped by patient.
+    fn part_tables<'s>(&self, ids: &[i64], data: &'s BTreeMap<i64, BTreeMap<TableId, Rows>>) -> HashMap<TableId, PartTable<'s>> {
         let n = ids.len();
-        let empty: BTreeMap<TableId, Rows> = BTreeMap::new();
         let mut tables: HashMap<TableId, PartTable> = HashMap::new();
         for &t in &self.tables {
             let mut part = PartTable { rows: vec![], offsets: Vec::with_capacity(n + 1), owner: vec![] };
             part.offsets.push(0);
             for (i, id) in ids.iter().enumerate() {
-                if let Some(rows) = data.get(id).unwrap_or(&empty).get(&t) {
+                if let Some(rows) = data.get(id).and_then(|m| m.get(&t)) {
                     part.rows.extend(rows.iter().map(Vec::as_slice));
                     part.owner.extend(std::iter::repeat_n(i as u32, rows.len()));
                 }
@@ -164,9 +244,23 @@ impl<'g> Evaluator<'g> {
             }
             tables.insert(t, part);
         }
-        let mut values: Vec<Option<Cv>> = vec![None; g.len()];
-        let mut columns: HashMap<(TableId, usize), Arc<Vec<Scalar>>> = HashMap::new();
-        for &id in &self.needed {
+        tables
+    }
+
+    /// Evaluates `nodes` (in id order, their children already in `values` or among them) with
+    /// the parameter values `params`.
+    fn evaluate(
+        &self,
+        nodes: &[NodeId],
+        params: &HashMap<String, Scalar>,
+        ids: &[i64],
+        tables: &HashMap<TableId, PartTable>,
+        values: &mut [Option<Cv>],
+        columns: &mut HashMap<(TableId, usize), Arc<Vec<Scalar>>>,
+    ) -> Result<(), EvalError> {
+        let g = self.graph;
+        let n = ids.len();
+        for &id in nodes {
             let get = |x: &NodeId| values[x.index()].as_ref().expect("children are evaluated first");
             let table_of = |frame: NodeId| &tables[&frame_table(g, frame)];
             let v = match g.node(id) {
@@ -243,7 +337,7 @@ impl<'g> Evaluator<'g> {
                 // Indexed sets are read by `In`, never copied.
                 Node::Value(_) if self.sets.contains_key(&id) => Cv::K(None),
                 Node::Value(v) => Cv::K(Some(v.clone())),
-                Node::Parameter { name, .. } => Cv::K(self.params.get(name).cloned().flatten()),
+                Node::Parameter { name, .. } => Cv::K(params.get(name).cloned().flatten()),
                 Node::SelectColumn { source, name } => {
                     let c = column_index(g, *source, name);
                     match get(source) {
@@ -263,7 +357,7 @@ impl<'g> Evaluator<'g> {
                         _ => unreachable!("columns of frames"),
                     }
                 }
-                Node::AggregateByPatient(a) => Cv::S(Arc::new(self.aggregate(a, &values, n)?)),
+                Node::AggregateByPatient(a) => Cv::S(Arc::new(self.aggregate(a, values, n)?)),
                 Node::Function(Function::In(x, set)) if self.sets.contains_key(set) => {
                     let index = &self.sets[set];
                     map1(get(x), |v| Ok(index.test(v)))?
@@ -271,7 +365,7 @@ impl<'g> Evaluator<'g> {
                 Node::Function(f) => {
                     let inputs = function_inputs(f);
                     let args: Vec<&Cv> = inputs.iter().map(get).collect();
-                    elementwise(&args, |row| semantics::apply(f, row), &tables, g, id, n)?
+                    elementwise(&args, |row| semantics::apply(f, row), tables, g, id, n)?
                 }
                 Node::Case { cases, default } => {
                     // Arguments in order: condition, value (if any) for each case, then default.
@@ -300,7 +394,7 @@ impl<'g> Evaluator<'g> {
                             }
                             Ok(d.and_then(|d| row[d].clone()))
                         },
-                        &tables,
+                        tables,
                         g,
                         id,
                         n,
@@ -309,7 +403,7 @@ impl<'g> Evaluator<'g> {
             };
             values[id.index()] = Some(v);
         }
-        Ok(Partition { patients: ids.to_vec(), values })
+        Ok(())
     }
 
     fn aggregate(&self, a: &A, values: &[Option<Cv>], n: usize) -> Result<Vec<Scalar>, EvalError> {

@@ -22,11 +22,6 @@ fn as_count(v: &Scalar) -> i64 {
     }
 }
 
-enum Engine<'g> {
-    Reference(Evaluator<'g>, BTreeSet<i64>),
-    Columnar(crate::columnar::Evaluator<'g>),
-}
-
 /// ehrQL's default disclosure control: counts ≤ 7 become 0, others round to the nearest 5
 /// (an integer over 5 is never halfway, so Python's rounding to even never differs).
 pub fn round_count(n: i64) -> i64 {
@@ -87,40 +82,27 @@ pub fn measures_outputs(spec: &MeasuresSpec) -> Vec<NodeId> {
 /// denominator`, then every group-by column.
 pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, columnar: bool) -> Result<Table, EvalError> {
     let outputs = measures_outputs(spec);
+    if columnar {
+        // Every interval in one pass over the store's partitions.
+        let measures = Measures::new(spec);
+        let evaluator = crate::columnar::Evaluator::new(graph, &outputs);
+        let mut sums = measures.sums();
+        add_columnar(&measures, &evaluator, &measures.parameters(), store, (None, None), &mut sums)?;
+        return Ok(measures.table(graph, sums));
+    }
     // The reference evaluator goes patient by patient (store and inline patients, in id
-    // order); the columnar one finds its patients itself.
-    let mut engine = if columnar {
-        Engine::Columnar(crate::columnar::Evaluator::new(graph, &outputs))
-    } else {
-        let reference = Evaluator::new(graph, &outputs);
-        let mut patients: BTreeSet<i64> = store.patients.keys().copied().collect();
-        patients.extend(reference.inline_patients());
-        Engine::Reference(reference, patients)
-    };
+    // order), interval by interval.
+    let mut reference = Evaluator::new(graph, &outputs);
+    let mut patients: BTreeSet<i64> = store.patients.keys().copied().collect();
+    patients.extend(reference.inline_patients());
     aggregate_measures(graph, spec, |(start, end), add| {
-        for (name, date) in [("interval_start_date", start), ("interval_end_date", end)] {
-            match &mut engine {
-                Engine::Reference(e, _) => e.set_param(name, Some(Value::Date(date))),
-                Engine::Columnar(e) => e.set_param(name, Some(Value::Date(date))),
-            }
+        reference.set_param("interval_start_date", Some(Value::Date(start)));
+        reference.set_param("interval_end_date", Some(Value::Date(end)));
+        for &p in &patients {
+            let values = reference.patient(p, store.patients.get(&p))?;
+            add(&outputs.iter().map(|n| values.scalar(*n)).collect::<Vec<_>>());
         }
-        match &engine {
-            Engine::Columnar(e) => e.run(
-                store,
-                |p| (0..p.len()).map(|i| outputs.iter().map(|n| p.scalar(*n, i)).collect::<Vec<Scalar>>()).collect::<Vec<_>>(),
-                |rows| {
-                    rows.iter().for_each(|r| add(r));
-                    Ok::<(), EvalError>(())
-                },
-            ),
-            Engine::Reference(e, patients) => {
-                for &p in patients {
-                    let values = e.patient(p, store.patients.get(&p))?;
-                    add(&outputs.iter().map(|n| values.scalar(*n)).collect::<Vec<_>>());
-                }
-                Ok(())
-            }
-        }
+        Ok(())
     })
 }
 
@@ -276,7 +258,12 @@ impl Sums {
 
     /// The sums of the group `key` of grouping set `set` (grouping id `id`), made on first use.
     fn row(&mut self, set: usize, key: Vec<Scalar>, id: u64, width: usize) -> &mut Vec<i64> {
-        let i = match self.by_set[set].get(&key) {
+        let i = self.row_index(set, key, id, width);
+        &mut self.rows[i].2
+    }
+
+    fn row_index(&mut self, set: usize, key: Vec<Scalar>, id: u64, width: usize) -> usize {
+        match self.by_set[set].get(&key) {
             Some(&i) => i,
             None => {
                 let i = *self.index.entry((key.clone(), id)).or_insert_with(|| {
@@ -287,8 +274,26 @@ impl Sums {
                 self.order[set].push(i);
                 i
             }
-        };
-        &mut self.rows[i].2
+        }
+    }
+
+    /// Adds the sums of later patients: their groups not yet met join each set's order after
+    /// this one's, as they would have had the patients been added one by one.
+    fn merge(&mut self, later: Sums) {
+        let mut global = vec![usize::MAX; later.rows.len()];
+        for (set, order) in later.order.iter().enumerate() {
+            for &i in order {
+                let (key, id, counts) = &later.rows[i];
+                let width = counts.len();
+                let at = self.row_index(set, key.clone(), *id, width);
+                global[i] = at;
+            }
+        }
+        for (i, (_, _, counts)) in later.rows.into_iter().enumerate() {
+            for (total, n) in self.rows[global[i]].2.iter_mut().zip(counts) {
+                *total += n;
+            }
+        }
     }
 
     /// The rows in the order ehrQL's dict has them.
@@ -315,73 +320,197 @@ pub fn aggregate_measures<E>(
     spec: &MeasuresSpec,
     mut patients: impl FnMut((jiff::civil::Date, jiff::civil::Date), &mut dyn FnMut(&[Scalar])) -> Result<(), E>,
 ) -> Result<Table, E> {
-    let group_columns = group_columns(spec);
-    let outputs = measures_outputs(spec);
-    let position: HashMap<NodeId, usize> = outputs.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-    let calculators = Calculator::group(spec);
-    let mut intervals: Vec<(jiff::civil::Date, jiff::civil::Date)> = calculators.iter().flat_map(|c| c.intervals.iter().copied()).collect();
-    intervals.sort();
-    intervals.dedup();
-    // Each interval is evaluated once, for every calculator that has it.
-    let mut sums: HashMap<(usize, (jiff::civil::Date, jiff::civil::Date)), Sums> = HashMap::new();
-    for interval in intervals {
-        let active: Vec<usize> = (0..calculators.len()).filter(|&i| calculators[i].intervals.contains(&interval)).collect();
-        let mut acc: Vec<Sums> = active.iter().map(|&c| Sums::new(calculators[c].sets.len())).collect();
-        let mut add = |values: &[Scalar]| {
-            let value = |n: NodeId| &values[position[&n]];
-            for (&c, sums) in active.iter().zip(acc.iter_mut()) {
-                let c = &calculators[c];
-                let den = value(c.denominator);
-                if !matches!(den, Some(Value::Bool(true))) && !matches!(den, Some(Value::Int(i)) if *i > 0) {
-                    continue;
+    let measures = Measures::new(spec);
+    let mut sums = measures.sums();
+    for (k, &interval) in measures.intervals().iter().enumerate() {
+        patients(interval, &mut |values| measures.add(&mut sums, k, values))?;
+    }
+    Ok(measures.table(graph, sums))
+}
+
+/// How a measures definition is summed, apart from the data: the calculators, every distinct
+/// interval, and where each output node's value sits in a patient's values. Patients' values
+/// are added into [`MeasureSums`] interval by interval, in any order of intervals, as long as
+/// each interval sees its patients in id order; sums of consecutive runs of patients merge
+/// (`merge`) in id order into the same result, so partitions can be summed in parallel.
+pub struct Measures<'s> {
+    spec: &'s MeasuresSpec,
+    calculators: Vec<Calculator<'s>>,
+    intervals: Vec<(jiff::civil::Date, jiff::civil::Date)>,
+    /// Per interval, the calculators that have it.
+    active: Vec<Vec<usize>>,
+    position: HashMap<NodeId, usize>,
+}
+
+/// Per interval, per calculator that has it, its `GroupedSum` so far.
+pub struct MeasureSums(Vec<Vec<Sums>>);
+
+impl<'s> Measures<'s> {
+    pub fn new(spec: &'s MeasuresSpec) -> Measures<'s> {
+        let calculators = Calculator::group(spec);
+        let mut intervals: Vec<(jiff::civil::Date, jiff::civil::Date)> =
+            calculators.iter().flat_map(|c| c.intervals.iter().copied()).collect();
+        intervals.sort();
+        intervals.dedup();
+        let active = intervals
+            .iter()
+            .map(|interval| (0..calculators.len()).filter(|&i| calculators[i].intervals.contains(interval)).collect())
+            .collect();
+        let position = measures_outputs(spec).into_iter().enumerate().map(|(i, n)| (n, i)).collect();
+        Measures { spec, calculators, intervals, active, position }
+    }
+
+    /// Every distinct interval, in order: each is evaluated once, for every calculator that
+    /// has it.
+    pub fn intervals(&self) -> &[(jiff::civil::Date, jiff::civil::Date)] {
+        &self.intervals
+    }
+
+    /// The parameter values of each interval (`interval_start_date`, `interval_end_date`).
+    pub fn parameters(&self) -> Vec<HashMap<String, Scalar>> {
+        self.intervals
+            .iter()
+            .map(|&(start, end)| {
+                HashMap::from([
+                    ("interval_start_date".to_string(), Some(Value::Date(start))),
+                    ("interval_end_date".to_string(), Some(Value::Date(end))),
+                ])
+            })
+            .collect()
+    }
+
+    /// Empty sums.
+    pub fn sums(&self) -> MeasureSums {
+        MeasureSums(self.active.iter().map(|a| a.iter().map(|&c| Sums::new(self.calculators[c].sets.len())).collect()).collect())
+    }
+
+    /// Adds one patient's values of `measures_outputs(spec)` for interval `k`.
+    pub fn add(&self, sums: &mut MeasureSums, k: usize, values: &[Scalar]) {
+        let value = |n: NodeId| &values[self.position[&n]];
+        for (&c, sums) in self.active[k].iter().zip(sums.0[k].iter_mut()) {
+            let c = &self.calculators[c];
+            let den = value(c.denominator);
+            if !matches!(den, Some(Value::Bool(true))) && !matches!(den, Some(Value::Int(i)) if *i > 0) {
+                continue;
+            }
+            for (s, (set, id, numerators)) in c.sets.iter().enumerate() {
+                let key: Vec<Scalar> = c.columns.iter().map(|g| if set.contains(g) { value(*g).clone() } else { None }).collect();
+                let counts = sums.row(s, key, *id, c.numerators.len() + 1);
+                counts[0] += as_count(den);
+                for &n in numerators {
+                    counts[n + 1] += as_count(value(c.numerators[n]));
                 }
-                for (s, (set, id, numerators)) in c.sets.iter().enumerate() {
-                    let key: Vec<Scalar> = c.columns.iter().map(|g| if set.contains(g) { value(*g).clone() } else { None }).collect();
-                    let counts = sums.row(s, key, *id, c.numerators.len() + 1);
-                    counts[0] += as_count(den);
-                    for &n in numerators {
-                        counts[n + 1] += as_count(value(c.numerators[n]));
+            }
+        }
+    }
+
+    /// Adds `later` (the sums of patients after all of `into`'s) into `into`.
+    pub fn merge(&self, into: &mut MeasureSums, later: MeasureSums) {
+        for (into, later) in into.0.iter_mut().zip(later.0) {
+            for (into, later) in into.iter_mut().zip(later) {
+                into.merge(later);
+            }
+        }
+    }
+
+    /// The measures table (before disclosure control).
+    pub fn table(&self, graph: &Graph, sums: MeasureSums) -> Table {
+        let spec = self.spec;
+        let group_columns = group_columns(spec);
+        let mut by_interval: HashMap<(usize, (jiff::civil::Date, jiff::civil::Date)), Sums> = HashMap::new();
+        for ((interval, active), sums) in self.intervals.iter().zip(&self.active).zip(sums.0) {
+            for (&c, s) in active.iter().zip(sums) {
+                by_interval.insert((c, *interval), s);
+            }
+        }
+        let mut table = Table { name: "measures".into(), columns: measures_columns(graph, spec, &group_columns), rows: vec![] };
+        for (i, c) in self.calculators.iter().enumerate() {
+            for &(start, end) in c.intervals {
+                for (key, id, counts) in by_interval[&(i, (start, end))].in_order() {
+                    // ehrQL's row: the numerators' sums then the group values; a measure's
+                    // group values are the row's last `names.len()` cells (Python's slice).
+                    let row: Vec<Scalar> = counts[1..].iter().map(|n| Some(Value::Int(*n))).chain(key.iter().cloned()).collect();
+                    let from = row.len() as isize - c.names.len() as isize;
+                    let groups = &row[if from >= 0 { from } else { (row.len() as isize + from).max(0) } as usize..];
+                    for (m, numerator, level) in &c.measures {
+                        if *level != *id {
+                            continue;
+                        }
+                        let num = counts[numerator + 1];
+                        let den = counts[0];
+                        let mut out: Vec<Scalar> = vec![
+                            Some(Value::Str(m.name.clone())),
+                            Some(Value::Date(start)),
+                            Some(Value::Date(end)),
+                            Some(Value::Float(Float(num as f64 / den as f64))),
+                            Some(Value::Int(num)),
+                            Some(Value::Int(den)),
+                        ];
+                        for g in &group_columns {
+                            out.push(c.names.iter().zip(groups).find(|(n, _)| *n == g).and_then(|(_, v)| v.clone()));
+                        }
+                        table.rows.push(out);
                     }
                 }
             }
-        };
-        patients(interval, &mut add)?;
-        for (c, s) in active.into_iter().zip(acc) {
-            sums.insert((c, interval), s);
         }
+        table
     }
-    let mut table = Table { name: "measures".into(), columns: measures_columns(graph, spec, &group_columns), rows: vec![] };
-    for (i, c) in calculators.iter().enumerate() {
-        for &(start, end) in c.intervals {
-            for (key, id, counts) in sums[&(i, (start, end))].in_order() {
-                // ehrQL's row: the numerators' sums then the group values; a measure's
-                // group values are the row's last `names.len()` cells (Python's slice).
-                let row: Vec<Scalar> = counts[1..].iter().map(|n| Some(Value::Int(*n))).chain(key.iter().cloned()).collect();
-                let from = row.len() as isize - c.names.len() as isize;
-                let groups = &row[if from >= 0 { from } else { (row.len() as isize + from).max(0) } as usize..];
-                for (m, numerator, level) in &c.measures {
-                    if *level != *id {
-                        continue;
-                    }
-                    let num = counts[numerator + 1];
-                    let den = counts[0];
-                    let mut out: Vec<Scalar> = vec![
-                        Some(Value::Str(m.name.clone())),
-                        Some(Value::Date(start)),
-                        Some(Value::Date(end)),
-                        Some(Value::Float(Float(num as f64 / den as f64))),
-                        Some(Value::Int(num)),
-                        Some(Value::Int(den)),
-                    ];
-                    for g in &group_columns {
-                        out.push(c.names.iter().zip(groups).find(|(n, _)| *n == g).and_then(|(_, v)| v.clone()));
-                    }
-                    table.rows.push(out);
-                }
+}
+
+/// The measures over a round's (or a whole store's) patients `[lo, hi)` on the columnar
+/// engine: each partition is read once and evaluated for every interval (only the nodes that
+/// read the interval's dates again), and summed in parallel; the partitions' sums are merged
+/// in patient order into `sums`.
+pub fn add_columnar(
+    measures: &Measures,
+    evaluator: &crate::columnar::Evaluator,
+    parameters: &[HashMap<String, Scalar>],
+    store: &Store,
+    range: (Option<i64>, Option<i64>),
+    sums: &mut MeasureSums,
+) -> Result<(), EvalError> {
+    let outputs = measures_outputs(measures.spec);
+    evaluator.run_range_per_params(
+        store,
+        range.0,
+        range.1,
+        parameters,
+        || (measures.sums(), Vec::with_capacity(outputs.len())),
+        |(local, values): &mut (MeasureSums, Vec<Scalar>), k, p| {
+            for i in 0..p.len() {
+                values.clear();
+                values.extend(outputs.iter().map(|n| p.scalar(*n, i)));
+                measures.add(local, k, values);
             }
-        }
+        },
+        |(local, _)| {
+            measures.merge(sums, local);
+            Ok::<(), EvalError>(())
+        },
+    )
+}
+
+/// `generate-measures --backend`: the measures over a backend, read once, round by round
+/// (each round's patients evaluated for every interval, `add_columnar`). `progress` is told
+/// the patients read so far.
+pub fn stream_measures_backend(
+    graph: &Graph,
+    spec: &MeasuresSpec,
+    backend: &mut crate::backend::Backend,
+    mut progress: impl FnMut(usize),
+) -> Result<Table, crate::StreamError> {
+    let measures = Measures::new(spec);
+    let parameters = measures.parameters();
+    let evaluator = crate::columnar::Evaluator::new(graph, &measures_outputs(spec));
+    let mut sums = measures.sums();
+    let mut lo = None;
+    while let Some((store, hi)) = backend.next_round(crate::round_patients())? {
+        add_columnar(&measures, &evaluator, &parameters, &store, (lo, hi), &mut sums)?;
+        progress(backend.patients_read());
+        lo = hi;
     }
-    Ok(table)
+    Ok(measures.table(graph, sums))
 }
 
 /// ehrQL's `get_all_group_by_columns`: every measure's group-by names, in order of first

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Copies a directory tree (fixtures into a temporary directory).
 pub fn copy_dir(from: &Path, to: &Path) {
@@ -15,6 +16,29 @@ pub fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(e.path(), target).unwrap();
         }
+    }
+}
+
+/// A Python with pyarrow (`ARROW_PYTHON`, which `.ci/run` provides), or `None` after saying
+/// the test is skipped.
+pub fn pyarrow() -> Option<String> {
+    let python = std::env::var("ARROW_PYTHON").unwrap_or_else(|_| "python3".into());
+    if Command::new(&python).args(["-c", "import pyarrow"]).output().is_ok_and(|o| o.status.success()) {
+        Some(python)
+    } else {
+        eprintln!("SKIPPED: {python} cannot import pyarrow (set ARROW_PYTHON; .ci/run does)");
+        None
+    }
+}
+
+/// A conformance case's user arguments (its `args` file, one per line), after `--`; none
+/// when it has no `args` file.
+pub fn case_args(case: &Path) -> Vec<String> {
+    match std::fs::read_to_string(case.join("args")) {
+        Ok(text) => std::iter::once("--".to_string())
+            .chain(text.lines().map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.is_empty()))
+            .collect(),
+        Err(_) => vec![],
     }
 }
 

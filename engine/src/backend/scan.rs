@@ -5,7 +5,6 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
@@ -149,6 +148,10 @@ enum Group {
     Stream(ParquetRecordBatchReader),
 }
 
+/// A row group made ready to read: its part's index, its batches, and the file rows its
+/// filters kept.
+type BuiltGroup = (usize, Group, VecDeque<u64>);
+
 /// Where a row group's last test puts the rows it keeps, while all groups together hold at
 /// most [`EAGER_ROWS`]; past that, the group gives up its stash and is read again as a stream.
 #[derive(Clone)]
@@ -253,27 +256,42 @@ fn predicates(
 }
 
 /// What opening a Parquet table gives a cursor: the projected columns' names and types,
-/// the batches (filtered as `scan` allows), the kept rows' file numbers (when held), and, when
-/// the scan filtered, a line for the user about what it left.
+/// the batches (filtered as `scan` allows), the kept rows' numbers (when held), where each part
+/// file's rows start among the table's, and, when the scan filtered, a line for the user about
+/// what it left.
 pub(super) struct Opened {
     pub names: Vec<String>,
     pub types: Vec<arrow_schema::DataType>,
     pub batches: Batches,
     pub kept: Option<Arc<Mutex<VecDeque<u64>>>>,
+    pub parts: Vec<(String, u64)>,
     pub note: Option<String>,
 }
 
-/// Opens a Parquet table reading the `used` columns (and `patient_id`), with `scan`'s filters.
-pub(super) fn open_parquet(file: File, path: &Path, schema: &TableSchema, used: &[String], scan: Scan) -> Result<Opened, InputError> {
-    let shown = path.display().to_string();
-    let err = |m: String| InputError(format!("{shown}: {m}"));
-    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowFilter};
-    let unreadable = |e: parquet::errors::ParquetError| err(format!("not a readable Parquet file: {e}"));
-    let metadata = ArrowReaderMetadata::load(&file, crate::arrow_io::parquet_options()).map_err(unreadable)?;
-    let arrow = metadata.schema().clone();
-    // Text columns are read as dictionaries (as Parquet stores them): each distinct
-    // value is converted, and tested by a pushed filter, once.
-    let hinted = arrow_schema::Schema::new_with_metadata(
+/// One part file of a table, opened: its reader metadata (text columns read as
+/// dictionaries), its Arrow schema, the indices of the wanted columns, and how to put its
+/// batches' columns in the first part's order.
+struct Part {
+    path: std::path::PathBuf,
+    metadata: parquet::arrow::arrow_reader::ArrowReaderMetadata,
+    arrow: arrow_schema::SchemaRef,
+    wanted: Vec<usize>,
+    /// Per column of the first part's projection, its position in this part's projection.
+    order: Vec<usize>,
+    start: u64,
+}
+
+impl Part {
+    /// A batch of this part with its columns in the first part's order.
+    fn reorder(&self, batch: RecordBatch) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        if self.order.iter().enumerate().all(|(i, &k)| i == k) { Ok(batch) } else { batch.project(&self.order) }
+    }
+}
+
+/// Text columns as dictionaries (as Parquet stores them): each distinct value is converted,
+/// and tested by a pushed filter, once.
+fn hinted(arrow: &arrow_schema::Schema) -> arrow_schema::Schema {
+    arrow_schema::Schema::new_with_metadata(
         arrow
             .fields()
             .iter()
@@ -286,47 +304,118 @@ pub(super) fn open_parquet(file: File, path: &Path, schema: &TableSchema, used: 
             })
             .collect::<Vec<_>>(),
         arrow.metadata().clone(),
-    );
-    let reader_metadata =
-        ArrowReaderMetadata::try_new(metadata.metadata().clone(), crate::arrow_io::parquet_options().with_schema(Arc::new(hinted)))
-            .map_err(unreadable)?;
-    let wanted: Vec<usize> =
-        arrow.fields().iter().enumerate().filter(|(_, f)| f.name() == "patient_id" || used.contains(f.name())).map(|(i, _)| i).collect();
-    let wanted_names: Vec<String> = wanted.iter().map(|&i| arrow.field(i).name().clone()).collect();
-    let stages = scan.stages(&arrow, &wanted_names);
-    let types = wanted.iter().map(|&i| arrow.field(i).data_type().clone()).collect();
-    if stages.is_empty() {
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, reader_metadata);
-        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
-        let reader = builder.with_projection(mask).with_batch_size(BATCH).build().map_err(|e| err(parquet_message(e)))?;
-        let batches = Box::new(reader.map(|b| b.map_err(parquet_message)));
-        return Ok(Opened { names: wanted_names, types, batches, kept: None, note: None });
+    )
+}
+
+/// Opens a Parquet table, one file or the part files of a directory (in order, read as one
+/// table whose rows follow each other), reading the `used` columns (and `patient_id`), with
+/// `scan`'s filters. The parts' schemas were checked to agree (`layout`).
+pub(super) fn open_parquet(paths: &[std::path::PathBuf], schema: &TableSchema, used: &[String], scan: Scan) -> Result<Opened, InputError> {
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowFilter};
+    let mut parts: Vec<Part> = vec![];
+    let mut at = 0u64;
+    let mut names: Vec<String> = vec![];
+    for path in paths {
+        let shown = path.display().to_string();
+        let err = |m: String| InputError(format!("{shown}: {m}"));
+        let unreadable = |e: parquet::errors::ParquetError| err(format!("not a readable Parquet file: {e}"));
+        let metadata = super::layout::metadata(path)?;
+        let arrow = metadata.schema().clone();
+        let reader_metadata = ArrowReaderMetadata::try_new(
+            metadata.metadata().clone(),
+            crate::arrow_io::parquet_options().with_schema(Arc::new(hinted(&arrow))),
+        )
+        .map_err(unreadable)?;
+        let wanted: Vec<usize> = arrow
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.name() == "patient_id" || used.contains(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let mine: Vec<String> = wanted.iter().map(|&i| arrow.field(i).name().clone()).collect();
+        if parts.is_empty() {
+            names = mine.clone();
+        }
+        let order = names
+            .iter()
+            .map(|n| mine.iter().position(|m| m == n))
+            .collect::<Option<Vec<usize>>>()
+            .filter(|o| o.len() == mine.len())
+            .ok_or_else(|| err(format!("its columns ({}) differ from the first part's ({})", mine.join(", "), names.join(", "))))?;
+        let rows: i64 = reader_metadata.metadata().row_groups().iter().map(|g| g.num_rows()).sum();
+        parts.push(Part { path: path.clone(), metadata: reader_metadata, arrow, wanted, order, start: at });
+        at += rows as u64;
     }
-    // Parquet evaluates a row filter when the reader is built, so the row groups
-    // are filtered in parallel, each by its own reader; their batches then follow
-    // one another in file order.
-    let starts: Vec<u64> = reader_metadata
-        .metadata()
-        .row_groups()
+    let total = at;
+    let first_arrow = parts.first().ok_or_else(|| InputError(format!("{}: no part files", schema.name)))?.arrow.clone();
+    let first = &first_arrow;
+    let types: Vec<arrow_schema::DataType> =
+        names.iter().map(|n| first.field_with_name(n).expect("a wanted column").data_type().clone()).collect();
+    let part_starts: Vec<(String, u64)> = parts.iter().map(|p| (p.path.display().to_string(), p.start)).collect();
+    let parts = Arc::new(parts);
+    let stages_here = scan.stages(first, &names);
+    if stages_here.is_empty() {
+        // Each part's reader is built when the one before is exhausted.
+        let all = parts.clone();
+        let batches = Box::new((0..all.len()).flat_map(move |k| -> Batches {
+            let parts = all.clone();
+            let part = &parts[k];
+            let built = File::open(&part.path).map_err(|e| format!("{}: cannot read: {e}", part.path.display())).and_then(|file| {
+                let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, part.metadata.clone());
+                let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), part.wanted.iter().copied());
+                builder.with_projection(mask).with_batch_size(BATCH).build().map_err(parquet_message)
+            });
+            match built {
+                Ok(reader) => {
+                    let parts = parts.clone();
+                    Box::new(reader.map(move |b| b.and_then(|b| parts[k].reorder(b)).map_err(parquet_message)))
+                }
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            }
+        }));
+        return Ok(Opened { names, types, batches, kept: None, parts: part_starts, note: None });
+    }
+    // Parquet evaluates a row filter when the reader is built, so the row groups (of every
+    // part) are filtered in parallel, each by its own reader; their batches then follow one
+    // another in order.
+    let units: Vec<(usize, usize, u64)> = parts
         .iter()
-        .scan(0u64, |at, g| {
-            let start = *at;
-            *at += g.num_rows() as u64;
-            Some(start)
+        .enumerate()
+        .flat_map(|(k, p)| {
+            p.metadata
+                .metadata()
+                .row_groups()
+                .iter()
+                .enumerate()
+                .scan(p.start, move |at, (g, rg)| {
+                    let start = *at;
+                    *at += rg.num_rows() as u64;
+                    Some((k, g, start))
+                })
+                .collect::<Vec<_>>()
         })
         .collect();
     let budget = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let numbers = Numbers::default();
-    let built: Vec<Result<(Group, VecDeque<u64>), InputError>> = starts
+    let built: Vec<Result<BuiltGroup, InputError>> = units
         .par_iter()
-        .enumerate()
-        .map(|(g, &start)| {
-            let file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
-            let group = ParquetRecordBatchReaderBuilder::new_with_metadata(file, reader_metadata.clone());
-            let mask = parquet::arrow::ProjectionMask::roots(group.parquet_schema(), wanted.iter().copied());
+        .map(|&(k, g, start)| {
+            let part = &parts[k];
+            let err = |m: String| InputError(format!("{}: {m}", part.path.display()));
+            let file = File::open(&part.path).map_err(|e| err(format!("cannot read: {e}")))?;
+            let group = ParquetRecordBatchReaderBuilder::new_with_metadata(file, part.metadata.clone());
+            let mask = parquet::arrow::ProjectionMask::roots(group.parquet_schema(), part.wanted.iter().copied());
             let stash = Stash::new(budget.clone());
-            let (predicates, rows) =
-                predicates(scan.stages(&arrow, &wanted_names), start, group.parquet_schema(), |c| arrow.index_of(c).ok(), &stash, &numbers);
+            let mine: Vec<String> = part.wanted.iter().map(|&i| part.arrow.field(i).name().clone()).collect();
+            let (predicates, rows) = predicates(
+                scan.stages(&part.arrow, &mine),
+                start,
+                group.parquet_schema(),
+                |c| part.arrow.index_of(c).ok(),
+                &stash,
+                &numbers,
+            );
             let reader = group
                 .with_row_groups(vec![g])
                 .with_projection(mask)
@@ -339,29 +428,29 @@ pub(super) fn open_parquet(file: File, path: &Path, schema: &TableSchema, used: 
                 Some(batches) => Group::Stashed(batches),
                 None => Group::Stream(reader),
             };
-            Ok((group, rows))
+            Ok((k, group, rows))
         })
         .collect();
     let mut queue = VecDeque::new();
     let mut readers = vec![];
     for b in built {
-        let (reader, rows) = b?;
+        let (k, reader, rows) = b?;
         queue.extend(rows);
-        readers.push(reader);
+        readers.push((k, reader));
     }
-    let total: i64 = reader_metadata.metadata().row_groups().iter().map(|g| g.num_rows()).sum();
-    let why = match (scan.candidates.is_some(), scan.filter_for(&arrow).is_some()) {
+    let why = match (scan.candidates.is_some(), scan.filter_for(first).is_some()) {
         (true, false) => "belong to patients who can be in the population",
         (false, _) => "pass the definition's filters",
         (true, true) => "pass the definition's filters and belong to patients who can be in the population",
     };
     let note = format!("{}: {} of {} rows {why}", schema.name, numbers.kept.load(std::sync::atomic::Ordering::Relaxed), total);
     let kept = (!numbers.lost()).then(|| Arc::new(Mutex::new(queue)));
-    let batches = Box::new(readers.into_iter().flat_map(|g| -> Batches {
+    let batches = Box::new(readers.into_iter().flat_map(move |(k, g)| -> Batches {
+        let parts = parts.clone();
         match g {
-            Group::Stashed(batches) => Box::new(batches.into_iter().map(Ok)),
-            Group::Stream(reader) => Box::new(reader.map(|b| b.map_err(parquet_message))),
+            Group::Stashed(batches) => Box::new(batches.into_iter().map(move |b| parts[k].reorder(b).map_err(parquet_message))),
+            Group::Stream(reader) => Box::new(reader.map(move |b| b.and_then(|b| parts[k].reorder(b)).map_err(parquet_message))),
         }
     }));
-    Ok(Opened { names: wanted_names, types, batches, kept, note: Some(note) })
+    Ok(Opened { names, types, batches, kept, parts: part_starts, note: Some(note) })
 }
