@@ -142,9 +142,12 @@ fn the_seed_studys_action_runs_its_tests_and_a_failing_test_fails_the_action() {
     let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/projects/vte");
     common::copy_dir(&project, dir.path());
     let yaml = fs::read_to_string(dir.path().join("project.yaml")).unwrap();
-    assert!(yaml.contains("--test-data-file analysis/test_dataset_definition.py"), "the seed study's action runs its tests");
-    let out = quarry(dir.path(), &["assure", "analysis/test_dataset_definition.py"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for tests in ["analysis/test_dataset_definition.py", "analysis/test_dataset_definition_pivoted.py"] {
+        assert!(yaml.contains(&format!("--test-data-file {tests}")), "the seed study's actions run their tests");
+        let out = quarry(dir.path(), &["assure", tests]);
+        assert!(out.status.success(), "{tests}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "Validate test data: All OK!\nValidate results: All OK!\n", "{tests}");
+    }
 
     // Break one expectation: the action fails with ehrQL's exit code and writes no dataset.
     let tests = dir.path().join("analysis/test_dataset_definition.py");
