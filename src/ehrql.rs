@@ -119,8 +119,12 @@ pub struct ExplainArgs {
     pub patient: i64,
     /// Dummy tables to read the patient from (otherwise dummy data is generated from the
     /// definition, with --population-size and --seed).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "backend")]
     pub dummy_tables: Option<PathBuf>,
+    /// A backend (as generate-dataset's --backend) to read the patient from: read until the
+    /// patient's rows are complete.
+    #[arg(long, value_name = "DIR")]
+    pub backend: Option<PathBuf>,
     #[command(flatten)]
     pub dummy: DummyArgs,
     /// Explain only this variable (and the population).
@@ -153,12 +157,13 @@ pub fn explain(args: &ExplainArgs) -> Result<(), Failure> {
         return Err(fail(2, format!("--variable {name}: the dataset has no such variable (it has: {})", names.join(", "))));
     }
     let roots = dataset.roots();
-    let store = match &args.dummy_tables {
-        Some(dir) => {
+    let store = match (&args.dummy_tables, &args.backend) {
+        (Some(dir), _) => {
             eprintln!("[info] Reading table data from {}", dir.display());
             quarry_engine::store::load_dummy_tables(&def.graph, &roots, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))?
         }
-        None => {
+        (None, Some(dir)) => patient_from_backend(&def.graph, &roots, dir, args.patient)?,
+        (None, None) => {
             let shape = DatasetShape::new(&def.graph, dataset);
             let plan = dataset_plan(&def.graph, dataset, &shape.outputs());
             let size = population_size(&args.dummy, dataset.dummy.population_size, 10);
@@ -174,6 +179,24 @@ pub fn explain(args: &ExplainArgs) -> Result<(), Failure> {
         ExplainFormat::Json => println!("{}", crate::explain::json(&e)),
     }
     Ok(())
+}
+
+/// One patient's rows from a backend: rounds are read (in patient order, as generate-dataset
+/// reads them, nothing dropped for the population) until one ends past the patient.
+fn patient_from_backend(graph: &Graph, roots: &[NodeId], dir: &Path, patient: i64) -> Result<quarry_engine::store::Store, Failure> {
+    eprintln!("[info] Reading patient {patient} from the backend in {}", dir.display());
+    let input = |e: quarry_engine::store::InputError| fail(11, format!("FileValidationError: {e}"));
+    let mut backend = quarry_engine::backend::Backend::open(graph, roots, None, dir).map_err(input)?;
+    let mut found = quarry_engine::store::Store::default();
+    while let Some((mut store, hi)) = backend.next_round(100_000).map_err(input)? {
+        if let Some(rows) = store.patients.remove(&patient) {
+            found.patients.insert(patient, rows);
+        }
+        if hi.is_none_or(|hi| hi > patient) {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// `assure` arguments.

@@ -15,9 +15,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn quarry(args: &[&str]) -> Output {
-    let out = Command::new(QUARRY).args(args).current_dir(fixtures()).output().unwrap();
-    assert!(out.status.success(), "quarry {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    out
+    quarry_in(&fixtures(), args)
 }
 
 /// A JSON value as ehrQL's CSV writes it.
@@ -30,20 +28,26 @@ fn as_csv(v: &serde_json::Value) -> String {
     }
 }
 
-/// Checks every patient of `tables`; returns how many were in and out of the population.
-fn check_every_patient(tables: &str) -> (usize, usize) {
-    let csv = String::from_utf8(quarry(&["generate-dataset", "definition.py", "--dummy-tables", tables]).stdout).unwrap();
+/// Runs quarry in `dir`, which must succeed.
+fn quarry_in(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(QUARRY).args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "quarry {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Checks `ids` of the data `source` names (`--dummy-tables DIR` or `--backend DIR`) against
+/// the dataset `definition` gives over it; returns how many were in and out of the population.
+fn check_patients(dir: &Path, definition: &str, source: &[&str], ids: &[String]) -> (usize, usize) {
+    let csv = String::from_utf8(quarry_in(dir, &[&["generate-dataset", definition], source].concat()).stdout).unwrap();
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let rows: HashMap<String, Vec<&str>> = lines.map(|l| l.split(',').collect::<Vec<_>>()).map(|r| (r[0].to_string(), r)).collect();
-
-    let patients = std::fs::read_to_string(Path::new(&fixtures()).join(tables).join("patients.csv")).unwrap();
     let (mut inside, mut outside) = (0, 0);
-    for id in patients.lines().skip(1).map(|l| l.split(',').next().unwrap()) {
-        let out = quarry(&["explain", "definition.py", "--dummy-tables", tables, "--patient", id, "--format", "json"]);
+    for id in ids {
+        let out = quarry_in(dir, &[&["explain", definition, "--patient", id, "--format", "json"], source].concat());
         let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let in_population = e["in_population"].as_bool().unwrap();
-        assert_eq!(in_population, rows.contains_key(id), "{tables}, patient {id}: explain says in_population={in_population}");
+        assert_eq!(in_population, rows.contains_key(id), "{source:?}, patient {id}: explain says in_population={in_population}");
         assert_eq!(e["population"]["value"] == serde_json::Value::Bool(true), in_population, "patient {id}");
         let Some(row) = rows.get(id) else {
             outside += 1;
@@ -54,10 +58,17 @@ fn check_every_patient(tables: &str) -> (usize, usize) {
         assert_eq!(variables.len(), header.len() - 1);
         for (v, (name, value)) in variables.iter().zip(header.iter().zip(row.iter()).skip(1)) {
             assert_eq!(v["name"], *name);
-            assert_eq!(as_csv(&v["explanation"]["value"]), *value, "{tables}, patient {id}, {name}");
+            assert_eq!(as_csv(&v["explanation"]["value"]), *value, "{source:?}, patient {id}, {name}");
         }
     }
     (inside, outside)
+}
+
+/// Every patient of a directory of dummy tables.
+fn check_every_patient(tables: &str) -> (usize, usize) {
+    let patients = std::fs::read_to_string(fixtures().join(tables).join("patients.csv")).unwrap();
+    let ids: Vec<String> = patients.lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect();
+    check_patients(&fixtures(), "definition.py", &["--dummy-tables", tables], &ids)
 }
 
 #[test]
@@ -70,6 +81,26 @@ fn verdict_and_values_match_the_dataset_for_every_patient() {
     quarry(&["create-dummy-tables", "definition.py", generated, "--population-size", "30"]);
     assert_eq!(check_every_patient(generated), (30, 0));
     assert_eq!(check_every_patient("tables"), (3, 3));
+}
+
+/// `--backend`: the seed definition over a make-backend backend, for patients in the population
+/// and out of it (the first ids and the last).
+#[test]
+fn verdict_and_values_match_the_dataset_over_a_backend() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = tmp.path().join("backend");
+    let backend = backend.to_str().unwrap();
+    quarry_in(tmp.path(), &["make-backend", "--patients", "1500", "--seed", "5", "--out", backend]);
+    let vte = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/projects/vte");
+    // Few of make-backend's patients are in the seed's population: all of them, and ten
+    // others.
+    let csv = quarry_in(&vte, &["generate-dataset", "analysis/dataset_definition_v1.py", "--backend", backend]).stdout;
+    let mut ids: Vec<String> = String::from_utf8(csv).unwrap().lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect();
+    let population = ids.len();
+    ids.extend((1..=9).chain([1500]).map(|i| i.to_string()).filter(|i| !ids.contains(i)).collect::<Vec<_>>());
+    let (inside, outside) = check_patients(&vte, "analysis/dataset_definition_v1.py", &["--backend", backend], &ids);
+    assert_eq!((inside, outside), (population, ids.len() - population));
+    assert!(population > 0 && outside > 0, "in: {inside}, out: {outside}");
 }
 
 #[test]
