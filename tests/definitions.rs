@@ -108,6 +108,23 @@ fn the_environment_is_the_one_ehrql_gives_definitions() {
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
+/// `table_from_file` on a file that is not there (a study's earlier action has not run) is
+/// ehrQL's `FileValidationError: Missing file: PATH` with exit code 11 (real ehrQL's words and
+/// code), whatever the format.
+#[test]
+fn table_from_file_of_a_missing_file_is_ehrqls_file_validation_error() {
+    for file in ["output/data/processed.arrow", "output/processed.csv"] {
+        let dir = project();
+        let source = format!(
+            "{PRELUDE}from datetime import date\nfrom ehrql.query_language import PatientFrame, Series, table_from_file\n\
+             @table_from_file('{file}')\nclass t(PatientFrame):\n    d = Series(date)\n{DATASET}"
+        );
+        let r = run(dir.path(), &source);
+        assert_eq!(r.code, 11, "{file}: ehrQL's exit code for a FileValidationError; {}", r.stderr);
+        assert!(r.stderr.contains(&format!("\nehrql.exceptions.FileValidationError: Missing file: {file}\n")), "{file}: {}", r.stderr);
+    }
+}
+
 #[test]
 fn runaway_recursion_is_a_recursion_error() {
     let dir = project();

@@ -70,12 +70,22 @@ mod module {
         n.index()
     }
 
-    fn ehrql_error(vm: &VirtualMachine, message: String) -> PyBaseExceptionRef {
-        let class = vm.import("ehrql.exceptions", 0).and_then(|m| m.get_attr("Error", vm)).and_then(|c| PyTypeRef::try_from_object(vm, c));
+    /// An exception of `ehrql.exceptions` (`import a.b` gives the package `a`, so the class is
+    /// read from the submodule).
+    fn ehrql_exception(vm: &VirtualMachine, class: &'static str, message: String) -> PyBaseExceptionRef {
+        let class = vm
+            .import("ehrql.exceptions", 0)
+            .and_then(|m| m.get_attr("exceptions", vm))
+            .and_then(|m| m.get_attr(class, vm))
+            .and_then(|c| PyTypeRef::try_from_object(vm, c));
         match class {
             Ok(cls) => vm.invoke_exception(cls, vec![vm.ctx.new_str(message).into()]).unwrap_or_else(|e| e),
             Err(e) => e,
         }
+    }
+
+    fn ehrql_error(vm: &VirtualMachine, message: String) -> PyBaseExceptionRef {
+        ehrql_exception(vm, "Error", message)
     }
 
     const DOMAIN_HINTS: &str = " * Reduce one series to have only one value per patient by using\n   an aggregation like `maximum_for_patient()`.\n\n * Pick a single row for each patient from the table using\n   `first_for_patient()`.";
@@ -761,16 +771,12 @@ mod module {
     fn table_from_file(path: PyStrRef, schema: Vec<PyObjectRef>, vm: &VirtualMachine) -> PyResult<usize> {
         let path = path.to_string_lossy().into_owned();
         let columns = columns_of(vm, &schema)?;
-        let file_error = |message: String| -> PyBaseExceptionRef {
-            let class = vm
-                .import("ehrql.exceptions", 0)
-                .and_then(|m| m.get_attr("FileValidationError", vm))
-                .and_then(|c| PyTypeRef::try_from_object(vm, c));
-            match class {
-                Ok(cls) => vm.invoke_exception(cls, vec![vm.ctx.new_str(message).into()]).unwrap_or_else(|e| e),
-                Err(e) => e,
-            }
-        };
+        let file_error = |message: String| ehrql_exception(vm, "FileValidationError", message);
+        // As ehrQL: a missing file is named first, whatever its format.
+        let missing = state::with(|s| matches!(s.sandbox.stat(&path, true), Err(e) if e.errno == crate::sandbox::ENOENT));
+        if missing {
+            return Err(file_error(format!("Missing file: {path}")));
+        }
         if path.ends_with(".arrow") || path.ends_with(".gz") {
             return Err(file_error(format!("{path}: quarry reads table_from_file() tables from .csv files only")));
         }
