@@ -79,7 +79,11 @@ pub fn explain(def: &Definition, dataset: &DatasetSpec, store: &Store, patient: 
 impl Context<'_> {
     fn explain(&self, node: NodeId, depth: usize) -> Explained {
         let graph = self.graph;
-        let value = self.values.scalar(node);
+        // A literal is its own value (a set literal of `is_in` has no per-patient value).
+        let value = match graph.node(node) {
+            Node::Value(v) => Some(v.clone()),
+            _ => self.values.scalar(node),
+        };
         let (op, children): (String, Vec<NodeId>) = match graph.node(node) {
             Node::Function(f) => (function_name(f), graph.children(node)),
             Node::Case { .. } => ("case".into(), graph.children(node)),

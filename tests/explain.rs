@@ -142,3 +142,20 @@ fn bad_input_is_one_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("[warning] patient 99 has no rows in any table the dataset reads"));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("Patient 99 is not in the population.\n"));
 }
+
+/// A literal shows its own value: the set of an `is_in` too (it has no per-patient value).
+#[test]
+fn literals_show_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("d.py"),
+        "from ehrql import create_dataset\nfrom ehrql.tables.core import patients\n\
+         dataset = create_dataset()\ndataset.define_population(patients.sex.is_in([\"female\", \"male\"]))\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("t")).unwrap();
+    std::fs::write(dir.path().join("t/patients.csv"), "patient_id,date_of_birth,sex\n1,1950-01-01,intersex\n").unwrap();
+    let text = String::from_utf8(quarry_in(dir.path(), &["explain", "d.py", "--dummy-tables", "t", "--patient", "1"]).stdout).unwrap();
+    assert!(text.starts_with("Patient 1 is not in the population.\n\nPopulation:\n    In: False  [d.py:4]"), "{text}");
+    assert!(text.contains("\n      value: {'female', 'male'}\n"), "{text}");
+}
