@@ -1,7 +1,7 @@
 //! ehrQL's assurance tests: `quarry assure DEF.py` and `generate-dataset --test-data-file`.
 //!
 //! The definition's `test_data` is read and checked against the tables' constraints in Python
-//! (`ehrql.assurance` in the quarry-python crate, which also writes that half of the report).
+//! (`_quarry_test_data` in the quarry-python crate, which also writes that half of the report).
 //! Here the rows become a table store, the dataset is evaluated over it with the reference
 //! evaluator (as ehrQL uses its in-memory engine), each patient's expectations are compared
 //! with Python's `==`, and the report is written in ehrQL's words and layout. Past ehrQL, a

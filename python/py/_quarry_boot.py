@@ -242,7 +242,7 @@ def extract(module):
             measures = ("ok", *value._quarry_compile())
     test_data = None
     if "test_data" in namespace and dataset is not None and dataset[0] == "ok":
-        from ehrql import assurance
+        import _quarry_test_data as assurance
 
         population, variables, events = dataset[1], dataset[2], dataset[3]
         nodes = [population, *(n for _, n in variables), *(n for _, columns in events for _, n in columns)]

@@ -279,7 +279,7 @@ fn extract(vm: &VirtualMachine, module: &PyObjectRef) -> PyResult<Extracted> {
     Ok(Extracted { dataset, measures, test_data })
 }
 
-/// A value tagged by `ehrql.assurance.value_of`.
+/// A value tagged by `_quarry_test_data.value_of`.
 fn py_value(vm: &VirtualMachine, obj: &PyObjectRef) -> PyResult<PyValue> {
     let items: Vec<PyObjectRef> = obj.clone().try_to_value(vm)?;
     Ok(match string(vm, &items[0])?.as_str() {

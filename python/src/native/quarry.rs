@@ -517,7 +517,7 @@ mod module {
 
     /// The tables a dataset reads (from its nodes), by name, each as `(name, patient_level,
     /// [(column, type tag, [constraint spec, ...])])` with its constraints (not its
-    /// dummy-data ones) as specs `ehrql.assurance` turns into `Constraint`s.
+    /// dummy-data ones) as specs `_quarry_test_data` turns into `Constraint`s.
     #[pyfunction]
     fn dataset_tables(nodes: Vec<PyObjectRef>, vm: &VirtualMachine) -> PyResult<PyObjectRef> {
         let nodes: Vec<NodeId> = nodes.iter().map(|n| node_of(vm, n)).collect::<PyResult<_>>()?;
@@ -564,7 +564,7 @@ mod module {
         Ok(vm.ctx.new_list(out).into())
     }
 
-    /// A constraint as the tuple `ehrql.assurance` builds a `Constraint` from.
+    /// A constraint as the tuple `_quarry_test_data` builds a `Constraint` from.
     fn constraint_spec(vm: &VirtualMachine, c: &Constraint) -> PyResult<PyObjectRef> {
         let s = |x: &str| -> PyObjectRef { vm.ctx.new_str(x).into() };
         let items: Vec<PyObjectRef> = match c {

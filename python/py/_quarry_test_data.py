@@ -140,27 +140,27 @@ def _type_name(tag):
 
 
 def _check_constraints(records, table, patient_level, columns):
-    """The report's lines (after ` * Patient N `) for one patient's rows of one table."""
-    schema = {name: [_constraint(s) for s in specs] for name, _, specs in columns}
-    bad_values = []
-    unknown = []
-    for record in records:
-        for column, value in record.items():
-            if column not in schema:
-                unknown.append(column)
-                continue
-            bad_values.extend(
-                f"   * for column '{column}' with '{constraint}', got '{value}'" for constraint in schema[column] if not constraint.validate(value)
-            )
+    """The report's lines (after ` * Patient N `) for one patient's rows of one table, in
+    the order ehrQL reports them: values breaking a constraint, columns the table lacks, then
+    too many rows for a patient-level table."""
+    constraints = {name: [_constraint(s) for s in specs] for name, _, specs in columns}
+    cells = [(column, value) for record in records for column, value in record.items()]
+    failures = [
+        f"   * for column '{column}' with '{rule}', got '{value}'"
+        for column, value in cells
+        if column in constraints
+        for rule in constraints[column]
+        if not rule.validate(value)
+    ]
+    strangers = list(dict.fromkeys(column for column, _ in cells if column not in constraints))
     lines = []
-    if bad_values:
-        lines.append("\n".join([f"had {len(bad_values)} test data value(s) in table '{table}' that did not meet the constraint(s)", *bad_values]))
-    if unknown:
-        lines.append(
-            f"had invalid columns in the test data for table '{table}'\n"
-            f"       invalid columns: {', '.join(repr(c) for c in dict.fromkeys(unknown))}\n"
-            f"     valid columns are: {', '.join(repr(c) for c in schema)}"
-        )
+    if failures:
+        head = f"had {len(failures)} test data value(s) in table '{table}' that did not meet the constraint(s)"
+        lines.append("\n".join([head] + failures))
+    if strangers:
+        invalid = ", ".join(map(repr, strangers))
+        valid = ", ".join(map(repr, constraints))
+        lines.append(f"had invalid columns in the test data for table '{table}'\n       invalid columns: {invalid}\n     valid columns are: {valid}")
     if patient_level and len(records) > 1:
         lines.append(f"had {len(records)} rows of test data for table '{table}' but this table accepts at most one row per patient")
     return lines
