@@ -16,25 +16,7 @@
 # DuckDB is installed from PyPI into $HOME/.cache/quarry/bench-venv if PEER_PYTHON lacks it.
 # Results go to docs/performance.md by hand, with this command.
 set -euo pipefail
-if [ -n "${QUARRY:-}" ]; then
-    cd "$(dirname "$0")/.."; ROOT=$(pwd); TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
-    median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
-else
-    source "$(dirname "$0")/lib.sh"
-fi
-RUNS=${RUNS:-3}
-SEED=${SEED:-1}
-SIZES=("$@")
-[ ${#SIZES[@]} -gt 0 ] || SIZES=(100000 1000000)
-PY=${PEER_PYTHON:-python3}
-if ! "$PY" -c 'import duckdb' 2>/dev/null; then
-    venv="$HOME/.cache/quarry/bench-venv"
-    "$venv/bin/python" -c 'import duckdb' 2>/dev/null || { python3 -m venv "$venv" && "$venv/bin/pip" install -q duckdb; }
-    PY="$venv/bin/python"
-fi
-VTE="$ROOT/fixtures/projects/vte"
-CACHE="${BACKEND_CACHE:-$HOME/.cache/quarry/backends}"
-TIME=(/usr/bin/time -f '%e %M' -o "$TMP/time")
+source "$(dirname "$0")/duckdb_peer.sh"
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo); quarry $(git -C "$ROOT" rev-parse --short HEAD); duckdb $("$PY" -c 'import duckdb; print(duckdb.__version__)')"
 printf '%-10s %-9s %7s %10s %10s %11s %10s %10s %8s %12s\n' patients dataset rows "quarry s" "quarry MB" "events/s" "duckdb s" "duckdb MB" ratio "analysis s"
