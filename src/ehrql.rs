@@ -199,6 +199,41 @@ fn patient_from_backend(graph: &Graph, roots: &[NodeId], dir: &Path, patient: i6
     Ok(found)
 }
 
+/// A backend opened for the columnar engine (the only one that streams it), its notes printed.
+fn open_backend(
+    graph: &Graph,
+    roots: &[NodeId],
+    population: Option<NodeId>,
+    dir: &Path,
+    args: &GenerateArgs,
+) -> Result<quarry_engine::backend::Backend, Failure> {
+    if args.engine == Engine::Reference {
+        return Err(fail(
+            2,
+            "--backend is evaluated by the columnar engine; leave out --engine reference (use --dummy-tables DIR to compare with the reference evaluator)",
+        ));
+    }
+    eprintln!("[info] Reading the backend in {}", dir.display());
+    let backend =
+        quarry_engine::backend::Backend::open(graph, roots, population, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
+    for note in backend.notes() {
+        eprintln!("[info] {note}");
+    }
+    Ok(backend)
+}
+
+/// A progress callback for streaming a backend: a line at most once a second.
+fn progress() -> impl FnMut(usize) {
+    let started = std::time::Instant::now();
+    let mut last = started;
+    move |patients| {
+        if last.elapsed().as_secs() >= 1 {
+            eprintln!("[info] {patients} patients read ({:.1} s)", started.elapsed().as_secs_f64());
+            last = std::time::Instant::now();
+        }
+    }
+}
+
 /// `assure` arguments.
 #[derive(Args, Debug, Clone)]
 pub struct AssureArgs {
@@ -614,27 +649,9 @@ fn generate_from_backend(
     target: &Target,
     args: &GenerateArgs,
 ) -> Result<(), Failure> {
-    if args.engine == Engine::Reference {
-        return Err(fail(
-            2,
-            "--backend is evaluated by the columnar engine; leave out --engine reference (use --dummy-tables DIR to compare with the reference evaluator)",
-        ));
-    }
-    eprintln!("[info] Reading the backend in {}", dir.display());
-    let mut backend = quarry_engine::backend::Backend::open(graph, roots, Some(dataset.population), dir)
-        .map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
-    for note in backend.notes() {
-        eprintln!("[info] {note}");
-    }
+    let mut backend = open_backend(graph, roots, Some(dataset.population), dir, args)?;
     let started = std::time::Instant::now();
-    let mut last = std::time::Instant::now();
-    let rows = quarry_engine::stream_dataset_backend(graph, dataset, &mut backend, target, |patients| {
-        if last.elapsed().as_secs() >= 1 {
-            eprintln!("[info] {patients} patients read ({:.1} s)", started.elapsed().as_secs_f64());
-            last = std::time::Instant::now();
-        }
-    })
-    .map_err(|e| match e {
+    let rows = quarry_engine::stream_dataset_backend(graph, dataset, &mut backend, target, progress()).map_err(|e| match e {
         quarry_engine::StreamError::Input(e) => fail(11, format!("FileValidationError: {e}")),
         quarry_engine::StreamError::Eval(e) => fail(1, format!("error evaluating the dataset: {e}")),
         quarry_engine::StreamError::Output(m) => fail(1, m),
@@ -652,27 +669,9 @@ fn measures_from_backend(
     dir: &std::path::Path,
     args: &GenerateArgs,
 ) -> Result<output::Table, Failure> {
-    if args.engine == Engine::Reference {
-        return Err(fail(
-            2,
-            "--backend is evaluated by the columnar engine; leave out --engine reference (use --dummy-tables DIR to compare with the reference evaluator)",
-        ));
-    }
-    eprintln!("[info] Reading the backend in {}", dir.display());
-    let mut backend =
-        quarry_engine::backend::Backend::open(graph, roots, None, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
-    for note in backend.notes() {
-        eprintln!("[info] {note}");
-    }
+    let mut backend = open_backend(graph, roots, None, dir, args)?;
     let started = std::time::Instant::now();
-    let mut last = std::time::Instant::now();
-    let table = quarry_engine::measures::stream_measures_backend(graph, spec, &mut backend, |patients| {
-        if last.elapsed().as_secs() >= 1 {
-            eprintln!("[info] {patients} patients read ({:.1} s)", started.elapsed().as_secs_f64());
-            last = std::time::Instant::now();
-        }
-    })
-    .map_err(|e| match e {
+    let table = quarry_engine::measures::stream_measures_backend(graph, spec, &mut backend, progress()).map_err(|e| match e {
         quarry_engine::StreamError::Input(e) => fail(11, format!("FileValidationError: {e}")),
         quarry_engine::StreamError::Eval(e) => fail(1, format!("error evaluating the measures: {e}")),
         quarry_engine::StreamError::Output(m) => fail(1, m),
