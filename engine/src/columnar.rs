@@ -68,6 +68,8 @@ pub struct Evaluator<'g> {
     sets: HashMap<NodeId, SetIndex>,
     inline: HashMap<RowsId, HashMap<i64, Arc<Vec<Scalar>>>>,
     params: HashMap<String, Scalar>,
+    /// Patients per partition ([`partition_size`] unless set).
+    partition: usize,
 }
 
 /// A partition's evaluated nodes.
@@ -96,11 +98,18 @@ impl<'g> Evaluator<'g> {
             inline: inline_tables(graph, &needed),
             needed,
             params: HashMap::new(),
+            partition: partition_size(),
         }
     }
 
     pub fn set_param(&mut self, name: &str, value: Scalar) {
         self.params.insert(name.to_string(), value);
+    }
+
+    /// Sets the patients per partition (at least one): the engine's tests cross every
+    /// partition boundary with tiny partitions, in process.
+    pub fn set_partition_size(&mut self, patients: usize) {
+        self.partition = patients.max(1);
     }
 
     /// Every patient to evaluate: the store's and the inline tables' in `[lo, hi)`, in id order.
@@ -135,7 +144,7 @@ impl<'g> Evaluator<'g> {
         let patients = self.patients(store, lo, hi);
         // Rounds of a few partitions per thread keep memory bounded and output in order.
         let per_round = rayon::current_num_threads().max(1) * 2;
-        let size = partition_size();
+        let size = self.partition;
         for round in patients.chunks(size * per_round) {
             let results: Vec<Result<T, EvalError>> =
                 round.par_chunks(size).map(|ids| self.partition(ids, &store.patients).map(|p| each(&p))).collect();
@@ -212,7 +221,7 @@ impl<'g> Evaluator<'g> {
         let patients = self.patients(store, lo, hi);
         let dependent = self.parameter_dependent();
         let per_round = rayon::current_num_threads().max(1) * 2;
-        let size = partition_size();
+        let size = self.partition;
         for round in patients.chunks(size * per_round) {
             let results: Vec<Result<T, EvalError>> = round
                 .par_chunks(size)

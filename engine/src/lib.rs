@@ -138,10 +138,35 @@ impl DatasetShape<'_> {
     }
 }
 
+/// What an evaluation is given beyond the definition and the tables: parameter values (as a
+/// measures run sets an interval's dates) and, for the columnar evaluator, the patients per
+/// partition (`None`: [`columnar::partition_size`]).
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    pub params: Vec<(String, Scalar)>,
+    pub partition: Option<usize>,
+}
+
 /// Evaluates a dataset with the columnar evaluator (patient partitions in parallel).
 pub fn evaluate_dataset_columnar(graph: &Graph, dataset: &DatasetSpec, store: &Store) -> Result<Vec<Table>, EvalError> {
+    evaluate_dataset_columnar_with(graph, dataset, store, &EvalOptions::default())
+}
+
+/// As [`evaluate_dataset_columnar`], with parameters and a partition size.
+pub fn evaluate_dataset_columnar_with(
+    graph: &Graph,
+    dataset: &DatasetSpec,
+    store: &Store,
+    options: &EvalOptions,
+) -> Result<Vec<Table>, EvalError> {
     let shape = DatasetShape::new(graph, dataset);
-    let evaluator = columnar::Evaluator::new(graph, &shape.outputs());
+    let mut evaluator = columnar::Evaluator::new(graph, &shape.outputs());
+    for (name, value) in &options.params {
+        evaluator.set_param(name, value.clone());
+    }
+    if let Some(size) = options.partition {
+        evaluator.set_partition_size(size);
+    }
     let mut tables: Vec<Table> =
         shape.layouts().iter().map(|(name, columns)| Table { name: name.clone(), columns: columns.clone(), rows: vec![] }).collect();
     evaluator.run(
@@ -211,8 +236,16 @@ pub fn stream_dataset_backend(
 
 /// Evaluates a dataset: the main table and any event tables.
 pub fn evaluate_dataset(graph: &Graph, dataset: &DatasetSpec, store: &Store) -> Result<Vec<Table>, EvalError> {
+    evaluate_dataset_with(graph, dataset, store, &EvalOptions::default())
+}
+
+/// As [`evaluate_dataset`], with parameters (the reference evaluator has no partitions).
+pub fn evaluate_dataset_with(graph: &Graph, dataset: &DatasetSpec, store: &Store, options: &EvalOptions) -> Result<Vec<Table>, EvalError> {
     let shape = DatasetShape::new(graph, dataset);
-    let evaluator = reference::Evaluator::new(graph, &shape.outputs());
+    let mut evaluator = reference::Evaluator::new(graph, &shape.outputs());
+    for (name, value) in &options.params {
+        evaluator.set_param(name, value.clone());
+    }
     let mut patients: BTreeSet<i64> = store.patients.keys().copied().collect();
     patients.extend(evaluator.inline_patients());
     let mut tables: Vec<Table> =
