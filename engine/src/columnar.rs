@@ -1,24 +1,33 @@
 //! The columnar evaluator: patients in partitions (a few thousand each, in `patient_id`
-//! order), every node of the query evaluated once per partition over whole columns, with
-//! segment kernels for what is per patient (filter, sort, pick, aggregate); partitions run in
-//! parallel (rayon) and their results are concatenated in order. Scalar semantics are the
-//! shared ones (`quarry_queries::semantics`), so it gives the reference evaluator's answers; the
-//! conformance suite and the property tests check that it does.
+//! order), every node of the query evaluated once per partition over whole typed columns
+//! (`column::Array`: unboxed integers, floats and day numbers, bitmaps, dictionary-keyed
+//! text), with typed kernels (`column_kernels`) for functions and segment loops for what is per
+//! patient (filter, sort, pick, aggregate); partitions run in parallel (rayon) and their
+//! results are concatenated in order. It gives the reference evaluator's answers: the
+//! conformance suite, the spec cases and the property tests (the engine's own, on random
+//! query-model graphs, and the binary's, on random definitions) check that it does.
 //!
 //! Layout of a partition: per table, the rows of its patients, grouped by patient
-//! (`offsets[i]..offsets[i + 1]` are patient `i`'s rows). An event-level series is one value
-//! per table row (as in the reference evaluator, filters select rows rather than copy them);
-//! an event frame is a list of selected rows with per-patient segments; a patient-level
-//! series is one value per patient.
+//! (`offsets[i]..offsets[i + 1]` are patient `i`'s rows); each used column of a table is typed
+//! once per partition and shared by every frame of the table. An event-level series is one
+//! slot per table row (filters select rows rather than copy them); an event frame is a list
+//! of selected rows with per-patient segments; a patient-level series is one slot per patient,
+//! broadcast to its rows (a `take` by each row's patient) when mixed into event-level
+//! expressions.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use quarry_queries::qm::{AggregateByPatient as A, Domain, Function, Graph, Node, NodeId, RowsId, TableId, Value, function_inputs};
+use quarry_queries::qm::{
+    AggregateByPatient as A, Domain, Float, Function, Graph, Node, NodeId, Position, RowsId, TableId, Value, function_inputs,
+};
 use quarry_queries::semantics::{self, EvalError, Scalar};
 use rayon::prelude::*;
 
-use crate::kernels::{self, PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes, sort_ties};
+use crate::column::{Array, Builder};
+use crate::column_kernels::{self as ck, cmp_at, cmp_nulls_first, eq_at};
+use crate::kernels::{PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes, sort_ties};
 use crate::store::{Rows, Store};
 
 /// Patients per partition: large enough to amortise per-node work, small enough that a
@@ -37,10 +46,10 @@ pub fn partition_size() -> usize {
 enum Cv {
     /// The same value for every patient and row (a literal, a parameter).
     K(Scalar),
-    /// A patient-level series: one value per patient.
-    S(Arc<Vec<Scalar>>),
-    /// An event-level series: one value per row of its table in the partition.
-    Col(Arc<Vec<Scalar>>),
+    /// A patient-level series: one slot per patient.
+    S(Array),
+    /// An event-level series: one slot per row of its table in the partition.
+    Col(Array),
     /// An event frame: selected rows of a table, `seg[i]..seg[i + 1]` being patient `i`'s.
     Rows { rows: Arc<Vec<u32>>, seg: Arc<Vec<u32>> },
     /// A patient frame: each patient's row of a table, if any.
@@ -265,235 +274,385 @@ impl<'g> Evaluator<'g> {
         ids: &[i64],
         tables: &HashMap<TableId, PartTable>,
         values: &mut [Option<Cv>],
-        columns: &mut HashMap<(TableId, usize), Arc<Vec<Scalar>>>,
+        columns: &mut HashMap<(TableId, usize), Array>,
     ) -> Result<(), EvalError> {
-        let g = self.graph;
-        let n = ids.len();
         for &id in nodes {
-            let get = |x: &NodeId| values[x.index()].as_ref().expect("children are evaluated first");
-            let table_of = |frame: NodeId| &tables[&frame_table(g, frame)];
-            let v = match g.node(id) {
-                Node::SelectTable(t) => {
-                    let part = &tables[t];
-                    Cv::Rows { rows: Arc::new((0..part.rows.len() as u32).collect()), seg: Arc::new(part.offsets.clone()) }
-                }
-                Node::SelectPatientTable(t) => {
-                    // ehrQL's local engine keeps a patient's last row.
-                    let part = &tables[t];
-                    Cv::Row(Arc::new((0..n).map(|i| (part.offsets[i + 1] > part.offsets[i]).then(|| part.offsets[i + 1] - 1)).collect()))
-                }
-                Node::InlinePatientTable { rows, .. } => {
-                    let map = &self.inline[rows];
-                    Cv::Inline(Arc::new(ids.iter().map(|p| map.get(p).cloned()).collect()))
-                }
-                Node::Filter { source, condition } => {
-                    let Cv::Rows { rows, seg } = get(source) else { unreachable!("filter of an event frame") };
-                    let keep = |r: u32, i: usize| match get(condition) {
-                        Cv::K(v) => *v == Some(Value::Bool(true)),
-                        Cv::S(s) => s[i] == Some(Value::Bool(true)),
-                        Cv::Col(c) => c[r as usize] == Some(Value::Bool(true)),
-                        _ => unreachable!("a condition is a series"),
-                    };
-                    let mut out = Vec::with_capacity(rows.len());
-                    let mut out_seg = Vec::with_capacity(n + 1);
-                    out_seg.push(0);
-                    for i in 0..n {
-                        out.extend(rows[seg[i] as usize..seg[i + 1] as usize].iter().copied().filter(|&r| keep(r, i)));
-                        out_seg.push(out.len() as u32);
-                    }
-                    Cv::Rows { rows: Arc::new(out), seg: Arc::new(out_seg) }
-                }
-                Node::Sort { source, sort_by } => {
-                    let Cv::Rows { rows, seg } = get(source) else { unreachable!("sort of an event frame") };
-                    let mut sorted = rows.to_vec();
-                    // A key that is the same for all of a patient's rows leaves their order
-                    // to the tie-breaks, if any.
-                    let key = match get(sort_by) {
-                        Cv::Col(key) => Some(key.as_slice()),
-                        Cv::K(_) | Cv::S(_) => None,
-                        _ => unreachable!("sort keys are series"),
-                    };
-                    let ties = self.ties.get(&id).map_or(&[][..], Vec::as_slice);
-                    if key.is_some() || !ties.is_empty() {
-                        let part = table_of(*source);
-                        for i in 0..n {
-                            sorted[seg[i] as usize..seg[i + 1] as usize]
-                                .sort_by(|a, b| kernels::sort_order(key, ties, |r| part.rows[r], *a as usize, *b as usize));
-                        }
-                    }
-                    Cv::Rows { rows: Arc::new(sorted), seg: seg.clone() }
-                }
-                Node::PickOneRowPerPatient { source, position } => {
-                    let Cv::Rows { rows, seg } = get(source) else { unreachable!("pick from an event frame") };
-                    let plan = &self.picks[&id];
-                    let part = table_of(*source);
-                    let keys: Vec<&[Scalar]> = plan
-                        .keys
-                        .iter()
-                        .filter_map(|k| match get(k) {
-                            Cv::Col(c) => Some(c.as_slice()),
-                            _ => None,
-                        })
-                        .collect();
-                    let picked = (0..n)
-                        .map(|i| {
-                            let mine = rows[seg[i] as usize..seg[i + 1] as usize].iter().map(|&r| r as usize);
-                            plan.pick(mine, *position, &keys, |r| part.rows[r]).map(|r| r as u32)
-                        })
-                        .collect();
-                    Cv::Row(Arc::new(picked))
-                }
-                // Indexed sets are read by `In`, never copied.
-                Node::Value(_) if self.sets.contains_key(&id) => Cv::K(None),
-                Node::Value(v) => Cv::K(Some(v.clone())),
-                Node::Parameter { name, .. } => Cv::K(params.get(name).cloned().flatten()),
-                Node::SelectColumn { source, name } => {
-                    let c = column_index(g, *source, name);
-                    match get(source) {
-                        // Event-level series span all the table's rows whatever the frame, so a
-                        // column is copied out of the rows once per partition and shared.
-                        Cv::Rows { .. } => Cv::Col(
-                            columns
-                                .entry((frame_table(g, *source), c))
-                                .or_insert_with(|| Arc::new(table_of(*source).rows.iter().map(|r| r[c].clone()).collect()))
-                                .clone(),
-                        ),
-                        Cv::Row(picked) => {
-                            let part = table_of(*source);
-                            Cv::S(Arc::new(picked.iter().map(|r| r.and_then(|r| part.rows[r as usize][c].clone())).collect()))
-                        }
-                        Cv::Inline(rows) => Cv::S(Arc::new(rows.iter().map(|r| r.as_ref().and_then(|r| r[c].clone())).collect())),
-                        _ => unreachable!("columns of frames"),
-                    }
-                }
-                Node::AggregateByPatient(a) => Cv::S(Arc::new(self.aggregate(a, values, n)?)),
-                Node::Function(Function::In(x, set)) if self.sets.contains_key(set) => {
-                    let index = &self.sets[set];
-                    map1(get(x), |v| Ok(index.test(v)))?
-                }
-                Node::Function(f) => {
-                    let inputs = function_inputs(f);
-                    let args: Vec<&Cv> = inputs.iter().map(get).collect();
-                    elementwise(&args, |row| semantics::apply(f, row), tables, g, id, n)?
-                }
-                Node::Case { cases, default } => {
-                    // Arguments in order: condition, value (if any) for each case, then default.
-                    let mut args: Vec<&Cv> = vec![];
-                    let mut layout: Vec<(usize, Option<usize>)> = vec![];
-                    for (c, v) in cases {
-                        let ci = args.len();
-                        args.push(get(c));
-                        let vi = v.map(|v| {
-                            args.push(get(&v));
-                            args.len() - 1
-                        });
-                        layout.push((ci, vi));
-                    }
-                    let d = default.map(|d| {
-                        args.push(get(&d));
-                        args.len() - 1
-                    });
-                    elementwise(
-                        &args,
-                        |row| {
-                            for (c, v) in &layout {
-                                if row[*c] == Some(Value::Bool(true)) {
-                                    return Ok(v.and_then(|v| row[v].clone()));
-                                }
-                            }
-                            Ok(d.and_then(|d| row[d].clone()))
-                        },
-                        tables,
-                        g,
-                        id,
-                        n,
-                    )?
-                }
-            };
+            let v = self.node(id, params, ids, tables, values, columns)?;
             values[id.index()] = Some(v);
         }
         Ok(())
     }
 
-    fn aggregate(&self, a: &A, values: &[Option<Cv>], n: usize) -> Result<Vec<Scalar>, EvalError> {
+    /// A table's column over the partition's rows, typed once per partition and shared by
+    /// every frame of the table.
+    fn table_column(
+        &self,
+        columns: &mut HashMap<(TableId, usize), Array>,
+        tables: &HashMap<TableId, PartTable>,
+        t: TableId,
+        c: usize,
+    ) -> Array {
+        columns
+            .entry((t, c))
+            .or_insert_with(|| Array::from_scalars(&self.graph.table(t).columns[c].type_, tables[&t].rows.iter().map(|r| &r[c])))
+            .clone()
+    }
+
+    /// One node's value, its children's in `values`.
+    fn node(
+        &self,
+        id: NodeId,
+        params: &HashMap<String, Scalar>,
+        ids: &[i64],
+        tables: &HashMap<TableId, PartTable>,
+        values: &[Option<Cv>],
+        columns: &mut HashMap<(TableId, usize), Array>,
+    ) -> Result<Cv, EvalError> {
+        let g = self.graph;
+        let n = ids.len();
+        let get = |x: &NodeId| values[x.index()].as_ref().expect("children are evaluated first");
+        Ok(match g.node(id) {
+            Node::SelectTable(t) => {
+                let part = &tables[t];
+                Cv::Rows { rows: Arc::new((0..part.rows.len() as u32).collect()), seg: Arc::new(part.offsets.clone()) }
+            }
+            Node::SelectPatientTable(t) => {
+                // ehrQL's local engine keeps a patient's last row.
+                let part = &tables[t];
+                Cv::Row(Arc::new((0..n).map(|i| (part.offsets[i + 1] > part.offsets[i]).then(|| part.offsets[i + 1] - 1)).collect()))
+            }
+            Node::InlinePatientTable { rows, .. } => {
+                let map = &self.inline[rows];
+                Cv::Inline(Arc::new(ids.iter().map(|p| map.get(p).cloned()).collect()))
+            }
+            Node::Filter { source, condition } => {
+                let Cv::Rows { rows, seg } = get(source) else { unreachable!("filter of an event frame") };
+                let condition = get(condition);
+                let keep = |r: u32, i: usize| match condition {
+                    Cv::K(v) => *v == Some(Value::Bool(true)),
+                    Cv::S(s) => s.is_true(i),
+                    Cv::Col(c) => c.is_true(r as usize),
+                    _ => unreachable!("a condition is a series"),
+                };
+                let mut out = Vec::with_capacity(rows.len());
+                let mut out_seg = Vec::with_capacity(n + 1);
+                out_seg.push(0);
+                for i in 0..n {
+                    out.extend(rows[seg[i] as usize..seg[i + 1] as usize].iter().copied().filter(|&r| keep(r, i)));
+                    out_seg.push(out.len() as u32);
+                }
+                Cv::Rows { rows: Arc::new(out), seg: Arc::new(out_seg) }
+            }
+            Node::Sort { source, sort_by } => {
+                let Cv::Rows { rows, seg } = get(source) else { unreachable!("sort of an event frame") };
+                // A key that is the same for all of a patient's rows leaves their order to the
+                // tie-breaks, if any.
+                let key = match get(sort_by) {
+                    Cv::Col(key) => Some(key),
+                    Cv::K(_) | Cv::S(_) => None,
+                    _ => unreachable!("sort keys are series"),
+                };
+                let t = frame_table(g, *source);
+                let ties: Vec<Array> =
+                    self.ties.get(&id).map_or(&[][..], Vec::as_slice).iter().map(|&c| self.table_column(columns, tables, t, c)).collect();
+                let mut sorted = rows.to_vec();
+                if key.is_some() || !ties.is_empty() {
+                    let order = |a: &u32, b: &u32| {
+                        let (a, b) = (*a as usize, *b as usize);
+                        key.map_or(Ordering::Equal, |k| cmp_nulls_first(k, a, b))
+                            .then_with(|| ties.iter().map(|c| cmp_nulls_first(c, a, b)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal))
+                    };
+                    for i in 0..n {
+                        sorted[seg[i] as usize..seg[i + 1] as usize].sort_by(order);
+                    }
+                }
+                Cv::Rows { rows: Arc::new(sorted), seg: seg.clone() }
+            }
+            Node::PickOneRowPerPatient { source, position } => {
+                let Cv::Rows { rows, seg } = get(source) else { unreachable!("pick from an event frame") };
+                let plan: &PickPlan = &self.picks[&id];
+                let t = frame_table(g, *source);
+                let mut keys: Vec<Array> = plan
+                    .keys
+                    .iter()
+                    .filter_map(|k| match get(k) {
+                        Cv::Col(c) => Some(c.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                keys.extend(plan.tie_columns.iter().map(|&c| self.table_column(columns, tables, t, c)));
+                let order =
+                    |a: usize, b: usize| keys.iter().map(|k| cmp_nulls_first(k, a, b)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal);
+                let picked = (0..n)
+                    .map(|i| {
+                        let mut best: Option<usize> = None;
+                        for &r in &rows[seg[i] as usize..seg[i + 1] as usize] {
+                            let r = r as usize;
+                            best = Some(match best {
+                                None => r,
+                                Some(b) => match (position, order(r, b)) {
+                                    (Position::First, o) if o.is_lt() => r,
+                                    (Position::Last, o) if o.is_ge() => r,
+                                    _ => b,
+                                },
+                            });
+                        }
+                        best.map(|r| r as u32)
+                    })
+                    .collect();
+                Cv::Row(Arc::new(picked))
+            }
+            // Indexed sets are read by `In`, never copied.
+            Node::Value(_) if self.sets.contains_key(&id) => Cv::K(None),
+            Node::Value(v) => Cv::K(Some(v.clone())),
+            Node::Parameter { name, .. } => Cv::K(params.get(name).cloned().flatten()),
+            Node::SelectColumn { source, name } => {
+                let c = column_index(g, *source, name);
+                let type_ = g.type_of(id).expect("a column is a series");
+                match get(source) {
+                    // Event-level series span all the table's rows whatever the frame.
+                    Cv::Rows { .. } => Cv::Col(self.table_column(columns, tables, frame_table(g, *source), c)),
+                    Cv::Row(picked) => {
+                        let column = self.table_column(columns, tables, frame_table(g, *source), c);
+                        let mut b = Builder::new(type_, n);
+                        for r in picked.iter() {
+                            match r {
+                                Some(r) => b.push_from(&column, *r as usize),
+                                None => b.push_null(),
+                            }
+                        }
+                        Cv::S(b.finish())
+                    }
+                    Cv::Inline(rows) => Cv::S(Array::from_scalars(type_, rows.iter().map(|r| r.as_ref().map_or(&None, |r| &r[c])))),
+                    _ => unreachable!("columns of frames"),
+                }
+            }
+            Node::AggregateByPatient(a) => Cv::S(self.aggregate(id, a, values, n, tables)?),
+            Node::Function(Function::In(x, set)) if self.sets.contains_key(set) => {
+                let index = &self.sets[set];
+                match get(x) {
+                    Cv::K(v) => Cv::K(index.test(v)),
+                    Cv::S(a) => Cv::S(member(index, a)),
+                    Cv::Col(a) => Cv::Col(member(index, a)),
+                    _ => unreachable!("a series"),
+                }
+            }
+            Node::Function(f) => {
+                let args: Vec<NodeId> = function_inputs(f);
+                match self.shape(id, &args, values, tables, n) {
+                    None => {
+                        let row: Vec<Scalar> = args.iter().map(|x| if let Cv::K(v) = get(x) { v.clone() } else { None }).collect();
+                        Cv::K(semantics::apply(f, &row)?)
+                    }
+                    Some((event, len, owner)) => {
+                        let arrays: Vec<Array> = args.iter().map(|x| materialise(g, *x, get(x), len, owner)).collect();
+                        let out = ck::apply(f, &arrays, g.type_of(id).expect("a function is a series"), len)?;
+                        if event { Cv::Col(out) } else { Cv::S(out) }
+                    }
+                }
+            }
+            Node::Case { cases, default } => {
+                // Arguments in order: condition, value (if any) for each case, then default.
+                let mut args: Vec<NodeId> = vec![];
+                let mut layout: Vec<(usize, Option<usize>)> = vec![];
+                for (c, v) in cases {
+                    args.push(*c);
+                    layout.push((
+                        args.len() - 1,
+                        v.map(|v| {
+                            args.push(v);
+                            args.len() - 1
+                        }),
+                    ));
+                }
+                let d = default.map(|d| {
+                    args.push(d);
+                    args.len() - 1
+                });
+                match self.shape(id, &args, values, tables, n) {
+                    None => {
+                        let row: Vec<Scalar> = args.iter().map(|x| if let Cv::K(v) = get(x) { v.clone() } else { None }).collect();
+                        let hit = layout.iter().find(|(c, _)| row[*c] == Some(Value::Bool(true)));
+                        Cv::K(match hit {
+                            Some((_, v)) => v.and_then(|v| row[v].clone()),
+                            None => d.and_then(|d| row[d].clone()),
+                        })
+                    }
+                    Some((event, len, owner)) => {
+                        let arrays: Vec<Array> = args.iter().map(|x| materialise(g, *x, get(x), len, owner)).collect();
+                        let mut b = Builder::new(g.type_of(id).expect("a case is a series"), len);
+                        for i in 0..len {
+                            let hit = layout.iter().find(|(c, _)| arrays[*c].is_true(i)).map(|(_, v)| *v).unwrap_or(d);
+                            match hit {
+                                Some(v) => b.push_from(&arrays[v], i),
+                                None => b.push_null(),
+                            }
+                        }
+                        if event { Cv::Col(b.finish()) } else { Cv::S(b.finish()) }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Where a function or case of `args` is computed: over its domain's table rows when any
+    /// argument is event-level (`true`, the length, each row's patient), over patients when any
+    /// is patient-level, or once (`None`) when all are constants.
+    fn shape<'t>(
+        &self,
+        id: NodeId,
+        args: &[NodeId],
+        values: &[Option<Cv>],
+        tables: &'t HashMap<TableId, PartTable>,
+        n: usize,
+    ) -> Option<(bool, usize, &'t [u32])> {
+        let cv = |x: &NodeId| values[x.index()].as_ref().expect("children are evaluated first");
+        if args.iter().any(|a| matches!(cv(a), Cv::Col(_))) {
+            let Domain::Rows(d) = self.graph.domain(id) else { unreachable!("an event-level result has a row domain") };
+            let part = &tables[&frame_table(self.graph, d)];
+            return Some((true, part.rows.len(), &part.owner));
+        }
+        args.iter().any(|a| matches!(cv(a), Cv::S(_))).then_some((false, n, &[][..]))
+    }
+
+    fn aggregate(
+        &self,
+        id: NodeId,
+        a: &A,
+        values: &[Option<Cv>],
+        n: usize,
+        tables: &HashMap<TableId, PartTable>,
+    ) -> Result<Array, EvalError> {
         let g = self.graph;
         let get = |x: &NodeId| values[x.index()].as_ref().expect("children are evaluated first");
         let input = crate::reference::aggregate_input(a);
-        let frame_len = |i: usize| match get(&input) {
-            Cv::Rows { seg, .. } => (seg[i + 1] - seg[i]) as usize,
-            Cv::Row(r) => r[i].is_some() as usize,
-            Cv::Inline(r) => r[i].is_some() as usize,
-            _ => unreachable!("a frame"),
-        };
-        // The series' non-NULL values over patient `i`'s rows of its domain, in row order.
-        let series_values = |i: usize| -> Vec<Value> {
-            let Domain::Rows(d) = g.domain(input) else { unreachable!("aggregations of event-level series") };
-            let Cv::Rows { rows, seg } = get(&d) else { unreachable!("a domain is an event frame") };
-            let mine = &rows[seg[i] as usize..seg[i + 1] as usize];
-            match get(&input) {
-                Cv::Col(c) => mine.iter().filter_map(|&r| c[r as usize].clone()).collect(),
-                Cv::K(v) => mine.iter().filter_map(|_| v.clone()).collect(),
-                Cv::S(v) => mine.iter().filter_map(|_| v[i].clone()).collect(),
-                _ => unreachable!("a series"),
-            }
-        };
-        (0..n).map(|i| kernels::aggregate(g, a, || frame_len(i), || series_values(i))).collect()
-    }
-}
-
-/// Applies `f` to one argument, keeping its shape.
-fn map1(x: &Cv, f: impl Fn(&Scalar) -> Result<Scalar, EvalError>) -> Result<Cv, EvalError> {
-    Ok(match x {
-        Cv::K(v) => Cv::K(f(v)?),
-        Cv::S(v) => Cv::S(Arc::new(v.iter().map(&f).collect::<Result<_, _>>()?)),
-        Cv::Col(v) => Cv::Col(Arc::new(v.iter().map(&f).collect::<Result<_, _>>()?)),
-        _ => unreachable!("a series"),
-    })
-}
-
-/// Applies `f` row by row: over table rows when any argument is event-level (patient-level
-/// arguments broadcast to their patients' rows), else over patients, else once.
-fn elementwise(
-    args: &[&Cv],
-    f: impl Fn(&[Scalar]) -> Result<Scalar, EvalError>,
-    tables: &HashMap<TableId, PartTable>,
-    g: &Graph,
-    id: NodeId,
-    n: usize,
-) -> Result<Cv, EvalError> {
-    let mut row: Vec<Scalar> = Vec::with_capacity(args.len());
-    if args.iter().any(|a| matches!(a, Cv::Col(_))) {
-        let Domain::Rows(d) = g.domain(id) else { unreachable!("an event-level result has a row domain") };
+        if let A::Exists(_) | A::Count(_) = a {
+            let frame_len = |i: usize| match get(&input) {
+                Cv::Rows { seg, .. } => (seg[i + 1] - seg[i]) as usize,
+                Cv::Row(r) => r[i].is_some() as usize,
+                Cv::Inline(r) => r[i].is_some() as usize,
+                _ => unreachable!("a frame"),
+            };
+            return Ok(match a {
+                A::Exists(_) => Array::Bool(arrow_buffer::BooleanBuffer::collect_bool(n, |i| frame_len(i) > 0), None),
+                _ => Array::Int(Arc::new((0..n).map(|i| frame_len(i) as i64).collect()), None),
+            });
+        }
+        let Domain::Rows(d) = g.domain(input) else { unreachable!("aggregations of event-level series") };
+        let Cv::Rows { rows, seg } = get(&d) else { unreachable!("a domain is an event frame") };
         let part = &tables[&frame_table(g, d)];
-        let len = part.rows.len();
-        let mut out = Vec::with_capacity(len);
-        for r in 0..len {
-            row.clear();
-            row.extend(args.iter().map(|a| match a {
-                Cv::K(v) => v.clone(),
-                Cv::S(v) => v[part.owner[r] as usize].clone(),
-                Cv::Col(v) => v[r].clone(),
-                _ => unreachable!("a series"),
-            }));
-            out.push(f(&row)?);
-        }
-        return Ok(Cv::Col(Arc::new(out)));
-    }
-    if args.iter().any(|a| matches!(a, Cv::S(_))) {
-        let mut out = Vec::with_capacity(n);
+        let series = materialise(g, input, get(&input), part.rows.len(), &part.owner);
+        // Patient `i`'s rows of the domain whose value is not NULL, in row order.
+        let mine = |i: usize| rows[seg[i] as usize..seg[i + 1] as usize].iter().map(|r| *r as usize).filter(|r| series.is_valid(*r));
+        let out_type = g.type_of(id).expect("an aggregation is a series");
+        let mut b = Builder::new(out_type, n);
         for i in 0..n {
-            row.clear();
-            row.extend(args.iter().map(|a| match a {
-                Cv::K(v) => v.clone(),
-                Cv::S(v) => v[i].clone(),
-                _ => unreachable!("a patient-level series"),
-            }));
-            out.push(f(&row)?);
+            match a {
+                A::Min(_) | A::Max(_) => {
+                    let want = if matches!(a, A::Min(_)) { Ordering::Less } else { Ordering::Greater };
+                    let mut best: Option<usize> = None;
+                    for r in mine(i) {
+                        best = Some(match best {
+                            Some(cur) if cmp_at(&series, r, &series, cur) != want => cur,
+                            _ => r,
+                        });
+                    }
+                    match best {
+                        Some(r) => b.push_from(&series, r),
+                        None => b.push_null(),
+                    }
+                }
+                A::Sum(_) | A::Mean(_) => {
+                    let mut mine = mine(i).peekable();
+                    if mine.peek().is_none() {
+                        b.push_null();
+                        continue;
+                    }
+                    b.push_scalar(&Some(match (&series, a) {
+                        (Array::Int(v, _), A::Sum(_)) => {
+                            let mut acc: i64 = 0;
+                            for r in mine {
+                                acc = acc
+                                    .checked_add(v[r])
+                                    .ok_or_else(|| EvalError { kind: "OverflowError", message: "sum out of range".into() })?;
+                            }
+                            Value::Int(acc)
+                        }
+                        (_, A::Sum(_)) => Value::Float(Float(semantics::float_sum(mine.map(|r| number(&series, r))))),
+                        _ => {
+                            let xs: Vec<f64> = mine.map(|r| number(&series, r)).collect();
+                            Value::Float(Float(semantics::float_sum(xs.iter().copied()) / xs.len() as f64))
+                        }
+                    }));
+                }
+                A::CountDistinct(_) => {
+                    let mut distinct: Vec<usize> = mine(i).collect();
+                    distinct.sort_by(|x, y| cmp_at(&series, *x, &series, *y));
+                    distinct.dedup_by(|x, y| eq_at(&series, *x, &series, *y));
+                    b.push_scalar(&Some(Value::Int(distinct.len() as i64)));
+                }
+                A::CountEpisodes { maximum_gap_days, .. } => {
+                    let Array::Date(v, _) = &series else { unreachable!("episodes of dates") };
+                    let mut dates: Vec<i64> = mine(i).map(|r| v[r] as i64).collect();
+                    dates.sort_unstable();
+                    let episodes =
+                        if dates.is_empty() { 0 } else { 1 + dates.windows(2).filter(|w| w[1] - w[0] > *maximum_gap_days).count() };
+                    b.push_scalar(&Some(Value::Int(episodes as i64)));
+                }
+                A::CombineAsSet(s) => {
+                    let t = g.type_of(*s).cloned().expect("series");
+                    let set = Value::set(t, mine(i).filter_map(|r| series.get(r)).collect())
+                        .map_err(|e| EvalError { kind: "TypeError", message: e.to_string() })?;
+                    b.push_scalar(&Some(set));
+                }
+                A::Exists(_) | A::Count(_) => unreachable!("frame aggregations are above"),
+            }
         }
-        return Ok(Cv::S(Arc::new(out)));
+        Ok(b.finish())
     }
-    row.extend(args.iter().map(|a| if let Cv::K(v) = a { v.clone() } else { None }));
-    Ok(Cv::K(f(&row)?))
+}
+
+fn number(a: &Array, i: usize) -> f64 {
+    match a {
+        Array::Int(v, _) => v[i] as f64,
+        Array::Float(v, _) => v[i],
+        _ => match a.get(i) {
+            Some(Value::Int(x)) => x as f64,
+            Some(Value::Float(x)) => x.0,
+            _ => f64::NAN,
+        },
+    }
+}
+
+/// A node's value as a column of `len` slots: event-level values as they are, patient-level
+/// ones broadcast to their patients' rows (`owner`), constants repeated.
+fn materialise(g: &Graph, node: NodeId, v: &Cv, len: usize, owner: &[u32]) -> Array {
+    match v {
+        Cv::K(value) => Array::splat(g.type_of(node).expect("a series"), value, len),
+        Cv::S(a) if a.len() == len && owner.is_empty() => a.clone(),
+        Cv::S(a) => a.take(owner),
+        Cv::Col(a) => a.clone(),
+        _ => unreachable!("a series"),
+    }
+}
+
+/// `x IN set` for a literal set: a text column tests each dictionary value once.
+fn member(index: &SetIndex, a: &Array) -> Array {
+    let len = a.len();
+    if index.is_empty() {
+        return Array::Bool(arrow_buffer::BooleanBuffer::new_unset(len), None);
+    }
+    let nulls = crate::column::nulls_from(len, |i| a.is_valid(i));
+    match a {
+        Array::Text(keys, dict, _) => {
+            let hits: Vec<bool> = dict.values.iter().map(|v| index.test(&Some(v.clone())) == Some(Value::Bool(true))).collect();
+            Array::Bool(arrow_buffer::BooleanBuffer::collect_bool(len, |i| hits[keys[i] as usize]), nulls)
+        }
+        _ => Array::Bool(
+            arrow_buffer::BooleanBuffer::collect_bool(len, |i| a.is_valid(i) && index.test(&a.get(i)) == Some(Value::Bool(true))),
+            nulls,
+        ),
+    }
 }
 
 impl Partition {
@@ -509,7 +668,7 @@ impl Partition {
     pub fn scalar(&self, n: NodeId, i: usize) -> Scalar {
         match self.values[n.index()].as_ref() {
             Some(Cv::K(v)) => v.clone(),
-            Some(Cv::S(v)) => v[i].clone(),
+            Some(Cv::S(v)) => v.get(i),
             _ => None,
         }
     }
@@ -524,8 +683,8 @@ impl Partition {
                 columns
                     .iter()
                     .map(|c| match self.values[c.index()].as_ref() {
-                        Some(Cv::Col(v)) => v[r as usize].clone(),
-                        Some(Cv::S(v)) => v[i].clone(),
+                        Some(Cv::Col(v)) => v.get(r as usize),
+                        Some(Cv::S(v)) => v.get(i),
                         Some(Cv::K(v)) => v.clone(),
                         _ => None,
                     })

@@ -31,6 +31,11 @@ impl SetIndex {
         index
     }
 
+    /// The empty set: `x IN set` is False, even for NULL.
+    pub fn is_empty(&self) -> bool {
+        self.empty
+    }
+
     /// `x IN set` with ehrQL's NULL rule (`semantics::apply` for `In`, without copying the set).
     pub fn test(&self, x: &Scalar) -> Scalar {
         if self.empty {

@@ -5,6 +5,8 @@
 
 pub mod arrow_io;
 pub mod backend;
+pub mod column;
+pub mod column_kernels;
 pub mod columnar;
 pub mod columns;
 pub mod dummy;
