@@ -188,8 +188,8 @@ fn patient_from_backend(graph: &Graph, roots: &[NodeId], dir: &Path, patient: i6
     let input = |e: quarry_engine::store::InputError| fail(11, format!("FileValidationError: {e}"));
     let mut backend = quarry_engine::backend::Backend::open(graph, roots, None, dir).map_err(input)?;
     let mut found = quarry_engine::store::Store::default();
-    while let Some((mut store, hi)) = backend.next_round(100_000).map_err(input)? {
-        if let Some(rows) = store.patients.remove(&patient) {
+    while let Some((batch, hi)) = backend.next_round(100_000).map_err(input)? {
+        if let Some(rows) = batch.patient_rows(patient) {
             found.patients.insert(patient, rows);
         }
         if hi.is_none_or(|hi| hi > patient) {

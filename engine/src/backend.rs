@@ -15,13 +15,14 @@ use rayon::prelude::*;
 
 use arrow_array::RecordBatch;
 use quarry_queries::qm::{Graph, NodeId, TableId, TableSchema, Type};
-use quarry_queries::semantics::Scalar;
 
-use crate::arrow_io::{column_values, type_matches, typed_value_at};
+use crate::arrow_io::type_matches;
+use crate::batch::{Batch, Chunk, TableBuilder, TableData, all_patients};
+use crate::column::{DictMemo, from_arrow};
 mod layout;
 mod scan;
 
-use crate::store::{InputError, Store, used_tables};
+use crate::store::{InputError, used_tables};
 use layout::Source;
 use scan::Scan;
 
@@ -59,10 +60,13 @@ struct Cursor {
     columns: Vec<(Option<usize>, Type)>,
     pid: usize,
     batches: Batches,
-    /// The current batch, converted: patient ids, and per schema column its values (empty
-    /// for columns not read).
+    /// The current batch, converted: patient ids, and per schema column its typed values
+    /// (`None` for columns not read).
     ids: Vec<Option<i64>>,
-    values: Vec<Vec<Scalar>>,
+    chunk: Chunk,
+    /// Per schema column, the text dictionary of the last batch (batches of a Parquet column
+    /// chunk share one).
+    dicts: Vec<DictMemo>,
     row: usize,
     /// Rows read so far (for messages) and the last patient id (to check the order).
     read: usize,
@@ -141,7 +145,8 @@ impl Cursor {
             pid,
             batches,
             ids: vec![],
-            values: vec![],
+            chunk: Arc::default(),
+            dicts: vec![None; schema.columns.len()],
             row: 0,
             read: 0,
             last: None,
@@ -191,7 +196,8 @@ impl Cursor {
                     let b = b.map_err(|e| InputError(format!("{}: {e}", self.shown)))?;
                     let (file, first) = self.file_row();
                     let last = first.parse::<usize>().map_or(0, |f| f + b.num_rows() - 1);
-                    let at = |m: String| match self.filtered {
+                    let filtered = self.filtered;
+                    let at = |m: String| match filtered {
                         false => InputError(format!("{file}, rows {first}–{last}: {m}")),
                         true => InputError(format!("{file}, rows from {first}: {m}")),
                     };
@@ -199,28 +205,34 @@ impl Cursor {
                     self.row = 0;
                     self.batch_no += 1;
                     if self.lazy {
-                        // Rows are converted one by one when they are kept.
+                        // The batch is typed only if one of its rows is kept.
                         self.batch = Some(b);
                         continue;
                     }
-                    self.values = self
-                        .columns
-                        .iter()
-                        .map(|(i, type_)| match i {
-                            Some(i) => column_values(b.column(*i).as_ref(), type_),
-                            None => Ok(vec![]),
-                        })
-                        .collect::<Result<_, _>>()
-                        .map_err(at)?;
+                    let typed = self.typed(&b);
+                    self.chunk = typed.map_err(at)?;
                 }
             }
         }
     }
 
-    /// Takes the next row (after `peek` returned its patient).
-    fn take(&mut self, patient: i64) -> Result<Vec<Scalar>, InputError> {
+    /// A batch's read columns, typed.
+    fn typed(&mut self, batch: &RecordBatch) -> Result<Chunk, String> {
+        let mut out = Vec::with_capacity(self.columns.len());
+        for ((i, type_), memo) in self.columns.iter().zip(&mut self.dicts) {
+            out.push(match i {
+                Some(i) => Some(from_arrow(batch.column(*i).as_ref(), type_, memo)?),
+                None => None,
+            });
+        }
+        Ok(Arc::new(out))
+    }
+
+    /// Takes the next row (after `peek` returned its patient) into `table`.
+    fn take(&mut self, patient: i64, table: &mut TableBuilder) -> Result<(), InputError> {
         let row = self.advance(patient)?;
-        Ok(self.values.iter_mut().map(|c| c.get_mut(row).map(std::mem::take).unwrap_or(None)).collect())
+        table.push(patient, &self.chunk, row as u32);
+        Ok(())
     }
 
     /// Passes the next row (after `peek` returned its patient), checking the order; returns
@@ -256,40 +268,22 @@ impl Cursor {
         Ok(row)
     }
 
-    /// One row of a batch a lazy cursor read, converted.
-    fn convert(&self, batch: &RecordBatch, row: usize) -> Result<Vec<Scalar>, InputError> {
-        self.columns
-            .iter()
-            .map(|(i, type_)| match i {
-                Some(i) => typed_value_at(batch.column(*i).as_ref(), row, type_),
-                None => Ok(None),
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|m| InputError(format!("{}: {m}", self.shown)))
-    }
-
-    /// Moves every row with a patient id below `bound` (all rows if `None`) into `store`.
-    fn take_below(&mut self, bound: Option<i64>, store: &mut Store) -> Result<(), InputError> {
-        // One patient's run of rows at a time goes into the store.
-        let mut run: Vec<(i64, Vec<Scalar>)> = vec![];
+    /// Moves every row with a patient id below `bound` (all rows if `None`) into `table`.
+    fn take_below(&mut self, bound: Option<i64>, table: &mut TableBuilder) -> Result<(), InputError> {
         while let Some(p) = self.peek()? {
             if bound.is_some_and(|b| p >= b) {
                 break;
             }
-            if run.last().is_some_and(|(q, _)| *q != p) {
-                store.push_runs(self.table, self.patient_level, std::mem::take(&mut run));
-            }
-            run.push((p, self.take(p)?));
+            self.take(p, table)?;
         }
-        store.push_runs(self.table, self.patient_level, run);
         Ok(())
     }
 }
 
-/// A row of the driving table in a round: its values, or (for a lazy cursor) its batch and
-/// row, converted only if its patient stays.
+/// A row of the driving table in a round: taken, or (for a lazy cursor) its batch and row,
+/// converted only if its patient stays.
 enum DrivingRow {
-    Converted(Vec<Scalar>),
+    Taken,
     Deferred(usize, usize),
 }
 
@@ -430,18 +424,18 @@ impl Backend {
     /// end) and every other table's rows for ids below the next driving patient. `None` when
     /// every table is exhausted. Also returns the round's id range `[lo, hi)` (`hi` `None`: to
     /// the end).
-    pub fn next_round(&mut self, patients: usize) -> Result<Option<(Store, Option<i64>)>, InputError> {
+    pub fn next_round(&mut self, patients: usize) -> Result<Option<(Batch, Option<i64>)>, InputError> {
         let dir = self.dir.display().to_string();
         crate::parquet_guard::contain(&dir, || self.next_round_unguarded(patients).map_err(|e| e.0)).map_err(InputError)
     }
 
-    fn next_round_unguarded(&mut self, patients: usize) -> Result<Option<(Store, Option<i64>)>, InputError> {
-        let mut store = Store::default();
+    fn next_round_unguarded(&mut self, patients: usize) -> Result<Option<(Batch, Option<i64>)>, InputError> {
         let Some((driver, rest)) = self.cursors.split_first_mut() else { return Ok(None) };
         let mut distinct = 0;
         let mut bound = None;
-        // The driving table's rows: converted as taken, or (when only some patients can be
-        // in the population) kept as batch and row until the other tables say which.
+        // The driving table's rows: taken as read, or (when only some patients can be in the
+        // population) kept as batch and row until the other tables say which.
+        let mut driven = TableBuilder::new(driver.columns.len());
         let mut driving: Vec<(i64, DrivingRow)> = vec![];
         let mut batches: Vec<RecordBatch> = vec![];
         let mut batch_no = usize::MAX;
@@ -461,30 +455,51 @@ impl Backend {
                 }
                 driving.push((p, DrivingRow::Deferred(batches.len() - 1, row)));
             } else {
-                driving.push((p, DrivingRow::Converted(driver.take(p)?)));
+                driver.take(p, &mut driven)?;
+                driving.push((p, DrivingRow::Taken));
             }
         }
         self.read += distinct;
+        let mut others: Vec<(TableId, TableBuilder)> = vec![];
         for c in rest {
-            c.take_below(bound, &mut store)?;
+            let mut table = TableBuilder::new(c.columns.len());
+            c.take_below(bound, &mut table)?;
+            others.push((c.table, table));
         }
-        if !self.required.is_empty() {
-            store.patients.retain(|_, tables| self.required.iter().any(|t| tables.contains_key(t)));
-        }
-        let mut kept = Vec::with_capacity(driving.len());
-        for (p, row) in driving {
-            if self.required.is_empty() || store.patients.contains_key(&p) {
-                let row = match row {
-                    DrivingRow::Converted(values) => values,
-                    DrivingRow::Deferred(b, r) => driver.convert(&batches[b], r)?,
+        // Only patients with rows in a required table can be in the population.
+        let keep: Option<std::collections::HashSet<i64>> = (!self.required.is_empty())
+            .then(|| others.iter().filter(|(t, _)| self.required.contains(t)).flat_map(|(_, b)| b.patients().iter().copied()).collect());
+        let kept = |p: i64| keep.as_ref().is_none_or(|k| k.contains(&p));
+        if driver.lazy {
+            // Each batch with a kept row is typed once.
+            let mut typed: HashMap<usize, Chunk> = HashMap::new();
+            for (p, row) in &driving {
+                let DrivingRow::Deferred(b, r) = row else { unreachable!("a lazy cursor defers its rows") };
+                if !kept(*p) {
+                    continue;
+                }
+                let chunk = match typed.get(b) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = driver.typed(&batches[*b]).map_err(|m| InputError(format!("{}: {m}", driver.shown)))?;
+                        typed.insert(*b, c.clone());
+                        c
+                    }
                 };
-                kept.push((p, row));
+                driven.push(*p, &chunk, *r as u32);
             }
+        } else if keep.is_some() {
+            driven = driven.retain(kept);
         }
-        store.push_runs(driver.table, driver.patient_level, kept);
-        if store.patients.is_empty() && bound.is_none() {
+        let mut tables: HashMap<TableId, TableData> = HashMap::new();
+        tables.insert(driver.table, driven.finish());
+        for (t, b) in others {
+            tables.insert(t, if keep.is_some() { b.retain(kept) } else { b }.finish());
+        }
+        let ids = all_patients(tables.values());
+        if ids.is_empty() && bound.is_none() {
             return Ok(None);
         }
-        Ok(Some((store, bound)))
+        Ok(Some((Batch { ids, tables }, bound)))
     }
 }

@@ -29,7 +29,7 @@ pub struct Dict {
 }
 
 impl Dict {
-    fn new(mut values: Vec<Value>) -> Dict {
+    pub fn new(mut values: Vec<Value>) -> Dict {
         if values.is_empty() {
             values.push(Value::Str(String::new()));
         }
@@ -356,4 +356,89 @@ fn intern(values: &mut Vec<Value>, index: &mut HashMap<Value, u32>, v: &Value) -
     values.push(v.clone());
     index.insert(v.clone(), k);
     k
+}
+
+/// A text dictionary made from an Arrow dictionary's values, kept while batches share them
+/// (Parquet hands every batch of a column chunk the same dictionary): the values (held, so a
+/// freed look-alike is never mistaken for them), the dictionary and each Arrow key's key in it
+/// (`u32::MAX` for a NULL value).
+pub type DictMemo = Option<(arrow_array::ArrayRef, Arc<Dict>, Vec<u32>)>;
+
+/// An Arrow array as a typed column of the schema's type `want`: the common types copied
+/// whole (dictionary-encoded text re-keyed, each distinct value converted once per
+/// dictionary), the rest through `arrow_io::column_values`.
+pub fn from_arrow(array: &dyn arrow_array::Array, want: &Type, memo: &mut DictMemo) -> Result<Array, String> {
+    use arrow_array::Array as _;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Date32Type, Float64Type, Int64Type};
+    use arrow_schema::DataType;
+    let n = array.len();
+    let nulls = array.logical_nulls().filter(|x| x.null_count() > 0);
+    let text = matches!(want, Type::Str | Type::Code(_) | Type::MultiCodeString(_));
+    let as_value = |s: &str| match want {
+        Type::Code(c) => Value::Code(*c, s.to_string()),
+        _ => Value::Str(s.to_string()),
+    };
+    Ok(match array.data_type() {
+        DataType::Int64 if *want == Type::Int => Array::Int(Arc::new(array.as_primitive::<Int64Type>().values().to_vec()), nulls),
+        DataType::Float64 if *want == Type::Float => Array::Float(Arc::new(array.as_primitive::<Float64Type>().values().to_vec()), nulls),
+        DataType::Boolean if *want == Type::Bool => Array::Bool(array.as_boolean().values().clone(), nulls),
+        DataType::Date32 if *want == Type::Date => {
+            let values = array.as_primitive::<Date32Type>().values();
+            let (lo, hi) = (days::from_civil(1, 1, 1), days::from_civil(9999, 12, 31));
+            if let Some(bad) = (0..n).find(|&i| nulls.as_ref().is_none_or(|x| x.is_valid(i)) && !(lo..=hi).contains(&(values[i] as i64))) {
+                return Err(format!("the date {} days from 1970-01-01 is outside years 1–9999", values[bad]));
+            }
+            Array::Date(Arc::new(values.to_vec()), nulls)
+        }
+        DataType::Dictionary(_, v) if text && **v == DataType::Utf8 => {
+            let dict = array.as_any_dictionary();
+            let values = dict.values();
+            let fresh = !memo.as_ref().is_some_and(|(held, _, _)| Arc::ptr_eq(held, values));
+            if fresh {
+                let strings = values.as_string::<i32>();
+                let mut distinct: HashMap<&str, u32> = HashMap::new();
+                let mut out: Vec<Value> = vec![];
+                let remap = (0..strings.len())
+                    .map(|i| {
+                        if strings.is_null(i) {
+                            return u32::MAX;
+                        }
+                        *distinct.entry(strings.value(i)).or_insert_with(|| {
+                            out.push(as_value(strings.value(i)));
+                            out.len() as u32 - 1
+                        })
+                    })
+                    .collect();
+                *memo = Some((values.clone(), Arc::new(Dict::new(out)), remap));
+            }
+            let (_, d, remap) = memo.as_ref().expect("just made");
+            let keys: Vec<u32> = dict.normalized_keys().iter().map(|k| remap[*k]).collect();
+            // A key to a NULL dictionary value is a NULL.
+            let nulls = if keys.contains(&u32::MAX) {
+                nulls_from(n, |i| keys[i] != u32::MAX && nulls.as_ref().is_none_or(|x| x.is_valid(i)))
+            } else {
+                nulls
+            };
+            Array::Text(Arc::new(keys.iter().map(|k| if *k == u32::MAX { 0 } else { *k }).collect()), d.clone(), nulls)
+        }
+        DataType::Utf8 if text => {
+            let strings = array.as_string::<i32>();
+            let mut distinct: HashMap<&str, u32> = HashMap::new();
+            let mut out: Vec<Value> = vec![];
+            let keys = (0..n)
+                .map(|i| {
+                    if strings.is_null(i) {
+                        return 0;
+                    }
+                    *distinct.entry(strings.value(i)).or_insert_with(|| {
+                        out.push(as_value(strings.value(i)));
+                        out.len() as u32 - 1
+                    })
+                })
+                .collect();
+            Array::Text(Arc::new(keys), Arc::new(Dict::new(out)), nulls)
+        }
+        _ => Array::from_scalars(want, &crate::arrow_io::column_values(array, want)?),
+    })
 }

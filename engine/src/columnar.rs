@@ -16,7 +16,7 @@
 //! expressions.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use quarry_queries::qm::{
@@ -25,10 +25,10 @@ use quarry_queries::qm::{
 use quarry_queries::semantics::{self, EvalError, Scalar};
 use rayon::prelude::*;
 
+use crate::batch::{Batch, TableData};
 use crate::column::{Array, Builder};
 use crate::column_kernels::{self as ck, cmp_at, cmp_nulls_first, eq_at};
 use crate::kernels::{PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes, sort_ties};
-use crate::store::{Rows, Store};
 
 /// Patients per partition: large enough to amortise per-node work, small enough that a
 /// partition's columns stay in cache-sized pieces and memory is bounded by partition × threads.
@@ -58,9 +58,11 @@ enum Cv {
     Inline(Arc<Vec<Option<Arc<Vec<Scalar>>>>>),
 }
 
-/// One partition's table: row references grouped by patient.
+/// One partition's table: its rows in the batch's table, grouped by patient.
 struct PartTable<'s> {
-    rows: Vec<&'s [Scalar]>,
+    data: Option<&'s TableData>,
+    /// The rows (indexes into `data`'s columns).
+    index: Vec<u32>,
     /// `offsets[i]..offsets[i + 1]`: patient `i`'s rows.
     offsets: Vec<u32>,
     /// Each row's patient (index in the partition).
@@ -115,15 +117,23 @@ impl<'g> Evaluator<'g> {
         self.params.insert(name.to_string(), value);
     }
 
+    /// The tables the evaluated nodes read, in first-use order.
+    pub fn tables(&self) -> &[TableId] {
+        &self.tables
+    }
+
     /// Sets the patients per partition (at least one): the engine's tests cross every
     /// partition boundary with tiny partitions, in process.
     pub fn set_partition_size(&mut self, patients: usize) {
         self.partition = patients.max(1);
     }
 
-    /// Every patient to evaluate: the store's and the inline tables' in `[lo, hi)`, in id order.
-    fn patients(&self, store: &Store, lo: Option<i64>, hi: Option<i64>) -> Vec<i64> {
-        let mut all: BTreeSet<i64> = store.patients.keys().copied().collect();
+    /// Every patient to evaluate: the batch's and the inline tables' in `[lo, hi)`, in id order.
+    fn patients(&self, batch: &Batch, lo: Option<i64>, hi: Option<i64>) -> Vec<i64> {
+        if self.inline.is_empty() {
+            return batch.ids.clone();
+        }
+        let mut all: BTreeSet<i64> = batch.ids.iter().copied().collect();
         let in_range = |p: &i64| lo.is_none_or(|l| *p >= l) && hi.is_none_or(|h| *p < h);
         all.extend(self.inline.values().flat_map(|m| m.keys().copied()).filter(in_range));
         all.into_iter().collect()
@@ -132,31 +142,31 @@ impl<'g> Evaluator<'g> {
     /// Evaluates every partition in parallel and hands each, in patient order, to `sink`.
     pub fn run<T: Send, E: From<EvalError>>(
         &self,
-        store: &Store,
+        batch: &Batch,
         each: impl Fn(&Partition) -> T + Sync,
         sink: impl FnMut(T) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.run_range(store, None, None, each, sink)
+        self.run_range(batch, None, None, each, sink)
     }
 
-    /// As [`Evaluator::run`] for one round of a backend: `store` holds the patients in
+    /// As [`Evaluator::run`] for one round of a backend: `batch` holds the patients in
     /// `[lo, hi)`, and only the inline tables' patients in that range join them.
     /// `sink`'s own errors (writing, say) stop the run too, as they are.
     pub fn run_range<T: Send, E: From<EvalError>>(
         &self,
-        store: &Store,
+        batch: &Batch,
         lo: Option<i64>,
         hi: Option<i64>,
         each: impl Fn(&Partition) -> T + Sync,
         mut sink: impl FnMut(T) -> Result<(), E>,
     ) -> Result<(), E> {
-        let patients = self.patients(store, lo, hi);
+        let patients = self.patients(batch, lo, hi);
         // Rounds of a few partitions per thread keep memory bounded and output in order.
         let per_round = rayon::current_num_threads().max(1) * 2;
         let size = self.partition;
         for round in patients.chunks(size * per_round) {
             let results: Vec<Result<T, EvalError>> =
-                round.par_chunks(size).map(|ids| self.partition(ids, &store.patients).map(|p| each(&p))).collect();
+                round.par_chunks(size).map(|ids| self.partition(ids, batch).map(|p| each(&p))).collect();
             for r in results {
                 sink(r?)?;
             }
@@ -165,8 +175,8 @@ impl<'g> Evaluator<'g> {
     }
 
     /// Evaluates the needed nodes for the patients `ids` (ascending).
-    pub fn partition(&self, ids: &[i64], data: &BTreeMap<i64, BTreeMap<TableId, Rows>>) -> Result<Partition, EvalError> {
-        let tables = self.part_tables(ids, data);
+    pub fn partition(&self, ids: &[i64], batch: &Batch) -> Result<Partition, EvalError> {
+        let tables = self.part_tables(ids, batch);
         let mut values: Vec<Option<Cv>> = vec![None; self.graph.len()];
         let mut columns = HashMap::new();
         self.evaluate(&self.needed, &self.params, ids, &tables, &mut values, &mut columns)?;
@@ -194,13 +204,13 @@ impl<'g> Evaluator<'g> {
     pub fn partition_per_params<T>(
         &self,
         ids: &[i64],
-        data: &BTreeMap<i64, BTreeMap<TableId, Rows>>,
+        batch: &Batch,
         params: &[HashMap<String, Scalar>],
         dependent: &[bool],
         acc: &mut T,
         each: impl Fn(&mut T, usize, &Partition),
     ) -> Result<(), EvalError> {
-        let tables = self.part_tables(ids, data);
+        let tables = self.part_tables(ids, batch);
         let (varying, fixed): (Vec<NodeId>, Vec<NodeId>) = self.needed.iter().partition(|n| dependent[n.index()]);
         let mut shared: Vec<Option<Cv>> = vec![None; self.graph.len()];
         let mut columns = HashMap::new();
@@ -219,7 +229,7 @@ impl<'g> Evaluator<'g> {
     #[allow(clippy::too_many_arguments)]
     pub fn run_range_per_params<T: Send, E: From<EvalError>>(
         &self,
-        store: &Store,
+        batch: &Batch,
         lo: Option<i64>,
         hi: Option<i64>,
         params: &[HashMap<String, Scalar>],
@@ -227,7 +237,7 @@ impl<'g> Evaluator<'g> {
         each: impl Fn(&mut T, usize, &Partition) + Sync,
         mut sink: impl FnMut(T) -> Result<(), E>,
     ) -> Result<(), E> {
-        let patients = self.patients(store, lo, hi);
+        let patients = self.patients(batch, lo, hi);
         let dependent = self.parameter_dependent();
         let per_round = rayon::current_num_threads().max(1) * 2;
         let size = self.partition;
@@ -236,7 +246,7 @@ impl<'g> Evaluator<'g> {
                 .par_chunks(size)
                 .map(|ids| {
                     let mut acc = init();
-                    self.partition_per_params(ids, &store.patients, params, &dependent, &mut acc, &each).map(|_| acc)
+                    self.partition_per_params(ids, batch, params, &dependent, &mut acc, &each).map(|_| acc)
                 })
                 .collect();
             for r in results {
@@ -247,18 +257,25 @@ impl<'g> Evaluator<'g> {
     }
 
     /// The partition's tables: each table's rows of the patients `ids`, grouped by patient.
-    fn part_tables<'s>(&self, ids: &[i64], data: &'s BTreeMap<i64, BTreeMap<TableId, Rows>>) -> HashMap<TableId, PartTable<'s>> {
+    fn part_tables<'s>(&self, ids: &[i64], batch: &'s Batch) -> HashMap<TableId, PartTable<'s>> {
         let n = ids.len();
         let mut tables: HashMap<TableId, PartTable> = HashMap::new();
         for &t in &self.tables {
-            let mut part = PartTable { rows: vec![], offsets: Vec::with_capacity(n + 1), owner: vec![] };
+            let data = batch.tables.get(&t);
+            let mut part = PartTable { data, index: vec![], offsets: Vec::with_capacity(n + 1), owner: vec![] };
             part.offsets.push(0);
+            // Both id lists ascend: one walk.
+            let (patients, starts) = data.map_or((&[][..], &[0][..]), |d| (d.patients.as_slice(), d.starts.as_slice()));
+            let mut k = patients.partition_point(|p| *p < ids.first().copied().unwrap_or(i64::MIN));
             for (i, id) in ids.iter().enumerate() {
-                if let Some(rows) = data.get(id).and_then(|m| m.get(&t)) {
-                    part.rows.extend(rows.iter().map(Vec::as_slice));
-                    part.owner.extend(std::iter::repeat_n(i as u32, rows.len()));
+                while k < patients.len() && patients[k] < *id {
+                    k += 1;
                 }
-                part.offsets.push(part.rows.len() as u32);
+                if k < patients.len() && patients[k] == *id {
+                    part.index.extend(starts[k]..starts[k + 1]);
+                    part.owner.extend(std::iter::repeat_n(i as u32, (starts[k + 1] - starts[k]) as usize));
+                }
+                part.offsets.push(part.index.len() as u32);
             }
             tables.insert(t, part);
         }
@@ -283,8 +300,8 @@ impl<'g> Evaluator<'g> {
         Ok(())
     }
 
-    /// A table's column over the partition's rows, typed once per partition and shared by
-    /// every frame of the table.
+    /// A table's column over the partition's rows, gathered once per partition and shared by
+    /// every frame of the table (all NULL where the source did not read it).
     fn table_column(
         &self,
         columns: &mut HashMap<(TableId, usize), Array>,
@@ -294,7 +311,13 @@ impl<'g> Evaluator<'g> {
     ) -> Array {
         columns
             .entry((t, c))
-            .or_insert_with(|| Array::from_scalars(&self.graph.table(t).columns[c].type_, tables[&t].rows.iter().map(|r| &r[c])))
+            .or_insert_with(|| {
+                let part = &tables[&t];
+                match part.data.and_then(|d| d.columns[c].as_ref()) {
+                    Some(column) => column.take(&part.index),
+                    None => Array::splat(&self.graph.table(t).columns[c].type_, &None, part.index.len()),
+                }
+            })
             .clone()
     }
 
@@ -314,7 +337,7 @@ impl<'g> Evaluator<'g> {
         Ok(match g.node(id) {
             Node::SelectTable(t) => {
                 let part = &tables[t];
-                Cv::Rows { rows: Arc::new((0..part.rows.len() as u32).collect()), seg: Arc::new(part.offsets.clone()) }
+                Cv::Rows { rows: Arc::new((0..part.index.len() as u32).collect()), seg: Arc::new(part.offsets.clone()) }
             }
             Node::SelectPatientTable(t) => {
                 // ehrQL's local engine keeps a patient's last row.
@@ -510,7 +533,7 @@ impl<'g> Evaluator<'g> {
         if args.iter().any(|a| matches!(cv(a), Cv::Col(_))) {
             let Domain::Rows(d) = self.graph.domain(id) else { unreachable!("an event-level result has a row domain") };
             let part = &tables[&frame_table(self.graph, d)];
-            return Some((true, part.rows.len(), &part.owner));
+            return Some((true, part.index.len(), &part.owner));
         }
         args.iter().any(|a| matches!(cv(a), Cv::S(_))).then_some((false, n, &[][..]))
     }
@@ -541,7 +564,7 @@ impl<'g> Evaluator<'g> {
         let Domain::Rows(d) = g.domain(input) else { unreachable!("aggregations of event-level series") };
         let Cv::Rows { rows, seg } = get(&d) else { unreachable!("a domain is an event frame") };
         let part = &tables[&frame_table(g, d)];
-        let series = materialise(g, input, get(&input), part.rows.len(), &part.owner);
+        let series = materialise(g, input, get(&input), part.index.len(), &part.owner);
         // Patient `i`'s rows of the domain whose value is not NULL, in row order.
         let mine = |i: usize| rows[seg[i] as usize..seg[i + 1] as usize].iter().map(|r| *r as usize).filter(|r| series.is_valid(*r));
         let out_type = g.type_of(id).expect("an aggregation is a series");

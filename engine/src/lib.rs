@@ -5,6 +5,7 @@
 
 pub mod arrow_io;
 pub mod backend;
+pub mod batch;
 pub mod column;
 pub mod column_kernels;
 pub mod columnar;
@@ -171,8 +172,9 @@ pub fn evaluate_dataset_columnar_with(
     }
     let mut tables: Vec<Table> =
         shape.layouts().iter().map(|(name, columns)| Table { name: name.clone(), columns: columns.clone(), rows: vec![] }).collect();
+    let batch = batch::Batch::from_store(graph, store, evaluator.tables());
     evaluator.run(
-        store,
+        &batch,
         |p| shape.partition_rows(p),
         |parts| {
             for (t, rows) in tables.iter_mut().zip(parts) {
@@ -215,9 +217,9 @@ pub fn stream_dataset_backend(
     let mut stream = output::TableStream::open(target, shape.layouts()).map_err(StreamError::Output)?;
     let encoder = stream.encoder();
     let (mut lo, mut rows) = (None, 0);
-    while let Some((store, hi)) = backend.next_round(round_patients())? {
+    while let Some((batch, hi)) = backend.next_round(round_patients())? {
         evaluator.run_range(
-            &store,
+            &batch,
             lo,
             hi,
             |p| shape.partition_rows(p).into_iter().map(|r| (r.len(), encoder.chunk(r))).collect::<Vec<_>>(),

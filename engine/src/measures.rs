@@ -87,7 +87,8 @@ pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, colu
         let measures = Measures::new(spec);
         let evaluator = crate::columnar::Evaluator::new(graph, &outputs);
         let mut sums = measures.sums();
-        add_columnar(&measures, &evaluator, &measures.parameters(), store, (None, None), &mut sums)?;
+        let batch = crate::batch::Batch::from_store(graph, store, evaluator.tables());
+        add_columnar(&measures, &evaluator, &measures.parameters(), &batch, (None, None), &mut sums)?;
         return Ok(measures.table(graph, sums));
     }
     // The reference evaluator goes patient by patient (store and inline patients, in id
@@ -466,13 +467,13 @@ pub fn add_columnar(
     measures: &Measures,
     evaluator: &crate::columnar::Evaluator,
     parameters: &[HashMap<String, Scalar>],
-    store: &Store,
+    batch: &crate::batch::Batch,
     range: (Option<i64>, Option<i64>),
     sums: &mut MeasureSums,
 ) -> Result<(), EvalError> {
     let outputs = measures_outputs(measures.spec);
     evaluator.run_range_per_params(
-        store,
+        batch,
         range.0,
         range.1,
         parameters,
@@ -505,8 +506,8 @@ pub fn stream_measures_backend(
     let evaluator = crate::columnar::Evaluator::new(graph, &measures_outputs(spec));
     let mut sums = measures.sums();
     let mut lo = None;
-    while let Some((store, hi)) = backend.next_round(crate::round_patients())? {
-        add_columnar(&measures, &evaluator, &parameters, &store, (lo, hi), &mut sums)?;
+    while let Some((batch, hi)) = backend.next_round(crate::round_patients())? {
+        add_columnar(&measures, &evaluator, &parameters, &batch, (lo, hi), &mut sums)?;
         progress(backend.patients_read());
         lo = hi;
     }

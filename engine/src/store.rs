@@ -195,26 +195,6 @@ impl Store {
     pub(crate) fn push(&mut self, table: TableId, patient_level: bool, patient: i64, values: Vec<Scalar>) {
         self.slot(table, patient_level, patient).push(values);
     }
-
-    /// Adds rows of `table` in patient order, each patient's run at once.
-    pub(crate) fn push_runs(&mut self, table: TableId, patient_level: bool, rows: impl IntoIterator<Item = (i64, Vec<Scalar>)>) {
-        let mut rows = rows.into_iter().peekable();
-        while let Some((patient, first)) = rows.next() {
-            let mut run = vec![first];
-            while let Some((_, row)) = rows.next_if(|(p, _)| *p == patient) {
-                run.push(row);
-            }
-            if patient_level {
-                run.drain(..run.len() - 1);
-            }
-            let slot = self.slot(table, patient_level, patient);
-            if slot.is_empty() {
-                *slot = run;
-            } else {
-                slot.append(&mut run);
-            }
-        }
-    }
 }
 
 /// `--dummy-data-file`: a ready-made dataset (ehrQL's rules, ehrql.md §4.5): every output
