@@ -395,6 +395,28 @@ pub fn from_arrow(array: &dyn arrow_array::Array, want: &Type, memo: &mut DictMe
             let dict = array.as_any_dictionary();
             let values = dict.values();
             let fresh = !memo.as_ref().is_some_and(|(held, _, _)| Arc::ptr_eq(held, values));
+            if fresh && values.len() > n {
+                // A dictionary larger than the batch (a filtered scan's few rows of a column
+                // chunk with many codes): only the values the rows use.
+                let strings = values.as_string::<i32>();
+                let keys = dict.normalized_keys();
+                let mut distinct: HashMap<&str, u32> = HashMap::new();
+                let mut out: Vec<Value> = vec![];
+                let valid = |i: usize| nulls.as_ref().is_none_or(|x| x.is_valid(i)) && !strings.is_null(keys[i]);
+                let text_keys = (0..n)
+                    .map(|i| {
+                        if !valid(i) {
+                            return 0;
+                        }
+                        let s = strings.value(keys[i]);
+                        *distinct.entry(s).or_insert_with(|| {
+                            out.push(as_value(s));
+                            out.len() as u32 - 1
+                        })
+                    })
+                    .collect();
+                return Ok(Array::Text(Arc::new(text_keys), Arc::new(Dict::new(out)), nulls_from(n, valid)));
+            }
             if fresh {
                 let strings = values.as_string::<i32>();
                 let mut distinct: HashMap<&str, u32> = HashMap::new();
