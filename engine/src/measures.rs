@@ -3,6 +3,8 @@
 //! disclosure control; and `--dummy-data-file` measures tables (docs/measures.md).
 
 use std::collections::{BTreeSet, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::path::Path;
 
 use quarry_queries::qm::{Float, Graph, NodeId, Value};
@@ -246,15 +248,15 @@ pub fn grouping_quirks(spec: &MeasuresSpec) -> Vec<String> {
 struct Sums {
     rows: Vec<(Vec<Scalar>, u64, Vec<i64>)>,
     /// (group values, grouping id) → row: grouping sets with the same id share rows.
-    index: HashMap<(Vec<Scalar>, u64), usize>,
+    index: FxHashMap<(Vec<Scalar>, u64), usize>,
     /// Per grouping set: group values → row, and its rows in first-met order.
-    by_set: Vec<HashMap<Vec<Scalar>, usize>>,
+    by_set: Vec<FxHashMap<Vec<Scalar>, usize>>,
     order: Vec<Vec<usize>>,
 }
 
 impl Sums {
     fn new(sets: usize) -> Sums {
-        Sums { rows: vec![], index: HashMap::new(), by_set: vec![HashMap::new(); sets], order: vec![vec![]; sets] }
+        Sums { rows: vec![], index: FxHashMap::default(), by_set: vec![FxHashMap::default(); sets], order: vec![vec![]; sets] }
     }
 
     /// The sums of the group `key` of grouping set `set` (grouping id `id`), made on first use.
