@@ -37,8 +37,13 @@ pub const PARTITION: usize = 4096;
 /// The partition size: [`PARTITION`], or `QUARRY_PARTITION_SIZE` (tests use tiny partitions
 /// so that every patient-segment boundary case is crossed).
 pub fn partition_size() -> usize {
-    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *SIZE.get_or_init(|| std::env::var("QUARRY_PARTITION_SIZE").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(PARTITION))
+    partition_size_or(PARTITION)
+}
+
+/// `QUARRY_PARTITION_SIZE` if set, else `default`.
+pub fn partition_size_or(default: usize) -> usize {
+    static SIZE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    SIZE.get_or_init(|| std::env::var("QUARRY_PARTITION_SIZE").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0)).unwrap_or(default)
 }
 
 /// A node's value over a partition.
@@ -126,6 +131,11 @@ impl<'g> Evaluator<'g> {
     /// partition boundary with tiny partitions, in process.
     pub fn set_partition_size(&mut self, patients: usize) {
         self.partition = patients.max(1);
+    }
+
+    /// The patients per partition.
+    pub fn partition_size(&self) -> usize {
+        self.partition
     }
 
     /// Every patient to evaluate: the batch's and the inline tables' in `[lo, hi)`, in id order.

@@ -189,7 +189,12 @@ pub fn evaluate_dataset_columnar_with(
 /// Rounds of a backend hold this many patients (of the driving table): a few partitions per
 /// thread, so reading one round overlaps little memory with evaluating the last.
 pub fn round_patients() -> usize {
-    columnar::partition_size() * rayon::current_num_threads().max(1) * 4
+    round_patients_of(columnar::partition_size())
+}
+
+/// Rounds for partitions of `partition` patients.
+pub fn round_patients_of(partition: usize) -> usize {
+    partition * rayon::current_num_threads().max(1) * 4
 }
 
 /// Why a streamed evaluation stopped.

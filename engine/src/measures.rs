@@ -87,7 +87,7 @@ pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, colu
     if columnar {
         // Every interval in one pass over the store's partitions.
         let measures = Measures::new(spec);
-        let evaluator = crate::columnar::Evaluator::new(graph, &outputs);
+        let evaluator = measures_evaluator(graph, &outputs);
         let mut sums = measures.sums();
         let batch = crate::batch::Batch::from_store(graph, store, evaluator.tables());
         add_columnar(&measures, &evaluator, &measures.parameters(), &batch, (None, None), &mut sums)?;
@@ -461,6 +461,19 @@ impl<'s> Measures<'s> {
     }
 }
 
+/// Patients per partition for measures: every partition sums its patients into a table of
+/// its own (per interval, measure and grouping set, every group it meets), merged into the
+/// running totals in patient order, so the merges grow with the number of partitions times
+/// the groups. At 1,000,000 patients × 24 months (benches/measures.sh) partitions of 32,768
+/// took 33 s against 50 s with the datasets' 4,096, for 10 % more memory.
+const MEASURES_PARTITION: usize = 32_768;
+
+fn measures_evaluator<'g>(graph: &'g Graph, outputs: &[NodeId]) -> crate::columnar::Evaluator<'g> {
+    let mut evaluator = crate::columnar::Evaluator::new(graph, outputs);
+    evaluator.set_partition_size(crate::columnar::partition_size_or(MEASURES_PARTITION));
+    evaluator
+}
+
 /// The measures over a round's (or a whole store's) patients `[lo, hi)` on the columnar
 /// engine: each partition is read once and evaluated for every interval (only the nodes that
 /// read the interval's dates again), and summed in parallel; the partitions' sums are merged
@@ -505,10 +518,10 @@ pub fn stream_measures_backend(
 ) -> Result<Table, crate::StreamError> {
     let measures = Measures::new(spec);
     let parameters = measures.parameters();
-    let evaluator = crate::columnar::Evaluator::new(graph, &measures_outputs(spec));
+    let evaluator = measures_evaluator(graph, &measures_outputs(spec));
     let mut sums = measures.sums();
     let mut lo = None;
-    while let Some((batch, hi)) = backend.next_round(crate::round_patients())? {
+    while let Some((batch, hi)) = backend.next_round(crate::round_patients_of(evaluator.partition_size()))? {
         add_columnar(&measures, &evaluator, &parameters, &batch, (lo, hi), &mut sums)?;
         progress(backend.patients_read());
         lo = hi;
