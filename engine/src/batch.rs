@@ -26,14 +26,6 @@ pub struct TableData {
 }
 
 impl TableData {
-    pub fn len(&self) -> usize {
-        self.starts.last().copied().unwrap_or(0) as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Patient `p`'s rows.
     pub fn rows_of(&self, p: i64) -> std::ops::Range<usize> {
         match self.patients.binary_search(&p) {
@@ -81,10 +73,6 @@ impl Batch {
         Batch { ids, tables: out }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
     /// Patient `p`'s rows per table (the tables where they have some), if `p` is in the batch:
     /// the row view the reference evaluator and `explain` read.
     pub fn patient_rows(&self, p: i64) -> Option<BTreeMap<TableId, Rows>> {
@@ -98,15 +86,6 @@ impl Batch {
                 })
                 .collect(),
         )
-    }
-
-    /// The batch's patients as a row store.
-    pub fn to_store(&self) -> Store {
-        let mut store = Store::default();
-        for &p in &self.ids {
-            store.patients.insert(p, self.patient_rows(p).unwrap_or_default());
-        }
-        store
     }
 }
 

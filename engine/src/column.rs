@@ -1,7 +1,7 @@
 //! Typed columns: one node's values over a partition, Arrow-shaped — integers, floats and dates
 //! (day numbers) unboxed in vectors, booleans and validity as bitmaps (`arrow_buffer`), strings
 //! and codes as dictionary keys with the dictionary beside them. No cell is an enum and no
-//! string is copied per cell: the columnar evaluator's kernels (`typed_kernels`) read and
+//! string is copied per cell: the columnar evaluator's kernels (`column_kernels`) read and
 //! write these, and only the sink turns cells back into values.
 //!
 //! Values in NULL slots are unspecified (whatever a kernel computed there); every reader
@@ -385,8 +385,9 @@ pub fn from_arrow(array: &dyn arrow_array::Array, want: &Type, memo: &mut DictMe
         DataType::Boolean if *want == Type::Bool => Array::Bool(array.as_boolean().values().clone(), nulls),
         DataType::Date32 if *want == Type::Date => {
             let values = array.as_primitive::<Date32Type>().values();
-            let (lo, hi) = (days::from_civil(1, 1, 1), days::from_civil(9999, 12, 31));
-            if let Some(bad) = (0..n).find(|&i| nulls.as_ref().is_none_or(|x| x.is_valid(i)) && !(lo..=hi).contains(&(values[i] as i64))) {
+            if let Some(bad) =
+                (0..n).find(|&i| nulls.as_ref().is_none_or(|x| x.is_valid(i)) && !days::SUPPORTED.contains(&(values[i] as i64)))
+            {
                 return Err(format!("the date {} days from 1970-01-01 is outside years 1–9999", values[bad]));
             }
             Array::Date(Arc::new(values.to_vec()), nulls)
@@ -394,6 +395,10 @@ pub fn from_arrow(array: &dyn arrow_array::Array, want: &Type, memo: &mut DictMe
         DataType::Dictionary(_, v) if text && **v == DataType::Utf8 => {
             let dict = array.as_any_dictionary();
             let values = dict.values();
+            if values.is_empty() {
+                // Keys into no values (every slot NULL; Arrow's key normalising would panic).
+                return Ok(Array::splat(want, &None, n));
+            }
             let fresh = !memo.as_ref().is_some_and(|(held, _, _)| Arc::ptr_eq(held, values));
             if fresh && values.len() > n {
                 // A dictionary larger than the batch (a filtered scan's few rows of a column

@@ -239,18 +239,17 @@ pub fn apply(f: &F, args: &[Array], out: &Type, len: usize) -> Result<Array, Eva
         F::DateAddDays(..) => {
             let (Array::Date(d, _), Array::Int(n, _)) = (a, &args[1]) else { unreachable!("date + days") };
             let nulls = union(a, &args[1]);
-            let (lo, hi) = (days::from_civil(1, 1, 1), days::from_civil(9999, 12, 31));
             let mut out = Vec::with_capacity(len);
             for i in 0..len {
                 if !valid(&nulls, i) {
                     out.push(0);
                     continue;
                 }
-                if n[i].abs() > 999_999_999 {
+                if n[i].unsigned_abs() > 999_999_999 {
                     return Err(EvalError { kind: "ValueError", message: format!("days={}; must have magnitude <= 999999999", n[i]) });
                 }
                 let r = d[i] as i64 + n[i];
-                if r < lo || r > hi {
+                if !days::SUPPORTED.contains(&r) {
                     return Err(overflow("date value out of range"));
                 }
                 out.push(r as i32);

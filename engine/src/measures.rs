@@ -3,9 +3,9 @@
 //! disclosure control; and `--dummy-data-file` measures tables (docs/measures.md).
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 
 use rustc_hash::FxHashMap;
-use std::path::Path;
 
 use quarry_queries::qm::{Float, Graph, NodeId, Value};
 use quarry_queries::semantics::{EvalError, Scalar};

@@ -88,11 +88,15 @@ pub fn add_months(d: Date, n: i64) -> Result<Date, EvalError> {
     }
 }
 
+/// Adds days as Python's `date + timedelta(days=n)`: a result outside years 1 to 9999 (the
+/// `date` type's range; jiff's reaches year -9999) is an OverflowError.
 pub fn add_days(d: Date, n: i64) -> Result<Date, EvalError> {
-    if n.abs() > 999_999_999 {
+    if n.unsigned_abs() > 999_999_999 {
         return Err(eval_err("ValueError", format!("days={n}; must have magnitude <= 999999999")));
     }
-    d.checked_add(jiff::Span::new().days(n)).map_err(|_| eval_err("OverflowError", "date value out of range"))
+    let out_of_range = || eval_err("OverflowError", "date value out of range");
+    let span = jiff::Span::new().try_days(n).map_err(|_| out_of_range())?;
+    d.checked_add(span).ok().filter(|r| r.year() >= 1).ok_or_else(out_of_range)
 }
 
 /// `end - start` in whole days.
@@ -353,6 +357,15 @@ mod tests {
         assert_eq!(months_between(d("2020-01-31"), d("2020-02-29")), 0);
         assert_eq!(years_between(d("2000-03-01"), d("2020-02-29")), 19);
         assert_eq!(years_between(d("2020-03-01"), d("2000-02-29")), -21);
+    }
+
+    #[test]
+    fn day_arithmetic_stays_within_python_dates() {
+        assert!(add_days(d("0001-01-01"), -1).is_err());
+        assert!(add_days(d("2020-01-01"), 8_000_000).is_err());
+        assert!(add_days(d("2020-01-01"), i64::MIN).is_err());
+        assert_eq!(add_days(d("9999-12-30"), 1).unwrap(), d("9999-12-31"));
+        assert!(add_days(d("9999-12-31"), 1).is_err());
     }
 
     #[test]

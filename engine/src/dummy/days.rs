@@ -30,6 +30,9 @@ pub fn civil(n: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + if m <= 2 { 1 } else { 0 }, m, d)
 }
 
+/// The day numbers of the dates ehrQL supports (Python's: years 1 to 9999).
+pub const SUPPORTED: std::ops::RangeInclusive<i64> = -719_162..=2_932_896;
+
 /// The date of a day number, if it is one ehrQL supports (years 1 to 9999).
 pub fn checked_date(n: i64) -> Option<Date> {
     let (y, m, d) = civil(n);
