@@ -562,6 +562,24 @@ fn a_parquet_schema_nested_a_million_deep_is_refused() {
     ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--backend", "deep"]), 11, "missing column 'patient_id'");
 }
 
+/// A 1.3 KB file whose dictionary page claims about a billion values (found by fuzzing): the
+/// `parquet` crate would size a 4 GB buffer from the claim; quarry checks every dictionary
+/// page's count against its bytes first, on every path that reads Parquet.
+#[test]
+fn a_parquet_dictionary_page_claiming_more_values_than_it_holds_is_refused() {
+    let s = study();
+    let p = s.path();
+    std::fs::create_dir(p.join("t")).unwrap();
+    std::fs::copy(root().join("fixtures/fuzz/parquet_backend/oom-ea029f1c.parquet"), p.join("t/patients.parquet")).unwrap();
+    patients_definition(p, false);
+    let says = "its dictionary page claims 1073741828 values in";
+    ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--dummy-tables", "t"]), 11, says);
+    ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--backend", "t"]), 11, says);
+    ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--dummy-data-file", "t/patients.parquet"]), 11, says);
+    let o = quarry(p, &["analysis", "frequency", "--input", "t/patients.parquet", "--output", "f.csv", "--by", "a", "--rounding", "none"]);
+    ended_cleanly(&o, 1, says);
+}
+
 #[test]
 fn yaml_nested_a_million_deep_is_refused() {
     let p = project("version: 5\nactions: {}\n");

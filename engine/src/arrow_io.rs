@@ -300,8 +300,10 @@ fn read_file_unguarded(path: &Path) -> Result<TypedFile, String> {
     let is_parquet = path.extension().is_some_and(|e| e == "parquet");
     let (schema, batches): (SchemaRef, Vec<RecordBatch>) = if is_parquet {
         crate::parquet_guard::check(&mut file).map_err(|m| format!("{shown}: {m}"))?;
+        let probe = file.try_clone().map_err(|e| format!("cannot read {shown}: {e}"))?;
         let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(file, parquet_options())
             .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
+        crate::parquet_guard::check_dictionaries(&probe, builder.metadata(), None).map_err(|m| format!("{shown}: {m}"))?;
         let schema = builder.schema().clone();
         let reader = builder.with_batch_size(ROWS_PER_BATCH).build().map_err(|e| format!("{shown}: {e}"))?;
         (schema, reader.collect::<Result<_, _>>().map_err(|e| format!("{shown}: {e}"))?)

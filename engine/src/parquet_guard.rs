@@ -265,3 +265,51 @@ mod tests {
         check(&mut std::fs::File::open(&path).unwrap()).unwrap();
     }
 }
+
+/// Refuses a file whose dictionary pages claim more values than their bytes can hold. The
+/// `parquet` crate sizes its dictionary buffer from a page header's claimed count before it
+/// reads the values (`set_dict`): a 1,297-byte file claiming about a billion Int32 values made
+/// it allocate 4 GB (found by fuzzing `parquet_backend`). Each column chunk's dictionary page
+/// is read here first (its bytes are bounded by the file) and its count checked against them.
+/// `columns`: the leaf columns to check (`None`: all).
+pub fn check_dictionaries(
+    file: &std::fs::File,
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    columns: Option<&[usize]>,
+) -> Result<(), String> {
+    use parquet::basic::Type as Physical;
+    use parquet::column::page::{Page, PageReader};
+    let reader = std::sync::Arc::new(file.try_clone().map_err(|e| e.to_string())?);
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        for (c, chunk) in group.columns().iter().enumerate() {
+            if columns.is_some_and(|cs| !cs.contains(&c)) || chunk.dictionary_page_offset().is_none() {
+                continue;
+            }
+            // The least a plain-encoded dictionary value takes (booleans are not checked).
+            let width: u64 = match chunk.column_type() {
+                Physical::BOOLEAN => continue,
+                Physical::INT32 | Physical::FLOAT | Physical::BYTE_ARRAY => 4,
+                Physical::INT64 | Physical::DOUBLE => 8,
+                Physical::INT96 => 12,
+                Physical::FIXED_LEN_BYTE_ARRAY => chunk.column_descr().type_length().max(1) as u64,
+            };
+            let mut pages = parquet::file::serialized_reader::SerializedPageReader::new(
+                reader.clone(),
+                chunk,
+                usize::try_from(group.num_rows()).unwrap_or(0),
+                None,
+            )
+            .map_err(|e| e.to_string())?;
+            if let Some(Page::DictionaryPage { buf, num_values, .. }) = pages.get_next_page().map_err(|e| e.to_string())?
+                && u64::from(num_values) * width > buf.len() as u64
+            {
+                return Err(format!(
+                    "not a readable Parquet file: row group {g}, column '{}': its dictionary page claims {num_values} values in {} bytes",
+                    chunk.column_path(),
+                    buf.len()
+                ));
+            }
+        }
+    }
+    Ok(())
+}

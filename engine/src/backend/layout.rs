@@ -92,7 +92,10 @@ pub(super) fn metadata(path: &Path) -> Result<ArrowReaderMetadata, InputError> {
     let err = |m: String| InputError(format!("{}: {m}", path.display()));
     let mut file = File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
     crate::parquet_guard::check(&mut file).map_err(err)?;
-    ArrowReaderMetadata::load(&file, crate::arrow_io::parquet_options()).map_err(|e| err(format!("not a readable Parquet file: {e}")))
+    let metadata = ArrowReaderMetadata::load(&file, crate::arrow_io::parquet_options())
+        .map_err(|e| err(format!("not a readable Parquet file: {e}")))?;
+    crate::parquet_guard::check_dictionaries(&file, metadata.metadata(), None).map_err(err)?;
+    Ok(metadata)
 }
 
 /// Every part has `patient_id` and the `used` columns the first part has, with the first
