@@ -242,30 +242,6 @@ impl Reader<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn depth_follows_the_child_counts() {
-        assert_eq!(depth(&[]), 0);
-        assert_eq!(depth(&[3, 0, 0, 0]), 1);
-        assert_eq!(depth(&[2, 1, 0, 0]), 2);
-        assert_eq!(depth(&[1, 1, 1, 0]), 3);
-        assert_eq!(depth(&[2, 0, 1, 1, 0]), 3);
-    }
-
-    #[test]
-    fn files_quarry_writes_pass() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.parquet");
-        let columns = vec![crate::columns::ColumnSpec::patient_id()];
-        let target = crate::output::Target::File(path.clone(), crate::output::Format::Parquet);
-        crate::output::write_tables(&target, vec![crate::output::Table { name: "t".into(), columns, rows: vec![] }]).unwrap();
-        check(&mut std::fs::File::open(&path).unwrap()).unwrap();
-    }
-}
-
 /// Refuses a file whose dictionary pages claim more values than their bytes can hold. The
 /// `parquet` crate sizes its dictionary buffer from a page header's claimed count before it
 /// reads the values (`set_dict`): a 1,297-byte file claiming about a billion Int32 values made
@@ -312,4 +288,28 @@ pub fn check_dictionaries(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_follows_the_child_counts() {
+        assert_eq!(depth(&[]), 0);
+        assert_eq!(depth(&[3, 0, 0, 0]), 1);
+        assert_eq!(depth(&[2, 1, 0, 0]), 2);
+        assert_eq!(depth(&[1, 1, 1, 0]), 3);
+        assert_eq!(depth(&[2, 0, 1, 1, 0]), 3);
+    }
+
+    #[test]
+    fn files_quarry_writes_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let columns = vec![crate::columns::ColumnSpec::patient_id()];
+        let target = crate::output::Target::File(path.clone(), crate::output::Format::Parquet);
+        crate::output::write_tables(&target, vec![crate::output::Table { name: "t".into(), columns, rows: vec![] }]).unwrap();
+        check(&mut std::fs::File::open(&path).unwrap()).unwrap();
+    }
 }
