@@ -405,39 +405,18 @@ pub fn from_arrow(array: &dyn arrow_array::Array, want: &Type, memo: &mut DictMe
                 // chunk with many codes): only the values the rows use.
                 let strings = values.as_string::<i32>();
                 let keys = dict.normalized_keys();
-                let mut distinct: HashMap<&str, u32> = HashMap::new();
-                let mut out: Vec<Value> = vec![];
+                let mut texts = Interner::default();
                 let valid = |i: usize| nulls.as_ref().is_none_or(|x| x.is_valid(i)) && !strings.is_null(keys[i]);
-                let text_keys = (0..n)
-                    .map(|i| {
-                        if !valid(i) {
-                            return 0;
-                        }
-                        let s = strings.value(keys[i]);
-                        *distinct.entry(s).or_insert_with(|| {
-                            out.push(as_value(s));
-                            out.len() as u32 - 1
-                        })
-                    })
-                    .collect();
-                return Ok(Array::Text(Arc::new(text_keys), Arc::new(Dict::new(out)), nulls_from(n, valid)));
+                let text_keys = (0..n).map(|i| if valid(i) { texts.key(strings.value(keys[i]), &as_value) } else { 0 }).collect();
+                return Ok(Array::Text(Arc::new(text_keys), Arc::new(texts.dict()), nulls_from(n, valid)));
             }
             if fresh {
                 let strings = values.as_string::<i32>();
-                let mut distinct: HashMap<&str, u32> = HashMap::new();
-                let mut out: Vec<Value> = vec![];
+                let mut texts = Interner::default();
                 let remap = (0..strings.len())
-                    .map(|i| {
-                        if strings.is_null(i) {
-                            return u32::MAX;
-                        }
-                        *distinct.entry(strings.value(i)).or_insert_with(|| {
-                            out.push(as_value(strings.value(i)));
-                            out.len() as u32 - 1
-                        })
-                    })
+                    .map(|i| if strings.is_null(i) { u32::MAX } else { texts.key(strings.value(i), &as_value) })
                     .collect();
-                *memo = Some((values.clone(), Arc::new(Dict::new(out)), remap));
+                *memo = Some((values.clone(), Arc::new(texts.dict()), remap));
             }
             let (_, d, remap) = memo.as_ref().expect("just made");
             let keys: Vec<u32> = dict.normalized_keys().iter().map(|k| remap[*k]).collect();
@@ -451,21 +430,30 @@ pub fn from_arrow(array: &dyn arrow_array::Array, want: &Type, memo: &mut DictMe
         }
         DataType::Utf8 if text => {
             let strings = array.as_string::<i32>();
-            let mut distinct: HashMap<&str, u32> = HashMap::new();
-            let mut out: Vec<Value> = vec![];
-            let keys = (0..n)
-                .map(|i| {
-                    if strings.is_null(i) {
-                        return 0;
-                    }
-                    *distinct.entry(strings.value(i)).or_insert_with(|| {
-                        out.push(as_value(strings.value(i)));
-                        out.len() as u32 - 1
-                    })
-                })
-                .collect();
-            Array::Text(Arc::new(keys), Arc::new(Dict::new(out)), nulls)
+            let mut texts = Interner::default();
+            let keys = (0..n).map(|i| if strings.is_null(i) { 0 } else { texts.key(strings.value(i), &as_value) }).collect();
+            Array::Text(Arc::new(keys), Arc::new(texts.dict()), nulls)
         }
         _ => Array::from_scalars(want, &crate::arrow_io::column_values(array, want)?),
     })
+}
+
+/// Text read from Arrow, each distinct string made a value once, keyed in first-seen order.
+#[derive(Default)]
+struct Interner<'a> {
+    keys: HashMap<&'a str, u32>,
+    values: Vec<Value>,
+}
+
+impl<'a> Interner<'a> {
+    fn key(&mut self, s: &'a str, make: &impl Fn(&str) -> Value) -> u32 {
+        *self.keys.entry(s).or_insert_with(|| {
+            self.values.push(make(s));
+            self.values.len() as u32 - 1
+        })
+    }
+
+    fn dict(self) -> Dict {
+        Dict::new(self.values)
+    }
 }
