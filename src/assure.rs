@@ -90,10 +90,7 @@ pub fn run(def: &Definition, dataset: &DatasetSpec, test: &TestData) -> Result<O
         }
     }
 
-    let mut report = match &test.constraint_report {
-        Some(lines) => lines.join("\n"),
-        None => "Validate test data: All OK!".to_string(),
-    };
+    let mut report = constraint_report(&test.findings);
     report.push('\n');
     if problems.is_empty() {
         report.push_str("Validate results: All OK!");
@@ -124,7 +121,7 @@ pub fn run(def: &Definition, dataset: &DatasetSpec, test: &TestData) -> Result<O
             }
         }
     }
-    let passed = test.constraint_report.is_none() && problems.is_empty();
+    let passed = test.findings.is_empty() && problems.is_empty();
     let why = explain(graph, dataset, &tables, test, &problems, &columns, &results);
     Ok(Outcome { report, passed, why })
 }
@@ -379,4 +376,41 @@ mod tests {
         assert!(!python_eq(&PyValue::Int((1 << 100) + 1), &float(2f64.powi(100))));
         assert!(python_eq(&PyValue::Int(1 << 100), &float(2f64.powi(100))));
     }
+}
+
+/// The "Validate test data" half of ehrQL's report, in its words and layout.
+fn constraint_report(findings: &[quarry_python::Finding]) -> String {
+    use quarry_python::Finding;
+    if findings.is_empty() {
+        return "Validate test data: All OK!".to_string();
+    }
+    let who = |f: &Finding| match f {
+        Finding::Values { patient, .. } | Finding::Columns { patient, .. } | Finding::Rows { patient, .. } => *patient,
+    };
+    let mut patients: Vec<i64> = findings.iter().map(who).collect();
+    patients.dedup();
+    let mut out = format!("Validate test data: Found errors with {} patient(s)", patients.len());
+    for f in findings {
+        let _ = match f {
+            Finding::Values { patient, table, broken } => {
+                let _ = write!(
+                    out,
+                    "\n * Patient {patient} had {} test data value(s) in table '{table}' that did not meet the constraint(s)",
+                    broken.len()
+                );
+                broken.iter().try_for_each(|(column, rule, value)| write!(out, "\n   * for column '{column}' with '{rule}', got '{value}'"))
+            }
+            Finding::Columns { patient, table, unknown, known } => write!(
+                out,
+                "\n * Patient {patient} had invalid columns in the test data for table '{table}'\n       invalid columns: {}\n     valid columns are: {}",
+                unknown.join(", "),
+                known.join(", ")
+            ),
+            Finding::Rows { patient, table, rows } => write!(
+                out,
+                "\n * Patient {patient} had {rows} rows of test data for table '{table}' but this table accepts at most one row per patient"
+            ),
+        };
+    }
+    out
 }

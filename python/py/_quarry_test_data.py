@@ -1,9 +1,8 @@
-# Assurance tests (`test_data`): the half that needs Python. ehrQL checks each patient's test
-# rows against the tables' constraints, whose reprs and Python's str() of the offending values
-# appear in its report; quarry does that here and writes that part of the report. The rows and
-# the expectations go to Rust (src/assure.rs in the binary), which evaluates the dataset over
-# the rows with quarry's reference evaluator, compares with Python's equality and writes the
-# rest of the report in ehrQL's words. quarry's own code.
+# Assurance tests (`test_data`): the part that needs Python. Each patient's test rows are
+# type-checked and tested against the tables' constraints here, because the report quotes
+# Python's str() of a rule and of a value and its repr() of column names. Everything goes to
+# Rust as plain tuples (src/assure.rs in the binary words the report, evaluates the dataset
+# over the rows with quarry's reference evaluator and compares with Python's equality).
 
 import datetime
 
@@ -49,73 +48,75 @@ def value_of(value):
 
 
 def extract(dataset_nodes, test_data):
-    """Checks `test_data` against the tables the dataset reads and returns
-    `(constraint report lines or None, [(table, [(patient, [value, ...])])],
-    [(patient, expected_in_population, [(column, value)] or None)])`."""
+    """Reads `test_data` for the tables the dataset uses. Returns `(findings, tables,
+    patients)`: what breaks the tables' rules (tuples Rust words as ehrQL's report:
+    `("values", id, table, [(column, str(rule), str(value))])`, `("columns", id, table,
+    [repr(unknown)], [repr(known)])`, `("rows", id, table, n)`), each table's rows as
+    `(table, [(id, [tagged value, ...])])`, and each patient's expectations as
+    `(id, expected_in_population, [(column, tagged value)] or None)`."""
     if not isinstance(test_data, dict):
         raise AssuranceDataError(f"test_data must be a dict of patient ids to test data, not {type(test_data).__name__}")
-    tables = _quarry.dataset_tables(dataset_nodes)
-    problems = {}
-    rows = {name: [] for name, _, _ in tables}
-    patients = []
-    for patient_id, patient in test_data.items():
-        if not isinstance(patient_id, int) or isinstance(patient_id, bool) or not -(2**63) <= patient_id < 2**63:
-            raise AssuranceDataError(f"test_data: patient ids must be 64-bit integers, got {patient_id!r}")
-        if not isinstance(patient, dict):
-            raise AssuranceDataError(f"test_data: patient {patient_id}: the test data must be a dict, not {type(patient).__name__}")
-        found = []
-        for name, patient_level, columns in tables:
-            if name not in patient:
-                empty = "{}" if patient_level else "[]"
-                raise AssuranceDataError(
-                    f"test_data: patient {patient_id} has no entry for table '{name}', which the dataset uses "
-                    f"(ehrQL stops with KeyError: '{name}'); give \"{name}\": {empty} for no rows"
-                )
-            records = patient[name]
-            if isinstance(records, dict):
-                records = [records]
-            if not isinstance(records, (list, tuple)):
-                raise AssuranceDataError(
-                    f"test_data: patient {patient_id}, table '{name}': expected a dict or a list of dicts, not {type(records).__name__}"
-                )
-            for record in records:
-                if not isinstance(record, dict):
-                    raise AssuranceDataError(
-                        f"test_data: patient {patient_id}, table '{name}': each row must be a dict, not {type(record).__name__}"
-                    )
-            types = {c: tag for c, tag, _ in columns}
-            for record in records:
-                for column, value in record.items():
-                    if column in types and not _is_of_type(value, types[column]):
-                        raise AssuranceDataError(
-                            f"test_data: patient {patient_id}, table '{name}', column '{column}': "
-                            f"expected {_type_name(types[column])}, got {value!r} ({type(value).__name__})"
-                        )
-            found.extend(_check_constraints(records, name, patient_level, columns))
-            column_names = [c for c, _, _ in columns]
-            for record in records:
-                rows[name].append((patient_id, [value_of(record.get(c)) for c in column_names]))
-        if found:
-            problems[patient_id] = found
-        expected_in_population = bool(patient.get("expected_in_population", True))
-        expected_columns = None
-        if expected_in_population:
-            if "expected_columns" not in patient:
-                raise AssuranceDataError(
-                    f"test_data: patient {patient_id} is expected in the population but has no 'expected_columns' "
-                    "(ehrQL stops with KeyError: 'expected_columns')"
-                )
-            expected = patient["expected_columns"]
-            if not isinstance(expected, dict):
-                raise AssuranceDataError(f"test_data: patient {patient_id}: expected_columns must be a dict, not {type(expected).__name__}")
-            expected_columns = [(str(k), value_of(v)) for k, v in expected.items()]
-        patients.append((patient_id, expected_in_population, expected_columns))
-    report = None
-    if problems:
-        report = [f"Validate test data: Found errors with {len(problems)} patient(s)"]
-        for patient_id, found in problems.items():
-            report.extend(f" * Patient {patient_id} {line}" for line in found)
-    return report, [(name, rows[name]) for name, _, _ in tables], patients
+    schemas = _quarry.dataset_tables(dataset_nodes)
+    findings = []
+    table_rows = {name: [] for name, _, _ in schemas}
+    expectations = []
+    for pid, entry in test_data.items():
+        _check_patient(pid, entry)
+        for name, one_row, columns in schemas:
+            rows = _rows_of(pid, entry, name, one_row, columns)
+            findings.extend((kind, pid, name, *detail) for kind, *detail in _breaches(rows, one_row, columns))
+            order = [column for column, _, _ in columns]
+            table_rows[name].extend((pid, [value_of(row.get(column)) for column in order]) for row in rows)
+        expectations.append(_expectation(pid, entry))
+    return findings, [(name, table_rows[name]) for name, _, _ in schemas], expectations
+
+
+def _check_patient(pid, entry):
+    if isinstance(pid, bool) or not isinstance(pid, int) or not -(2**63) <= pid < 2**63:
+        raise AssuranceDataError(f"test_data: patient ids must be 64-bit integers, got {pid!r}")
+    if not isinstance(entry, dict):
+        raise AssuranceDataError(f"test_data: patient {pid}: the test data must be a dict, not {type(entry).__name__}")
+
+
+def _rows_of(pid, entry, name, one_row, columns):
+    """The patient's rows of one table (a lone dict is one row), their types checked."""
+    try:
+        given = entry[name]
+    except KeyError:
+        none = "{}" if one_row else "[]"
+        raise AssuranceDataError(
+            f"test_data: patient {pid} has no entry for table '{name}', which the dataset uses "
+            f"(ehrQL stops with KeyError: '{name}'); give \"{name}\": {none} for no rows"
+        ) from None
+    rows = [given] if isinstance(given, dict) else given
+    where = f"test_data: patient {pid}, table '{name}'"
+    if not isinstance(rows, (list, tuple)):
+        raise AssuranceDataError(f"{where}: expected a dict or a list of dicts, not {type(rows).__name__}")
+    tags = {column: tag for column, tag, _ in columns}
+    for row in rows:
+        if not isinstance(row, dict):
+            raise AssuranceDataError(f"{where}: each row must be a dict, not {type(row).__name__}")
+        bad = next(((c, v) for c, v in row.items() if c in tags and not _is_of_type(v, tags[c])), None)
+        if bad is not None:
+            column, value = bad
+            raise AssuranceDataError(
+                f"{where}, column '{column}': expected {_type_name(tags[column])}, got {value!r} ({type(value).__name__})"
+            )
+    return rows
+
+
+def _expectation(pid, entry):
+    if not entry.get("expected_in_population", True):
+        return (pid, False, None)
+    if "expected_columns" not in entry:
+        raise AssuranceDataError(
+            f"test_data: patient {pid} is expected in the population but has no 'expected_columns' "
+            "(ehrQL stops with KeyError: 'expected_columns')"
+        )
+    wanted = entry["expected_columns"]
+    if not isinstance(wanted, dict):
+        raise AssuranceDataError(f"test_data: patient {pid}: expected_columns must be a dict, not {type(wanted).__name__}")
+    return (pid, True, [(str(column), value_of(value)) for column, value in wanted.items()])
 
 
 def _is_of_type(value, tag):
@@ -139,28 +140,23 @@ def _type_name(tag):
     return names.get(tag, "a code as a str")
 
 
-def _check_constraints(records, table, patient_level, columns):
-    """The report's lines (after ` * Patient N `) for one patient's rows of one table, in
-    the order ehrQL reports them: values breaking a constraint, columns the table lacks, then
-    too many rows for a patient-level table."""
-    constraints = {name: [_constraint(s) for s in specs] for name, _, specs in columns}
-    cells = [(column, value) for record in records for column, value in record.items()]
-    failures = [
-        f"   * for column '{column}' with '{rule}', got '{value}'"
-        for column, value in cells
-        if column in constraints
-        for rule in constraints[column]
-        if not rule.validate(value)
-    ]
-    strangers = list(dict.fromkeys(column for column, _ in cells if column not in constraints))
-    lines = []
-    if failures:
-        head = f"had {len(failures)} test data value(s) in table '{table}' that did not meet the constraint(s)"
-        lines.append("\n".join([head] + failures))
-    if strangers:
-        invalid = ", ".join(map(repr, strangers))
-        valid = ", ".join(map(repr, constraints))
-        lines.append(f"had invalid columns in the test data for table '{table}'\n       invalid columns: {invalid}\n     valid columns are: {valid}")
-    if patient_level and len(records) > 1:
-        lines.append(f"had {len(records)} rows of test data for table '{table}' but this table accepts at most one row per patient")
-    return lines
+def _breaches(rows, one_row, columns):
+    """What in one patient's rows of a table breaks its rules, in the order ehrQL reports it:
+    values a column's constraints refuse, names that are no column, a second row where one
+    is allowed."""
+    rules = {column: [_constraint(spec) for spec in specs] for column, _, specs in columns}
+    broken, unknown = [], {}
+    for row in rows:
+        for column, value in row.items():
+            if column not in rules:
+                unknown.setdefault(column)
+                continue
+            broken.extend((column, str(rule), str(value)) for rule in rules[column] if not rule.validate(value))
+    found = []
+    if broken:
+        found.append(("values", broken))
+    if unknown:
+        found.append(("columns", [repr(c) for c in unknown], [repr(c) for c in rules]))
+    if one_row and len(rows) > 1:
+        found.append(("rows", len(rows)))
+    return found

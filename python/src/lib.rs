@@ -82,13 +82,25 @@ pub struct Definition {
 /// A definition's `test_data`, as ehrQL's assurance tests read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TestData {
-    /// ehrQL's "Validate test data" lines when rows break the tables' constraints (`None`:
-    /// all OK).
-    pub constraint_report: Option<Vec<String>>,
+    /// What breaks the tables' rules, patient by patient in test_data's order (empty: all OK);
+    /// `quarry::assure` words them as ehrQL's "Validate test data" report does.
+    pub findings: Vec<Finding>,
     /// Each table the dataset reads (by name, sorted) with every patient's rows, values in
     /// the schema's column order, in test_data's order.
     pub tables: Vec<(String, TestRows)>,
     pub patients: Vec<TestPatient>,
+}
+
+/// One problem with a patient's rows of one table, as Python sees it (its `str()` of a rule
+/// and of a value, its `repr()` of column names).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    /// Values breaking a column's constraint: (column, rule, value) each.
+    Values { patient: i64, table: String, broken: Vec<(String, String, String)> },
+    /// Columns the table does not have (reprs, first-seen order) and those it has.
+    Columns { patient: i64, table: String, unknown: Vec<String>, known: Vec<String> },
+    /// More than one row for a patient-level table.
+    Rows { patient: i64, table: String, rows: usize },
 }
 
 /// A table's rows in test data: each patient's id with a row's values.

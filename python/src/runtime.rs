@@ -230,11 +230,39 @@ fn extract(vm: &VirtualMachine, module: &PyObjectRef) -> PyResult<Extracted> {
         Ok(MeasuresSpec { measures, dummy: dummy_config(vm, &items[2])?, disclosure_control: items[3].clone().try_to_bool(vm)? })
     })?;
     let test_data = part(vm, both.get_item(&2, vm)?, |vm, items| {
-        let constraint_report = if vm.is_none(&items[1]) {
-            None
-        } else {
-            Some(items[1].clone().try_to_value::<Vec<PyObjectRef>>(vm)?.iter().map(|l| string(vm, l)).collect::<PyResult<_>>()?)
-        };
+        let strings =
+            |o: PyObjectRef| -> PyResult<Vec<String>> { o.try_to_value::<Vec<PyObjectRef>>(vm)?.iter().map(|x| string(vm, x)).collect() };
+        let findings = items[1]
+            .clone()
+            .try_to_value::<Vec<PyObjectRef>>(vm)?
+            .iter()
+            .map(|f| {
+                let (patient, table) = (f.get_item(&1, vm)?.try_into_value(vm)?, string(vm, &f.get_item(&2, vm)?)?);
+                Ok(match string(vm, &f.get_item(&0, vm)?)?.as_str() {
+                    "values" => crate::Finding::Values {
+                        patient,
+                        table,
+                        broken: f
+                            .get_item(&3, vm)?
+                            .try_to_value::<Vec<PyObjectRef>>(vm)?
+                            .into_iter()
+                            .map(|t| {
+                                Ok(<[String; 3]>::try_from(strings(t)?)
+                                    .map_err(|_| vm.new_value_error("a broken value is 3 strings"))?
+                                    .into())
+                            })
+                            .collect::<PyResult<_>>()?,
+                    },
+                    "columns" => crate::Finding::Columns {
+                        patient,
+                        table,
+                        unknown: strings(f.get_item(&3, vm)?)?,
+                        known: strings(f.get_item(&4, vm)?)?,
+                    },
+                    _ => crate::Finding::Rows { patient, table, rows: f.get_item(&3, vm)?.try_into_value(vm)? },
+                })
+            })
+            .collect::<PyResult<_>>()?;
         let tables = items[2]
             .clone()
             .try_to_value::<Vec<PyObjectRef>>(vm)?
@@ -274,7 +302,7 @@ fn extract(vm: &VirtualMachine, module: &PyObjectRef) -> PyResult<Extracted> {
                 })
             })
             .collect::<PyResult<_>>()?;
-        Ok(TestData { constraint_report, tables, patients })
+        Ok(TestData { findings, tables, patients })
     })?;
     Ok(Extracted { dataset, measures, test_data })
 }
