@@ -354,30 +354,6 @@ fn explain(
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn python_equality_across_numbers_strings_and_none() {
-        let int = |i: i64| Some(Value::Int(i));
-        let float = |f: f64| Some(Value::Float(Float(f)));
-        assert!(python_eq(&PyValue::Int(2), &float(2.0)));
-        assert!(python_eq(&PyValue::Float(2.0), &int(2)));
-        assert!(!python_eq(&PyValue::Float(0.3), &float(0.1 + 0.2)));
-        assert!(python_eq(&PyValue::Bool(true), &int(1)));
-        assert!(python_eq(&PyValue::Int(1), &Some(Value::Bool(true))));
-        assert!(!python_eq(&PyValue::Str("1".into()), &int(1)));
-        assert!(python_eq(&PyValue::Str("123".into()), &Some(Value::Code(quarry_queries::qm::CodeSystem::SNOMEDCT, "123".into()))));
-        assert!(!python_eq(&PyValue::Str("2020-01-01".into()), &Some(Value::Date(jiff::civil::date(2020, 1, 1)))));
-        assert!(python_eq(&PyValue::None, &None));
-        assert!(!python_eq(&PyValue::Int(0), &None));
-        assert!(!python_eq(&PyValue::Float(f64::NAN), &float(f64::NAN)));
-        assert!(!python_eq(&PyValue::Int((1 << 100) + 1), &float(2f64.powi(100))));
-        assert!(python_eq(&PyValue::Int(1 << 100), &float(2f64.powi(100))));
-    }
-}
-
 /// The "Validate test data" half of ehrQL's report, in its words and layout.
 fn constraint_report(findings: &[quarry_python::Finding]) -> String {
     use quarry_python::Finding;
@@ -413,4 +389,28 @@ fn constraint_report(findings: &[quarry_python::Finding]) -> String {
         };
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_equality_across_numbers_strings_and_none() {
+        let int = |i: i64| Some(Value::Int(i));
+        let float = |f: f64| Some(Value::Float(Float(f)));
+        assert!(python_eq(&PyValue::Int(2), &float(2.0)));
+        assert!(python_eq(&PyValue::Float(2.0), &int(2)));
+        assert!(!python_eq(&PyValue::Float(0.3), &float(0.1 + 0.2)));
+        assert!(python_eq(&PyValue::Bool(true), &int(1)));
+        assert!(python_eq(&PyValue::Int(1), &Some(Value::Bool(true))));
+        assert!(!python_eq(&PyValue::Str("1".into()), &int(1)));
+        assert!(python_eq(&PyValue::Str("123".into()), &Some(Value::Code(quarry_queries::qm::CodeSystem::SNOMEDCT, "123".into()))));
+        assert!(!python_eq(&PyValue::Str("2020-01-01".into()), &Some(Value::Date(jiff::civil::date(2020, 1, 1)))));
+        assert!(python_eq(&PyValue::None, &None));
+        assert!(!python_eq(&PyValue::Int(0), &None));
+        assert!(!python_eq(&PyValue::Float(f64::NAN), &float(f64::NAN)));
+        assert!(!python_eq(&PyValue::Int((1 << 100) + 1), &float(2f64.powi(100))));
+        assert!(python_eq(&PyValue::Int(1 << 100), &float(2f64.powi(100))));
+    }
 }
