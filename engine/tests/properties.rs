@@ -251,6 +251,16 @@ fn grow(rng: &mut Rng, g: &mut Graph, s: &Schemas, pool: &[NodeId], inline_rows:
     }
 }
 
+/// `a` and one or two partners of it (the arguments of an n-ary function).
+fn with_partners(rng: &mut Rng, g: &Graph, pool: &[NodeId], a: NodeId, type_ok: impl Fn(&Type) -> bool) -> Option<Vec<NodeId>> {
+    let n = rng.range(1, 2);
+    let mut args = vec![a];
+    for _ in 0..n {
+        args.push(partner(rng, g, pool, a, &type_ok)?);
+    }
+    Some(args)
+}
+
 fn function(rng: &mut Rng, g: &mut Graph, pool: &[NodeId]) -> Option<NodeId> {
     let a = choose(rng, pool, |n| is_series(g, n) && type_of(g, n).is_some_and(not_set))?;
     let ta = type_of(g, a)?.clone();
@@ -263,10 +273,7 @@ fn function(rng: &mut Rng, g: &mut Graph, pool: &[NodeId]) -> Option<NodeId> {
         4 => F::Gt(a, partner(rng, g, pool, a, same)?),
         5 => F::Ge(a, partner(rng, g, pool, a, same)?),
         6 | 7 => {
-            let mut args = vec![a];
-            for _ in 0..rng.range(1, 2) {
-                args.push(partner(rng, g, pool, a, |t| *t == Type::Bool)?);
-            }
+            let args = with_partners(rng, g, pool, a, |t| *t == Type::Bool)?;
             if rng.chance(0.5) { F::And(args) } else { F::Or(args) }
         }
         8 => F::Not(a),
@@ -303,10 +310,7 @@ fn function(rng: &mut Rng, g: &mut Graph, pool: &[NodeId]) -> Option<NodeId> {
             F::In(a, set)
         }
         33 | 34 => {
-            let mut args = vec![a];
-            for _ in 0..rng.range(1, 2) {
-                args.push(partner(rng, g, pool, a, same)?);
-            }
+            let args = with_partners(rng, g, pool, a, same)?;
             if rng.chance(0.5) { F::MinimumOf(args) } else { F::MaximumOf(args) }
         }
         _ => unreachable!(),
@@ -357,74 +361,13 @@ fn dataset(rng: &mut Rng, g: &mut Graph, pool: &[NodeId]) -> Option<DatasetSpec>
     Some(DatasetSpec { population, variables, events, dummy: Default::default() })
 }
 
-/// The name of a node's kind, function or aggregation, for the coverage check.
+/// A node's kind for the coverage check: its serialized kind, literal sets apart.
 fn kind_name(node: &Node) -> String {
-    let variant = |debug: String| debug.split(['(', ' ', '{']).next().unwrap_or_default().to_string();
     match node {
-        Node::Function(f) => format!("Function::{}", variant(format!("{f:?}"))),
-        Node::AggregateByPatient(a) => format!("AggregateByPatient::{}", variant(format!("{a:?}"))),
         Node::Value(Value::Set(..)) => "Value(set)".into(),
-        other => variant(format!("{other:?}")),
+        other => quarry_queries::serialize::node_kind(other),
     }
 }
-
-const KINDS: &[&str] = &[
-    "SelectTable",
-    "SelectPatientTable",
-    "InlinePatientTable",
-    "Filter",
-    "Sort",
-    "PickOneRowPerPatient",
-    "Value",
-    "Value(set)",
-    "Parameter",
-    "SelectColumn",
-    "Case",
-    "AggregateByPatient::Exists",
-    "AggregateByPatient::Count",
-    "AggregateByPatient::CountDistinct",
-    "AggregateByPatient::CountEpisodes",
-    "AggregateByPatient::Min",
-    "AggregateByPatient::Max",
-    "AggregateByPatient::Sum",
-    "AggregateByPatient::Mean",
-    "AggregateByPatient::CombineAsSet",
-    "Function::Eq",
-    "Function::Ne",
-    "Function::Lt",
-    "Function::Le",
-    "Function::Gt",
-    "Function::Ge",
-    "Function::And",
-    "Function::Or",
-    "Function::Not",
-    "Function::IsNull",
-    "Function::Negate",
-    "Function::Absolute",
-    "Function::Add",
-    "Function::Subtract",
-    "Function::Multiply",
-    "Function::TrueDivide",
-    "Function::FloorDivide",
-    "Function::Power",
-    "Function::CastToInt",
-    "Function::CastToFloat",
-    "Function::DateAddDays",
-    "Function::DateAddMonths",
-    "Function::DateAddYears",
-    "Function::DateDifferenceInDays",
-    "Function::DateDifferenceInMonths",
-    "Function::DateDifferenceInYears",
-    "Function::YearFromDate",
-    "Function::MonthFromDate",
-    "Function::DayFromDate",
-    "Function::ToFirstOfYear",
-    "Function::ToFirstOfMonth",
-    "Function::StringContains",
-    "Function::In",
-    "Function::MinimumOf",
-    "Function::MaximumOf",
-];
 
 fn describe(tables: &Result<Vec<Table>, EvalError>) -> String {
     match tables {
@@ -496,7 +439,8 @@ fn columnar_equals_reference_on_random_query_model_graphs() {
         }
     }
     eprintln!("{datasets} datasets, {rows} output rows, {errors} evaluation errors; nodes reaching an output, by kind: {covered:?}");
-    let missing: Vec<&&str> = KINDS.iter().filter(|k| !covered.contains_key(**k)).collect();
+    let kinds = quarry_queries::serialize::NODE_KINDS.iter().chain(&["Value(set)"]);
+    let missing: Vec<&&str> = kinds.filter(|k| !covered.contains_key(**k)).collect();
     assert!(missing.is_empty(), "never reached an output in {CASES} cases: {missing:?} (covered: {covered:?})");
     assert!(datasets > CASES * 3 / 4, "only {datasets} of {CASES} cases built a dataset");
     assert!(rows > 1000, "only {rows} output rows over all cases");

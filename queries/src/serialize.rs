@@ -42,6 +42,74 @@ fn function_name(f: &crate::qm::Function) -> String {
     }
 }
 
+/// Every node kind, as the key a serialized node is written under (docs/serialization.md).
+pub const NODE_KINDS: &[&str] = &[
+    "SelectTable",
+    "SelectPatientTable",
+    "InlinePatientTable",
+    "Filter",
+    "Sort",
+    "PickOneRowPerPatient",
+    "Value",
+    "Parameter",
+    "SelectColumn",
+    "Case",
+    "AggregateByPatient.Exists",
+    "AggregateByPatient.Count",
+    "AggregateByPatient.CountDistinct",
+    "AggregateByPatient.CountEpisodes",
+    "AggregateByPatient.Min",
+    "AggregateByPatient.Max",
+    "AggregateByPatient.Sum",
+    "AggregateByPatient.Mean",
+    "AggregateByPatient.CombineAsSet",
+    "Function.EQ",
+    "Function.NE",
+    "Function.LT",
+    "Function.LE",
+    "Function.GT",
+    "Function.GE",
+    "Function.And",
+    "Function.Or",
+    "Function.Not",
+    "Function.IsNull",
+    "Function.Negate",
+    "Function.Absolute",
+    "Function.Add",
+    "Function.Subtract",
+    "Function.Multiply",
+    "Function.TrueDivide",
+    "Function.FloorDivide",
+    "Function.Power",
+    "Function.CastToInt",
+    "Function.CastToFloat",
+    "Function.DateAddDays",
+    "Function.DateAddMonths",
+    "Function.DateAddYears",
+    "Function.DateDifferenceInDays",
+    "Function.DateDifferenceInMonths",
+    "Function.DateDifferenceInYears",
+    "Function.YearFromDate",
+    "Function.MonthFromDate",
+    "Function.DayFromDate",
+    "Function.ToFirstOfYear",
+    "Function.ToFirstOfMonth",
+    "Function.StringContains",
+    "Function.In",
+    "Function.MinimumOf",
+    "Function.MaximumOf",
+];
+
+/// The key a node is serialized under: one of [`NODE_KINDS`].
+pub fn node_kind(n: &Node) -> String {
+    let variant = |debug: String| debug.split(['(', ' ', '{']).next().unwrap_or_default().to_string();
+    match n {
+        Node::Function(f) => format!("Function.{}", function_name(f)),
+        Node::AggregateByPatient(a) => format!("AggregateByPatient.{}", variant(format!("{a:?}"))),
+        other => variant(format!("{other:?}")),
+    }
+}
+
 fn node(g: &Graph, n: &Node) -> J {
     match n {
         Node::SelectTable(t) | Node::SelectPatientTable(t) => {
