@@ -19,16 +19,14 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use quarry_queries::qm::{
-    AggregateByPatient as A, Domain, Float, Function, Graph, Node, NodeId, Position, RowsId, TableId, Value, function_inputs,
-};
+use quarry_queries::qm::{AggregateByPatient as A, Domain, Float, Function, Graph, Node, NodeId, RowsId, TableId, Value, function_inputs};
 use quarry_queries::semantics::{self, EvalError, Scalar};
 use rayon::prelude::*;
 
 use crate::batch::{Batch, TableData};
 use crate::column::{Array, Builder};
 use crate::column_kernels::{self as ck, cmp_at, cmp_nulls_first, eq_at};
-use crate::kernels::{PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes, sort_ties};
+use crate::kernels::{self, PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes, sort_ties};
 
 /// Patients per partition: large enough to amortise per-node work, small enough that a
 /// partition's columns stay in cache-sized pieces and memory is bounded by partition × threads.
@@ -418,19 +416,8 @@ impl<'g> Evaluator<'g> {
                     |a: usize, b: usize| keys.iter().map(|k| cmp_nulls_first(k, a, b)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal);
                 let picked = (0..n)
                     .map(|i| {
-                        let mut best: Option<usize> = None;
-                        for &r in &rows[seg[i] as usize..seg[i + 1] as usize] {
-                            let r = r as usize;
-                            best = Some(match best {
-                                None => r,
-                                Some(b) => match (position, order(r, b)) {
-                                    (Position::First, o) if o.is_lt() => r,
-                                    (Position::Last, o) if o.is_ge() => r,
-                                    _ => b,
-                                },
-                            });
-                        }
-                        best.map(|r| r as u32)
+                        let mine = rows[seg[i] as usize..seg[i + 1] as usize].iter().map(|&r| r as usize);
+                        kernels::pick_by(mine, *position, order).map(|r| r as u32)
                     })
                     .collect();
                 Cv::Row(Arc::new(picked))

@@ -98,19 +98,29 @@ impl PickPlan {
                 .find(|o| o.is_ne())
                 .unwrap_or(std::cmp::Ordering::Equal)
         };
-        let mut best: Option<usize> = None;
-        for r in rows {
-            best = Some(match best {
-                None => r,
-                Some(b) => match (position, order(r, b)) {
-                    (Position::First, o) if o.is_lt() => r,
-                    (Position::Last, o) if o.is_ge() => r,
-                    _ => b,
-                },
-            });
-        }
-        best
+        pick_by(rows, position, order)
     }
+}
+
+/// The row `position` picks among `rows` in the order `order` gives: `first` the first of
+/// the least, `last` the last of the greatest (the tie rule of both evaluators' picks).
+pub fn pick_by(
+    rows: impl IntoIterator<Item = usize>,
+    position: Position,
+    order: impl Fn(usize, usize) -> std::cmp::Ordering,
+) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for r in rows {
+        best = Some(match best {
+            None => r,
+            Some(b) => match (position, order(r, b)) {
+                (Position::First, o) if o.is_lt() => r,
+                (Position::Last, o) if o.is_ge() => r,
+                _ => b,
+            },
+        });
+    }
+    best
 }
 
 /// The columns selected from each pick among `nodes`, by pick node, in name order.
