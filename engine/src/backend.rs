@@ -71,9 +71,8 @@ struct Cursor {
     /// Rows read so far (for messages) and the last patient id (to check the order).
     read: usize,
     last: Option<i64>,
-    /// The file row of the last row passed (for a duplicate patient's message).
-    /// The last row's file and number, for messages.
-    last_row: (String, String),
+    /// Where the last row passed was (`at`), for a duplicate patient's message.
+    last_row: (Option<u64>, usize),
     /// With a pushed filter: the file row numbers of the rows it kept, not yet taken (so that
     /// messages name the row in the file).
     kept: Option<Arc<Mutex<VecDeque<u64>>>>,
@@ -146,7 +145,7 @@ impl Cursor {
             batches,
             ids: vec![],
             chunk: Arc::default(),
-            dicts: vec![None; schema.columns.len()],
+            dicts: (0..schema.columns.len()).map(|_| DictMemo::default()).collect(),
             row: 0,
             read: 0,
             last: None,
@@ -161,20 +160,31 @@ impl Cursor {
         })
     }
 
-    /// The next row's file and number in it (1-based), for messages; or, when a filter
-    /// dropped rows without keeping the kept rows' numbers, its number among the rows it kept.
-    fn file_row(&self) -> (String, String) {
+    /// Where the next row is, cheaply (made into words only for a message, by `file_row_at`):
+    /// its number among all the table's rows, or, when a filter dropped rows without keeping
+    /// the kept rows' numbers, `None` and the number of rows read.
+    fn at(&self) -> (Option<u64>, usize) {
         let global = match &self.kept {
             Some(queue) => Some(queue.lock().expect("not poisoned").front().map_or(self.read as u64, |r| *r)),
             None if self.filtered => None,
             None => Some(self.read as u64),
         };
+        (global, self.read)
+    }
+
+    /// The next row's file and number in it (1-based), for messages; or, when a filter
+    /// dropped rows without keeping the kept rows' numbers, its number among the rows it kept.
+    fn file_row(&self) -> (String, String) {
+        self.file_row_at(self.at())
+    }
+
+    fn file_row_at(&self, (global, read): (Option<u64>, usize)) -> (String, String) {
         match global {
             Some(g) => match self.parts.iter().rev().find(|(_, start)| *start <= g) {
                 Some((file, start)) => (file.clone(), (g - start + 1).to_string()),
                 None => (self.shown.clone(), (g + 1).to_string()),
             },
-            None => (self.shown.clone(), format!("{} of those the definition's filters kept", self.read + 1)),
+            None => (self.shown.clone(), format!("{} of those the definition's filters kept", read + 1)),
         }
     }
 
@@ -245,9 +255,9 @@ impl Cursor {
                 self.last.unwrap_or_default()
             )));
         }
-        let this_row = self.file_row();
+        let this_row = self.at();
         if self.patient_level && self.last == Some(patient) {
-            let ((file, before), (this_file, row)) = (&self.last_row, &this_row);
+            let ((file, before), (this_file, row)) = (self.file_row_at(self.last_row), self.file_row_at(this_row));
             let rows = if file == this_file {
                 format!("{file}, rows {before} and {row}")
             } else {
@@ -420,6 +430,36 @@ impl Backend {
         self.read
     }
 
+    /// Every round of `patients` patients (`next_round`), in order, handed to `each` with the
+    /// patients read so far. Rounds are read on a thread of their own, one round ahead of
+    /// `each`, so reading (one core: Parquet decoding, typing the columns) overlaps evaluating
+    /// (every core); memory holds two rounds. An error from either side stops both.
+    pub fn each_round<E: From<InputError>>(
+        &mut self,
+        patients: usize,
+        mut each: impl FnMut(Batch, Option<i64>, usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(0);
+            scope.spawn(move || {
+                loop {
+                    let round = self.next_round(patients).map(|r| r.map(|(batch, hi)| (batch, hi, self.patients_read())));
+                    let last = !matches!(round, Ok(Some(_)));
+                    if tx.send(round).is_err() || last {
+                        break;
+                    }
+                }
+            });
+            for round in rx {
+                match round? {
+                    Some((batch, hi, read)) => each(batch, hi, read)?,
+                    None => break,
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// The next round: at least `patients` whole patients of the driving table (fewer at the
     /// end) and every other table's rows for ids below the next driving patient. `None` when
     /// every table is exhausted. Also returns the round's id range `[lo, hi)` (`hi` `None`: to
@@ -467,12 +507,12 @@ impl Backend {
             others.push((c.table, table));
         }
         // Only patients with rows in a required table can be in the population.
-        let keep: Option<std::collections::HashSet<i64>> = (!self.required.is_empty())
+        let keep: Option<rustc_hash::FxHashSet<i64>> = (!self.required.is_empty())
             .then(|| others.iter().filter(|(t, _)| self.required.contains(t)).flat_map(|(_, b)| b.patients().iter().copied()).collect());
         let kept = |p: i64| keep.as_ref().is_none_or(|k| k.contains(&p));
         if driver.lazy {
             // Each batch with a kept row is typed once.
-            let mut typed: HashMap<usize, Chunk> = HashMap::new();
+            let mut typed: rustc_hash::FxHashMap<usize, Chunk> = Default::default();
             for (p, row) in &driving {
                 let DrivingRow::Deferred(b, r) = row else { unreachable!("a lazy cursor defers its rows") };
                 if !kept(*p) {

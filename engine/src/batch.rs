@@ -154,8 +154,8 @@ impl TableBuilder {
     }
 }
 
-/// Arrays of one type, one after the other (text re-keyed into one dictionary, each source
-/// dictionary value looked up once).
+/// Arrays of one type, one after the other (text of different dictionaries re-keyed into
+/// one, each source dictionary value looked up once).
 pub fn concat(parts: &[Array]) -> Array {
     if parts.len() == 1 {
         return parts[0].clone();
@@ -175,22 +175,36 @@ pub fn concat(parts: &[Array]) -> Array {
             let values: Vec<bool> = parts.iter().flat_map(|p| (0..p.len()).map(move |i| p.is_true(i))).collect();
             Array::Bool(arrow_buffer::BooleanBuffer::collect_bool(len, |i| values[i]), nulls)
         }
+        Array::Text(_, first, _) if parts.iter().all(|p| matches!(p, Array::Text(_, d, _) if Arc::ptr_eq(d, first))) => {
+            // One dictionary (a Parquet column chunk's, shared by its batches): keys as they are.
+            Array::Text(Arc::new(flat(parts, |p| if let Array::Text(k, ..) = p { Some(k.as_slice()) } else { None })), first.clone(), nulls)
+        }
         Array::Text(..) => {
             let mut values: Vec<Value> = vec![];
-            let mut index: HashMap<Value, u32> = HashMap::new();
+            let mut index: rustc_hash::FxHashMap<Value, u32> = Default::default();
             let mut keys = Vec::with_capacity(len);
+            // Each distinct dictionary is re-keyed once, however many parts share it.
+            let mut remaps: Vec<(&Arc<Dict>, Vec<u32>)> = vec![];
             for p in parts {
                 let Array::Text(k, d, _) = p else { unreachable!("parts of one type") };
-                let remap: Vec<u32> = d
-                    .values
-                    .iter()
-                    .map(|v| {
-                        *index.entry(v.clone()).or_insert_with(|| {
-                            values.push(v.clone());
-                            values.len() as u32 - 1
-                        })
-                    })
-                    .collect();
+                let at = match remaps.iter().position(|(seen, _)| Arc::ptr_eq(seen, d)) {
+                    Some(at) => at,
+                    None => {
+                        let remap = d
+                            .values
+                            .iter()
+                            .map(|v| {
+                                *index.entry(v.clone()).or_insert_with(|| {
+                                    values.push(v.clone());
+                                    values.len() as u32 - 1
+                                })
+                            })
+                            .collect();
+                        remaps.push((d, remap));
+                        remaps.len() - 1
+                    }
+                };
+                let remap = &remaps[at].1;
                 keys.extend(k.iter().map(|k| remap[*k as usize]));
             }
             Array::Text(Arc::new(keys), Arc::new(Dict::new(values)), nulls)

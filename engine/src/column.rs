@@ -19,13 +19,14 @@ use crate::dummy::days;
 /// Validity: `None` when every slot is valid.
 pub type Nulls = Option<NullBuffer>;
 
-/// The distinct strings (or codes of one system) of a text column, each once, with each one's
-/// rank in byte order (so sorting and comparing read integers). Never empty: a column of NULLs
-/// only has a placeholder for its keys (0) to point at, so kernels can read every slot.
+/// The distinct strings (or codes of one system) of a text column, each once, and (made on
+/// first use, as most text is only tested for equality or membership) each one's rank in byte
+/// order, so sorting and comparing read integers. Never empty: a column of NULLs only has a
+/// placeholder for its keys (0) to point at, so kernels can read every slot.
 #[derive(Debug)]
 pub struct Dict {
     pub values: Vec<Value>,
-    pub ranks: Vec<u32>,
+    ranks: std::sync::OnceLock<Vec<u32>>,
 }
 
 impl Dict {
@@ -33,13 +34,20 @@ impl Dict {
         if values.is_empty() {
             values.push(Value::Str(String::new()));
         }
-        let mut order: Vec<u32> = (0..values.len() as u32).collect();
-        order.sort_by(|a, b| compare(&values[*a as usize], &values[*b as usize]));
-        let mut ranks = vec![0; values.len()];
-        for (rank, i) in order.into_iter().enumerate() {
-            ranks[i as usize] = rank as u32;
-        }
-        Dict { values, ranks }
+        Dict { values, ranks: std::sync::OnceLock::new() }
+    }
+
+    /// Each value's rank in byte order.
+    pub fn ranks(&self) -> &[u32] {
+        self.ranks.get_or_init(|| {
+            let mut order: Vec<u32> = (0..self.values.len() as u32).collect();
+            order.sort_by(|a, b| compare(&self.values[*a as usize], &self.values[*b as usize]));
+            let mut ranks = vec![0; self.values.len()];
+            for (rank, i) in order.into_iter().enumerate() {
+                ranks[i as usize] = rank as u32;
+            }
+            ranks
+        })
     }
 
     pub fn text(&self, key: u32) -> &str {
@@ -359,10 +367,15 @@ fn intern(values: &mut Vec<Value>, index: &mut HashMap<Value, u32>, v: &Value) -
 }
 
 /// A text dictionary made from an Arrow dictionary's values, kept while batches share them
-/// (Parquet hands every batch of a column chunk the same dictionary): the values (held, so a
-/// freed look-alike is never mistaken for them), the dictionary and each Arrow key's key in it
-/// (`u32::MAX` for a NULL value).
-pub type DictMemo = Option<(arrow_array::ArrayRef, Arc<Dict>, Vec<u32>)>;
+/// (Parquet hands every batch of a column chunk the same dictionary buffers).
+#[derive(Default)]
+pub struct DictMemo {
+    /// The Arrow values (held, so a freed look-alike is never mistaken for them) and the rows
+    /// read under them so far.
+    held: Option<(arrow_array::ArrayRef, usize)>,
+    /// Once made: the dictionary and each Arrow key's key in it (`u32::MAX` for a NULL value).
+    made: Option<(Arc<Dict>, Vec<u32>)>,
+}
 
 /// An Arrow array as a typed column of the schema's type `want`: the common types copied
 /// whole (dictionary-encoded text re-keyed, each distinct value converted once per
@@ -399,10 +412,19 @@ pub fn from_arrow(array: &dyn arrow_array::Array, want: &Type, memo: &mut DictMe
                 // Keys into no values (every slot NULL; Arrow's key normalising would panic).
                 return Ok(Array::splat(want, &None, n));
             }
-            let fresh = !memo.as_ref().is_some_and(|(held, _, _)| Arc::ptr_eq(held, values));
-            if fresh && values.len() > n {
-                // A dictionary larger than the batch (a filtered scan's few rows of a column
-                // chunk with many codes): only the values the rows use.
+            // The Parquet reader hands each batch a new values array over the same buffers.
+            if !memo.held.as_ref().is_some_and(|(held, _)| Arc::ptr_eq(held, values) || held.to_data().ptr_eq(&values.to_data())) {
+                *memo = DictMemo { held: Some((values.clone(), 0)), made: None };
+            }
+            let rows = memo.held.as_mut().map_or(0, |(_, rows)| {
+                *rows += n;
+                *rows
+            });
+            if memo.made.is_none() && rows < values.len() {
+                // Fewer rows so far than the dictionary has values (a filtered scan's few rows
+                // of a column chunk with many codes): only the values these rows use. Past
+                // that, the whole dictionary is converted once, so a full scan converts each
+                // value at most twice.
                 let strings = values.as_string::<i32>();
                 let keys = dict.normalized_keys();
                 let mut texts = Interner::default();
@@ -410,15 +432,15 @@ pub fn from_arrow(array: &dyn arrow_array::Array, want: &Type, memo: &mut DictMe
                 let text_keys = (0..n).map(|i| if valid(i) { texts.key(strings.value(keys[i]), &as_value) } else { 0 }).collect();
                 return Ok(Array::Text(Arc::new(text_keys), Arc::new(texts.dict()), nulls_from(n, valid)));
             }
-            if fresh {
+            if memo.made.is_none() {
                 let strings = values.as_string::<i32>();
                 let mut texts = Interner::default();
                 let remap = (0..strings.len())
                     .map(|i| if strings.is_null(i) { u32::MAX } else { texts.key(strings.value(i), &as_value) })
                     .collect();
-                *memo = Some((values.clone(), Arc::new(texts.dict()), remap));
+                memo.made = Some((Arc::new(texts.dict()), remap));
             }
-            let (_, d, remap) = memo.as_ref().expect("just made");
+            let (d, remap) = memo.made.as_ref().expect("just made");
             let keys: Vec<u32> = dict.normalized_keys().iter().map(|k| remap[*k]).collect();
             // A key to a NULL dictionary value is a NULL.
             let nulls = if keys.contains(&u32::MAX) {
@@ -441,7 +463,7 @@ pub fn from_arrow(array: &dyn arrow_array::Array, want: &Type, memo: &mut DictMe
 /// Text read from Arrow, each distinct string made a value once, keyed in first-seen order.
 #[derive(Default)]
 struct Interner<'a> {
-    keys: HashMap<&'a str, u32>,
+    keys: rustc_hash::FxHashMap<&'a str, u32>,
     values: Vec<Value>,
 }
 

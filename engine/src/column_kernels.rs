@@ -5,9 +5,9 @@
 //!
 //! Arguments come materialised to one length (literals and patient-level values broadcast by
 //! the evaluator). Comparisons, Kleene logic, NULL tests, integer and float arithmetic, casts,
-//! day arithmetic, date parts, text search and the n-ary minimum and maximum are typed
-//! kernels here. Month and year arithmetic and differences, floor division and powers are
-//! computed per slot through the scalar semantics (on unboxed dates and numbers: no heap
+//! day arithmetic, month and year differences, date parts, text search and the n-ary minimum
+//! and maximum are typed kernels here. Month and year arithmetic, floor division and powers
+//! are computed per slot through the scalar semantics (on unboxed dates and numbers: no heap
 //! value is made), as is membership in a set that is not a literal.
 
 use std::cmp::Ordering;
@@ -35,7 +35,8 @@ pub fn cmp_at(a: &Array, i: usize, b: &Array, j: usize) -> Ordering {
         (Array::Bool(x, _), Array::Bool(y, _)) => x.value(i).cmp(&y.value(j)),
         (Array::Text(x, dx, _), Array::Text(y, dy, _)) => {
             if Arc::ptr_eq(dx, dy) {
-                dx.ranks[x[i] as usize].cmp(&dx.ranks[y[j] as usize])
+                let r = dx.ranks();
+                r[x[i] as usize].cmp(&r[y[j] as usize])
             } else {
                 dx.text(x[i]).as_bytes().cmp(dy.text(y[j]).as_bytes())
             }
@@ -92,7 +93,8 @@ fn compare(a: &Array, b: &Array, len: usize, test: impl Fn(Ordering) -> bool) ->
             BooleanBuffer::collect_bool(len, |i| test(x[i].partial_cmp(&y[i]).unwrap_or(Ordering::Equal)))
         }
         (Array::Text(x, dx, _), Array::Text(y, dy, _)) if Arc::ptr_eq(dx, dy) => {
-            BooleanBuffer::collect_bool(len, |i| test(dx.ranks[x[i] as usize].cmp(&dx.ranks[y[i] as usize])))
+            let r = dx.ranks();
+            BooleanBuffer::collect_bool(len, |i| test(r[x[i] as usize].cmp(&r[y[i] as usize])))
         }
         _ => BooleanBuffer::collect_bool(len, |i| a.is_valid(i) && b.is_valid(i) && test(cmp_at(a, i, b, i))),
     }
@@ -260,6 +262,16 @@ pub fn apply(f: &F, args: &[Array], out: &Type, len: usize) -> Result<Array, Eva
             let (Array::Date(end, _), Array::Date(start, _)) = (a, &args[1]) else { unreachable!("date - date") };
             Array::Int(Arc::new((0..len).map(|i| end[i] as i64 - start[i] as i64).collect()), union(a, &args[1]))
         }
+        F::DateDifferenceInMonths(..) | F::DateDifferenceInYears(..) => {
+            // `semantics::months_between` and `years_between` on day numbers.
+            let (Array::Date(end, _), Array::Date(start, _)) = (a, &args[1]) else { unreachable!("date - date") };
+            let years = matches!(f, F::DateDifferenceInYears(..));
+            let diff = |i: usize| {
+                let ((ey, em, ed), (sy, sm, sd)) = (days::civil(end[i] as i64), days::civil(start[i] as i64));
+                if years { ey - sy - i64::from((em, ed) < (sm, sd)) } else { 12 * (ey - sy) + (em - sm) - i64::from(ed < sd) }
+            };
+            Array::Int(Arc::new((0..len).map(diff).collect()), union(a, &args[1]))
+        }
         F::YearFromDate(_) | F::MonthFromDate(_) | F::DayFromDate(_) => {
             let Array::Date(d, n) = a else { unreachable!("a date column") };
             let part = |x: i32| {
@@ -303,13 +315,7 @@ pub fn apply(f: &F, args: &[Array], out: &Type, len: usize) -> Result<Array, Eva
             }
             b.finish()
         }
-        F::DateAddMonths(..)
-        | F::DateAddYears(..)
-        | F::DateDifferenceInMonths(..)
-        | F::DateDifferenceInYears(..)
-        | F::FloorDivide(..)
-        | F::Power(..)
-        | F::In(..) => per_slot(f, args, out, len)?,
+        F::DateAddMonths(..) | F::DateAddYears(..) | F::FloorDivide(..) | F::Power(..) | F::In(..) => per_slot(f, args, out, len)?,
     })
 }
 

@@ -86,6 +86,12 @@ pub struct Evaluator<'g> {
     partition: usize,
 }
 
+/// A patient-level series of a partition ([`Partition::series`]).
+pub enum Series<'a> {
+    Same(&'a Scalar),
+    Each(&'a Array),
+}
+
 /// A partition's evaluated nodes.
 pub struct Partition {
     pub patients: Vec<i64>,
@@ -358,19 +364,37 @@ impl<'g> Evaluator<'g> {
             }
             Node::Filter { source, condition } => {
                 let Cv::Rows { rows, seg } = get(source) else { unreachable!("filter of an event frame") };
-                let condition = get(condition);
-                let keep = |r: u32, i: usize| match condition {
-                    Cv::K(v) => *v == Some(Value::Bool(true)),
-                    Cv::S(s) => s.is_true(i),
-                    Cv::Col(c) => c.is_true(r as usize),
-                    _ => unreachable!("a condition is a series"),
-                };
                 let mut out = Vec::with_capacity(rows.len());
                 let mut out_seg = Vec::with_capacity(n + 1);
                 out_seg.push(0);
-                for i in 0..n {
-                    out.extend(rows[seg[i] as usize..seg[i + 1] as usize].iter().copied().filter(|&r| keep(r, i)));
-                    out_seg.push(out.len() as u32);
+                let mine = |i: usize| &rows[seg[i] as usize..seg[i + 1] as usize];
+                match get(condition) {
+                    // A row is kept where the condition is True: one bitmap of value and validity.
+                    Cv::Col(c) => {
+                        let keep = true_bits(c);
+                        for i in 0..n {
+                            out.extend(mine(i).iter().copied().filter(|&r| keep.value(r as usize)));
+                            out_seg.push(out.len() as u32);
+                        }
+                    }
+                    Cv::S(s) => {
+                        for i in 0..n {
+                            if s.is_true(i) {
+                                out.extend_from_slice(mine(i));
+                            }
+                            out_seg.push(out.len() as u32);
+                        }
+                    }
+                    Cv::K(v) => {
+                        let all = *v == Some(Value::Bool(true));
+                        for i in 0..n {
+                            if all {
+                                out.extend_from_slice(mine(i));
+                            }
+                            out_seg.push(out.len() as u32);
+                        }
+                    }
+                    _ => unreachable!("a condition is a series"),
                 }
                 Cv::Rows { rows: Arc::new(out), seg: Arc::new(out_seg) }
             }
@@ -675,6 +699,15 @@ fn member(index: &SetIndex, a: &Array) -> Array {
     }
 }
 
+/// Where a boolean column holds True, as one bitmap (False for NULLs and non-booleans).
+fn true_bits(a: &Array) -> arrow_buffer::BooleanBuffer {
+    match a {
+        Array::Bool(v, Some(nulls)) => v & nulls.inner(),
+        Array::Bool(v, None) => v.clone(),
+        _ => arrow_buffer::BooleanBuffer::new_unset(a.len()),
+    }
+}
+
 impl Partition {
     pub fn len(&self) -> usize {
         self.patients.len()
@@ -682,6 +715,16 @@ impl Partition {
 
     pub fn is_empty(&self) -> bool {
         self.patients.is_empty()
+    }
+
+    /// A patient-level series for all the partition's patients: one value for all of them
+    /// (a literal, a parameter), or one slot per patient; `None` if `n` was not evaluated.
+    pub fn series(&self, n: NodeId) -> Option<Series<'_>> {
+        match self.values[n.index()].as_ref() {
+            Some(Cv::K(v)) => Some(Series::Same(v)),
+            Some(Cv::S(v)) => Some(Series::Each(v)),
+            _ => None,
+        }
     }
 
     /// A patient-level series' value for patient `i` of the partition.

@@ -162,6 +162,20 @@ pub fn evaluate_dataset_columnar_with(
     store: &Store,
     options: &EvalOptions,
 ) -> Result<Vec<Table>, EvalError> {
+    let outputs = DatasetShape::new(graph, dataset).outputs();
+    let batch = batch::Batch::from_store(graph, store, &store::used_tables(graph, &outputs));
+    evaluate_batch_columnar(graph, dataset, &batch, options)
+}
+
+/// As [`evaluate_dataset_columnar_with`], over tables already typed into a batch
+/// (`Batch::from_store` with the dataset's `store::used_tables`): for a caller evaluating
+/// several definitions over the same tables, who types them once.
+pub fn evaluate_batch_columnar(
+    graph: &Graph,
+    dataset: &DatasetSpec,
+    batch: &batch::Batch,
+    options: &EvalOptions,
+) -> Result<Vec<Table>, EvalError> {
     let shape = DatasetShape::new(graph, dataset);
     let mut evaluator = columnar::Evaluator::new(graph, &shape.outputs());
     for (name, value) in &options.params {
@@ -172,9 +186,8 @@ pub fn evaluate_dataset_columnar_with(
     }
     let mut tables: Vec<Table> =
         shape.layouts().iter().map(|(name, columns)| Table { name: name.clone(), columns: columns.clone(), rows: vec![] }).collect();
-    let batch = batch::Batch::from_store(graph, store, evaluator.tables());
     evaluator.run(
-        &batch,
+        batch,
         |p| shape.partition_rows(p),
         |parts| {
             for (t, rows) in tables.iter_mut().zip(parts) {
@@ -222,7 +235,7 @@ pub fn stream_dataset_backend(
     let mut stream = output::TableStream::open(target, shape.layouts()).map_err(StreamError::Output)?;
     let encoder = stream.encoder();
     let (mut lo, mut rows) = (None, 0);
-    while let Some((batch, hi)) = backend.next_round(round_patients())? {
+    backend.each_round(round_patients(), |batch, hi, read| -> Result<(), StreamError> {
         evaluator.run_range(
             &batch,
             lo,
@@ -236,9 +249,10 @@ pub fn stream_dataset_backend(
                 Ok(())
             },
         )?;
-        progress(backend.patients_read());
+        progress(read);
         lo = hi;
-    }
+        Ok(())
+    })?;
     stream.finish().map_err(StreamError::Output)?;
     Ok(rows)
 }

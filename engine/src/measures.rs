@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Mutex;
 
 use rustc_hash::FxHashMap;
 
@@ -11,10 +12,23 @@ use quarry_queries::qm::{Float, Graph, NodeId, Value};
 use quarry_queries::semantics::{EvalError, Scalar};
 use quarry_queries::spec::{MeasureDef, MeasuresSpec};
 
+use crate::column::Array;
+use crate::columnar::{Partition, Series};
 use crate::columns::{ColumnKind, ColumnSpec};
 use crate::output::Table;
 use crate::reference::Evaluator;
 use crate::store::{InputError, Store};
+
+/// A series' counts (`as_count`) slot by slot.
+fn series_counts(series: Option<Series>, len: usize) -> Vec<i64> {
+    match series {
+        None => vec![0; len],
+        Some(Series::Same(v)) => vec![as_count(v); len],
+        Some(Series::Each(a @ Array::Bool(v, _))) => (0..len).map(|i| i64::from(a.is_valid(i) && v.value(i))).collect(),
+        Some(Series::Each(a @ Array::Int(v, _))) => (0..len).map(|i| if a.is_valid(i) { v[i] } else { 0 }).collect(),
+        Some(Series::Each(a)) => (0..len).map(|i| as_count(&a.get(i))).collect(),
+    }
+}
 
 fn as_count(v: &Scalar) -> i64 {
     match v {
@@ -244,13 +258,14 @@ pub fn grouping_quirks(spec: &MeasuresSpec) -> Vec<String> {
 /// columns, grouping id), the denominator's and each numerator's sums. ehrQL goes grouping
 /// set by grouping set, each over all patients, into one dict; patients come here one at a
 /// time, so each set keeps the order its groups were first met in, and `in_order` replays
-/// ehrQL's insertion order.
+/// ehrQL's insertion order. Group values are [`Codes`]: a group is found by hashing a few
+/// integers, and nothing is cloned per patient.
 struct Sums {
-    rows: Vec<(Vec<Scalar>, u64, Vec<i64>)>,
-    /// (group values, grouping id) → row: grouping sets with the same id share rows.
-    index: FxHashMap<(Vec<Scalar>, u64), usize>,
-    /// Per grouping set: group values → row, and its rows in first-met order.
-    by_set: Vec<FxHashMap<Vec<Scalar>, usize>>,
+    rows: Vec<(Box<[u32]>, u64, Vec<i64>)>,
+    /// (group codes, grouping id) → row: grouping sets with the same id share rows.
+    index: FxHashMap<(Box<[u32]>, u64), usize>,
+    /// Per grouping set: group codes → row, and its rows in first-met order.
+    by_set: Vec<FxHashMap<Box<[u32]>, usize>>,
     order: Vec<Vec<usize>>,
 }
 
@@ -259,25 +274,19 @@ impl Sums {
         Sums { rows: vec![], index: FxHashMap::default(), by_set: vec![FxHashMap::default(); sets], order: vec![vec![]; sets] }
     }
 
-    /// The sums of the group `key` of grouping set `set` (grouping id `id`), made on first use.
-    fn row(&mut self, set: usize, key: Vec<Scalar>, id: u64, width: usize) -> &mut Vec<i64> {
-        let i = self.row_index(set, key, id, width);
-        &mut self.rows[i].2
-    }
-
-    fn row_index(&mut self, set: usize, key: Vec<Scalar>, id: u64, width: usize) -> usize {
-        match self.by_set[set].get(&key) {
-            Some(&i) => i,
-            None => {
-                let i = *self.index.entry((key.clone(), id)).or_insert_with(|| {
-                    self.rows.push((key.clone(), id, vec![0; width]));
-                    self.rows.len() - 1
-                });
-                self.by_set[set].insert(key, i);
-                self.order[set].push(i);
-                i
-            }
+    /// The row of the group `key` of grouping set `set` (grouping id `id`), made on first use.
+    fn row_index(&mut self, set: usize, key: &[u32], id: u64, width: usize) -> usize {
+        if let Some(&i) = self.by_set[set].get(key) {
+            return i;
         }
+        let key: Box<[u32]> = key.into();
+        let i = *self.index.entry((key.clone(), id)).or_insert_with(|| {
+            self.rows.push((key.clone(), id, vec![0; width]));
+            self.rows.len() - 1
+        });
+        self.by_set[set].insert(key, i);
+        self.order[set].push(i);
+        i
     }
 
     /// Adds the sums of later patients: their groups not yet met join each set's order after
@@ -287,9 +296,7 @@ impl Sums {
         for (set, order) in later.order.iter().enumerate() {
             for &i in order {
                 let (key, id, counts) = &later.rows[i];
-                let width = counts.len();
-                let at = self.row_index(set, key.clone(), *id, width);
-                global[i] = at;
+                global[i] = self.row_index(set, key, *id, counts.len());
             }
         }
         for (i, (_, _, counts)) in later.rows.into_iter().enumerate() {
@@ -300,10 +307,45 @@ impl Sums {
     }
 
     /// The rows in the order ehrQL's dict has them.
-    fn in_order(&self) -> impl Iterator<Item = &(Vec<Scalar>, u64, Vec<i64>)> {
+    fn in_order(&self) -> impl Iterator<Item = &(Box<[u32]>, u64, Vec<i64>)> {
         let mut seen = vec![false; self.rows.len()];
         self.order.iter().flatten().filter(move |&&i| !std::mem::replace(&mut seen[i], true)).map(|&i| &self.rows[i])
     }
+}
+
+/// The code of a NULL group value.
+const NULL_CODE: u32 = 0;
+
+/// Group values as small integers: every distinct value of any group-by series gets one
+/// code, shared by all partitions (so their sums merge by code), and is decoded once, when
+/// the table is written.
+struct Codes {
+    index: FxHashMap<Scalar, u32>,
+    values: Vec<Scalar>,
+}
+
+impl Codes {
+    fn new() -> Codes {
+        Codes { index: FxHashMap::from_iter([(None, NULL_CODE)]), values: vec![None] }
+    }
+
+    fn code(&mut self, v: &Scalar) -> u32 {
+        if let Some(&c) = self.index.get(v) {
+            return c;
+        }
+        self.values.push(v.clone());
+        self.index.insert(v.clone(), self.values.len() as u32 - 1);
+        self.values.len() as u32 - 1
+    }
+}
+
+/// A calculator's nodes as positions in a patient's values (`measures_outputs`).
+struct Slots {
+    denominator: usize,
+    numerators: Vec<usize>,
+    /// Per grouping set, per calculator column: the column's position if the set groups by
+    /// it (else the group value is NULL, as in ehrQL's rows).
+    sets: Vec<Vec<Option<usize>>>,
 }
 
 /// The measures table from per-patient values: `patients` is called once per distinct
@@ -339,10 +381,15 @@ pub fn aggregate_measures<E>(
 pub struct Measures<'s> {
     spec: &'s MeasuresSpec,
     calculators: Vec<Calculator<'s>>,
+    slots: Vec<Slots>,
     intervals: Vec<(jiff::civil::Date, jiff::civil::Date)>,
     /// Per interval, the calculators that have it.
     active: Vec<Vec<usize>>,
-    position: HashMap<NodeId, usize>,
+    /// Per position in a patient's values: whether it is summed (a numerator or
+    /// denominator) and whether it is grouped by.
+    counted: Vec<bool>,
+    grouped: Vec<bool>,
+    codes: Mutex<Codes>,
 }
 
 /// Per interval, per calculator that has it, its `GroupedSum` so far.
@@ -359,8 +406,27 @@ impl<'s> Measures<'s> {
             .iter()
             .map(|interval| (0..calculators.len()).filter(|&i| calculators[i].intervals.contains(interval)).collect())
             .collect();
-        let position = measures_outputs(spec).into_iter().enumerate().map(|(i, n)| (n, i)).collect();
-        Measures { spec, calculators, intervals, active, position }
+        let outputs = measures_outputs(spec);
+        let position: HashMap<NodeId, usize> = outputs.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let (mut counted, mut grouped) = (vec![false; outputs.len()], vec![false; outputs.len()]);
+        let slots = calculators
+            .iter()
+            .map(|c| {
+                let slots = Slots {
+                    denominator: position[&c.denominator],
+                    numerators: c.numerators.iter().map(|n| position[n]).collect(),
+                    sets: c.sets.iter().map(|(set, ..)| c.columns.iter().map(|g| set.contains(g).then(|| position[g])).collect()).collect(),
+                };
+                for &p in slots.numerators.iter().chain([&slots.denominator]) {
+                    counted[p] = true;
+                }
+                for &p in slots.sets.iter().flatten().flatten() {
+                    grouped[p] = true;
+                }
+                slots
+            })
+            .collect();
+        Measures { spec, calculators, slots, intervals, active, counted, grouped, codes: Mutex::new(Codes::new()) }
     }
 
     /// Every distinct interval, in order: each is evaluated once, for every calculator that
@@ -389,31 +455,103 @@ impl<'s> Measures<'s> {
 
     /// Adds one patient's values of `measures_outputs(spec)` for interval `k`.
     pub fn add(&self, sums: &mut MeasureSums, k: usize, values: &[Scalar]) {
-        let value = |n: NodeId| &values[self.position[&n]];
+        let counts: Vec<i64> = values.iter().map(as_count).collect();
+        let codes: Vec<u32> = {
+            let mut codes = self.codes.lock().expect("group codes");
+            values.iter().zip(&self.grouped).map(|(v, &g)| if g { codes.code(v) } else { NULL_CODE }).collect()
+        };
+        self.add_patient(sums, k, |p| counts[p], |p| codes[p], &mut vec![]);
+    }
+
+    /// Adds every patient of a columnar partition evaluated for interval `k`: the summed
+    /// series as counts and the grouped ones as codes, column by column, then patient by
+    /// patient in id order.
+    pub fn add_partition(&self, sums: &mut MeasureSums, k: usize, outputs: &[NodeId], p: &Partition) {
+        let len = p.len();
+        let series = |i: usize| p.series(outputs[i]);
+        let counts: Vec<Vec<i64>> =
+            (0..outputs.len()).map(|i| if self.counted[i] { series_counts(series(i), len) } else { vec![] }).collect();
+        let codes: Vec<Vec<u32>> =
+            (0..outputs.len()).map(|i| if self.grouped[i] { self.series_codes(series(i), len) } else { vec![] }).collect();
+        let mut key = vec![];
+        for i in 0..len {
+            self.add_patient(sums, k, |p| counts[p][i], |p| codes[p][i], &mut key);
+        }
+    }
+
+    /// One patient: `count` and `code` give its value at a position of `measures_outputs` as
+    /// a count (`as_count`) and as a group code.
+    fn add_patient(&self, sums: &mut MeasureSums, k: usize, count: impl Fn(usize) -> i64, code: impl Fn(usize) -> u32, key: &mut Vec<u32>) {
         for (&c, sums) in self.active[k].iter().zip(sums.0[k].iter_mut()) {
-            let c = &self.calculators[c];
-            let den = value(c.denominator);
-            if !matches!(den, Some(Value::Bool(true))) && !matches!(den, Some(Value::Int(i)) if *i > 0) {
+            let (slots, calculator) = (&self.slots[c], &self.calculators[c]);
+            // ehrQL counts a patient in a denominator of True or of an integer over 0.
+            let den = count(slots.denominator);
+            if den <= 0 {
                 continue;
             }
-            for (s, (set, id, numerators)) in c.sets.iter().enumerate() {
-                let key: Vec<Scalar> = c.columns.iter().map(|g| if set.contains(g) { value(*g).clone() } else { None }).collect();
-                let counts = sums.row(s, key, *id, c.numerators.len() + 1);
-                counts[0] += as_count(den);
+            for (s, (columns, (_, id, numerators))) in slots.sets.iter().zip(&calculator.sets).enumerate() {
+                key.clear();
+                key.extend(columns.iter().map(|p| p.map_or(NULL_CODE, &code)));
+                let row = sums.row_index(s, key, *id, slots.numerators.len() + 1);
+                let counts = &mut sums.rows[row].2;
+                counts[0] += den;
                 for &n in numerators {
-                    counts[n + 1] += as_count(value(c.numerators[n]));
+                    counts[n + 1] += count(slots.numerators[n]);
                 }
             }
         }
     }
 
-    /// Adds `later` (the sums of patients after all of `into`'s) into `into`.
+    /// The group codes of a series, slot by slot: a text column's codes are found once per
+    /// dictionary key it uses, other values once per distinct value in the partition.
+    fn series_codes(&self, series: Option<Series>, len: usize) -> Vec<u32> {
+        let codes = || self.codes.lock().expect("group codes");
+        match series {
+            None => vec![NULL_CODE; len],
+            Some(Series::Same(v)) => vec![codes().code(v); len],
+            Some(Series::Each(Array::Text(keys, dict, nulls))) => {
+                let mut of_key = vec![u32::MAX; dict.values.len()];
+                (0..len)
+                    .map(|i| {
+                        if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
+                            return NULL_CODE;
+                        }
+                        let key = keys[i] as usize;
+                        if of_key[key] == u32::MAX {
+                            of_key[key] = codes().code(&Some(dict.values[key].clone()));
+                        }
+                        of_key[key]
+                    })
+                    .collect()
+            }
+            Some(Series::Each(a)) => {
+                let mut local: FxHashMap<Scalar, u32> = FxHashMap::default();
+                (0..len)
+                    .map(|i| {
+                        let v = a.get(i);
+                        match local.get(&v) {
+                            Some(&c) => c,
+                            None => {
+                                let c = codes().code(&v);
+                                local.insert(v, c);
+                                c
+                            }
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Adds `later` (the sums of patients after all of `into`'s) into `into`: intervals in
+    /// parallel, as they share nothing.
     pub fn merge(&self, into: &mut MeasureSums, later: MeasureSums) {
-        for (into, later) in into.0.iter_mut().zip(later.0) {
+        use rayon::prelude::*;
+        into.0.par_iter_mut().zip(later.0).for_each(|(into, later)| {
             for (into, later) in into.iter_mut().zip(later) {
                 into.merge(later);
             }
-        }
+        });
     }
 
     /// The measures table (before disclosure control).
@@ -426,13 +564,18 @@ impl<'s> Measures<'s> {
                 by_interval.insert((c, *interval), s);
             }
         }
+        let codes = self.codes.lock().expect("group codes");
         let mut table = Table { name: "measures".into(), columns: measures_columns(graph, spec, &group_columns), rows: vec![] };
         for (i, c) in self.calculators.iter().enumerate() {
             for &(start, end) in c.intervals {
                 for (key, id, counts) in by_interval[&(i, (start, end))].in_order() {
                     // ehrQL's row: the numerators' sums then the group values; a measure's
                     // group values are the row's last `names.len()` cells (Python's slice).
-                    let row: Vec<Scalar> = counts[1..].iter().map(|n| Some(Value::Int(*n))).chain(key.iter().cloned()).collect();
+                    let row: Vec<Scalar> = counts[1..]
+                        .iter()
+                        .map(|n| Some(Value::Int(*n)))
+                        .chain(key.iter().map(|&c| codes.values[c as usize].clone()))
+                        .collect();
                     let from = row.len() as isize - c.names.len() as isize;
                     let groups = &row[if from >= 0 { from } else { (row.len() as isize + from).max(0) } as usize..];
                     for (m, numerator, level) in &c.measures {
@@ -492,15 +635,9 @@ pub fn add_columnar(
         range.0,
         range.1,
         parameters,
-        || (measures.sums(), Vec::with_capacity(outputs.len())),
-        |(local, values): &mut (MeasureSums, Vec<Scalar>), k, p| {
-            for i in 0..p.len() {
-                values.clear();
-                values.extend(outputs.iter().map(|n| p.scalar(*n, i)));
-                measures.add(local, k, values);
-            }
-        },
-        |(local, _)| {
+        || measures.sums(),
+        |local, k, p| measures.add_partition(local, k, &outputs, p),
+        |local| {
             measures.merge(sums, local);
             Ok::<(), EvalError>(())
         },
@@ -521,11 +658,12 @@ pub fn stream_measures_backend(
     let evaluator = measures_evaluator(graph, &measures_outputs(spec));
     let mut sums = measures.sums();
     let mut lo = None;
-    while let Some((batch, hi)) = backend.next_round(crate::round_patients_of(evaluator.partition_size()))? {
+    backend.each_round(crate::round_patients_of(evaluator.partition_size()), |batch, hi, read| -> Result<(), crate::StreamError> {
         add_columnar(&measures, &evaluator, &parameters, &batch, (lo, hi), &mut sums)?;
-        progress(backend.patients_read());
+        progress(read);
         lo = hi;
-    }
+        Ok(())
+    })?;
     Ok(measures.table(graph, sums))
 }
 
