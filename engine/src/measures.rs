@@ -6,6 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 
+use std::hash::{Hash, Hasher};
+
+use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
 
 use quarry_queries::qm::{Float, Graph, NodeId, Value};
@@ -258,58 +261,102 @@ pub fn grouping_quirks(spec: &MeasuresSpec) -> Vec<String> {
 /// columns, grouping id), the denominator's and each numerator's sums. ehrQL goes grouping
 /// set by grouping set, each over all patients, into one dict; patients come here one at a
 /// time, so each set keeps the order its groups were first met in, and `in_order` replays
-/// ehrQL's insertion order. Group values are [`Codes`]: a group is found by hashing a few
-/// integers, and nothing is cloned per patient.
+/// ehrQL's insertion order. Group values are [`Codes`]; rows' keys and sums sit in flat
+/// arrays, found by hashing a few integers, so a new group costs no allocation of its own.
 struct Sums {
-    rows: Vec<(Box<[u32]>, u64, Vec<i64>)>,
-    /// (group codes, grouping id) → row: grouping sets with the same id share rows.
-    index: FxHashMap<(Box<[u32]>, u64), usize>,
-    /// Per grouping set: group codes → row, and its rows in first-met order.
-    by_set: Vec<FxHashMap<Box<[u32]>, usize>>,
-    order: Vec<Vec<usize>>,
+    /// Key length (the calculator's columns) and sums per row (denominator, numerators).
+    width: usize,
+    sums: usize,
+    keys: Vec<u32>,
+    ids: Vec<u64>,
+    counts: Vec<i64>,
+    /// Rows by (group codes, grouping id): grouping sets with the same id share rows.
+    index: HashTable<u32>,
+    /// Per grouping set: rows by group codes, and its rows in first-met order.
+    by_set: Vec<HashTable<u32>>,
+    order: Vec<Vec<u32>>,
+}
+
+fn key_hash(key: &[u32], id: Option<u64>) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    key.hash(&mut h);
+    id.hash(&mut h);
+    h.finish()
 }
 
 impl Sums {
-    fn new(sets: usize) -> Sums {
-        Sums { rows: vec![], index: FxHashMap::default(), by_set: vec![FxHashMap::default(); sets], order: vec![vec![]; sets] }
+    fn new(sets: usize, width: usize, sums: usize) -> Sums {
+        Sums {
+            width,
+            sums,
+            keys: vec![],
+            ids: vec![],
+            counts: vec![],
+            index: HashTable::new(),
+            by_set: (0..sets).map(|_| HashTable::new()).collect(),
+            order: vec![vec![]; sets],
+        }
+    }
+
+    fn key(&self, row: usize) -> &[u32] {
+        &self.keys[row * self.width..(row + 1) * self.width]
+    }
+
+    fn counts(&mut self, row: usize) -> &mut [i64] {
+        &mut self.counts[row * self.sums..(row + 1) * self.sums]
     }
 
     /// The row of the group `key` of grouping set `set` (grouping id `id`), made on first use.
-    fn row_index(&mut self, set: usize, key: &[u32], id: u64, width: usize) -> usize {
-        if let Some(&i) = self.by_set[set].get(key) {
-            return i;
+    fn row_index(&mut self, set: usize, key: &[u32], id: u64) -> usize {
+        let Sums { width, keys, ids, counts, index, by_set, order, sums } = self;
+        let w = *width;
+        let key_of = |r: u32| &keys[r as usize * w..(r as usize + 1) * w];
+        let h = key_hash(key, None);
+        if let Some(&r) = by_set[set].find(h, |&r| key_of(r) == key) {
+            return r as usize;
         }
-        let key: Box<[u32]> = key.into();
-        let i = *self.index.entry((key.clone(), id)).or_insert_with(|| {
-            self.rows.push((key.clone(), id, vec![0; width]));
-            self.rows.len() - 1
-        });
-        self.by_set[set].insert(key, i);
-        self.order[set].push(i);
-        i
+        let r = match index.find(key_hash(key, Some(id)), |&r| ids[r as usize] == id && key_of(r) == key) {
+            Some(&r) => r,
+            None => {
+                let r = ids.len() as u32;
+                keys.extend_from_slice(key);
+                ids.push(id);
+                counts.resize(counts.len() + *sums, 0);
+                let key_of = |r: u32| &keys[r as usize * w..(r as usize + 1) * w];
+                index.insert_unique(key_hash(key, Some(id)), r, |&r| key_hash(key_of(r), Some(ids[r as usize])));
+                r
+            }
+        };
+        let key_of = |r: u32| &keys[r as usize * w..(r as usize + 1) * w];
+        by_set[set].insert_unique(h, r, |&r| key_hash(key_of(r), None));
+        order[set].push(r);
+        r as usize
     }
 
     /// Adds the sums of later patients: their groups not yet met join each set's order after
     /// this one's, as they would have had the patients been added one by one.
     fn merge(&mut self, later: Sums) {
-        let mut global = vec![usize::MAX; later.rows.len()];
+        let mut global = vec![usize::MAX; later.ids.len()];
         for (set, order) in later.order.iter().enumerate() {
-            for &i in order {
-                let (key, id, counts) = &later.rows[i];
-                global[i] = self.row_index(set, key, *id, counts.len());
+            for &r in order {
+                global[r as usize] = self.row_index(set, later.key(r as usize), later.ids[r as usize]);
             }
         }
-        for (i, (_, _, counts)) in later.rows.into_iter().enumerate() {
-            for (total, n) in self.rows[global[i]].2.iter_mut().zip(counts) {
+        for (r, counts) in later.counts.chunks(later.sums.max(1)).enumerate() {
+            for (total, n) in self.counts(global[r]).iter_mut().zip(counts) {
                 *total += n;
             }
         }
     }
 
-    /// The rows in the order ehrQL's dict has them.
-    fn in_order(&self) -> impl Iterator<Item = &(Box<[u32]>, u64, Vec<i64>)> {
-        let mut seen = vec![false; self.rows.len()];
-        self.order.iter().flatten().filter(move |&&i| !std::mem::replace(&mut seen[i], true)).map(|&i| &self.rows[i])
+    /// The rows (group codes, grouping id, sums) in the order ehrQL's dict has them.
+    fn in_order(&self) -> impl Iterator<Item = (&[u32], u64, &[i64])> {
+        let mut seen = vec![false; self.ids.len()];
+        self.order
+            .iter()
+            .flatten()
+            .filter(move |&&r| !std::mem::replace(&mut seen[r as usize], true))
+            .map(|&r| (self.key(r as usize), self.ids[r as usize], &self.counts[r as usize * self.sums..(r as usize + 1) * self.sums]))
     }
 }
 
@@ -450,7 +497,8 @@ impl<'s> Measures<'s> {
 
     /// Empty sums.
     pub fn sums(&self) -> MeasureSums {
-        MeasureSums(self.active.iter().map(|a| a.iter().map(|&c| Sums::new(self.calculators[c].sets.len())).collect()).collect())
+        let sums = |c: &Calculator| Sums::new(c.sets.len(), c.columns.len(), c.numerators.len() + 1);
+        MeasureSums(self.active.iter().map(|a| a.iter().map(|&c| sums(&self.calculators[c])).collect()).collect())
     }
 
     /// Adds one patient's values of `measures_outputs(spec)` for interval `k`.
@@ -492,8 +540,8 @@ impl<'s> Measures<'s> {
             for (s, (columns, (_, id, numerators))) in slots.sets.iter().zip(&calculator.sets).enumerate() {
                 key.clear();
                 key.extend(columns.iter().map(|p| p.map_or(NULL_CODE, &code)));
-                let row = sums.row_index(s, key, *id, slots.numerators.len() + 1);
-                let counts = &mut sums.rows[row].2;
+                let row = sums.row_index(s, key, *id);
+                let counts = sums.counts(row);
                 counts[0] += den;
                 for &n in numerators {
                     counts[n + 1] += count(slots.numerators[n]);
@@ -579,7 +627,7 @@ impl<'s> Measures<'s> {
                     let from = row.len() as isize - c.names.len() as isize;
                     let groups = &row[if from >= 0 { from } else { (row.len() as isize + from).max(0) } as usize..];
                     for (m, numerator, level) in &c.measures {
-                        if *level != *id {
+                        if *level != id {
                             continue;
                         }
                         let num = counts[numerator + 1];
