@@ -705,7 +705,7 @@ fn stream_generated(
     rows: impl Fn(
         i64,
         &std::collections::BTreeMap<TableId, quarry_engine::store::Rows>,
-        &quarry_engine::reference::PatientValues,
+        &dyn quarry_engine::PatientView,
     ) -> Vec<Vec<Vec<quarry_queries::semantics::Scalar>>>
     + Sync,
 ) -> Result<(), Failure> {

@@ -7,7 +7,7 @@
 //! Values in NULL slots are unspecified (whatever a kernel computed there); every reader
 //! checks validity first, as Arrow's do.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use arrow_buffer::{BooleanBuffer, BooleanBufferBuilder, NullBuffer};
@@ -222,8 +222,8 @@ impl Builder {
             Type::Str | Type::Code(_) | Type::MultiCodeString(_) => Builder::Text {
                 keys: Vec::with_capacity(capacity),
                 values: vec![],
-                index: HashMap::new(),
-                remap: HashMap::new(),
+                index: HashMap::default(),
+                remap: HashMap::default(),
                 valid,
                 nulls: false,
             },
@@ -463,7 +463,7 @@ pub fn from_arrow(array: &dyn arrow_array::Array, want: &Type, memo: &mut DictMe
 /// Text read from Arrow, each distinct string made a value once, keyed in first-seen order.
 #[derive(Default)]
 struct Interner<'a> {
-    keys: rustc_hash::FxHashMap<&'a str, u32>,
+    keys: HashMap<&'a str, u32>,
     values: Vec<Value>,
 }
 

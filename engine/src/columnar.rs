@@ -92,6 +92,9 @@ pub enum Series<'a> {
     Each(&'a Array),
 }
 
+/// Patient `.1` of a partition (a `PatientView`).
+pub struct PartitionPatient<'a>(pub &'a Partition, pub usize);
+
 /// A partition's evaluated nodes.
 pub struct Partition {
     pub patients: Vec<i64>,

@@ -92,12 +92,12 @@ impl<'a> DatasetShape<'a> {
         (&self.events[t], &self.orders[t])
     }
 
-    pub fn in_population(&self, values: &PatientValues) -> bool {
+    pub fn in_population(&self, values: &dyn PatientView) -> bool {
         values.scalar(self.dataset.population) == Some(Value::Bool(true))
     }
 
     /// One patient's rows, per output table (the main table has exactly one).
-    pub fn rows(&self, patient_id: i64, values: &PatientValues) -> Vec<Vec<Vec<Scalar>>> {
+    pub fn rows(&self, patient_id: i64, values: &dyn PatientView) -> Vec<Vec<Vec<Scalar>>> {
         let pid = Some(Value::Int(patient_id));
         let mut row: Vec<Scalar> = vec![pid.clone()];
         row.extend(self.dataset.variables.iter().map(|(_, n)| values.scalar(*n)));
@@ -125,19 +125,44 @@ impl DatasetShape<'_> {
     pub fn partition_rows(&self, p: &columnar::Partition) -> Vec<Vec<Vec<Scalar>>> {
         let mut out: Vec<Vec<Vec<Scalar>>> = vec![vec![]; 1 + self.events.len()];
         for (i, &pid) in p.patients.iter().enumerate() {
-            if p.scalar(self.dataset.population, i) != Some(Value::Bool(true)) {
+            let patient = columnar::PartitionPatient(p, i);
+            if !self.in_population(&patient) {
                 continue;
             }
-            let id = Some(Value::Int(pid));
-            let mut row: Vec<Scalar> = vec![id.clone()];
-            row.extend(self.dataset.variables.iter().map(|(_, n)| p.scalar(*n, i)));
-            out[0].push(row);
-            for (t, (cols, order)) in self.events.iter().zip(&self.orders).enumerate() {
-                let ids: Vec<NodeId> = cols.iter().map(|(_, n)| *n).collect();
-                out[t + 1].extend(p.event_rows(order.frame, &ids, i).into_iter().map(|r| std::iter::once(id.clone()).chain(r).collect()));
+            for (table, rows) in out.iter_mut().zip(self.rows(pid, &patient)) {
+                table.extend(rows);
             }
         }
         out
+    }
+}
+
+/// One patient's evaluated values, whichever evaluator computed them: the reference's
+/// `PatientValues`, or a patient of a columnar partition (`columnar::PartitionPatient`).
+pub trait PatientView {
+    /// A patient-level series' value.
+    fn scalar(&self, n: NodeId) -> Scalar;
+    /// The patient's rows of an event frame, in the frame's order: each the `columns`' values.
+    fn event_rows(&self, frame: NodeId, columns: &[NodeId]) -> Vec<Vec<Scalar>>;
+}
+
+impl PatientView for PatientValues {
+    fn scalar(&self, n: NodeId) -> Scalar {
+        PatientValues::scalar(self, n)
+    }
+
+    fn event_rows(&self, frame: NodeId, columns: &[NodeId]) -> Vec<Vec<Scalar>> {
+        PatientValues::event_rows(self, frame, columns)
+    }
+}
+
+impl PatientView for columnar::PartitionPatient<'_> {
+    fn scalar(&self, n: NodeId) -> Scalar {
+        self.0.scalar(n, self.1)
+    }
+
+    fn event_rows(&self, frame: NodeId, columns: &[NodeId]) -> Vec<Vec<Scalar>> {
+        self.0.event_rows(frame, columns, self.1)
     }
 }
 

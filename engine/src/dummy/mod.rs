@@ -24,7 +24,8 @@ use quarry_queries::qm::{AggregateByPatient as A, Function as F, Graph, Kind, No
 use quarry_queries::semantics::{EvalError, Scalar};
 use rayon::prelude::*;
 
-use crate::reference::{Evaluator, PatientValues};
+use crate::PatientView;
+use crate::reference::Evaluator;
 use crate::store::{Rows, used_tables};
 use rng::Rng;
 use solve::{Needs, Solver, comparison, constant};
@@ -62,6 +63,8 @@ pub struct Plan<'g> {
     focus: (i64, i64),
     /// `patients` table index, its date_of_birth and date_of_death columns.
     patients: Option<(usize, Option<usize>, Option<usize>)>,
+    /// Evaluates a chunk's generated patients together (`chunk`).
+    columnar: crate::columnar::Evaluator<'g>,
 }
 
 /// How many patients, from which seed, for how long.
@@ -219,7 +222,11 @@ impl<'g> Plan<'g> {
         });
         let mut outputs_all: Vec<NodeId> = goals.iter().flatten().copied().collect();
         outputs_all.extend(outputs.iter().copied());
-        Plan { graph, goals, outputs: outputs_all, params, consts, tables, horizon, focus, patients }
+        let mut columnar = crate::columnar::Evaluator::new(graph, &outputs_all);
+        for (k, v) in &params {
+            columnar.set_param(k, Some(v.clone()));
+        }
+        Plan { graph, goals, outputs: outputs_all, params, consts, tables, horizon, focus, patients, columnar }
     }
 
     fn table_plan(&self, id: TableId) -> Option<&TablePlan> {
@@ -384,12 +391,12 @@ impl<'g> Plan<'g> {
         Some(out)
     }
 
-    fn satisfied(&self, values: &PatientValues) -> bool {
+    fn satisfied(&self, values: &dyn PatientView) -> bool {
         self.goals.iter().any(|g| g.iter().all(|n| values.scalar(*n) == Some(Value::Bool(true))))
     }
 
     /// The first part of the first goal that was not true, for error messages.
-    fn failing_part(&self, values: &PatientValues) -> Option<NodeId> {
+    fn failing_part(&self, values: &dyn PatientView) -> Option<NodeId> {
         let goal = self.goals.first()?;
         let mut parts = vec![];
         for &n in goal {
@@ -403,7 +410,7 @@ impl<'g> Plan<'g> {
     pub fn generate<T: Send>(
         &self,
         options: &Options,
-        each: impl Fn(i64, &BTreeMap<TableId, Rows>, &PatientValues) -> T + Sync,
+        each: impl Fn(i64, &BTreeMap<TableId, Rows>, &dyn PatientView) -> T + Sync,
         mut sink: impl FnMut(T) -> Result<(), String>,
     ) -> Result<Report, GenError> {
         let started = Instant::now();
@@ -501,62 +508,109 @@ impl<'g> Plan<'g> {
         ids
     }
 
+    /// Makes the patients `ids`, in rounds: each round, every patient not yet kept is built
+    /// from its next attempt, and the round's patients are evaluated together on the columnar
+    /// engine (one partition); those the population keeps are done, the others try again. The
+    /// attempts are those of one patient at a time (each seeded by id and attempt number), so
+    /// the patients are the same whatever the rounds. A round whose evaluation fails (an error
+    /// caused by some patient's random values) is evaluated again patient by patient on the
+    /// reference evaluator, so that only the attempts that fail are rejected.
     fn chunk<T>(
         &self,
         seed: u64,
         ids: impl Iterator<Item = i64>,
-        each: &(impl Fn(i64, &BTreeMap<TableId, Rows>, &PatientValues) -> T + Sync),
+        each: &(impl Fn(i64, &BTreeMap<TableId, Rows>, &dyn PatientView) -> T + Sync),
     ) -> Chunk<T> {
-        let mut evaluator = Evaluator::new(self.graph, &self.outputs);
+        let mut reference = Evaluator::new(self.graph, &self.outputs);
         for (k, v) in &self.params {
-            evaluator.set_param(k, Some(v.clone()));
+            reference.set_param(k, Some(v.clone()));
         }
         let mut out = Chunk { ids: vec![], failing: HashMap::new(), error: None };
-        for pid in ids {
-            let mut kept = None;
-            let mut attempts = 0;
-            for attempt in 0..ATTEMPTS {
-                attempts += 1;
-                let mut rng = Rng::new(seed, pid as u64, attempt);
-                let mut solver = Solver { graph: self.graph, consts: &self.consts, rng: &mut rng, needs: Needs::default() };
-                let goal = if self.goals.len() == 1 { 0 } else { solver.rng.below(self.goals.len() as u64) as usize };
-                for &n in &self.goals[goal] {
-                    solver.want(n, true);
-                }
-                let needs = std::mem::take(&mut solver.needs);
-                let Some(tables) = self.build(&mut rng, &needs) else {
-                    if attempt + 1 == ATTEMPTS {
-                        // The solver found the goal contradictory every time: evaluate a
-                        // patient made without it, to name the part that fails.
-                        if let Some(tables) = self.build(&mut rng, &Needs::default())
-                            && let Ok(values) = evaluator.patient(pid, Some(&tables))
-                            && let Some(n) = self.failing_part(&values)
-                        {
-                            *out.failing.entry(n).or_default() += 1;
+        // Per patient (in id order): its id, the next attempt and the attempts made so far.
+        let mut pending: Vec<(usize, i64, u64)> = vec![];
+        for (k, pid) in ids.enumerate() {
+            out.ids.push((0, None));
+            pending.push((k, pid, 0));
+        }
+        while !pending.is_empty() {
+            // Each pending patient's next patient that the solver could build.
+            let mut built: Vec<(usize, i64, u64, BTreeMap<TableId, Rows>)> = vec![];
+            for (k, pid, mut attempt) in pending.drain(..) {
+                while attempt < ATTEMPTS {
+                    out.ids[k].0 += 1;
+                    match self.attempt(seed, pid, attempt) {
+                        (_, Some(tables)) => {
+                            built.push((k, pid, attempt, tables));
+                            break;
                         }
+                        (mut rng, None) if attempt + 1 == ATTEMPTS => {
+                            // The solver found the goal contradictory every time: evaluate a
+                            // patient made without it, to name the part that fails.
+                            if let Some(tables) = self.build(&mut rng, &Needs::default())
+                                && let Ok(values) = reference.patient(pid, Some(&tables))
+                                && let Some(n) = self.failing_part(&values)
+                            {
+                                *out.failing.entry(n).or_default() += 1;
+                            }
+                        }
+                        (_, None) => {}
                     }
-                    continue;
-                };
-                // An error caused by random values (an overflow, say) rejects this attempt;
-                // it is reported only if no patient can be made at all.
-                let values = match evaluator.patient(pid, Some(&tables)) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        out.error.get_or_insert(e);
-                        continue;
-                    }
-                };
-                if self.satisfied(&values) {
-                    kept = Some(each(pid, &tables, &values));
-                    break;
-                }
-                if let Some(n) = self.failing_part(&values) {
-                    *out.failing.entry(n).or_default() += 1;
+                    attempt += 1;
                 }
             }
-            out.ids.push((attempts, kept));
+            if built.is_empty() {
+                break;
+            }
+            let ids: Vec<(usize, i64, u64)> = built.iter().map(|(k, pid, attempt, _)| (*k, *pid, *attempt)).collect();
+            let store = crate::store::Store { patients: built.into_iter().map(|(_, pid, _, t)| (pid, t)).collect() };
+            let batch = crate::batch::Batch::from_store(self.graph, &store, self.columnar.tables());
+            let partition = self.columnar.partition(&batch.ids, &batch);
+            for (k, pid, attempt) in ids {
+                let tables = &store.patients[&pid];
+                let i = batch.ids.binary_search(&pid).expect("a patient of the batch");
+                let values: Box<dyn PatientView + '_> = match &partition {
+                    Ok(p) => Box::new(crate::columnar::PartitionPatient(p, i)),
+                    // An error caused by random values rejects this attempt; it is reported
+                    // only if no patient can be made at all.
+                    Err(_) => match reference.patient(pid, Some(tables)) {
+                        Ok(v) => Box::new(v),
+                        Err(e) => {
+                            out.error.get_or_insert(e);
+                            if attempt + 1 < ATTEMPTS {
+                                pending.push((k, pid, attempt + 1));
+                            }
+                            continue;
+                        }
+                    },
+                };
+                if self.satisfied(values.as_ref()) {
+                    out.ids[k].1 = Some(each(pid, tables, values.as_ref()));
+                    continue;
+                }
+                if let Some(n) = self.failing_part(values.as_ref()) {
+                    *out.failing.entry(n).or_default() += 1;
+                }
+                if attempt + 1 < ATTEMPTS {
+                    pending.push((k, pid, attempt + 1));
+                }
+            }
         }
         out
+    }
+
+    /// Attempt `attempt` at patient `pid`: the solver's needs for one of the population's
+    /// goals, and tables built to meet them (`None` when it found them contradictory), with
+    /// the attempt's random numbers where they stopped.
+    fn attempt(&self, seed: u64, pid: i64, attempt: u64) -> (Rng, Option<BTreeMap<TableId, Rows>>) {
+        let mut rng = Rng::new(seed, pid as u64, attempt);
+        let mut solver = Solver { graph: self.graph, consts: &self.consts, rng: &mut rng, needs: Needs::default() };
+        let goal = if self.goals.len() == 1 { 0 } else { solver.rng.below(self.goals.len() as u64) as usize };
+        for &n in &self.goals[goal] {
+            solver.want(n, true);
+        }
+        let needs = std::mem::take(&mut solver.needs);
+        let tables = self.build(&mut rng, &needs);
+        (rng, tables)
     }
 }
 
