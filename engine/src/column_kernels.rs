@@ -17,7 +17,7 @@ use arrow_buffer::{BooleanBuffer, NullBuffer};
 use quarry_queries::qm::{Function as F, Type, Value};
 use quarry_queries::semantics::{self, EvalError, Scalar};
 
-use crate::column::{Array, Builder, Nulls, nulls_from};
+use crate::column::{Array, Builder, Dict, Nulls, nulls_from};
 use crate::dummy::days;
 
 fn overflow(message: &str) -> EvalError {
@@ -96,6 +96,17 @@ fn compare(a: &Array, b: &Array, len: usize, test: impl Fn(Ordering) -> bool) ->
             let r = dx.ranks();
             BooleanBuffer::collect_bool(len, |i| test(r[x[i] as usize].cmp(&r[y[i] as usize])))
         }
+        (Array::Text(..), Array::Text(..)) if one_text(a, b).is_some() => {
+            // Each dictionary value against the one text, the column on its own side.
+            let (x, dx, text, left) = one_text(a, b).expect("just matched");
+            let hits: Vec<bool> = (0..dx.values.len() as u32)
+                .map(|k| {
+                    let o = dx.text(k).as_bytes().cmp(text.as_bytes());
+                    test(if left { o } else { o.reverse() })
+                })
+                .collect();
+            BooleanBuffer::collect_bool(len, |i| hits[x[i] as usize])
+        }
         _ => BooleanBuffer::collect_bool(len, |i| a.is_valid(i) && b.is_valid(i) && test(cmp_at(a, i, b, i))),
     }
 }
@@ -105,7 +116,23 @@ fn equal(a: &Array, b: &Array, len: usize) -> BooleanBuffer {
         (Array::Int(x, _), Array::Int(y, _)) => BooleanBuffer::collect_bool(len, |i| x[i] == y[i]),
         (Array::Date(x, _), Array::Date(y, _)) => BooleanBuffer::collect_bool(len, |i| x[i] == y[i]),
         (Array::Text(x, dx, _), Array::Text(y, dy, _)) if Arc::ptr_eq(dx, dy) => BooleanBuffer::collect_bool(len, |i| x[i] == y[i]),
+        (Array::Text(..), Array::Text(..)) if one_text(a, b).is_some() => {
+            let (x, dx, text, _) = one_text(a, b).expect("just matched");
+            let hits: Vec<bool> = (0..dx.values.len() as u32).map(|k| dx.text(k) == text).collect();
+            BooleanBuffer::collect_bool(len, |i| hits[x[i] as usize])
+        }
         _ => BooleanBuffer::collect_bool(len, |i| a.is_valid(i) && b.is_valid(i) && eq_at(a, i, b, i)),
+    }
+}
+
+/// Two text columns one of which holds a single text (a literal broadcast to a column): the
+/// other's keys and dictionary, that text, and whether the other column is the left-hand
+/// side. Comparisons then test each dictionary value once, not each row's text.
+fn one_text<'a>(a: &'a Array, b: &'a Array) -> Option<(&'a [u32], &'a Dict, &'a str, bool)> {
+    match (a, b) {
+        (Array::Text(x, dx, _), Array::Text(_, dy, _)) if dy.values.len() == 1 => Some((x, dx, dy.text(0), true)),
+        (Array::Text(_, dx, _), Array::Text(y, dy, _)) if dx.values.len() == 1 => Some((y, dy, dx.text(0), false)),
+        _ => None,
     }
 }
 

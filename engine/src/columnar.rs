@@ -684,7 +684,8 @@ fn materialise(g: &Graph, node: NodeId, v: &Cv, len: usize, owner: &[u32]) -> Ar
 }
 
 /// `x IN set` for a literal set: a text column tests each dictionary value once.
-fn member(index: &SetIndex, a: &Array) -> Array {
+/// `In` over a column: a text column's dictionary values tested once each.
+pub(crate) fn member(index: &SetIndex, a: &Array) -> Array {
     let len = a.len();
     if index.is_empty() {
         return Array::Bool(arrow_buffer::BooleanBuffer::new_unset(len), None);

@@ -6,6 +6,11 @@
 //! of events cheap: the condition is tested on the Parquet column's dictionary (each distinct
 //! code once) and the other columns are decoded only for the rows kept.
 //!
+//! A pushed condition is computed as the columnar engine computes a `Filter` node's: the
+//! batch's columns typed by `column::from_arrow` (a Parquet dictionary converted once per
+//! column chunk), then the column kernels (`column_kernels::apply`, `columnar::member`);
+//! only the three-valued "unknown" of a first pass over some of the columns is the scan's own.
+//!
 //! The evaluator still applies every condition afterwards; the pushed filter only removes rows
 //! no condition keeps. Only functions that cannot fail are pushed (comparisons, `is_in`,
 //! `is_null`, and/or/not), so a pushed filter never raises an error the query would not.
@@ -13,56 +18,58 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Date32Type, Int32Type, Int64Type};
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
-use arrow_schema::DataType;
+use arrow_array::{BooleanArray, RecordBatch};
+use arrow_buffer::BooleanBuffer;
 use quarry_queries::qm::{Function, Graph, Kind, Node, NodeId, TableId, Type, Value, function_inputs};
 use quarry_queries::semantics::{self, Scalar};
 
-use crate::arrow_io::{column_values, typed_value_at};
+use crate::column::{Array, Dict, DictMemo, from_arrow};
+use crate::column_kernels as ck;
 use crate::kernels::SetIndex;
 
 /// One table's pushed filter: a row is kept when any of the conditions holds.
-#[derive(Clone)]
 pub struct TableFilter {
     /// The columns the conditions read, with their schema types.
     pub columns: Vec<(String, Type)>,
     expr: Expr,
+    /// Per column, its text dictionary while batches share it (`column::from_arrow`).
+    memos: Vec<DictMemo>,
+}
+
+impl Clone for TableFilter {
+    /// The same filter, with nothing remembered of the batches this one has seen.
+    fn clone(&self) -> TableFilter {
+        TableFilter { columns: self.columns.clone(), expr: self.expr.clone(), memos: vec![] }
+    }
 }
 
 #[derive(Clone)]
 enum Expr {
     Column(usize),
-    Literal(Scalar),
+    /// A literal, with its type in the query (for broadcasting it to a column).
+    Literal(Scalar, Type),
     /// A literal set, the right-hand side of `In`.
     Set(Arc<SetIndex>),
     Apply {
         function: Function,
         args: Vec<Expr>,
-        cache: Option<DictCache>,
+        cache: Option<MemberCache>,
     },
 }
 
-/// A test's results over the last dictionary seen (Parquet hands every batch of a column chunk
-/// the same dictionary): the dictionary, held so it is compared and never a freed look-alike,
-/// and a result per dictionary value.
+/// `In`'s result per value of the last text dictionary it met (batches of a column chunk share
+/// one): the dictionary, held so that it is compared by pointer and never a freed look-alike.
 #[derive(Clone)]
-struct DictCache {
-    values: ArrayRef,
-    results: Vec<u8>,
+struct MemberCache {
+    dict: Arc<Dict>,
+    hits: Arc<Vec<bool>>,
 }
 
-const FALSE: u8 = 0;
-const TRUE: u8 = 1;
-const NULL: u8 = 2;
-
-/// A value over a batch: the same for every row, a column, three-valued booleans, or unknown
-/// (it reads a column a first pass does not have).
+/// A value over a batch: the same for every row, a typed column, or unknown (it reads a
+/// column a first pass does not have).
 enum Tv {
     Const(Scalar),
-    Array(ArrayRef, Type),
-    Tri(Vec<u8>),
+    Col(Array),
     Unknown,
 }
 
@@ -130,7 +137,7 @@ fn filter_of(graph: &Graph, starts: &[Option<(NodeId, NodeId)>]) -> Option<Table
     } else {
         Expr::Apply { function: Function::Or(vec![]), args: conditions, cache: None }
     };
-    Some(TableFilter { columns, expr })
+    Some(TableFilter { columns, expr, memos: vec![] })
 }
 
 /// A frame's start: the filter node and the condition it begins with, if it has one.
@@ -162,7 +169,7 @@ pub fn candidates(graph: &Graph, frames: &[NodeId]) -> Option<Vec<(TableId, Tabl
 fn compile(graph: &Graph, node: NodeId, select: NodeId, columns: &mut Vec<(String, Type)>) -> Option<Expr> {
     match graph.node(node) {
         Node::Value(Value::Set(..)) => None,
-        Node::Value(v) => Some(Expr::Literal(Some(v.clone()))),
+        Node::Value(v) => Some(Expr::Literal(Some(v.clone()), graph.type_of(node).cloned()?)),
         Node::SelectColumn { source, name } if *source == select => {
             let i = columns.iter().position(|(c, _)| c == name).unwrap_or_else(|| {
                 columns.push((name.clone(), graph.type_of(node).cloned().expect("a column is a series")));
@@ -202,213 +209,112 @@ impl TableFilter {
     /// the full filter would drop too.
     pub fn evaluate(&mut self, batch: &RecordBatch, partial: bool) -> Result<BooleanArray, String> {
         let schema = batch.schema();
-        let columns: Vec<Option<(ArrayRef, Type)>> =
-            self.columns.iter().map(|(name, t)| schema.index_of(name).ok().map(|i| (batch.column(i).clone(), t.clone()))).collect();
+        if self.memos.len() != self.columns.len() {
+            self.memos = self.columns.iter().map(|_| DictMemo::default()).collect();
+        }
+        let mut columns: Vec<Option<Array>> = Vec::with_capacity(self.columns.len());
+        for ((name, t), memo) in self.columns.iter().zip(&mut self.memos) {
+            columns.push(match schema.index_of(name) {
+                Ok(i) => Some(from_arrow(batch.column(i).as_ref(), t, memo).map_err(|m| format!("column '{name}': {m}"))?),
+                Err(_) => None,
+            });
+        }
         if !partial && columns.iter().any(Option::is_none) {
             return Err("a filter column is missing from the batch".into());
         }
         let n = batch.num_rows();
-        let tri = to_tri(self.expr.eval(&columns, n)?, n)?;
-        let pass = |t: u8| if partial { t != FALSE } else { t == TRUE };
-        Ok(BooleanArray::new(arrow_buffer::BooleanBuffer::collect_bool(n, |i| pass(tri[i])), None))
+        // Kept: the rows where the filter is True; in a first pass, also where it is NULL or
+        // unknown (a later column may still make it True).
+        let keep = match self.expr.eval(&columns, n)? {
+            Tv::Unknown | Tv::Const(None) => BooleanBuffer::collect_bool(n, |_| partial),
+            Tv::Const(Some(Value::Bool(b))) => BooleanBuffer::collect_bool(n, |_| b),
+            Tv::Col(Array::Bool(v, nulls)) => match (nulls, partial) {
+                (None, _) => v,
+                (Some(nulls), false) => &v & nulls.inner(),
+                (Some(nulls), true) => &v | &!nulls.inner(),
+            },
+            Tv::Const(Some(other)) => return Err(format!("a pushed condition gave {other:?}, not a boolean")),
+            Tv::Col(_) => return Err("a pushed condition gave a column that is not boolean".into()),
+        };
+        Ok(BooleanArray::new(keep, None))
     }
 
-    /// Whether a first pass over the `cheap` columns (the others read only for the rows it
-    /// keeps) can drop rows: the filter reads both kinds.
     pub fn splits(&self, cheap: impl Fn(&str) -> bool) -> bool {
         let n = self.columns.iter().filter(|(c, _)| cheap(c)).count();
         n > 0 && n < self.columns.len()
     }
 }
 
-fn bool_tri(v: &Scalar) -> Result<u8, String> {
-    match v {
-        None => Ok(NULL),
-        Some(Value::Bool(b)) => Ok(*b as u8),
-        Some(other) => Err(format!("a pushed condition gave {other:?}, not a boolean")),
-    }
-}
-
-/// Per row: `NULL` where the array is null, else `value(i)`.
-fn per_row(a: &dyn Array, n: usize, value: impl Fn(usize) -> u8) -> Vec<u8> {
-    match a.logical_nulls() {
-        None => (0..n).map(value).collect(),
-        Some(nulls) => (0..n).map(|i| if nulls.is_valid(i) { value(i) } else { NULL }).collect(),
-    }
-}
-
-fn to_tri(v: Tv, n: usize) -> Result<Vec<u8>, String> {
-    Ok(match v {
-        Tv::Tri(t) => t,
-        Tv::Unknown => vec![NULL; n],
-        Tv::Const(c) => vec![bool_tri(&c)?; n],
-        Tv::Array(a, _) if *a.data_type() == DataType::Boolean => {
-            let b = a.as_boolean();
-            per_row(b, n, |i| b.value(i) as u8)
-        }
-        Tv::Array(a, _) => return Err(format!("a pushed condition read a {} column as a boolean", a.data_type())),
-    })
-}
-
-/// The values of an argument, one per row.
-fn to_scalars(v: &Tv, n: usize) -> Result<Vec<Scalar>, String> {
-    Ok(match v {
-        Tv::Const(c) => vec![c.clone(); n],
-        Tv::Array(a, t) => column_values(a.as_ref(), t)?,
-        Tv::Tri(t) => t.iter().map(|&t| (t != NULL).then_some(Value::Bool(t == TRUE))).collect(),
-        Tv::Unknown => unreachable!("unknown values are not compared"),
-    })
-}
-
-/// The ordering a comparison asks for, applied to `a ? b`.
-fn compares(function: &Function, o: std::cmp::Ordering) -> bool {
-    match function {
-        Function::Eq(..) => o.is_eq(),
-        Function::Ne(..) => o.is_ne(),
-        Function::Lt(..) => o.is_lt(),
-        Function::Le(..) => o.is_le(),
-        Function::Gt(..) => o.is_gt(),
-        Function::Ge(..) => o.is_ge(),
-        _ => unreachable!("comparisons only"),
-    }
-}
-
-/// `Lt` for `Gt` and so on: the comparison with its sides swapped.
-fn swapped(function: &Function) -> Function {
-    match *function {
-        Function::Lt(l, r) => Function::Gt(r, l),
-        Function::Le(l, r) => Function::Ge(r, l),
-        Function::Gt(l, r) => Function::Lt(r, l),
-        Function::Ge(l, r) => Function::Le(r, l),
-        Function::Eq(l, r) => Function::Eq(r, l),
-        Function::Ne(l, r) => Function::Ne(r, l),
-        ref other => other.clone(),
-    }
-}
-
 impl Expr {
-    fn eval(&mut self, columns: &[Option<(ArrayRef, Type)>], n: usize) -> Result<Tv, String> {
+    /// The expression over a batch's typed columns (`None`: not in this pass), through the
+    /// column kernels a `Filter` node's condition is computed with; arguments that are the
+    /// same for every row are computed once.
+    fn eval(&mut self, columns: &[Option<Array>], n: usize) -> Result<Tv, String> {
         let (function, args, cache) = match self {
-            Expr::Column(i) => return Ok(columns[*i].as_ref().map_or(Tv::Unknown, |(a, t)| Tv::Array(a.clone(), t.clone()))),
-            Expr::Literal(v) => return Ok(Tv::Const(v.clone())),
+            Expr::Column(i) => return Ok(columns[*i].clone().map_or(Tv::Unknown, Tv::Col)),
+            Expr::Literal(v, _) => return Ok(Tv::Const(v.clone())),
             Expr::Set(_) => unreachable!("sets are read by In"),
             Expr::Apply { function, args, cache } => (function, args, cache),
         };
         if let Function::In(..) = function {
             let Expr::Set(set) = &args[1] else { unreachable!("compiled with a set") };
             let set = set.clone();
-            let x = args[0].eval(columns, n)?;
-            if let Tv::Unknown = x {
-                return Ok(Tv::Unknown);
-            }
-            return by_value(&x, n, cache, |v| bool_tri(&set.test(v)));
-        }
-        let values: Vec<Tv> = args.iter_mut().map(|a| a.eval(columns, n)).collect::<Result<_, _>>()?;
-        match function {
-            Function::And(_) | Function::Or(_) => {
-                let (decisive, other) = if matches!(function, Function::Or(_)) { (TRUE, FALSE) } else { (FALSE, TRUE) };
-                let mut out = vec![other; n];
-                // Unknown arguments count once (as NULL), and only if no argument decides.
-                let unknown = values.iter().any(|v| matches!(v, Tv::Unknown));
-                let values = values.into_iter().filter(|v| !matches!(v, Tv::Unknown)).chain(unknown.then_some(Tv::Unknown));
-                for v in values {
-                    for (o, t) in out.iter_mut().zip(to_tri(v, n)?) {
-                        if *o != decisive && t != other {
-                            *o = t;
-                        }
-                    }
-                }
-                Ok(Tv::Tri(out))
-            }
-            _ if values.iter().any(|v| matches!(v, Tv::Unknown)) => Ok(Tv::Unknown),
-            Function::Not(_) => Ok(Tv::Tri(
-                to_tri(values.into_iter().next().expect("one argument"), n)?
-                    .into_iter()
-                    .map(|t| if t == NULL { NULL } else { 1 - t })
-                    .collect(),
-            )),
-            Function::IsNull(_) => Ok(match &values[0] {
-                Tv::Const(c) => Tv::Const(Some(Value::Bool(c.is_none()))),
-                Tv::Array(a, _) => Tv::Tri(match a.logical_nulls() {
-                    None => vec![FALSE; n],
-                    Some(nulls) => (0..n).map(|i| nulls.is_null(i) as u8).collect(),
-                }),
-                Tv::Tri(t) => Tv::Tri(t.iter().map(|&t| (t == NULL) as u8).collect()),
-                Tv::Unknown => unreachable!("handled above"),
-            }),
-            _ => compare(function, &values, n, cache),
-        }
-    }
-}
-
-/// A comparison: on a dictionary column against a literal, once per distinct value; on a
-/// date or integer column against a literal, on the raw numbers; otherwise value by value
-/// with the shared semantics.
-fn compare(function: &Function, values: &[Tv], n: usize, cache: &mut Option<DictCache>) -> Result<Tv, String> {
-    let (x, lit, f) = match values {
-        [x @ Tv::Array(..), Tv::Const(c)] => (x, c, function.clone()),
-        [Tv::Const(c), x @ Tv::Array(..)] => (x, c, swapped(function)),
-        _ => {
-            let (a, b) = (to_scalars(&values[0], n)?, to_scalars(&values[1], n)?);
-            return Ok(Tv::Tri(
-                a.into_iter()
-                    .zip(b)
-                    .map(|(a, b)| semantics::apply(function, &[a, b]).map_err(|e| e.message).and_then(|v| bool_tri(&v)))
-                    .collect::<Result<_, _>>()?,
-            ));
-        }
-    };
-    let Tv::Array(a, _) = x else { unreachable!("matched an array") };
-    match (a.data_type(), lit) {
-        (DataType::Date32, Some(Value::Date(d))) => {
-            let d = crate::dummy::days::to_days(*d);
-            let v = a.as_primitive::<Date32Type>().values();
-            return Ok(Tv::Tri(per_row(a.as_ref(), n, |i| compares(&f, (v[i] as i64).cmp(&d)) as u8)));
-        }
-        (DataType::Int64, Some(Value::Int(k))) => {
-            let v = a.as_primitive::<Int64Type>().values();
-            return Ok(Tv::Tri(per_row(a.as_ref(), n, |i| compares(&f, v[i].cmp(k)) as u8)));
-        }
-        _ => {}
-    }
-    let lit = lit.clone();
-    by_value(x, n, cache, |v| semantics::apply(&f, &[v.clone(), lit.clone()]).map_err(|e| e.message).and_then(|r| bool_tri(&r)))
-}
-
-/// A one-argument test over `x`: per distinct value of a dictionary column (cached while the
-/// dictionary stays the same), else per row.
-fn by_value(x: &Tv, n: usize, cache: &mut Option<DictCache>, test: impl Fn(&Scalar) -> Result<u8, String>) -> Result<Tv, String> {
-    match x {
-        Tv::Array(a, t) if matches!(a.data_type(), DataType::Dictionary(..)) => {
-            let dict = a.as_any_dictionary();
-            let values = dict.values();
-            let fresh = cache.as_ref().is_none_or(|c| {
-                let (held, new) = (c.values.to_data(), values.to_data());
-                !Arc::ptr_eq(&c.values, values) && !held.ptr_eq(&new) && held != new
+            return Ok(match args[0].eval(columns, n)? {
+                Tv::Unknown => Tv::Unknown,
+                Tv::Const(v) => Tv::Const(set.test(&v)),
+                Tv::Col(a) => Tv::Col(member(&set, &a, cache)),
             });
-            if fresh {
-                let results =
-                    (0..values.len()).map(|i| typed_value_at(values.as_ref(), i, t).and_then(|v| test(&v))).collect::<Result<_, _>>()?;
-                *cache = Some(DictCache { values: values.clone(), results });
-            }
-            let results = &cache.as_ref().expect("filled").results;
-            let null = test(&None)?;
-            // A null key or a null dictionary value is NULL.
-            let nulls = a.logical_nulls();
-            let valid = |i: usize| nulls.as_ref().is_none_or(|b| b.is_valid(i));
-            Ok(Tv::Tri(match a.as_dictionary_opt::<Int32Type>() {
-                Some(d) => {
-                    let keys = d.keys().values();
-                    (0..n).map(|i| if valid(i) { results[keys[i] as usize] } else { null }).collect()
-                }
-                None => {
-                    let keys = dict.normalized_keys();
-                    (0..n).map(|i| if valid(i) { results[keys[i]] } else { null }).collect()
-                }
-            }))
         }
-        other => Ok(Tv::Tri(to_scalars(other, n)?.iter().map(&test).collect::<Result<_, _>>()?)),
+        let logic = matches!(function, Function::And(_) | Function::Or(_));
+        let mut values = Vec::with_capacity(args.len());
+        for a in args.iter_mut() {
+            match a.eval(columns, n)? {
+                // Kleene logic never turns an unknown into a False that a known value would
+                // make True: in `and`/`or` an unknown is a NULL; elsewhere it stays unknown.
+                Tv::Unknown if logic => values.push(Tv::Const(None)),
+                Tv::Unknown => return Ok(Tv::Unknown),
+                v => values.push(v),
+            }
+        }
+        if values.iter().all(|v| matches!(v, Tv::Const(_))) {
+            let row: Vec<Scalar> = values.into_iter().map(|v| if let Tv::Const(c) = v { c } else { None }).collect();
+            return Ok(Tv::Const(semantics::apply(function, &row).map_err(|e| e.message)?));
+        }
+        let arrays: Vec<Array> = values
+            .into_iter()
+            .zip(args.iter())
+            .map(|(v, a)| match v {
+                Tv::Col(c) => c,
+                Tv::Const(c) => Array::splat(&a.type_when_same(), &c, n),
+                Tv::Unknown => unreachable!("handled above"),
+            })
+            .collect();
+        Ok(Tv::Col(ck::apply(function, &arrays, &Type::Bool, n).map_err(|e| e.message)?))
     }
+
+    /// The type of an argument that evaluated to one value for every row: a literal's, or a
+    /// boolean (conditions, and unknown columns under `and`/`or`).
+    fn type_when_same(&self) -> Type {
+        match self {
+            Expr::Literal(_, t) => t.clone(),
+            _ => Type::Bool,
+        }
+    }
+}
+
+/// `In` over a column: a text column's dictionary tested once (and the results kept while
+/// batches share it), anything else as the evaluator's `In` does.
+fn member(set: &SetIndex, a: &Array, cache: &mut Option<MemberCache>) -> Array {
+    let Array::Text(keys, dict, nulls) = a else { return crate::columnar::member(set, a) };
+    if set.is_empty() {
+        return crate::columnar::member(set, a);
+    }
+    if !cache.as_ref().is_some_and(|c| Arc::ptr_eq(&c.dict, dict)) {
+        let hits = dict.values.iter().map(|v| set.test(&Some(v.clone())) == Some(Value::Bool(true))).collect();
+        *cache = Some(MemberCache { dict: dict.clone(), hits: Arc::new(hits) });
+    }
+    let hits = &cache.as_ref().expect("just filled").hits;
+    Array::Bool(BooleanBuffer::collect_bool(keys.len(), |i| hits[keys[i] as usize]), nulls.clone())
 }
 
 /// The frames a patient must have a row in for `population` to hold: each
