@@ -5,9 +5,9 @@
 //!
 //! Arguments come materialised to one length (literals and patient-level values broadcast by
 //! the evaluator). Comparisons, Kleene logic, NULL tests, integer and float arithmetic, casts,
-//! day arithmetic, month and year differences, date parts, text search and the n-ary minimum
-//! and maximum are typed kernels here. Month and year arithmetic, floor division and powers
-//! are computed per slot through the scalar semantics (on unboxed dates and numbers: no heap
+//! day, month and year arithmetic, month and year differences, integer floor division, date
+//! parts, text search and the n-ary minimum and maximum are typed kernels here. Floor
+//! division of floats and powers are computed per slot through the scalar semantics (on unboxed dates and numbers: no heap
 //! value is made), as is membership in a set that is not a literal.
 
 use std::cmp::Ordering;
@@ -289,6 +289,38 @@ pub fn apply(f: &F, args: &[Array], out: &Type, len: usize) -> Result<Array, Eva
             let (Array::Date(end, _), Array::Date(start, _)) = (a, &args[1]) else { unreachable!("date - date") };
             Array::Int(Arc::new((0..len).map(|i| end[i] as i64 - start[i] as i64).collect()), union(a, &args[1]))
         }
+        F::DateAddMonths(..) | F::DateAddYears(..) => {
+            // `semantics::add_months` on day numbers (a day the month lacks rolls forward to
+            // the 1st of the next). A slot whose result would leave years 1–9999 takes the
+            // scalar semantics, for their exact error.
+            let (Array::Date(d, _), Array::Int(k, _)) = (a, &args[1]) else { unreachable!("date + months") };
+            let nulls = union(a, &args[1]);
+            let per_month = if matches!(f, F::DateAddYears(..)) { 12 } else { 1 };
+            let mut out = Vec::with_capacity(len);
+            for i in 0..len {
+                if !valid(&nulls, i) {
+                    out.push(0);
+                    continue;
+                }
+                let months = k[i].saturating_mul(per_month);
+                let day = (months.unsigned_abs() <= 120_000).then(|| days::add_months(d[i] as i64, months));
+                match day.filter(|r| days::SUPPORTED.contains(r)) {
+                    Some(r) => out.push(r as i32),
+                    None => match semantics::apply(f, &[a.get(i), args[1].get(i)])? {
+                        Some(Value::Date(x)) => out.push(days::to_days(x) as i32),
+                        _ => unreachable!("a date plus months is a date or an error"),
+                    },
+                }
+            }
+            Array::Date(Arc::new(out), nulls)
+        }
+        F::FloorDivide(..) if matches!((a, &args[1]), (Array::Int(..), Array::Int(..))) => {
+            // Python's `//` on integers; by zero it is NULL (ehrQL), as `semantics` has it.
+            let (Array::Int(x, _), Array::Int(y, _)) = (a, &args[1]) else { unreachable!("matched integers") };
+            let both = union(a, &args[1]);
+            let nulls = nulls_from(len, |i| valid(&both, i) && y[i] != 0);
+            checked_ints(len, nulls, |i| semantics::floor_divide(x[i], y[i]))?
+        }
         F::DateDifferenceInMonths(..) | F::DateDifferenceInYears(..) => {
             // `semantics::months_between` and `years_between` on day numbers.
             let (Array::Date(end, _), Array::Date(start, _)) = (a, &args[1]) else { unreachable!("date - date") };
@@ -342,7 +374,7 @@ pub fn apply(f: &F, args: &[Array], out: &Type, len: usize) -> Result<Array, Eva
             }
             b.finish()
         }
-        F::DateAddMonths(..) | F::DateAddYears(..) | F::FloorDivide(..) | F::Power(..) | F::In(..) => per_slot(f, args, out, len)?,
+        F::FloorDivide(..) | F::Power(..) | F::In(..) => per_slot(f, args, out, len)?,
     })
 }
 

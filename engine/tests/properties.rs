@@ -84,6 +84,9 @@ fn declare(g: &mut Graph) -> Schemas {
 fn value(rng: &mut Rng, type_: &Type) -> Value {
     match type_ {
         Type::Bool => Value::Bool(rng.chance(0.5)),
+        // Now and then an integer at the edges: month and year arithmetic leaving years
+        // 1–9999, overflowing sums and products, the smallest integer divided by -1.
+        Type::Int if rng.chance(0.03) => Value::Int(*rng.pick(&[i64::MIN, i64::MAX, -1, 120_001, -95_000, 8_000, -2_020])),
         Type::Int => Value::Int(rng.range(-3, 12)),
         Type::Float => Value::Float(Float(*rng.pick(&[0.5, 1.0, 2.25, -1.5, 3.0, 0.1, 0.0, 1e-3, 7.75]))),
         Type::Str => Value::Str(rng.pick(&["a", "b", "ab", "", "x y", "B"]).to_string()),

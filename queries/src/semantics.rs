@@ -69,13 +69,16 @@ fn as_str(v: &Value) -> &str {
     }
 }
 
-fn check_year(y: i64) -> Result<(), EvalError> {
+/// Python's date year range (its integers have no bounds: `i128` holds any year an `i64` count
+/// of months or years can reach, so the message names the year Python would).
+fn check_year(y: impl Into<i128>) -> Result<(), EvalError> {
+    let y = y.into();
     if (1..=9999).contains(&y) { Ok(()) } else { Err(eval_err("ValueError", format!("year {y} is out of range"))) }
 }
 
 /// Adds months, rolling a day that does not exist forward to the 1st of the next month.
 pub fn add_months(d: Date, n: i64) -> Result<Date, EvalError> {
-    let total = d.year() as i64 * 12 + (d.month() as i64 - 1) + n;
+    let total = d.year() as i128 * 12 + (d.month() as i128 - 1) + n as i128;
     let (y, m) = (total.div_euclid(12), total.rem_euclid(12) + 1);
     check_year(y)?;
     match Date::new(y as i16, m as i8, d.day()) {
@@ -111,6 +114,14 @@ pub fn months_between(start: Date, end: Date) -> i64 {
 
 pub fn years_between(start: Date, end: Date) -> i64 {
     (end.year() as i64 - start.year() as i64) - if (end.month(), end.day()) < (start.month(), start.day()) { 1 } else { 0 }
+}
+
+/// Python's `x // y` on integers (`y` not 0); `None` when the result is out of range (the
+/// smallest integer divided by -1).
+pub fn floor_divide(x: i64, y: i64) -> Option<i64> {
+    let q = x.checked_div_euclid(y)?;
+    // div_euclid rounds toward -inf only for positive divisors.
+    Some(if y < 0 && x.rem_euclid(y) != 0 { q - 1 } else { q })
 }
 
 fn int_result(r: Option<i64>) -> Result<Scalar, EvalError> {
@@ -253,10 +264,7 @@ pub fn apply(function: &Function, args: &[Scalar]) -> Result<Scalar, EvalError> 
                 if *y == 0 {
                     None
                 } else {
-                    let q = x.div_euclid(*y);
-                    // div_euclid rounds toward -inf only for positive divisors.
-                    let q = if *y < 0 && x.rem_euclid(*y) != 0 { q - 1 } else { q };
-                    Some(Value::Int(q))
+                    return int_result(floor_divide(*x, *y));
                 }
             }
             (x, y) => {
@@ -308,10 +316,9 @@ pub fn apply(function: &Function, args: &[Scalar]) -> Result<Scalar, EvalError> 
                 F::DateAddDays(..) => add_days(*d, *n)?,
                 F::DateAddMonths(..) => add_months(*d, *n)?,
                 _ => {
-                    let months = n.checked_mul(12).ok_or_else(|| eval_err("ValueError", "year is out of range"))?;
-                    let total = d.year() as i64 + n;
-                    check_year(total)?;
-                    add_months(*d, months)?
+                    // The year first (any `n` whose year is in range has months in range).
+                    check_year(d.year() as i128 + *n as i128)?;
+                    add_months(*d, n * 12)?
                 }
             }))
         }
@@ -387,5 +394,7 @@ mod tests {
         assert_eq!(apply(&fd, &[Some(Value::Int(-1)), Some(Value::Int(2))]).unwrap(), Some(Value::Int(-1)));
         assert_eq!(apply(&fd, &[Some(Value::Int(7)), Some(Value::Int(-2))]).unwrap(), Some(Value::Int(-4)));
         assert_eq!(apply(&fd, &[Some(Value::Int(7)), Some(Value::Int(0))]).unwrap(), None);
+        // The one integer quotient out of range: an error, not a panic.
+        assert_eq!(apply(&fd, &[Some(Value::Int(i64::MIN)), Some(Value::Int(-1))]).unwrap_err().kind, "OverflowError");
     }
 }
