@@ -161,10 +161,19 @@ pub fn concat(parts: &[Array]) -> Array {
         return parts[0].clone();
     }
     let len: usize = parts.iter().map(Array::len).sum();
-    let nulls = crate::column::nulls_from(len, {
-        let valid: Vec<bool> = parts.iter().flat_map(|p| (0..p.len()).map(move |i| p.is_valid(i))).collect();
-        move |i| valid[i]
+    // Validity part after part (no NULLs in any part: none at all).
+    let nulls = parts.iter().any(|p| p.nulls().is_some() || matches!(p, Array::Values(_))).then(|| {
+        let mut valid = arrow_buffer::BooleanBufferBuilder::new(len);
+        for p in parts {
+            match (p, p.nulls()) {
+                (Array::Values(_), _) => (0..p.len()).for_each(|i| valid.append(p.is_valid(i))),
+                (_, Some(n)) => valid.append_buffer(n.inner()),
+                (_, None) => valid.append_n(p.len(), true),
+            }
+        }
+        arrow_buffer::NullBuffer::new(valid.finish())
     });
+    let nulls = nulls.filter(|n| n.null_count() > 0);
     match &parts[0] {
         Array::Int(..) => Array::Int(Arc::new(flat(parts, |p| if let Array::Int(v, _) = p { Some(v.as_slice()) } else { None })), nulls),
         Array::Float(..) => {
@@ -172,8 +181,12 @@ pub fn concat(parts: &[Array]) -> Array {
         }
         Array::Date(..) => Array::Date(Arc::new(flat(parts, |p| if let Array::Date(v, _) = p { Some(v.as_slice()) } else { None })), nulls),
         Array::Bool(..) => {
-            let values: Vec<bool> = parts.iter().flat_map(|p| (0..p.len()).map(move |i| p.is_true(i))).collect();
-            Array::Bool(arrow_buffer::BooleanBuffer::collect_bool(len, |i| values[i]), nulls)
+            let mut values = arrow_buffer::BooleanBufferBuilder::new(len);
+            for p in parts {
+                let Array::Bool(v, _) = p else { unreachable!("parts of one type") };
+                values.append_buffer(v);
+            }
+            Array::Bool(values.finish(), nulls)
         }
         Array::Text(_, first, _) if parts.iter().all(|p| matches!(p, Array::Text(_, d, _) if Arc::ptr_eq(d, first))) => {
             // One dictionary (a Parquet column chunk's, shared by its batches): keys as they are.
@@ -214,7 +227,11 @@ pub fn concat(parts: &[Array]) -> Array {
 }
 
 fn flat<T: Copy>(parts: &[Array], slice: impl Fn(&Array) -> Option<&[T]>) -> Vec<T> {
-    parts.iter().flat_map(|p| slice(p).expect("parts of one type").iter().copied()).collect()
+    let mut out = Vec::with_capacity(parts.iter().map(Array::len).sum());
+    for p in parts {
+        out.extend_from_slice(slice(p).expect("parts of one type"));
+    }
+    out
 }
 
 /// Patients in any of the tables, ascending.

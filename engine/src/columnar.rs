@@ -367,7 +367,7 @@ impl<'g> Evaluator<'g> {
             }
             Node::Filter { source, condition } => {
                 let Cv::Rows { rows, seg } = get(source) else { unreachable!("filter of an event frame") };
-                let mut out = Vec::with_capacity(rows.len());
+                let mut out = vec![];
                 let mut out_seg = Vec::with_capacity(n + 1);
                 out_seg.push(0);
                 let mine = |i: usize| &rows[seg[i] as usize..seg[i + 1] as usize];
@@ -375,6 +375,15 @@ impl<'g> Evaluator<'g> {
                     // A row is kept where the condition is True: one bitmap of value and validity.
                     Cv::Col(c) => {
                         let keep = true_bits(c);
+                        // Sized to what is kept: a selective filter of a large frame (once per
+                        // interval, for measures) allocates little.
+                        // (A frame of every row of the table, in any order: the bitmap's count.)
+                        let kept = if rows.len() == keep.len() {
+                            keep.count_set_bits()
+                        } else {
+                            rows.iter().filter(|&&r| keep.value(r as usize)).count()
+                        };
+                        out.reserve_exact(kept);
                         for i in 0..n {
                             out.extend(mine(i).iter().copied().filter(|&r| keep.value(r as usize)));
                             out_seg.push(out.len() as u32);
