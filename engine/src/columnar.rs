@@ -19,7 +19,9 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use quarry_queries::qm::{AggregateByPatient as A, Domain, Float, Function, Graph, Node, NodeId, RowsId, TableId, Value, function_inputs};
+use quarry_queries::qm::{
+    AggregateByPatient as A, Domain, Float, Function, Graph, Kind, Node, NodeId, RowsId, TableId, Type, Value, function_inputs,
+};
 use quarry_queries::semantics::{self, EvalError, Scalar};
 use rayon::prelude::*;
 
@@ -74,6 +76,7 @@ struct PartTable<'s> {
 
 pub struct Evaluator<'g> {
     graph: &'g Graph,
+    outputs: Vec<NodeId>,
     needed: Vec<NodeId>,
     tables: Vec<TableId>,
     picks: HashMap<NodeId, PickPlan>,
@@ -84,6 +87,89 @@ pub struct Evaluator<'g> {
     params: HashMap<String, Scalar>,
     /// Patients per partition ([`partition_size`] unless set).
     partition: usize,
+}
+
+/// A `Filter` keeping the rows of `source` whose date `column` lies between two parameters
+/// (`Evaluator::range_filters`).
+struct RangeFilter {
+    filter: NodeId,
+    source: NodeId,
+    column: NodeId,
+    lo: String,
+    hi: String,
+}
+
+/// A range filter's kept rows (positions in its frame, ascending) for every set of
+/// parameters, found from one pass over the frame: each row's date looked up among the
+/// sets' ranges (when they do not overlap, as measures' intervals), or among the rows sorted
+/// by date (when they do).
+struct Kept(Vec<Vec<u32>>);
+
+impl RangeFilter {
+    /// The bounds of each set of parameters, as day numbers (`None`: a NULL bound, so the
+    /// condition is NULL and keeps nothing).
+    fn bounds(&self, params: &[HashMap<String, Scalar>]) -> Vec<Option<(i32, i32)>> {
+        let day = |set: &HashMap<String, Scalar>, name: &str| match set.get(name) {
+            Some(Some(Value::Date(d))) => Some(crate::column::date_days(*d)),
+            _ => None,
+        };
+        params.iter().map(|set| day(set, &self.lo).zip(day(set, &self.hi))).collect()
+    }
+
+    fn keep(&self, shared: &[Option<Cv>], bounds: &[Option<(i32, i32)>]) -> Option<Kept> {
+        let (Some(Cv::Rows { rows, .. }), Some(Cv::Col(Array::Date(d, nulls)))) =
+            (shared[self.source.index()].as_ref(), shared[self.column.index()].as_ref())
+        else {
+            return None;
+        };
+        let date = |j: u32| {
+            let r = rows[j as usize] as usize;
+            nulls.as_ref().is_none_or(|n| n.is_valid(r)).then(|| d[r])
+        };
+        let mut kept: Vec<Vec<u32>> = vec![vec![]; bounds.len()];
+        // The sets' ranges by start; if none overlaps the next, a date is in at most one.
+        let mut by_start: Vec<(i32, i32, usize)> =
+            bounds.iter().enumerate().filter_map(|(k, b)| b.filter(|(lo, hi)| lo <= hi).map(|(lo, hi)| (lo, hi, k))).collect();
+        by_start.sort_unstable();
+        if by_start.windows(2).all(|w| w[0].1 < w[1].0) {
+            for j in 0..rows.len() as u32 {
+                let Some(x) = date(j) else { continue };
+                let at = by_start.partition_point(|(lo, _, _)| *lo <= x);
+                if at > 0 && x <= by_start[at - 1].1 {
+                    kept[by_start[at - 1].2].push(j);
+                }
+            }
+            return Some(Kept(kept));
+        }
+        let mut sorted: Vec<(i32, u32)> = (0..rows.len() as u32).filter_map(|j| date(j).map(|x| (x, j))).collect();
+        sorted.sort_unstable();
+        for (k, b) in bounds.iter().enumerate() {
+            if let Some((lo, hi)) = b {
+                let from = sorted.partition_point(|(x, _)| x < lo);
+                let to = sorted.partition_point(|(x, _)| x <= hi).max(from);
+                kept[k] = sorted[from..to].iter().map(|(_, j)| *j).collect();
+                kept[k].sort_unstable();
+            }
+        }
+        Some(Kept(kept))
+    }
+
+    /// The filter's rows for set `k`: as `Filter` would keep them (where `lo <= date <= hi` is
+    /// True), in the frame's order, with the frame's patients.
+    fn rows(&self, shared: &[Option<Cv>], kept: &Kept, k: usize) -> Cv {
+        let Some(Cv::Rows { rows, seg }) = shared[self.source.index()].as_ref() else { unreachable!("an event frame") };
+        let kept = &kept.0[k];
+        let mut out_seg = Vec::with_capacity(seg.len());
+        out_seg.push(0);
+        let mut at = 0;
+        for i in 0..seg.len() - 1 {
+            while at < kept.len() && kept[at] < seg[i + 1] {
+                at += 1;
+            }
+            out_seg.push(at as u32);
+        }
+        Cv::Rows { rows: Arc::new(kept.iter().map(|&j| rows[j as usize]).collect()), seg: Arc::new(out_seg) }
+    }
 }
 
 /// A patient-level series of a partition ([`Partition::series`]).
@@ -114,6 +200,7 @@ impl<'g> Evaluator<'g> {
         }
         Evaluator {
             graph,
+            outputs: outputs.to_vec(),
             tables,
             picks: pick_plans(graph, &needed),
             ties: sort_ties(graph, &needed),
@@ -218,12 +305,14 @@ impl<'g> Evaluator<'g> {
     /// the nodes that read no parameter are evaluated once, and only the others per set. Each
     /// set's partition is handed to `each` (with the set's index) and dropped before the next
     /// is evaluated, so memory holds one set's values at a time.
-    pub fn partition_per_params<T>(
+    #[allow(clippy::too_many_arguments)]
+    fn partition_per_params<T>(
         &self,
         ids: &[i64],
         batch: &Batch,
         params: &[HashMap<String, Scalar>],
         dependent: &[bool],
+        ranges: &[RangeFilter],
         acc: &mut T,
         each: impl Fn(&mut T, usize, &Partition),
     ) -> Result<(), EvalError> {
@@ -232,12 +321,78 @@ impl<'g> Evaluator<'g> {
         let mut shared: Vec<Option<Cv>> = vec![None; self.graph.len()];
         let mut columns = HashMap::new();
         self.evaluate(&fixed, &self.params, ids, &tables, &mut shared, &mut columns)?;
+        // Range filters: their rows for every set found in one pass; their conditions are not
+        // evaluated (unless a date column did not come as plain dates: then as any filter).
+        let kept: Vec<Kept> = ranges.iter().map_while(|r| r.keep(&shared, &r.bounds(params))).collect();
+        let ranges = if kept.len() == ranges.len() { ranges } else { &[] };
+        let varying: Vec<NodeId> = match ranges.is_empty() {
+            true => varying,
+            false => {
+                let used = self.reachable_past(ranges);
+                varying.into_iter().filter(|n| used[n.index()] && !ranges.iter().any(|r| r.filter == *n)).collect()
+            }
+        };
         for (k, set) in params.iter().enumerate() {
             let mut values = shared.clone();
+            for (r, kept) in ranges.iter().zip(&kept) {
+                values[r.filter.index()] = Some(r.rows(&shared, kept, k));
+            }
             self.evaluate(&varying, set, ids, &tables, &mut values, &mut columns)?;
             each(acc, k, &Partition { patients: ids.to_vec(), values });
         }
         Ok(())
+    }
+
+    /// The varying `Filter`s of the shape `is_during` gives — `date >= P & date <= Q` on a
+    /// date column of a frame that reads no parameter, `P` and `Q` parameters — whose rows
+    /// for each set of parameters can be found from the frame's rows sorted by that date.
+    fn range_filters(&self, dependent: &[bool]) -> Vec<RangeFilter> {
+        let g = self.graph;
+        let param = |n: NodeId| match g.node(n) {
+            Node::Parameter { name, type_: Type::Date } => Some(name.clone()),
+            _ => None,
+        };
+        let mut out = vec![];
+        for &id in &self.needed {
+            let Node::Filter { source, condition } = g.node(id) else { continue };
+            if dependent[source.index()] || !matches!(g.kind(*source), Kind::EventFrame { .. }) {
+                continue;
+            }
+            let Node::Function(Function::And(args)) = g.node(*condition) else { continue };
+            let [ge, le] = args.as_slice() else { continue };
+            let (Node::Function(Function::Ge(c1, p)), Node::Function(Function::Le(c2, q))) = (g.node(*ge), g.node(*le)) else { continue };
+            if c1 != c2 || dependent[c1.index()] || g.type_of(*c1) != Some(&Type::Date) {
+                continue;
+            }
+            if !matches!(g.domain(*c1), Domain::Rows(d) if d == *source) {
+                continue;
+            }
+            let (Some(lo), Some(hi)) = (param(*p), param(*q)) else { continue };
+            out.push(RangeFilter { filter: id, source: *source, column: *c1, lo, hi });
+        }
+        out
+    }
+
+    /// Which nodes the outputs need when the range filters' conditions are not evaluated.
+    fn reachable_past(&self, ranges: &[RangeFilter]) -> Vec<bool> {
+        let g = self.graph;
+        let mut used = vec![false; g.len()];
+        let mut stack: Vec<NodeId> = self.outputs.clone();
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut used[n.index()], true) {
+                continue;
+            }
+            match ranges.iter().find(|r| r.filter == n) {
+                Some(r) => stack.extend([r.source, r.column]),
+                None => {
+                    stack.extend(g.children(n));
+                    if let Domain::Rows(d) = g.domain(n) {
+                        stack.push(d);
+                    }
+                }
+            }
+        }
+        used
     }
 
     /// As [`Evaluator::run_range`], evaluating each partition once per set of parameter
@@ -256,6 +411,7 @@ impl<'g> Evaluator<'g> {
     ) -> Result<(), E> {
         let patients = self.patients(batch, lo, hi);
         let dependent = self.parameter_dependent();
+        let ranges = self.range_filters(&dependent);
         let per_round = rayon::current_num_threads().max(1) * 2;
         let size = self.partition;
         for round in patients.chunks(size * per_round) {
@@ -263,7 +419,7 @@ impl<'g> Evaluator<'g> {
                 .par_chunks(size)
                 .map(|ids| {
                     let mut acc = init();
-                    self.partition_per_params(ids, batch, params, &dependent, &mut acc, &each).map(|_| acc)
+                    self.partition_per_params(ids, batch, params, &dependent, &ranges, &mut acc, &each).map(|_| acc)
                 })
                 .collect();
             for r in results {
