@@ -138,6 +138,15 @@ impl Array {
         }
     }
 
+    /// Where the column holds True, as one bitmap (False for NULLs and non-booleans).
+    pub fn true_bits(&self) -> BooleanBuffer {
+        match self {
+            Array::Bool(v, Some(nulls)) => v & nulls.inner(),
+            Array::Bool(v, None) => v.clone(),
+            _ => BooleanBuffer::new_unset(self.len()),
+        }
+    }
+
     /// The slots at `index`, in that order.
     pub fn take(&self, index: &[u32]) -> Array {
         let nulls = self.nulls().map(|n| NullBuffer::new(BooleanBuffer::collect_bool(index.len(), |i| n.is_valid(index[i] as usize))));

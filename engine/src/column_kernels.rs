@@ -7,8 +7,9 @@
 //! the evaluator). Comparisons, Kleene logic, NULL tests, integer and float arithmetic, casts,
 //! day, month and year arithmetic, month and year differences, integer floor division, date
 //! parts, text search and the n-ary minimum and maximum are typed kernels here. Floor
-//! division of floats and powers are computed per slot through the scalar semantics (on unboxed dates and numbers: no heap
-//! value is made), as is membership in a set that is not a literal.
+//! division of floats and powers are computed per slot through the scalar semantics (on
+//! unboxed numbers), as is membership in a set that is not a literal; so is a date plus months
+//! whose result leaves years 1–9999, for the semantics' exact error.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -141,7 +142,7 @@ fn truth(a: &Array) -> (BooleanBuffer, BooleanBuffer) {
     let Array::Bool(v, n) = a else { unreachable!("a boolean column") };
     match n {
         None => (v.clone(), !v),
-        Some(n) => (v & n.inner(), &!v & n.inner()),
+        Some(n) => (a.true_bits(), &!v & n.inner()),
     }
 }
 

@@ -89,6 +89,18 @@ pub struct Evaluator<'g> {
     partition: usize,
 }
 
+/// How partitions are evaluated once per set of parameters (`Evaluator::per_params`): the
+/// nodes that read no parameter (once), those that do (per set), the range filters with each
+/// set's bounds, and the varying nodes left to evaluate when the range filters' rows are found
+/// without their conditions.
+struct PerParams {
+    fixed: Vec<NodeId>,
+    varying: Vec<NodeId>,
+    ranges: Vec<RangeFilter>,
+    bounds: Vec<Vec<Option<(i32, i32)>>>,
+    ranged: Vec<NodeId>,
+}
+
 /// A `Filter` keeping the rows of `source` whose date `column` lies between two parameters
 /// (`Evaluator::range_filters`).
 struct RangeFilter {
@@ -305,47 +317,48 @@ impl<'g> Evaluator<'g> {
     /// the nodes that read no parameter are evaluated once, and only the others per set. Each
     /// set's partition is handed to `each` (with the set's index) and dropped before the next
     /// is evaluated, so memory holds one set's values at a time.
-    #[allow(clippy::too_many_arguments)]
     fn partition_per_params<T>(
         &self,
         ids: &[i64],
         batch: &Batch,
         params: &[HashMap<String, Scalar>],
-        dependent: &[bool],
-        ranges: &[RangeFilter],
+        plan: &PerParams,
         acc: &mut T,
         each: impl Fn(&mut T, usize, &Partition),
     ) -> Result<(), EvalError> {
         let tables = self.part_tables(ids, batch);
-        let (varying, fixed): (Vec<NodeId>, Vec<NodeId>) = self.needed.iter().partition(|n| dependent[n.index()]);
         let mut shared: Vec<Option<Cv>> = vec![None; self.graph.len()];
         let mut columns = HashMap::new();
-        self.evaluate(&fixed, &self.params, ids, &tables, &mut shared, &mut columns)?;
+        self.evaluate(&plan.fixed, &self.params, ids, &tables, &mut shared, &mut columns)?;
         // Range filters: their rows for every set found in one pass; their conditions are not
         // evaluated (unless a date column did not come as plain dates: then as any filter).
-        let kept: Vec<Kept> = ranges.iter().map_while(|r| r.keep(&shared, &r.bounds(params))).collect();
-        let ranges = if kept.len() == ranges.len() { ranges } else { &[] };
-        let varying: Vec<NodeId> = match ranges.is_empty() {
-            true => varying,
-            false => {
-                let used = self.reachable_past(ranges);
-                varying.into_iter().filter(|n| used[n.index()] && !ranges.iter().any(|r| r.filter == *n)).collect()
-            }
-        };
+        let kept: Vec<Kept> = plan.ranges.iter().zip(&plan.bounds).map_while(|(r, b)| r.keep(&shared, b)).collect();
+        let (ranges, varying) = if kept.len() == plan.ranges.len() { (&plan.ranges[..], &plan.ranged) } else { (&[][..], &plan.varying) };
         for (k, set) in params.iter().enumerate() {
             let mut values = shared.clone();
             for (r, kept) in ranges.iter().zip(&kept) {
                 values[r.filter.index()] = Some(r.rows(&shared, kept, k));
             }
-            self.evaluate(&varying, set, ids, &tables, &mut values, &mut columns)?;
+            self.evaluate(varying, set, ids, &tables, &mut values, &mut columns)?;
             each(acc, k, &Partition { patients: ids.to_vec(), values });
         }
         Ok(())
     }
 
+    /// What evaluating partitions once per set of `params` needs, worked out once for the run.
+    fn per_params(&self, params: &[HashMap<String, Scalar>]) -> PerParams {
+        let dependent = self.parameter_dependent();
+        let (varying, fixed): (Vec<NodeId>, Vec<NodeId>) = self.needed.iter().partition(|n| dependent[n.index()]);
+        let ranges = self.range_filters(&dependent);
+        let bounds = ranges.iter().map(|r| r.bounds(params)).collect();
+        let used = self.reachable_past(&ranges);
+        let ranged = varying.iter().copied().filter(|n| used[n.index()] && !ranges.iter().any(|r| r.filter == *n)).collect();
+        PerParams { fixed, varying, ranges, bounds, ranged }
+    }
+
     /// The varying `Filter`s of the shape `is_during` gives — `date >= P & date <= Q` on a
     /// date column of a frame that reads no parameter, `P` and `Q` parameters — whose rows
-    /// for each set of parameters can be found from the frame's rows sorted by that date.
+    /// for every set of parameters are found in one pass over the frame's dates.
     fn range_filters(&self, dependent: &[bool]) -> Vec<RangeFilter> {
         let g = self.graph;
         let param = |n: NodeId| match g.node(n) {
@@ -410,8 +423,7 @@ impl<'g> Evaluator<'g> {
         mut sink: impl FnMut(T) -> Result<(), E>,
     ) -> Result<(), E> {
         let patients = self.patients(batch, lo, hi);
-        let dependent = self.parameter_dependent();
-        let ranges = self.range_filters(&dependent);
+        let plan = self.per_params(params);
         let per_round = rayon::current_num_threads().max(1) * 2;
         let size = self.partition;
         for round in patients.chunks(size * per_round) {
@@ -419,7 +431,7 @@ impl<'g> Evaluator<'g> {
                 .par_chunks(size)
                 .map(|ids| {
                     let mut acc = init();
-                    self.partition_per_params(ids, batch, params, &dependent, &ranges, &mut acc, &each).map(|_| acc)
+                    self.partition_per_params(ids, batch, params, &plan, &mut acc, &each).map(|_| acc)
                 })
                 .collect();
             for r in results {
@@ -530,7 +542,7 @@ impl<'g> Evaluator<'g> {
                 match get(condition) {
                     // A row is kept where the condition is True: one bitmap of value and validity.
                     Cv::Col(c) => {
-                        let keep = true_bits(c);
+                        let keep = c.true_bits();
                         // Sized to what is kept: a selective filter of a large frame (once per
                         // interval, for measures) allocates little.
                         // (A frame of every row of the table, in any order: the bitmap's count.)
@@ -545,6 +557,7 @@ impl<'g> Evaluator<'g> {
                             out_seg.push(out.len() as u32);
                         }
                     }
+                    // The same for every row of a patient: all of its rows or none.
                     Cv::S(s) => {
                         for i in 0..n {
                             if s.is_true(i) {
@@ -553,15 +566,8 @@ impl<'g> Evaluator<'g> {
                             out_seg.push(out.len() as u32);
                         }
                     }
-                    Cv::K(v) => {
-                        let all = *v == Some(Value::Bool(true));
-                        for i in 0..n {
-                            if all {
-                                out.extend_from_slice(mine(i));
-                            }
-                            out_seg.push(out.len() as u32);
-                        }
-                    }
+                    Cv::K(Some(Value::Bool(true))) => return Ok(Cv::Rows { rows: rows.clone(), seg: seg.clone() }),
+                    Cv::K(_) => out_seg.resize(n + 1, 0),
                     _ => unreachable!("a condition is a series"),
                 }
                 Cv::Rows { rows: Arc::new(out), seg: Arc::new(out_seg) }
@@ -849,32 +855,28 @@ fn materialise(g: &Graph, node: NodeId, v: &Cv, len: usize, owner: &[u32]) -> Ar
 }
 
 /// `x IN set` for a literal set: a text column tests each dictionary value once.
-/// `In` over a column: a text column's dictionary values tested once each.
 pub(crate) fn member(index: &SetIndex, a: &Array) -> Array {
     let len = a.len();
     if index.is_empty() {
         return Array::Bool(arrow_buffer::BooleanBuffer::new_unset(len), None);
     }
-    let nulls = crate::column::nulls_from(len, |i| a.is_valid(i));
     match a {
-        Array::Text(keys, dict, _) => {
-            let hits: Vec<bool> = dict.values.iter().map(|v| index.test(&Some(v.clone())) == Some(Value::Bool(true))).collect();
-            Array::Bool(arrow_buffer::BooleanBuffer::collect_bool(len, |i| hits[keys[i] as usize]), nulls)
-        }
+        Array::Text(keys, dict, nulls) => by_key(keys, &dict_hits(index, dict), nulls),
         _ => Array::Bool(
             arrow_buffer::BooleanBuffer::collect_bool(len, |i| a.is_valid(i) && index.test(&a.get(i)) == Some(Value::Bool(true))),
-            nulls,
+            crate::column::nulls_from(len, |i| a.is_valid(i)),
         ),
     }
 }
 
-/// Where a boolean column holds True, as one bitmap (False for NULLs and non-booleans).
-fn true_bits(a: &Array) -> arrow_buffer::BooleanBuffer {
-    match a {
-        Array::Bool(v, Some(nulls)) => v & nulls.inner(),
-        Array::Bool(v, None) => v.clone(),
-        _ => arrow_buffer::BooleanBuffer::new_unset(a.len()),
-    }
+/// Whether each value of a text dictionary is in `index`.
+pub(crate) fn dict_hits(index: &SetIndex, dict: &crate::column::Dict) -> Vec<bool> {
+    dict.values.iter().map(|v| index.test(&Some(v.clone())) == Some(Value::Bool(true))).collect()
+}
+
+/// A text column's membership from its dictionary's (`dict_hits`).
+pub(crate) fn by_key(keys: &[u32], hits: &[bool], nulls: &crate::column::Nulls) -> Array {
+    Array::Bool(arrow_buffer::BooleanBuffer::collect_bool(keys.len(), |i| hits[keys[i] as usize]), nulls.clone())
 }
 
 impl Partition {

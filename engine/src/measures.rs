@@ -277,6 +277,11 @@ struct Sums {
     order: Vec<Vec<u32>>,
 }
 
+/// Row `r`'s key among keys of `width` codes each.
+fn key_at(keys: &[u32], width: usize, r: u32) -> &[u32] {
+    &keys[r as usize * width..(r as usize + 1) * width]
+}
+
 fn key_hash(key: &[u32], id: Option<u64>) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
     key.hash(&mut h);
@@ -299,7 +304,7 @@ impl Sums {
     }
 
     fn key(&self, row: usize) -> &[u32] {
-        &self.keys[row * self.width..(row + 1) * self.width]
+        key_at(&self.keys, self.width, row as u32)
     }
 
     fn counts(&mut self, row: usize) -> &mut [i64] {
@@ -310,7 +315,7 @@ impl Sums {
     fn row_index(&mut self, set: usize, key: &[u32], id: u64) -> usize {
         let Sums { width, keys, ids, counts, index, by_set, order, sums } = self;
         let w = *width;
-        let key_of = |r: u32| &keys[r as usize * w..(r as usize + 1) * w];
+        let key_of = |r: u32| key_at(keys, w, r);
         let h = key_hash(key, None);
         if let Some(&r) = by_set[set].find(h, |&r| key_of(r) == key) {
             return r as usize;
@@ -322,13 +327,11 @@ impl Sums {
                 keys.extend_from_slice(key);
                 ids.push(id);
                 counts.resize(counts.len() + *sums, 0);
-                let key_of = |r: u32| &keys[r as usize * w..(r as usize + 1) * w];
-                index.insert_unique(key_hash(key, Some(id)), r, |&r| key_hash(key_of(r), Some(ids[r as usize])));
+                index.insert_unique(key_hash(key, Some(id)), r, |&r| key_hash(key_at(keys, w, r), Some(ids[r as usize])));
                 r
             }
         };
-        let key_of = |r: u32| &keys[r as usize * w..(r as usize + 1) * w];
-        by_set[set].insert_unique(h, r, |&r| key_hash(key_of(r), None));
+        by_set[set].insert_unique(h, r, |&r| key_hash(key_at(keys, w, r), None));
         order[set].push(r);
         r as usize
     }
@@ -342,7 +345,7 @@ impl Sums {
                 global[r as usize] = self.row_index(set, later.key(r as usize), later.ids[r as usize]);
             }
         }
-        for (r, counts) in later.counts.chunks(later.sums.max(1)).enumerate() {
+        for (r, counts) in later.counts.chunks(later.sums).enumerate() {
             for (total, n) in self.counts(global[r]).iter_mut().zip(counts) {
                 *total += n;
             }
@@ -437,6 +440,8 @@ pub struct Measures<'s> {
     counted: Vec<bool>,
     grouped: Vec<bool>,
     codes: Mutex<Codes>,
+    /// `measures_outputs`: the nodes whose values a patient's positions hold.
+    outputs: Vec<NodeId>,
 }
 
 /// Per interval, per calculator that has it, its `GroupedSum` so far.
@@ -473,7 +478,7 @@ impl<'s> Measures<'s> {
                 slots
             })
             .collect();
-        Measures { spec, calculators, slots, intervals, active, counted, grouped, codes: Mutex::new(Codes::new()) }
+        Measures { spec, calculators, slots, intervals, active, counted, grouped, codes: Mutex::new(Codes::new()), outputs }
     }
 
     /// Every distinct interval, in order: each is evaluated once, for every calculator that
@@ -514,7 +519,8 @@ impl<'s> Measures<'s> {
     /// Adds every patient of a columnar partition evaluated for interval `k`: the summed
     /// series as counts and the grouped ones as codes, column by column, then patient by
     /// patient in id order.
-    pub fn add_partition(&self, sums: &mut MeasureSums, k: usize, outputs: &[NodeId], p: &Partition) {
+    pub fn add_partition(&self, sums: &mut MeasureSums, k: usize, p: &Partition) {
+        let outputs = &self.outputs;
         let len = p.len();
         let series = |i: usize| p.series(outputs[i]);
         let counts: Vec<Vec<i64>> =
@@ -677,14 +683,13 @@ pub fn add_columnar(
     range: (Option<i64>, Option<i64>),
     sums: &mut MeasureSums,
 ) -> Result<(), EvalError> {
-    let outputs = measures_outputs(measures.spec);
     evaluator.run_range_per_params(
         batch,
         range.0,
         range.1,
         parameters,
         || measures.sums(),
-        |local, k, p| measures.add_partition(local, k, &outputs, p),
+        |local, k, p| measures.add_partition(local, k, p),
         |local| {
             measures.merge(sums, local);
             Ok::<(), EvalError>(())

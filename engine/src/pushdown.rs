@@ -13,7 +13,9 @@
 //!
 //! The evaluator still applies every condition afterwards; the pushed filter only removes rows
 //! no condition keeps. Only functions that cannot fail are pushed (comparisons, `is_in`,
-//! `is_null`, and/or/not), so a pushed filter never raises an error the query would not.
+//! `is_null`, and/or/not), so a pushed filter never raises an error the query would not — but
+//! its columns are typed as the engine types them, so a value the engine refuses (a date
+//! outside years 1–9999) stops the scan even in a row the filter would drop.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,10 +38,17 @@ pub struct TableFilter {
     memos: Vec<DictMemo>,
 }
 
+impl TableFilter {
+    fn new(columns: Vec<(String, Type)>, expr: Expr) -> TableFilter {
+        let memos = columns.iter().map(|_| DictMemo::default()).collect();
+        TableFilter { columns, expr, memos }
+    }
+}
+
 impl Clone for TableFilter {
     /// The same filter, with nothing remembered of the batches this one has seen.
     fn clone(&self) -> TableFilter {
-        TableFilter { columns: self.columns.clone(), expr: self.expr.clone(), memos: vec![] }
+        TableFilter::new(self.columns.clone(), self.expr.clone())
     }
 }
 
@@ -137,7 +146,7 @@ fn filter_of(graph: &Graph, starts: &[Option<(NodeId, NodeId)>]) -> Option<Table
     } else {
         Expr::Apply { function: Function::Or(vec![]), args: conditions, cache: None }
     };
-    Some(TableFilter { columns, expr, memos: vec![] })
+    Some(TableFilter::new(columns, expr))
 }
 
 /// A frame's start: the filter node and the condition it begins with, if it has one.
@@ -209,9 +218,6 @@ impl TableFilter {
     /// the full filter would drop too.
     pub fn evaluate(&mut self, batch: &RecordBatch, partial: bool) -> Result<BooleanArray, String> {
         let schema = batch.schema();
-        if self.memos.len() != self.columns.len() {
-            self.memos = self.columns.iter().map(|_| DictMemo::default()).collect();
-        }
         let mut columns: Vec<Option<Array>> = Vec::with_capacity(self.columns.len());
         for ((name, t), memo) in self.columns.iter().zip(&mut self.memos) {
             columns.push(match schema.index_of(name) {
@@ -228,10 +234,10 @@ impl TableFilter {
         let keep = match self.expr.eval(&columns, n)? {
             Tv::Unknown | Tv::Const(None) => BooleanBuffer::collect_bool(n, |_| partial),
             Tv::Const(Some(Value::Bool(b))) => BooleanBuffer::collect_bool(n, |_| b),
-            Tv::Col(Array::Bool(v, nulls)) => match (nulls, partial) {
-                (None, _) => v,
-                (Some(nulls), false) => &v & nulls.inner(),
-                (Some(nulls), true) => &v | &!nulls.inner(),
+            Tv::Col(a @ Array::Bool(..)) if !partial => a.true_bits(),
+            Tv::Col(Array::Bool(v, nulls)) => match nulls {
+                None => v,
+                Some(nulls) => &v | &!nulls.inner(),
             },
             Tv::Const(Some(other)) => return Err(format!("a pushed condition gave {other:?}, not a boolean")),
             Tv::Col(_) => return Err("a pushed condition gave a column that is not boolean".into()),
@@ -239,6 +245,8 @@ impl TableFilter {
         Ok(BooleanArray::new(keep, None))
     }
 
+    /// Whether a first pass over the `cheap` columns (the others read only for the rows it
+    /// keeps) can drop rows: the filter reads both kinds.
     pub fn splits(&self, cheap: impl Fn(&str) -> bool) -> bool {
         let n = self.columns.iter().filter(|(c, _)| cheap(c)).count();
         n > 0 && n < self.columns.len()
@@ -310,11 +318,9 @@ fn member(set: &SetIndex, a: &Array, cache: &mut Option<MemberCache>) -> Array {
         return crate::columnar::member(set, a);
     }
     if !cache.as_ref().is_some_and(|c| Arc::ptr_eq(&c.dict, dict)) {
-        let hits = dict.values.iter().map(|v| set.test(&Some(v.clone())) == Some(Value::Bool(true))).collect();
-        *cache = Some(MemberCache { dict: dict.clone(), hits: Arc::new(hits) });
+        *cache = Some(MemberCache { dict: dict.clone(), hits: Arc::new(crate::columnar::dict_hits(set, dict)) });
     }
-    let hits = &cache.as_ref().expect("just filled").hits;
-    Array::Bool(BooleanBuffer::collect_bool(keys.len(), |i| hits[keys[i] as usize]), nulls.clone())
+    crate::columnar::by_key(keys, &cache.as_ref().expect("just filled").hits, nulls)
 }
 
 /// The frames a patient must have a row in for `population` to hold: each

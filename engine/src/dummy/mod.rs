@@ -526,7 +526,8 @@ impl<'g> Plan<'g> {
             reference.set_param(k, Some(v.clone()));
         }
         let mut out = Chunk { ids: vec![], failing: HashMap::new(), error: None };
-        // Per patient (in id order): its id, the next attempt and the attempts made so far.
+        // Per patient not yet kept (in id order): its place in `out.ids` (which counts its
+        // attempts), its id and its next attempt.
         let mut pending: Vec<(usize, i64, u64)> = vec![];
         for (k, pid) in ids.enumerate() {
             out.ids.push((0, None));
