@@ -693,7 +693,7 @@ fn generate_dummy_dataset(graph: &Graph, dataset: &DatasetSpec, target: &Target,
     let size = population_size(&args.dummy, dataset.dummy.population_size, 10);
     let options = gen_options(size, &args.dummy, &dataset.dummy);
     eprintln!("[info] Generating dummy data for {size} patients (seed {}); give --dummy-tables DIR to use your own tables", options.seed);
-    stream_generated(&plan, &options, target, shape.layouts(), |pid, _, values| shape.rows(pid, values))
+    stream_generated(&plan, &options, target, shape.layouts(), |pid, _, values| shape.rows(pid, values), Some((graph, &shape)))
 }
 
 /// Generates patients and writes, per kept patient, the rows `rows` gives for each table.
@@ -708,27 +708,35 @@ fn stream_generated(
         &dyn quarry_engine::PatientView,
     ) -> Vec<Vec<Vec<quarry_queries::semantics::Scalar>>>
     + Sync,
+    dataset: Option<(&Graph, &DatasetShape)>,
 ) -> Result<(), Failure> {
     let mut stream = output::TableStream::open(target, layouts).map_err(|m| fail(1, m))?;
     let encoder = stream.encoder();
+    let each = |pid, tables: &_, values: &dyn quarry_engine::PatientView| {
+        rows(pid, tables, values)
+            .into_iter()
+            .map(|table_rows| (!table_rows.is_empty()).then(|| encoder.chunk(table_rows)))
+            .collect::<Vec<_>>()
+    };
+    // A dataset's CSV is rendered from the typed columns of each round's kept patients.
+    let typed = |p: &quarry_engine::columnar::Partition, keep: &[u32]| -> Vec<Vec<Option<output::Chunk>>> {
+        let (graph, shape) = dataset.expect("only given for a dataset");
+        shape
+            .patients_csv(graph, p, keep)
+            .into_iter()
+            .map(|tables| tables.into_iter().map(|t| t.map(output::Chunk::Text)).collect())
+            .collect()
+    };
+    let each_round: Option<dummy::EachRound<'_, _>> = (dataset.is_some() && encoder.is_text()).then_some(&typed);
     let report = plan
-        .generate(
-            options,
-            |pid, tables, values| {
-                rows(pid, tables, values)
-                    .into_iter()
-                    .map(|table_rows| (!table_rows.is_empty()).then(|| encoder.chunk(table_rows)))
-                    .collect::<Vec<_>>()
-            },
-            |parts| {
-                for (i, chunk) in parts.into_iter().enumerate() {
-                    if let Some(chunk) = chunk {
-                        stream.write(i, chunk)?;
-                    }
+        .generate_with(options, &each, each_round, |parts| {
+            for (i, chunk) in parts.into_iter().enumerate() {
+                if let Some(chunk) = chunk {
+                    stream.write(i, chunk)?;
                 }
-                Ok(())
-            },
-        )
+            }
+            Ok(())
+        })
         .map_err(|e| fail(1, e.to_string()))?;
     report_generation(&report, options);
     stream.finish().map_err(|m| fail(1, m))
@@ -784,20 +792,27 @@ fn write_dummy_tables(def: &Definition, target: &Target, dummy: &DummyArgs, inpu
         })
         .collect();
     eprintln!("[info] Generating dummy tables for {size} patients (seed {}) into {}", options.seed, dir.display());
-    stream_generated(&plan, &options, target, &layouts, |pid, tables, _| {
-        layout
-            .iter()
-            .map(|(t, cols)| {
-                tables
-                    .get(t)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[])
-                    .iter()
-                    .map(|row| std::iter::once(Some(Value::Int(pid))).chain(cols.iter().map(|&i| row[i].clone())).collect())
-                    .collect()
-            })
-            .collect()
-    })
+    stream_generated(
+        &plan,
+        &options,
+        target,
+        &layouts,
+        |pid, tables, _| {
+            layout
+                .iter()
+                .map(|(t, cols)| {
+                    tables
+                        .get(t)
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[])
+                        .iter()
+                        .map(|row| std::iter::once(Some(Value::Int(pid))).chain(cols.iter().map(|&i| row[i].clone())).collect())
+                        .collect()
+                })
+                .collect()
+        },
+        None,
+    )
 }
 
 pub fn serialize_definition(args: &SerializeArgs) -> Result<(), Failure> {

@@ -907,6 +907,49 @@ impl Partition {
         }
     }
 
+    /// The partition's patients (their indexes) for whom boolean series `n` is True.
+    pub fn where_true(&self, n: NodeId) -> Vec<u32> {
+        match self.values[n.index()].as_ref() {
+            Some(Cv::S(a)) => a.true_bits().set_indices().map(|i| i as u32).collect(),
+            Some(Cv::K(Some(Value::Bool(true)))) => (0..self.len() as u32).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Patient-level series `n` for the patients `keep` (indexes), as a typed column.
+    pub fn patient_column(&self, g: &Graph, n: NodeId, keep: &[u32]) -> Array {
+        match self.values[n.index()].as_ref() {
+            Some(Cv::S(a)) => a.take(keep),
+            Some(Cv::K(v)) => Array::splat(g.type_of(n).expect("a series"), v, keep.len()),
+            _ => Array::splat(g.type_of(n).expect("a series"), &None, keep.len()),
+        }
+    }
+
+    /// The rows of event frame `frame` of the patients `keep`, patient by patient in the
+    /// frame's order (sorted, if it is): each row's index in its table and its patient's
+    /// index in the partition.
+    pub fn frame_rows(&self, frame: NodeId, keep: &[u32]) -> (Vec<u32>, Vec<u32>) {
+        let Some(Cv::Rows { rows, seg }) = self.values[frame.index()].as_ref() else { return (vec![], vec![]) };
+        let (mut index, mut owners) = (vec![], vec![]);
+        for &i in keep {
+            let mine = &rows[seg[i as usize] as usize..seg[i as usize + 1] as usize];
+            index.extend_from_slice(mine);
+            owners.extend(std::iter::repeat_n(i, mine.len()));
+        }
+        (index, owners)
+    }
+
+    /// Series `n` over rows of an event frame (`frame_rows`): an event-level series at each
+    /// row, a patient-level one at each row's patient.
+    pub fn row_column(&self, g: &Graph, n: NodeId, rows: &[u32], owners: &[u32]) -> Array {
+        match self.values[n.index()].as_ref() {
+            Some(Cv::Col(a)) => a.take(rows),
+            Some(Cv::S(a)) => a.take(owners),
+            Some(Cv::K(v)) => Array::splat(g.type_of(n).expect("a series"), v, rows.len()),
+            _ => Array::splat(g.type_of(n).expect("a series"), &None, rows.len()),
+        }
+    }
+
     /// Patient `i`'s rows of an event-table output: for each row of `frame`, in the frame's
     /// order (sorted, if it is), the columns.
     pub fn event_rows(&self, frame: NodeId, columns: &[NodeId], i: usize) -> Vec<Vec<Scalar>> {

@@ -18,6 +18,7 @@ pub mod output;
 pub mod parquet_guard;
 pub mod pushdown;
 pub mod reference;
+pub mod sink;
 pub mod sql;
 pub mod store;
 
@@ -121,17 +122,48 @@ impl<'a> DatasetShape<'a> {
 }
 
 impl DatasetShape<'_> {
-    /// A partition's rows, per output table, for the patients in the population.
-    pub fn partition_rows(&self, p: &columnar::Partition) -> Vec<Vec<Vec<Scalar>>> {
-        let mut out: Vec<Vec<Vec<Scalar>>> = vec![vec![]; 1 + self.events.len()];
-        for (i, &pid) in p.patients.iter().enumerate() {
-            let patient = columnar::PartitionPatient(p, i);
-            if !self.in_population(&patient) {
-                continue;
+    /// A partition's rows as typed columns, per output table (patient_id first), for the
+    /// patients in the population; no value is made per cell.
+    pub fn partition_columns(&self, graph: &Graph, p: &columnar::Partition) -> Vec<Vec<column::Array>> {
+        self.columns_of(graph, p, &p.where_true(self.dataset.population)).into_iter().map(|(columns, _)| columns).collect()
+    }
+
+    /// The partition's patients `keep` (indexes) as CSV text rendered from typed columns: per
+    /// patient, in `keep`'s order, per output table, its rows (`None` where it has none).
+    pub fn patients_csv(&self, graph: &Graph, p: &columnar::Partition, keep: &[u32]) -> Vec<Vec<Option<String>>> {
+        let mut at = vec![usize::MAX; p.len()];
+        for (j, &i) in keep.iter().enumerate() {
+            at[i as usize] = j;
+        }
+        let mut out = vec![vec![None; self.layouts.len()]; keep.len()];
+        for (t, (columns, owners)) in self.columns_of(graph, p, keep).into_iter().enumerate() {
+            let (text, ends) = sink::csv_rows(&columns);
+            let (mut start, mut r) = (0, 0);
+            // A patient's rows are consecutive.
+            while r < owners.len() {
+                let mut e = r + 1;
+                while e < owners.len() && owners[e] == owners[r] {
+                    e += 1;
+                }
+                out[at[owners[r] as usize]][t] = Some(text[start..ends[e - 1]].to_string());
+                (start, r) = (ends[e - 1], e);
             }
-            for (table, rows) in out.iter_mut().zip(self.rows(pid, &patient)) {
-                table.extend(rows);
-            }
+        }
+        out
+    }
+
+    /// The rows of the partition's patients `keep` (indexes, in that order) as typed columns,
+    /// per output table, with each row's patient (its index in the partition).
+    pub fn columns_of(&self, graph: &Graph, p: &columnar::Partition, keep: &[u32]) -> Vec<(Vec<column::Array>, Vec<u32>)> {
+        let ids = |at: &[u32]| column::Array::Int(std::sync::Arc::new(at.iter().map(|&i| p.patients[i as usize]).collect()), None);
+        let mut main = vec![ids(keep)];
+        main.extend(self.dataset.variables.iter().map(|(_, n)| p.patient_column(graph, *n, keep)));
+        let mut out = vec![(main, keep.to_vec())];
+        for (cols, order) in self.events.iter().zip(&self.orders) {
+            let (rows, owners) = p.frame_rows(order.frame, keep);
+            let mut table = vec![ids(&owners)];
+            table.extend(cols.iter().map(|(_, n)| p.row_column(graph, *n, &rows, &owners)));
+            out.push((table, owners));
         }
         out
     }
@@ -211,9 +243,11 @@ pub fn evaluate_batch_columnar(
     }
     let mut tables: Vec<Table> =
         shape.layouts().iter().map(|(name, columns)| Table { name: name.clone(), columns: columns.clone(), rows: vec![] }).collect();
+    // Through the typed output columns the backend's stream writes (so the property tests
+    // and the conformance cases check them against the reference evaluator).
     evaluator.run(
         batch,
-        |p| shape.partition_rows(p),
+        |p| shape.partition_columns(graph, p).iter().map(|c| sink::rows_of(c)).collect::<Vec<_>>(),
         |parts| {
             for (t, rows) in tables.iter_mut().zip(parts) {
                 t.rows.extend(rows);
@@ -265,7 +299,7 @@ pub fn stream_dataset_backend(
             &batch,
             lo,
             hi,
-            |p| shape.partition_rows(p).into_iter().map(|r| (r.len(), encoder.chunk(r))).collect::<Vec<_>>(),
+            |p| shape.partition_columns(graph, p).into_iter().map(|c| encoder.columns(c)).collect::<Vec<_>>(),
             |chunks| -> Result<(), StreamError> {
                 rows += chunks.first().map_or(0, |(n, _)| *n);
                 for (i, (_, chunk)) in chunks.into_iter().enumerate() {

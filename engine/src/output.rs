@@ -12,6 +12,7 @@ use quarry_queries::qm::Value;
 use quarry_queries::semantics::Scalar;
 
 use crate::arrow_io::TypedWriter;
+use crate::column::Array;
 pub use crate::columns::{ColumnKind, ColumnSpec};
 
 /// A results table: its columns and rows.
@@ -37,8 +38,9 @@ pub fn render_value(v: &Scalar) -> String {
 }
 
 /// CSV as ehrQL writes it (Python's `csv.writer`): minimal quoting (a field with a comma, a
-/// quote or a line end; a record of one empty field), doubled quotes, CRLF line ends.
-fn csv_text<R: IntoIterator<Item = F>, F: AsRef<[u8]>>(records: impl IntoIterator<Item = R>) -> String {
+/// quote or a line end; a record of one empty field), doubled quotes, CRLF line ends. The
+/// header's writer, and the oracle `sink`'s tests compare its fast writers with.
+pub(crate) fn csv_text<R: IntoIterator<Item = F>, F: AsRef<[u8]>>(records: impl IntoIterator<Item = R>) -> String {
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .quote_style(csv::QuoteStyle::Necessary)
@@ -51,9 +53,9 @@ fn csv_text<R: IntoIterator<Item = F>, F: AsRef<[u8]>>(records: impl IntoIterato
     String::from_utf8(bytes).expect("fields are UTF-8")
 }
 
-/// Rows as CSV text.
+/// Rows as CSV text ([`crate::sink::rows_text`]).
 pub fn rows_text(rows: &[Vec<Scalar>]) -> String {
-    csv_text(rows.iter().map(|r| r.iter().map(render_value)))
+    crate::sink::rows_text(rows)
 }
 
 fn render_header(columns: &[ColumnSpec]) -> String {
@@ -199,10 +201,12 @@ pub fn write_tables(target: &Target, tables: Vec<Table>) -> Result<(), String> {
     stream.finish()
 }
 
-/// Rows ready for one table of a [`TableStream`]: rendered CSV text, or the typed rows.
+/// Rows ready for one table of a [`TableStream`]: rendered CSV text, or, for Arrow and
+/// Parquet, rows of values or the engine's typed columns.
 pub enum Chunk {
     Text(String),
     Rows(Vec<Vec<Scalar>>),
+    Columns(Vec<Array>),
 }
 
 /// Turns rows into [`Chunk`]s; cheap to share between threads, so CSV is rendered in parallel.
@@ -212,8 +216,24 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// Whether chunks are CSV text (else typed rows).
+    pub fn is_text(&self) -> bool {
+        self.text
+    }
+
     pub fn chunk(&self, rows: Vec<Vec<Scalar>>) -> Chunk {
         if self.text { Chunk::Text(rows_text(&rows)) } else { Chunk::Rows(rows) }
+    }
+
+    /// Rows given as typed columns (all the same length), with their number: CSV is rendered
+    /// from the columns ([`crate::sink::csv_text`]); Arrow and Parquet convert them whole
+    /// (`TypedWriter::push_columns`).
+    pub fn columns(&self, columns: Vec<Array>) -> (usize, Chunk) {
+        let rows = columns.first().map_or(0, Array::len);
+        if self.text {
+            return (rows, Chunk::Text(crate::sink::csv_text(&columns)));
+        }
+        (rows, Chunk::Columns(columns))
     }
 }
 
@@ -283,7 +303,7 @@ impl TableStream {
                 Ok(())
             }
             (StreamDest::Files(files), chunk) => files[index].write(chunk),
-            (StreamDest::Stdout(_), Chunk::Rows(_)) => unreachable!("stdout takes text chunks"),
+            (StreamDest::Stdout(_), Chunk::Rows(_) | Chunk::Columns(_)) => unreachable!("stdout takes text chunks"),
         }
     }
 
@@ -358,6 +378,9 @@ impl StreamFile {
             (StreamWriter::Plain(w), Chunk::Text(t)) => w.write_all(t.as_bytes()).map_err(io),
             (StreamWriter::Gz(w), Chunk::Text(t)) => w.write(t.as_bytes()).map_err(io),
             (StreamWriter::Typed(w), Chunk::Rows(rows)) => w.push(rows).map_err(|e| format!("cannot write {}: {e}", self.path.display())),
+            (StreamWriter::Typed(w), Chunk::Columns(c)) => {
+                w.push_columns(&c).map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+            }
             _ => unreachable!("chunks come from the stream's own encoder"),
         }
     }

@@ -252,8 +252,12 @@ impl<'g> Plan<'g> {
         // Keep declared date orderings (discharge after admission, …) in background rows.
         if background {
             for (i, col) in tp.columns.iter().enumerate() {
+                if col.date_after.is_empty() {
+                    continue;
+                }
                 let Some(Value::Date(v)) = &row[i] else { continue };
-                let mut v = days::to_days(*v);
+                let was = days::to_days(*v);
+                let mut v = was;
                 for &j in &col.date_after {
                     if let Some(Value::Date(a)) = &row[j] {
                         let a = days::to_days(*a);
@@ -262,7 +266,9 @@ impl<'g> Plan<'g> {
                         }
                     }
                 }
-                row[i] = Some(Value::Date(days::to_date(v)));
+                if v != was {
+                    row[i] = Some(Value::Date(days::to_date(v)));
+                }
             }
         }
         Some(row)
@@ -411,6 +417,20 @@ impl<'g> Plan<'g> {
         &self,
         options: &Options,
         each: impl Fn(i64, &BTreeMap<TableId, Rows>, &dyn PatientView) -> T + Sync,
+        sink: impl FnMut(T) -> Result<(), String>,
+    ) -> Result<Report, GenError> {
+        self.generate_with(options, &each, None, sink)
+    }
+
+    /// As [`Plan::generate`], and where the columnar engine evaluated a round of patients
+    /// together, its kept patients are handed to `each_round` at once: the partition and
+    /// their indexes in it, for one result each, in that order (`each` still makes those of
+    /// a round the reference evaluator had to redo).
+    pub fn generate_with<T: Send>(
+        &self,
+        options: &Options,
+        each: Each<'_, T>,
+        each_round: Option<EachRound<'_, T>>,
         mut sink: impl FnMut(T) -> Result<(), String>,
     ) -> Result<Report, GenError> {
         let started = Instant::now();
@@ -441,7 +461,7 @@ impl<'g> Plan<'g> {
             let starts: Vec<i64> = (0..per_round as i64).map(|k| next + k * chunk).collect();
             next += per_round as i64 * chunk;
             let results: Vec<Chunk<T>> =
-                starts.par_iter().map(|&start| self.chunk(options.seed, (start..start + chunk).map(id_at), &each)).collect();
+                starts.par_iter().map(|&start| self.chunk(options.seed, (start..start + chunk).map(id_at), each, each_round)).collect();
             for c in results {
                 if first_error.is_none() {
                     first_error = c.error;
@@ -515,12 +535,7 @@ impl<'g> Plan<'g> {
     /// the patients are the same whatever the rounds. A round whose evaluation fails (an error
     /// caused by some patient's random values) is evaluated again patient by patient on the
     /// reference evaluator, so that only the attempts that fail are rejected.
-    fn chunk<T>(
-        &self,
-        seed: u64,
-        ids: impl Iterator<Item = i64>,
-        each: &(impl Fn(i64, &BTreeMap<TableId, Rows>, &dyn PatientView) -> T + Sync),
-    ) -> Chunk<T> {
+    fn chunk<T>(&self, seed: u64, ids: impl Iterator<Item = i64>, each: Each<'_, T>, each_round: Option<EachRound<'_, T>>) -> Chunk<T> {
         let mut reference = Evaluator::new(self.graph, &self.outputs);
         for (k, v) in &self.params {
             reference.set_param(k, Some(v.clone()));
@@ -566,6 +581,8 @@ impl<'g> Plan<'g> {
             let store = crate::store::Store { patients: built.into_iter().map(|(_, pid, _, t)| (pid, t)).collect() };
             let batch = crate::batch::Batch::from_store(self.graph, &store, self.columnar.tables());
             let partition = self.columnar.partition(&batch.ids, &batch);
+            // Kept patients left to `each_round`: their places in `out.ids` and partition indexes.
+            let (mut kept_at, mut kept) = (vec![], vec![]);
             for (k, pid, attempt) in ids {
                 let tables = &store.patients[&pid];
                 let i = batch.ids.binary_search(&pid).expect("a patient of the batch");
@@ -585,7 +602,13 @@ impl<'g> Plan<'g> {
                     },
                 };
                 if self.satisfied(values.as_ref()) {
-                    out.ids[k].1 = Some(each(pid, tables, values.as_ref()));
+                    match (&partition, each_round) {
+                        (Ok(_), Some(_)) => {
+                            kept_at.push(k);
+                            kept.push(i as u32);
+                        }
+                        _ => out.ids[k].1 = Some(each(pid, tables, values.as_ref())),
+                    }
                     continue;
                 }
                 if let Some(n) = self.failing_part(values.as_ref()) {
@@ -593,6 +616,13 @@ impl<'g> Plan<'g> {
                 }
                 if attempt + 1 < ATTEMPTS {
                     pending.push((k, pid, attempt + 1));
+                }
+            }
+            if let (Ok(p), Some(each_round)) = (&partition, each_round)
+                && !kept.is_empty()
+            {
+                for (k, item) in kept_at.into_iter().zip(each_round(p, &kept)) {
+                    out.ids[k].1 = Some(item);
                 }
             }
         }
@@ -614,6 +644,12 @@ impl<'g> Plan<'g> {
         (rng, tables)
     }
 }
+
+/// Makes a kept patient's result from its id, tables and values (`Plan::generate_with`).
+pub type Each<'a, T> = &'a (dyn Fn(i64, &BTreeMap<TableId, Rows>, &dyn PatientView) -> T + Sync);
+
+/// Makes the results of a round's kept patients together (`Plan::generate_with`).
+pub type EachRound<'a, T> = &'a (dyn Fn(&crate::columnar::Partition, &[u32]) -> Vec<T> + Sync);
 
 struct Chunk<T> {
     /// Per patient id, in order: the attempts made and the kept patient's result.
