@@ -99,7 +99,13 @@ fn plain_array(kind: &ColumnKind, values: &mut dyn Iterator<Item = &Scalar>) -> 
                 match v {
                     None => b.append_null(),
                     Some(Value::Float(x)) => b.append_value(x.0),
-                    Some(Value::Int(x)) => b.append_value(*x as f64),
+                    // pyarrow refuses an int a double cannot hold exactly.
+                    Some(Value::Int(x)) if x.unsigned_abs() <= 1 << 53 => b.append_value(*x as f64),
+                    Some(Value::Int(x)) => {
+                        return Err(format!(
+                            "integer value {x} is outside of the range exactly representable by a IEEE 754 double precision value"
+                        ));
+                    }
                     Some(other) => return Err(mismatch(other)),
                 }
             }
@@ -173,13 +179,7 @@ impl ColumnEncoder {
             keys.push(match &r[at] {
                 None => None,
                 Some(v) => {
-                    let i = categories.iter().position(|c| same_category(c, v)).ok_or_else(|| {
-                        format!(
-                            "column '{}': value {} is not one of its categories",
-                            spec.name,
-                            crate::output::render_value(&Some(v.clone()))
-                        )
-                    })?;
+                    let i = categories.iter().position(|c| same_category(c, v)).ok_or_else(|| not_a_category(spec, v))?;
                     Some(i as i32)
                 }
             });
@@ -208,13 +208,7 @@ impl ColumnEncoder {
                     out.push(None);
                     continue;
                 }
-                out.push(Some(of_key[k as usize].ok_or_else(|| {
-                    format!(
-                        "column '{}': value {} is not one of its categories",
-                        spec.name,
-                        crate::output::render_value(&Some(dict.values[k as usize].clone()))
-                    )
-                })?));
+                out.push(Some(of_key[k as usize].ok_or_else(|| not_a_category(spec, &dict.values[k as usize]))?));
             }
             return dictionary_of(&out, categories.len(), dictionary);
         }
@@ -227,10 +221,7 @@ impl ColumnEncoder {
             }
         }
         let plain: ArrayRef = match (&spec.kind, a) {
-            (ColumnKind::Bool, A::Bool(v, n)) => {
-                let v = n.as_ref().map_or_else(|| v.clone(), |n| v & n.inner());
-                Arc::new(arrow_array::BooleanArray::new(v, n.clone()))
-            }
+            (ColumnKind::Bool, A::Bool(_, n)) => Arc::new(arrow_array::BooleanArray::new(a.true_bits(), n.clone())),
             (ColumnKind::Int { .. }, A::Int(v, n)) => Arc::new(arrow_array::Int64Array::new(zeroed(v, n), n.clone())),
             (ColumnKind::Float, A::Float(v, n)) => Arc::new(arrow_array::Float64Array::new(zeroed(v, n), n.clone())),
             (ColumnKind::Date, A::Date(v, n)) => Arc::new(arrow_array::Date32Array::new(zeroed(v, n), n.clone())),
@@ -248,6 +239,10 @@ impl ColumnEncoder {
         };
         narrow_if_int(plain, &spec.kind, &spec.name)
     }
+}
+
+fn not_a_category(spec: &ColumnSpec, v: &Value) -> String {
+    format!("column '{}': value {} is not one of its categories", spec.name, crate::output::render_value(&Some(v.clone())))
 }
 
 /// A categorical column's keys (indexes into its `categories` categories, `dictionary`) as
@@ -678,6 +673,41 @@ mod tests {
         }
     }
 
+    /// What a kernel left under a NULL slot is not written: the file is the one a builder
+    /// (zeros and False under NULLs) makes.
+    #[test]
+    fn values_under_nulls_are_not_written() {
+        use arrow_buffer::{BooleanBuffer, NullBuffer};
+        let specs = [
+            ColumnSpec::new("b", ColumnKind::Bool),
+            ColumnSpec::new("i", ColumnKind::Int { min: None, max: None }),
+            ColumnSpec::new("d", ColumnKind::Date),
+            ColumnSpec::new("s", ColumnKind::Str),
+            ColumnSpec { categories: Some(vec![Value::Str("a".into())]), ..ColumnSpec::new("c", ColumnKind::Str) },
+        ];
+        let nulls = || Some(NullBuffer::new(BooleanBuffer::from(vec![true, false, true])));
+        let dict = Arc::new(crate::column::Dict::new(vec![Value::Str("a".into())]));
+        let garbage = [
+            Column::Bool(BooleanBuffer::from(vec![true, true, false]), nulls()),
+            Column::Int(Arc::new(vec![5, 99, 6]), nulls()),
+            Column::Date(Arc::new(vec![1, 77, 2]), nulls()),
+            Column::Text(Arc::new(vec![0, u32::MAX, 0]), dict.clone(), nulls()),
+            Column::Text(Arc::new(vec![0, u32::MAX, 0]), dict, nulls()),
+        ];
+        let types = [Type::Bool, Type::Int, Type::Date, Type::Str, Type::Str];
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, columns: &[Column]| {
+            let path = dir.path().join(name);
+            let mut w = TypedWriter::create(File::create(&path).unwrap(), &specs, false).unwrap();
+            w.push_columns(columns).unwrap();
+            w.finish().unwrap();
+            std::fs::read(&path).unwrap()
+        };
+        let clean: Vec<Column> =
+            garbage.iter().zip(&types).map(|(c, t)| Column::from_scalars(t, (0..3).map(|i| c.get(i)).collect::<Vec<_>>().iter())).collect();
+        assert!(write("garbage.arrow", &garbage) == write("clean.arrow", &clean));
+    }
+
     /// ehrQL's `int ** int` leaves Python ints in a float series: they are written to the
     /// float column as floats (as pyarrow converts them), by rows and by typed columns alike.
     #[test]
@@ -693,5 +723,9 @@ mod tests {
         let file = read_file(&path).unwrap();
         let x = file.batches[0].column(0).as_primitive::<Float64Type>().iter().collect::<Vec<_>>();
         assert_eq!(x, [Some(49.0), None, Some(2.5), Some(49.0), None, Some(2.5)]);
+        // One a double cannot hold exactly is refused, as pyarrow refuses it (41 ** 10).
+        let mut w = TypedWriter::create(File::create(dir.path().join("y.arrow")).unwrap(), &specs, false).unwrap();
+        let e = w.push_columns(&[Column::Values(Arc::new(vec![Some(Value::Int(13_422_659_310_152_401))]))]).unwrap_err();
+        assert!(e.contains("integer value 13422659310152401 is outside of the range exactly representable"), "{e}");
     }
 }
