@@ -211,7 +211,8 @@ pub enum Builder {
     Text {
         keys: Vec<u32>,
         values: Vec<Value>,
-        index: HashMap<Value, u32>,
+        /// `values`' keys by their hash: each value is held once, in `values`.
+        index: hashbrown::HashTable<u32>,
         /// Source slots already interned: (the source dictionary's address, its key) → key.
         remap: HashMap<(usize, u32), u32>,
         valid: BooleanBufferBuilder,
@@ -231,7 +232,7 @@ impl Builder {
             Type::Str | Type::Code(_) | Type::MultiCodeString(_) => Builder::Text {
                 keys: Vec::with_capacity(capacity),
                 values: vec![],
-                index: HashMap::default(),
+                index: hashbrown::HashTable::new(),
                 remap: HashMap::default(),
                 valid,
                 nulls: false,
@@ -365,13 +366,16 @@ impl Builder {
     }
 }
 
-fn intern(values: &mut Vec<Value>, index: &mut HashMap<Value, u32>, v: &Value) -> u32 {
-    if let Some(k) = index.get(v) {
-        return *k;
+/// `v`'s key among `values`, adding it if it is new (one copy of each distinct value).
+fn intern(values: &mut Vec<Value>, index: &mut hashbrown::HashTable<u32>, v: &Value) -> u32 {
+    let hash = |v: &Value| std::hash::BuildHasher::hash_one(&rustc_hash::FxBuildHasher, v);
+    let h = hash(v);
+    if let Some(&k) = index.find(h, |&k| values[k as usize] == *v) {
+        return k;
     }
     let k = values.len() as u32;
     values.push(v.clone());
-    index.insert(v.clone(), k);
+    index.insert_unique(h, k, |&k| hash(&values[k as usize]));
     k
 }
 

@@ -22,6 +22,8 @@ pub struct ColPlan {
     pub int_range: Option<(i64, i64, i64)>,
     pub lower: Option<(Lit, bool)>,
     pub upper: Option<(Lit, bool)>,
+    /// `lower` and `upper` as constraints, made once (values are checked against them).
+    bounds: ColCons,
     /// Columns this date column must not precede.
     pub date_after: Vec<usize>,
     /// Literals the definition compares this column with, one entry per comparison (a
@@ -43,6 +45,7 @@ impl ColPlan {
             int_range: None,
             lower: None,
             upper: None,
+            bounds: ColCons::default(),
             date_after: vec![],
             hints: vec![],
         };
@@ -67,6 +70,7 @@ impl ColPlan {
                 Constraint::Unique | Constraint::DateAfter(_) => {}
             }
         }
+        plan.bounds = ColCons { lo: plan.lower.clone(), hi: plan.upper.clone(), ..Default::default() };
         plan
     }
 }
@@ -225,8 +229,8 @@ fn num(v: &Lit) -> Option<f64> {
 
 /// Chooses a value for `col`. `None` means the constraints could not be met.
 pub fn choose(rng: &mut Rng, col: &ColPlan, cons: Option<&ColCons>, window: Window, background: bool) -> Option<Option<Value>> {
-    let empty = ColCons::default();
-    let c = cons.unwrap_or(&empty);
+    static EMPTY: std::sync::LazyLock<ColCons> = std::sync::LazyLock::new(ColCons::default);
+    let c = cons.unwrap_or(&EMPTY);
     if c.conflict {
         return None;
     }
@@ -255,17 +259,16 @@ pub fn choose(rng: &mut Rng, col: &ColPlan, cons: Option<&ColCons>, window: Wind
         return Some(Some(retype(col, (*rng.pick(&ok)).clone())));
     }
     if let Some(cats) = &col.categories {
-        let ok: Vec<&Option<Value>> = cats
-            .iter()
-            .filter(|v| match v {
-                None => c.null != Some(false),
-                Some(v) => c.admits(v),
-            })
-            .collect();
-        if ok.is_empty() {
+        let admitted = |v: &&Option<Value>| match v {
+            None => c.null != Some(false),
+            Some(v) => c.admits(v),
+        };
+        // One of the admitted categories, drawn as `rng.pick` draws from a list of them.
+        let n = cats.iter().filter(admitted).count();
+        if n == 0 {
             return None;
         }
-        return Some((*rng.pick(&ok)).clone());
+        return cats.iter().filter(admitted).nth(rng.below(n as u64) as usize).cloned();
     }
     for _ in 0..12 {
         let v = match &col.type_ {
@@ -334,7 +337,7 @@ pub fn choose(rng: &mut Rng, col: &ColPlan, cons: Option<&ColCons>, window: Wind
 }
 
 fn within_schema(col: &ColPlan, v: &Value) -> bool {
-    ColCons { lo: col.lower.clone(), hi: col.upper.clone(), ..Default::default() }.admits(v)
+    col.bounds.admits(v)
 }
 
 /// Values from a codelist are the column's own type (a `Code` for code columns).
@@ -348,7 +351,7 @@ fn retype(col: &ColPlan, v: Value) -> Value {
 
 fn choose_day(rng: &mut Rng, col: &ColPlan, c: &ColCons, w: Window) -> Option<i64> {
     let (clo, chi) = c.day_bounds();
-    let (slo, shi) = ColCons { lo: col.lower.clone(), hi: col.upper.clone(), ..Default::default() }.day_bounds();
+    let (slo, shi) = col.bounds.day_bounds();
     let cons_lo = clo.into_iter().chain(slo).max();
     let cons_hi = chi.into_iter().chain(shi).min();
     let mut lo = w.lo.max(cons_lo.unwrap_or(i64::MIN));
