@@ -918,11 +918,14 @@ impl Partition {
 
     /// Patient-level series `n` for the patients `keep` (indexes), as a typed column.
     pub fn patient_column(&self, g: &Graph, n: NodeId, keep: &[u32]) -> Array {
-        match self.values[n.index()].as_ref() {
-            Some(Cv::S(a)) => a.take(keep),
-            Some(Cv::K(v)) => Array::splat(g.type_of(n).expect("a series"), v, keep.len()),
-            _ => Array::splat(g.type_of(n).expect("a series"), &None, keep.len()),
-        }
+        self.column_at(g, n, keep.len(), keep)
+    }
+
+    /// Series `n` at `len` slots, each patient-level value at its patient (`owner`); NULLs if
+    /// `n` was not evaluated.
+    fn column_at(&self, g: &Graph, n: NodeId, len: usize, owner: &[u32]) -> Array {
+        let v = self.values[n.index()].as_ref().unwrap_or(&Cv::K(None));
+        materialise(g, n, v, len, owner)
     }
 
     /// The rows of event frame `frame` of the patients `keep`, patient by patient in the
@@ -944,9 +947,7 @@ impl Partition {
     pub fn row_column(&self, g: &Graph, n: NodeId, rows: &[u32], owners: &[u32]) -> Array {
         match self.values[n.index()].as_ref() {
             Some(Cv::Col(a)) => a.take(rows),
-            Some(Cv::S(a)) => a.take(owners),
-            Some(Cv::K(v)) => Array::splat(g.type_of(n).expect("a series"), v, rows.len()),
-            _ => Array::splat(g.type_of(n).expect("a series"), &None, rows.len()),
+            _ => self.column_at(g, n, rows.len(), owners),
         }
     }
 

@@ -320,14 +320,15 @@ impl Sums {
         if let Some(&r) = by_set[set].find(h, |&r| key_of(r) == key) {
             return r as usize;
         }
-        let r = match index.find(key_hash(key, Some(id)), |&r| ids[r as usize] == id && key_of(r) == key) {
+        let with_id = key_hash(key, Some(id));
+        let r = match index.find(with_id, |&r| ids[r as usize] == id && key_of(r) == key) {
             Some(&r) => r,
             None => {
                 let r = ids.len() as u32;
                 keys.extend_from_slice(key);
                 ids.push(id);
                 counts.resize(counts.len() + *sums, 0);
-                index.insert_unique(key_hash(key, Some(id)), r, |&r| key_hash(key_at(keys, w, r), Some(ids[r as usize])));
+                index.insert_unique(with_id, r, |&r| key_hash(key_at(keys, w, r), Some(ids[r as usize])));
                 r
             }
         };

@@ -53,11 +53,6 @@ pub(crate) fn csv_text<R: IntoIterator<Item = F>, F: AsRef<[u8]>>(records: impl 
     String::from_utf8(bytes).expect("fields are UTF-8")
 }
 
-/// Rows as CSV text ([`crate::sink::rows_text`]).
-pub fn rows_text(rows: &[Vec<Scalar>]) -> String {
-    crate::sink::rows_text(rows)
-}
-
 fn render_header(columns: &[ColumnSpec]) -> String {
     csv_text([columns.iter().map(|c| c.name.as_str())])
 }
@@ -222,7 +217,7 @@ impl Encoder {
     }
 
     pub fn chunk(&self, rows: Vec<Vec<Scalar>>) -> Chunk {
-        if self.text { Chunk::Text(rows_text(&rows)) } else { Chunk::Rows(rows) }
+        if self.text { Chunk::Text(crate::sink::rows_text(&rows)) } else { Chunk::Rows(rows) }
     }
 
     /// Rows given as typed columns (all the same length), with their number: CSV is rendered

@@ -379,7 +379,7 @@ fn describe(tables: &Result<Vec<Table>, EvalError>) -> String {
             .iter()
             .map(|t| {
                 let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
-                format!("{} {:?}\n{}", t.name, names, quarry_engine::output::rows_text(&t.rows))
+                format!("{} {:?}\n{}", t.name, names, quarry_engine::sink::rows_text(&t.rows))
             })
             .collect(),
     }
