@@ -9,7 +9,7 @@ use clap::{Args, Parser};
 use quarry_engine::DatasetShape;
 use quarry_engine::dummy;
 use quarry_engine::output::{self, Target};
-use quarry_python::{Definition, DefinitionError};
+use quarry_python::{Definition, DefinitionError, Image};
 use quarry_queries::qm::{Graph, NodeId, TableId, Value};
 use quarry_queries::spec::{DatasetSpec, MeasuresSpec};
 
@@ -56,6 +56,9 @@ pub struct GenerateArgs {
     /// test stops the run before any output is written (generate-dataset only).
     #[arg(long, value_name = "FILE")]
     pub test_data_file: Option<PathBuf>,
+    /// Which ehrQL image the definition runs as (set by `quarry exec ehrql:TAG`).
+    #[arg(skip)]
+    pub image: Image,
     /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
     #[arg(last = true, value_name = "DEFINITION_ARGS")]
     pub user_args: Vec<String>,
@@ -72,6 +75,9 @@ pub struct DebugArgs {
     /// How `show()` renders: text tables, or HTML tables (as ehrQL's VS Code extension reads).
     #[arg(long, value_enum, default_value = "ascii")]
     pub display_format: crate::debug::Format,
+    /// Which ehrQL image the definition runs as (set by `quarry exec ehrql:TAG`).
+    #[arg(skip)]
+    pub image: Image,
     /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
     #[arg(last = true, value_name = "DEFINITION_ARGS")]
     pub user_args: Vec<String>,
@@ -104,7 +110,7 @@ pub fn debug(args: &DebugArgs) -> Result<(), Failure> {
         },
     };
     let debugger = crate::debug::TablesDebugger { dir, format: args.display_format };
-    quarry_python::debug_definition(&args.definition, &args.user_args, Box::new(std::io::stderr()), Box::new(debugger))
+    quarry_python::debug_definition(&args.definition, &args.user_args, Box::new(std::io::stderr()), Box::new(debugger), args.image)
         .map(|_| ())
         .map_err(|e| definition_error(*e))
 }
@@ -146,7 +152,7 @@ pub enum ExplainFormat {
 
 /// `quarry explain`: whether a patient is in the population and why (docs/explain.md).
 pub fn explain(args: &ExplainArgs) -> Result<(), Failure> {
-    let def = load(&args.definition, &args.user_args)?;
+    let def = load(&args.definition, &args.user_args, Image::Any)?;
     let Some(dataset) = &def.dataset else {
         return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset")));
     };
@@ -240,6 +246,9 @@ pub struct AssureArgs {
     /// A Python file that defines `dataset` and `test_data` (often importing the dataset
     /// from the definition it tests).
     pub test_data_file: PathBuf,
+    /// Which ehrQL image the definition runs as (set by `quarry exec ehrql:TAG`).
+    #[arg(skip)]
+    pub image: Image,
     /// Arguments for the definition itself (`sys.argv[1:]`, `get_parameter`), after `--`.
     #[arg(last = true, value_name = "DEFINITION_ARGS")]
     pub user_args: Vec<String>,
@@ -268,6 +277,9 @@ pub struct CreateDummyTablesArgs {
     pub dummy_tables_path: String,
     #[command(flatten)]
     pub dummy: DummyArgs,
+    /// Which ehrQL image the definition runs as (set by `quarry exec ehrql:TAG`).
+    #[arg(skip)]
+    pub image: Image,
     #[arg(last = true, value_name = "DEFINITION_ARGS")]
     pub user_args: Vec<String>,
 }
@@ -289,6 +301,9 @@ pub struct SerializeArgs {
     /// Write the JSON here instead of stdout.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Which ehrQL image the definition runs as (set by `quarry exec ehrql:TAG`).
+    #[arg(skip)]
+    pub image: Image,
     #[arg(last = true, value_name = "DEFINITION_ARGS")]
     pub user_args: Vec<String>,
 }
@@ -340,15 +355,35 @@ impl std::ops::Deref for Loaded {
     }
 }
 
-fn load(path: &Path, user_args: &[String]) -> Result<Loaded, Failure> {
+fn load(path: &Path, user_args: &[String], image: Image) -> Result<Loaded, Failure> {
     if !path.is_file() {
         return Err(fail(10, format!("{}: no such definition file", path.display())));
     }
     eprintln!("[info] Compiling definition from {}", path.display());
-    let def = quarry_python::load_definition(path, user_args, Box::new(std::io::stderr())).map_err(|e| definition_error(*e))?;
+    let def = quarry_python::load_definition_as(path, user_args, Box::new(std::io::stderr()), image).map_err(|e| definition_error(*e))?;
+    if let Some(warning) = image_warning(&def.missing_from) {
+        eprintln!("[warning] {}: {warning}", path.display());
+    }
     let mut inputs = vec![(path.to_path_buf(), "the definition")];
     inputs.extend(def.files_read.iter().map(|p| (p.clone(), "a file the definition reads")));
     Ok(Loaded { def, inputs })
+}
+
+/// What to say when a definition run as no particular image imported modules an image lacks
+/// (`missing_from`: (image, module), the first for each image).
+fn image_warning(missing_from: &[(String, String)]) -> Option<String> {
+    let lacking = |image: &str| missing_from.iter().find(|(i, _)| i == image).map(|(_, m)| m.as_str());
+    match (lacking("v0"), lacking("v1")) {
+        (Some(current), Some(old)) => Some(format!(
+            "imports {old}, which only ehrQL's ehrql:v0 image has, and {current}, which it does not have: \
+             no ehrQL image has both, so on OpenSAFELY this definition fails whichever image runs it"
+        )),
+        (None, Some(old)) => Some(format!(
+            "imports {old}, which only ehrQL's ehrql:v0 image has (current ehrQL, the ehrql:v1 image, \
+             does not): on OpenSAFELY it runs only as an `ehrql:v0` action"
+        )),
+        _ => None,
+    }
 }
 
 /// The inputs of a run over `args`' tables besides the definition's own: the tables it reads
@@ -528,12 +563,12 @@ fn store_for(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Result<qua
 
 pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     let target = output::parse_target(args.output.as_deref()).map_err(|m| fail(2, m))?;
-    let def = load(&args.definition, &args.user_args)?;
+    let def = load(&args.definition, &args.user_args, args.image)?;
     let Some(dataset) = &def.dataset else {
         return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset")));
     };
     if let Some(file) = &args.test_data_file {
-        assure(file, &args.user_args)?;
+        assure(file, &args.user_args, args.image)?;
     }
     let roots = dataset.roots();
     check_permissions(&def.graph, &roots, &def.claimed_permissions, !dataset.events.is_empty())?;
@@ -576,7 +611,7 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     {
         return Err(fail(2, format!("argument --dummy-data-file: {} does not exist", file.display())));
     }
-    let def = load(&args.definition, &args.user_args)?;
+    let def = load(&args.definition, &args.user_args, args.image)?;
     let Some(spec) = &def.measures else {
         return Err(definition_error(def.measures_error.clone().expect("a reason when there are no measures")));
     };
@@ -749,7 +784,7 @@ pub fn create_dummy_tables(args: &CreateDummyTablesArgs) -> Result<(), Failure> 
         Some((_, ext)) if !ext.contains('/') => output::parse_target(Some(&args.dummy_tables_path)).map_err(|m| fail(2, m))?,
         _ => Target::Directory(PathBuf::from(&args.dummy_tables_path), output::Format::Csv),
     };
-    let def = load(&args.definition, &args.user_args)?;
+    let def = load(&args.definition, &args.user_args, args.image)?;
     write_dummy_tables(&def, &target, &args.dummy, &def.inputs)
 }
 
@@ -816,7 +851,7 @@ fn write_dummy_tables(def: &Definition, target: &Target, dummy: &DummyArgs, inpu
 }
 
 pub fn serialize_definition(args: &SerializeArgs) -> Result<(), Failure> {
-    let def = load(&args.definition, &args.user_args)?;
+    let def = load(&args.definition, &args.user_args, args.image)?;
     refuse_replacing_inputs(args.output.as_slice(), &def.inputs)?;
     let json = quarry_queries::serialize::serialize(&def.graph, def.dataset.as_ref(), def.measures.as_ref());
     let text = serde_json::to_string_pretty(&json).map_err(|e| fail(1, e.to_string()))? + "\n";
@@ -829,15 +864,41 @@ pub fn serialize_definition(args: &SerializeArgs) -> Result<(), Failure> {
     }
 }
 
-/// `quarry exec ehrql:vN <command> ...`.
-pub fn exec(args: &[String]) -> Result<(), Failure> {
-    let command = ExecCommand::try_parse_from(args).map_err(|e| fail(2, e.to_string()))?;
+/// `quarry exec ehrql:TAG <command> ...`: the command as the image `tag` names runs it — its
+/// definition sees that image's modules ([`Image`]), and what the ehrql:v0 image (ehrQL of
+/// 2023-11) did not have yet is refused as its command line refused it.
+pub fn exec(tag: &str, args: &[String]) -> Result<(), Failure> {
+    let mut command = ExecCommand::try_parse_from(args).map_err(|e| fail(2, e.to_string()))?;
+    let image = Image::from_tag(tag);
+    if image == Image::V0 {
+        let newer = match &command {
+            ExecCommand::Debug(_) => Some("the debug command"),
+            ExecCommand::GenerateDataset(a) if a.test_data_file.is_some() => Some("--test-data-file"),
+            _ => None,
+        };
+        if let Some(what) = newer {
+            return Err(fail(
+                2,
+                format!(
+                    "ehrql:v0 has no {what} (it came in a later ehrQL): use ehrql:v1, or for assurance tests \
+                     under ehrql:v0 `quarry assure FILE` outside the pipeline"
+                ),
+            ));
+        }
+    }
+    match &mut command {
+        ExecCommand::GenerateDataset(a) | ExecCommand::GenerateMeasures(a) => a.image = image,
+        ExecCommand::SerializeDefinition(a) => a.image = image,
+        ExecCommand::CreateDummyTables(a) => a.image = image,
+        ExecCommand::Assure(a) => a.image = image,
+        ExecCommand::Debug(a) => a.image = image,
+    }
     match command {
         ExecCommand::GenerateDataset(a) => generate_dataset(&a),
         ExecCommand::GenerateMeasures(a) => generate_measures(&a),
         ExecCommand::SerializeDefinition(a) => serialize_definition(&a),
         ExecCommand::CreateDummyTables(a) => create_dummy_tables(&a),
-        ExecCommand::Assure(a) => assure(&a.test_data_file, &a.user_args),
+        ExecCommand::Assure(a) => assure(&a.test_data_file, &a.user_args, a.image),
         ExecCommand::Debug(a) => debug(&a),
     }
 }
@@ -845,8 +906,8 @@ pub fn exec(args: &[String]) -> Result<(), Failure> {
 /// `quarry assure FILE`: ehrQL's assurance tests. The report goes to stdout when every test
 /// passes; otherwise to stderr as ehrQL's `AssuranceTestError`, followed by quarry's
 /// explanation, with exit code 13.
-pub fn assure(file: &Path, user_args: &[String]) -> Result<(), Failure> {
-    let def = load(file, user_args)?;
+pub fn assure(file: &Path, user_args: &[String], image: Image) -> Result<(), Failure> {
+    let def = load(file, user_args, image)?;
     let Some(dataset) = &def.dataset else {
         return Err(definition_error(def.dataset_error.clone().expect("a reason when there is no dataset")));
     };

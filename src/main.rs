@@ -375,7 +375,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Commands::Exec { image, args } => exec(&image, &args),
         Commands::GenerateDataset(a) => Ok(ehrql_result(ehrql::generate_dataset(&a))),
         Commands::GenerateMeasures(a) => Ok(ehrql_result(ehrql::generate_measures(&a))),
-        Commands::Assure(a) => Ok(ehrql_result(ehrql::assure(&a.test_data_file, &a.user_args))),
+        Commands::Assure(a) => Ok(ehrql_result(ehrql::assure(&a.test_data_file, &a.user_args, a.image))),
         Commands::Debug(a) => Ok(ehrql_result(ehrql::debug(&a))),
         Commands::Explain(a) => Ok(ehrql_result(ehrql::explain(&a))),
         Commands::SerializeDefinition(a) => Ok(ehrql_result(ehrql::serialize_definition(&a))),
@@ -436,9 +436,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
 
 /// `quarry exec IMAGE:TAG ARGS…`: what an action's `run:` line does, run directly.
 fn exec(image: &str, args: &[String]) -> Result<u8> {
-    let (name, _tag) = image.split_once(':').unwrap_or((image, ""));
+    let (name, tag) = image.split_once(':').unwrap_or((image, ""));
     match name {
-        "ehrql" => Ok(ehrql_result(ehrql::exec(args))),
+        "ehrql" => Ok(ehrql_result(ehrql::exec(tag, args))),
         "analysis" => {
             let [recipe] = args else {
                 bail!("usage: `analysis:v1 RECIPE.yaml` (one recipe file; see quarry's recipes docs)");

@@ -1,5 +1,6 @@
 //! Assurance tests (`test_data`): `quarry assure`, `generate-dataset --test-data-file`, through
-//! `exec ehrql:v1` and in a project.yaml action. The expected outputs in fixtures/assure/expected
+//! `exec ehrql:v1` and in a project.yaml action (a small project: the seed study's actions run
+//! as ehrql:v0, which had no --test-data-file). The expected outputs in fixtures/assure/expected
 //! are real ehrQL's (`ehrql assure FILE`, run in fixtures/assure): stdout byte for byte, the exit
 //! code, and stderr without ehrQL's log lines; quarry's explanation follows ehrQL's report.
 
@@ -137,25 +138,41 @@ fn generate_dataset_runs_the_tests_first_and_a_failure_writes_nothing() {
 }
 
 #[test]
-fn the_seed_studys_action_runs_its_tests_and_a_failing_test_fails_the_action() {
-    let dir = tempfile::tempdir().unwrap();
+fn the_seed_studys_tests_pass() {
+    // The seed study's actions run as ehrql:v0, which had no --test-data-file: its tests run
+    // with `quarry assure`.
     let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/projects/vte");
-    common::copy_dir(&project, dir.path());
-    let yaml = fs::read_to_string(dir.path().join("project.yaml")).unwrap();
     for tests in ["analysis/test_dataset_definition.py", "analysis/test_dataset_definition_pivoted.py"] {
-        assert!(yaml.contains(&format!("--test-data-file {tests}")), "the seed study's actions run their tests");
-        let out = quarry(dir.path(), &["assure", tests]);
+        let out = quarry(&project, &["assure", tests]);
         assert!(out.status.success(), "{tests}: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "Validate test data: All OK!\nValidate results: All OK!\n", "{tests}");
     }
+}
 
-    // Break one expectation: the action fails with ehrQL's exit code and writes no dataset.
-    let tests = dir.path().join("analysis/test_dataset_definition.py");
-    let text = fs::read_to_string(&tests).unwrap().replace("\"vte_count_primary_diagnoses\": 2,", "\"vte_count_primary_diagnoses\": 3,");
-    fs::write(&tests, text).unwrap();
+#[test]
+fn an_action_runs_its_tests_and_a_failing_test_fails_the_action() {
+    let dir = tempfile::tempdir().unwrap();
+    common::copy_dir(&fixtures(), dir.path());
+    let yaml = |tests: &str| {
+        format!(
+            "version: '3.0'\nexpectations:\n  population_size: 10\nactions:\n  generate_dataset:\n    run: ehrql:v1 generate-dataset dataset_definition.py \
+             --test-data-file {tests} --output output/dataset.csv.gz\n    outputs:\n      highly_sensitive:\n        \
+             cohort: output/dataset.csv.gz\n"
+        )
+    };
+    fs::write(dir.path().join("project.yaml"), yaml("test_ok.py")).unwrap();
+    let out = quarry(dir.path(), &["run", "generate_dataset", "--project-dir", "."]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = fs::read_to_string(dir.path().join("metadata/generate_dataset.log")).unwrap();
+    assert!(log.contains("Validate results: All OK!"), "{log}");
+
+    // A failing test: the action fails with ehrQL's exit code and writes no dataset.
+    fs::remove_file(dir.path().join("output/dataset.csv.gz")).unwrap();
+    fs::write(dir.path().join("project.yaml"), yaml("test_bad.py")).unwrap();
     let out = quarry(dir.path(), &["run", "generate_dataset", "--project-dir", "."]);
     assert!(!out.status.success());
     assert!(!dir.path().join("output/dataset.csv.gz").exists());
     let log = fs::read_to_string(dir.path().join("metadata/generate_dataset.log")).unwrap();
-    assert!(log.contains("   * for column 'vte_count_primary_diagnoses', expected '3', got '2'"), "{log}");
+    assert!(log.contains("AssuranceTestError"), "{log}");
+    assert!(log.contains("exit_code: 13"), "{log}");
 }

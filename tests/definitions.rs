@@ -247,10 +247,83 @@ fn survey_cases_match_ehrql_on_both_evaluators() {
                 let got = std::fs::read_to_string(dir.path().join("out").join(file.file_name())).unwrap_or_default();
                 assert_eq!(got, std::fs::read_to_string(file.path()).unwrap(), "{name} ({engine}): {:?}", file.file_name());
             }
-            // What the definition printed or logged, without quarry's own progress lines.
-            let printed: String = stderr.lines().filter(|l| !l.starts_with("[info] ")).map(|l| format!("{l}\n")).collect();
+            // What the definition printed or logged, without quarry's own progress lines and
+            // its warning that only ehrql:v0 has what a pre-1.0 case imports.
+            let printed: String = stderr
+                .lines()
+                .filter(|l| !l.starts_with("[info] ") && !l.contains("which only ehrQL's ehrql:v0 image has"))
+                .map(|l| format!("{l}\n"))
+                .collect();
             let expected = std::fs::read_to_string(case.join("expected_stderr.txt")).unwrap_or_default();
             assert_eq!(printed, expected, "{name} ({engine}): stderr");
         }
     }
+}
+
+/// `quarry exec ehrql:TAG` runs a definition as that image: ehrql:v1 (current ehrQL) has no
+/// `ehrql.tables.beta` or `databuilder`, ehrql:v0 (ehrQL of 2023-11) none of the 1.0 table
+/// modules, nor `--test-data-file` or `debug`; the direct commands take both and warn when
+/// only ehrql:v0 has what a definition imports.
+#[test]
+fn a_definition_sees_the_modules_of_the_image_it_runs_as() {
+    let dir = project();
+    let beta = "from ehrql import create_dataset\nfrom ehrql.tables.beta.core import patients\n".to_string() + DATASET;
+    let databuilder = "from databuilder.ehrql import Dataset\nfrom databuilder.tables.beta.tpp import patients\ndataset = Dataset()\ndataset.define_population(patients.exists_for_patient())\n";
+    let from_package =
+        "from ehrql import create_dataset\nfrom ehrql.tables import beta\npatients = beta.core.patients\n".to_string() + DATASET;
+    let current = PRELUDE.to_string() + DATASET;
+    let mixed =
+        "from ehrql import create_dataset\nfrom ehrql.tables.beta.tpp import clinical_events\nfrom ehrql.tables.core import patients\n"
+            .to_string()
+            + DATASET;
+    let exec = |tag: &str, source: &str, extra: &[&str]| {
+        std::fs::write(dir.path().join("definition.py"), source).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_quarry"))
+            .current_dir(dir.path())
+            .args(["exec", tag, "generate-dataset", "definition.py", "--output", "out/dataset.csv"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        if code != 0 {
+            assert!(!dir.path().join("out").exists(), "a failed run left output behind");
+        }
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        (code, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let refused = |(code, stderr): (i32, String), message: &str| {
+        assert_eq!(code, 10, "{stderr}");
+        assert!(stderr.ends_with(&format!("{message}\n")), "{stderr}");
+        assert!(stderr.contains("definition.py\", line ") && stderr.contains(", in <module>"), "{stderr}");
+    };
+    refused(exec("ehrql:v1", &beta, &[]), "ModuleNotFoundError: No module named 'ehrql.tables.beta'");
+    refused(exec("ehrql:latest", &beta, &[]), "ModuleNotFoundError: No module named 'ehrql.tables.beta'");
+    refused(exec("ehrql:v1", databuilder, &[]), "ModuleNotFoundError: No module named 'databuilder'");
+    refused(exec("ehrql:v1", &from_package, &[]), "ImportError: cannot import name 'beta' from 'ehrql.tables' (unknown location)");
+    refused(exec("ehrql:v0", &current, &[]), "ModuleNotFoundError: No module named 'ehrql.tables.core'");
+    assert_eq!(exec("ehrql:v0", &beta, &[]).0, 0);
+    assert_eq!(exec("ehrql:v0", databuilder, &[]).0, 0);
+    assert_eq!(exec("ehrql:v1", &current, &[]).0, 0);
+    std::fs::write(dir.path().join("test_definition.py"), "from definition import dataset\ntest_data = {}\n").unwrap();
+    let (code, stderr) = exec("ehrql:v0", &beta, &["--test-data-file", "test_definition.py"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("ehrql:v0 has no --test-data-file"), "{stderr}");
+
+    // The direct commands run either image's definitions, and say when only ehrql:v0 would.
+    let warning = "[warning] definition.py: imports ehrql.tables.beta.core, which only ehrQL's ehrql:v0 image has";
+    let out = run(dir.path(), &beta);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains(warning), "{}", out.stderr);
+    let out = run(dir.path(), &current);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("[warning]"), "{}", out.stderr);
+    let out = run(dir.path(), &mixed);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "imports ehrql.tables.beta.tpp, which only ehrQL's ehrql:v0 image has, and ehrql.tables.core, which it does not have: no ehrQL image has both"
+        ),
+        "{}",
+        out.stderr
+    );
 }

@@ -9,12 +9,14 @@ import _quarry_compat
 import _quarry_io
 
 
-def install(write, sys_path):
+def install(write, sys_path, image):
     """Installs the sandboxed file layer, the guards against runaway nesting and recursion,
-    and the path-based import system."""
+    the path-based import system, and the modules `image` (`"v0"`, `"v1"` or None: either)
+    has."""
     _quarry_io.install(write)
     _install_depth_guards()
     _quarry_compat.install_builtins()
+    _install_image(image)
     import _frozen_importlib
 
     _frozen_importlib._install_external_importers()
@@ -78,6 +80,61 @@ def _install_depth_guards():
 
     sys.setrecursionlimit = setrecursionlimit
     real_setrecursionlimit(1000)
+
+
+# The modules quarry has that an ehrQL image does not (read from ehrQL's source: `ehrql:v0` is
+# ehrQL at 5176506 of 2023-11-23, as in the conformance suite's legacy_api chapter; `ehrql:v1`
+# is current ehrQL). quarry runs definitions of either, so an import of one of these from the
+# definition's own code fails as it does in that image when the definition runs as the image
+# (`quarry exec ehrql:vN`, which is how `quarry run` runs an action), and is noted, for a
+# warning, when it runs as neither (the direct commands). Each name covers its submodules.
+# Only whole modules are checked, not the names inside them.
+_NOT_IN_IMAGE = {
+    "v0": (
+        "ehrql.debugger", "ehrql.exceptions", "ehrql.permissions", "ehrql.user_parameters",
+        "ehrql.tables.core", "ehrql.tables.emis", "ehrql.tables.emisv2", "ehrql.tables.raw",
+        "ehrql.tables.smoketest", "ehrql.tables.tpp",
+    ),
+    "v1": ("databuilder", "ehrql.tables.beta"),
+}
+
+
+def _missing_from(image, name):
+    """The outermost module of `name` (itself or a package above it) that `image` lacks."""
+    for module in _NOT_IN_IMAGE[image]:
+        if name == module or name.startswith(module + "."):
+            return module
+    return None
+
+
+def _install_image(image):
+    import builtins
+
+    import _quarry
+
+    real_import = builtins.__import__
+
+    def check(name, fromlist):
+        for lacking in _NOT_IN_IMAGE if image is None else (image,):
+            missing = _missing_from(lacking, name)
+            if missing is not None:
+                if image is not None:
+                    raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+                _quarry.note_missing_from(lacking, name)
+            for item in fromlist or ():
+                if isinstance(item, str) and _missing_from(lacking, f"{name}.{item}") is not None:
+                    if image is not None:
+                        raise ImportError(f"cannot import name {item!r} from {name!r} (unknown location)", name=name)
+                    _quarry.note_missing_from(lacking, f"{name}.{item}")
+
+    def __import__(name, globals=None, locals=None, fromlist=(), level=0):
+        caller = (globals or {}).get("__name__") or ""
+        if level == 0 and caller.partition(".")[0] not in ("ehrql", "databuilder") and not caller.startswith("_quarry"):
+            check(name, fromlist)
+        return real_import(name, globals, locals, fromlist, level)
+
+    __import__.__doc__ = real_import.__doc__
+    builtins.__import__ = __import__
 
 
 # Modules CPython 3.13 freezes into its binary: a project file of the same name cannot

@@ -28,7 +28,7 @@ pub mod stdlib;
 use quarry_queries::qm::{Graph, NodeId};
 pub use quarry_queries::spec::{DatasetSpec, DummyConfig, MeasureDef, MeasuresSpec};
 
-pub use runtime::{debug_definition, load_definition};
+pub use runtime::{debug_definition, load_definition, load_definition_as};
 
 /// What a `show()` call asks to see, in debug mode.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +77,37 @@ pub struct Definition {
     pub test_data: Option<TestData>,
     /// Why `test_data` is missing or unusable, reported only if assurance tests are asked for.
     pub test_data_error: Option<DefinitionError>,
+    /// Run as no particular image ([`Image::Any`]): the first module the definition's own code
+    /// imported that each ehrQL image lacks, as (`"v0"` or `"v1"`, module).
+    pub missing_from: Vec<(String, String)>,
+}
+
+/// Which ehrQL a definition runs as. quarry has the modules of both images, `ehrql:v0`
+/// (pre-1.0: `ehrql.tables.beta`, `databuilder`) and `ehrql:v1` (`ehrql.tables.core`,
+/// `ehrql.tables.tpp`, ...); run as one image, a definition that imports a module the image
+/// lacks fails there, as it would on the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Image {
+    /// The direct commands: either image's modules, what the other lacks noted.
+    #[default]
+    Any,
+    V0,
+    V1,
+}
+
+impl Image {
+    /// The image an action's `ehrql:TAG` runs: `v0`, or the current one (`v1`, `latest`, `dev`).
+    pub fn from_tag(tag: &str) -> Image {
+        if tag == "v0" { Image::V0 } else { Image::V1 }
+    }
+
+    fn python_name(self) -> Option<&'static str> {
+        match self {
+            Image::Any => None,
+            Image::V0 => Some("v0"),
+            Image::V1 => Some("v1"),
+        }
+    }
 }
 
 /// A definition's `test_data`, as ehrQL's assurance tests read it.

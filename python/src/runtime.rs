@@ -10,7 +10,9 @@ use rustpython_vm::{AsObject, Interpreter, InterpreterBuilder, PyObjectRef, PyRe
 
 use crate::sandbox::Sandbox;
 use crate::state::{self, RunState};
-use crate::{DatasetSpec, Definition, DefinitionError, DummyConfig, MeasureDef, MeasuresSpec, PyValue, TestData, TestPatient, native};
+use crate::{
+    DatasetSpec, Definition, DefinitionError, DummyConfig, Image, MeasureDef, MeasuresSpec, PyValue, TestData, TestPatient, native,
+};
 
 /// The interpreter thread's stack. Deep Python (long operator chains, recursion up to the
 /// recursion limit, deeply nested data) needs far more than a default thread's 2 MiB; the
@@ -27,7 +29,17 @@ const ENVIRON: [(&str, &str); 4] = [("PYTHONPATH", "/app"), ("PYTHONHASHSEED", "
 ///
 /// The error is boxed: it carries the whole traceback, and is made once per run.
 pub fn load_definition(path: &Path, user_args: &[String], out: Box<dyn Write + Send>) -> Result<Definition, Box<DefinitionError>> {
-    run_on_thread(path, user_args, out, None)
+    run_on_thread(path, user_args, out, None, Image::Any)
+}
+
+/// [`load_definition`], run as the ehrQL image `image`.
+pub fn load_definition_as(
+    path: &Path,
+    user_args: &[String],
+    out: Box<dyn Write + Send>,
+    image: Image,
+) -> Result<Definition, Box<DefinitionError>> {
+    run_on_thread(path, user_args, out, None, image)
 }
 
 /// Runs a definition in debug mode, as `ehrql debug` does: each `show()` is rendered by
@@ -37,8 +49,9 @@ pub fn debug_definition(
     user_args: &[String],
     out: Box<dyn Write + Send>,
     debugger: crate::BoxedDebugger,
+    image: Image,
 ) -> Result<Definition, Box<DefinitionError>> {
-    run_on_thread(path, user_args, out, Some(debugger))
+    run_on_thread(path, user_args, out, Some(debugger), image)
 }
 
 fn run_on_thread(
@@ -46,6 +59,7 @@ fn run_on_thread(
     user_args: &[String],
     out: Box<dyn Write + Send>,
     debugger: Option<crate::BoxedDebugger>,
+    image: Image,
 ) -> Result<Definition, Box<DefinitionError>> {
     let path = path.to_path_buf();
     let user_args = user_args.to_vec();
@@ -53,7 +67,7 @@ fn run_on_thread(
     let worker = std::thread::Builder::new()
         .name("definition".into())
         .stack_size(STACK_BYTES)
-        .spawn(move || run(&path, &user_args, out, debugger))
+        .spawn(move || run(&path, &user_args, out, debugger, image))
         .map_err(|e| DefinitionError::plain(&shown, "OSError", format!("could not start the definition's thread: {e}")))?;
     match worker.join() {
         Ok(result) => result,
@@ -100,6 +114,7 @@ fn run(
     user_args: &[String],
     out: Box<dyn Write + Send>,
     debugger: Option<crate::BoxedDebugger>,
+    image: Image,
 ) -> Result<Definition, Box<DefinitionError>> {
     let shown = path.display().to_string();
     let plain = |kind: &str, message: String| DefinitionError::plain(&shown, kind, message);
@@ -128,6 +143,7 @@ fn run(
         claimed_permissions: Vec::new(),
         locations: std::collections::HashMap::new(),
         debugger,
+        missing_from: Vec::new(),
     });
     let interp = interpreter(&argv);
     let outcome = interp.enter(|vm| -> Result<Extracted, Box<DefinitionError>> {
@@ -136,7 +152,8 @@ fn run(
             let boot = vm.import("_quarry_boot", 0)?;
             let write = vm.import("_quarry", 0)?.get_attr("write", vm)?;
             let path_list: Vec<PyObjectRef> = sys_path.iter().map(|p| vm.ctx.new_str(p.as_str()).into()).collect();
-            boot.get_attr("install", vm)?.call((write, vm.ctx.new_list(path_list)), vm)?;
+            let image = image.python_name().map_or_else(|| vm.ctx.none(), |i| vm.ctx.new_str(i).into());
+            boot.get_attr("install", vm)?.call((write, vm.ctx.new_list(path_list), image), vm)?;
             let argv_list: Vec<PyObjectRef> = argv.iter().map(|a| vm.ctx.new_str(a.as_str()).into()).collect();
             boot.get_attr("run_definition", vm)?.call((shown.as_str(), stem.as_str(), vm.ctx.new_list(argv_list)), vm)
         })();
@@ -177,6 +194,7 @@ fn run(
         claimed_permissions: state.claimed_permissions,
         test_data,
         test_data_error,
+        missing_from: state.missing_from,
     })
 }
 
