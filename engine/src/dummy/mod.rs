@@ -57,7 +57,7 @@ pub struct Plan<'g> {
     pub outputs: Vec<NodeId>,
     pub params: HashMap<String, Value>,
     /// The value of every node that does not depend on a patient.
-    consts: HashMap<NodeId, solve::Lit>,
+    consts: rustc_hash::FxHashMap<NodeId, solve::Lit>,
     pub tables: Vec<TablePlan>,
     horizon: i64,
     focus: (i64, i64),
@@ -173,7 +173,7 @@ impl<'g> Plan<'g> {
             }
             tables.push(TablePlan { id: t, name: schema.name.clone(), patient_level: schema.patient_level, columns });
         }
-        let mut consts: HashMap<NodeId, solve::Lit> = HashMap::new();
+        let mut consts: rustc_hash::FxHashMap<NodeId, solve::Lit> = rustc_hash::FxHashMap::default();
         for &n in &reachable {
             if let Some(v) = constant(graph, &params, n) {
                 consts.insert(n, Arc::new(v));

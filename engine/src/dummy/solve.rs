@@ -3,7 +3,9 @@
 //! table must contain — required rows with per-column constraints, patient-level values, and
 //! tables that must stay quiet. Atoms it cannot invert are left to the generator's check.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use quarry_queries::qm::{AggregateByPatient as A, Function as F, Graph, Kind, Node, NodeId, TableId, Value};
@@ -247,11 +249,11 @@ pub struct RowNeed {
 pub struct Needs {
     pub rows: Vec<RowNeed>,
     /// Constraints on patient-level tables' single row (the row must exist).
-    pub patient: HashMap<TableId, RowCons>,
+    pub patient: FxHashMap<TableId, RowCons>,
     /// Patient-level tables that must have no row.
-    pub no_row: HashSet<TableId>,
+    pub no_row: FxHashSet<TableId>,
     /// Event tables that get no background rows.
-    pub quiet: HashSet<TableId>,
+    pub quiet: FxHashSet<TableId>,
     pub conflict: bool,
     /// Atoms the solver could not invert (left to the check).
     pub unsolved: u32,
@@ -265,7 +267,7 @@ struct RowCtx {
 pub struct Solver<'a> {
     pub graph: &'a Graph,
     /// Every constant node's value (literals, bound parameters, functions of them).
-    pub consts: &'a HashMap<NodeId, Lit>,
+    pub consts: &'a FxHashMap<NodeId, Lit>,
     pub rng: &'a mut Rng,
     pub needs: Needs,
 }
