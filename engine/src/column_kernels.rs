@@ -327,8 +327,8 @@ pub fn apply(f: &F, args: &[Array], out: &Type, len: usize) -> Result<Array, Eva
             let (Array::Date(end, _), Array::Date(start, _)) = (a, &args[1]) else { unreachable!("date - date") };
             let years = matches!(f, F::DateDifferenceInYears(..));
             let diff = |i: usize| {
-                let ((ey, em, ed), (sy, sm, sd)) = (days::civil(end[i] as i64), days::civil(start[i] as i64));
-                if years { ey - sy - i64::from((em, ed) < (sm, sd)) } else { 12 * (ey - sy) + (em - sm) - i64::from(ed < sd) }
+                let (end, start) = (days::civil(end[i] as i64), days::civil(start[i] as i64));
+                if years { semantics::years_between_civil(start, end) } else { semantics::months_between_civil(start, end) }
             };
             Array::Int(Arc::new((0..len).map(diff).collect()), union(a, &args[1]))
         }

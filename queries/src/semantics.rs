@@ -108,12 +108,27 @@ pub fn days_between(start: Date, end: Date) -> i64 {
 }
 
 pub fn months_between(start: Date, end: Date) -> i64 {
-    12 * (end.year() as i64 - start.year() as i64) + (end.month() as i64 - start.month() as i64)
-        - if end.day() < start.day() { 1 } else { 0 }
+    months_between_civil(civil(start), civil(end))
 }
 
 pub fn years_between(start: Date, end: Date) -> i64 {
-    (end.year() as i64 - start.year() as i64) - if (end.month(), end.day()) < (start.month(), start.day()) { 1 } else { 0 }
+    years_between_civil(civil(start), civil(end))
+}
+
+fn civil(d: Date) -> (i64, i64, i64) {
+    (d.year() as i64, d.month() as i64, d.day() as i64)
+}
+
+/// [`months_between`] on (year, month, day): whole months, counting a month only once its
+/// day is reached.
+pub fn months_between_civil((sy, sm, sd): (i64, i64, i64), (ey, em, ed): (i64, i64, i64)) -> i64 {
+    12 * (ey - sy) + (em - sm) - i64::from(ed < sd)
+}
+
+/// [`years_between`] on (year, month, day): whole years, counting a year only once its
+/// month and day are reached.
+pub fn years_between_civil((sy, sm, sd): (i64, i64, i64), (ey, em, ed): (i64, i64, i64)) -> i64 {
+    ey - sy - i64::from((em, ed) < (sm, sd))
 }
 
 /// Python's `x // y` on integers (`y` not 0); `None` when the result is out of range (the
