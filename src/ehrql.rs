@@ -214,10 +214,7 @@ fn open_backend(
     args: &GenerateArgs,
 ) -> Result<quarry_engine::backend::Backend, Failure> {
     if args.engine == Engine::Reference {
-        return Err(fail(
-            2,
-            "--backend is evaluated by the columnar engine; leave out --engine reference (use --dummy-tables DIR to compare with the reference evaluator)",
-        ));
+        return Err(reference_backend());
     }
     eprintln!("[info] Reading the backend in {}", dir.display());
     let backend =
@@ -226,6 +223,13 @@ fn open_backend(
         eprintln!("[info] {note}");
     }
     Ok(backend)
+}
+
+fn reference_backend() -> Failure {
+    fail(
+        2,
+        "--backend is evaluated by the columnar engine; leave out --engine reference (use --dummy-tables DIR to compare with the reference evaluator)",
+    )
 }
 
 /// A progress callback for streaming a backend: a line at most once a second.
@@ -555,7 +559,11 @@ fn generated_store(plan: &dummy::Plan, options: &dummy::Options) -> Result<quarr
     Ok(store)
 }
 
+/// The `--dummy-tables` in memory (`--backend` is streamed by the columnar engine only).
 fn store_for(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Result<quarry_engine::store::Store, Failure> {
+    if args.backend.is_some() {
+        return Err(reference_backend());
+    }
     let Some(dir) = &args.dummy_tables else { unreachable!("callers generate dummy data when no tables are given") };
     eprintln!("[info] Reading table data from {}", dir.display());
     quarry_engine::store::load_dummy_tables(graph, roots, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))
@@ -582,20 +590,41 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     if args.engine == Engine::Spark {
         return spark::generate_dataset(&def.graph, dataset, &roots, args, &target);
     }
-    if let Some(dir) = &args.backend {
-        return generate_from_backend(&def.graph, dataset, &roots, dir, &target, args);
-    }
-    if args.dummy_tables.is_none() {
+    if args.backend.is_none() && args.dummy_tables.is_none() {
         return generate_dummy_dataset(&def.graph, dataset, &target, args);
     }
-    let store = store_for(&def.graph, &roots, args)?;
-    let tables = match args.engine {
-        Engine::Reference => quarry_engine::evaluate_dataset(&def.graph, dataset, &store),
-        Engine::Columnar => quarry_engine::evaluate_dataset_columnar(&def.graph, dataset, &store),
-        Engine::Spark => unreachable!("--engine spark returned above"),
+    if args.engine == Engine::Reference {
+        let store = store_for(&def.graph, &roots, args)?;
+        let tables = quarry_engine::evaluate_dataset(&def.graph, dataset, &store)
+            .map_err(|e| fail(1, format!("error evaluating the dataset: {e}")))?;
+        return output::write_tables(&target, tables).map_err(|m| fail(1, m));
     }
-    .map_err(|e| fail(1, format!("error evaluating the dataset: {e}")))?;
-    output::write_tables(&target, tables).map_err(|m| fail(1, m))
+    // The columnar engine: the backend's tables or the dummy tables, through one path.
+    let mut source = open_source(&def.graph, &roots, Some(dataset.population), args)?;
+    let started = std::time::Instant::now();
+    let rows = quarry_engine::stream_dataset(&def.graph, dataset, source.as_mut(), &target, progress()).map_err(|e| match e {
+        quarry_engine::StreamError::Input(e) => fail(11, format!("FileValidationError: {e}")),
+        quarry_engine::StreamError::Eval(e) => fail(1, format!("error evaluating the dataset: {e}")),
+        quarry_engine::StreamError::Output(m) => fail(1, m),
+    })?;
+    if args.backend.is_some() {
+        eprintln!("[info] {rows} rows written in {:.2} s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Where the columnar engine reads a run's tables: `--backend` (scanned in rounds) or
+/// `--dummy-tables` (read into memory). `population`: the dataset's, for the backend's scan.
+fn open_source(
+    graph: &Graph,
+    roots: &[NodeId],
+    population: Option<NodeId>,
+    args: &GenerateArgs,
+) -> Result<Box<dyn quarry_engine::source::Source>, Failure> {
+    Ok(match &args.backend {
+        Some(dir) => Box::new(open_backend(graph, roots, population, dir, args)?),
+        None => Box::new(quarry_engine::source::Tables::new(graph, roots, &store_for(graph, roots, args)?)),
+    })
 }
 
 pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
@@ -637,18 +666,26 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
         quarry_engine::measures::read_dummy_measures(&def.graph, spec, file).map_err(|e| fail(11, format!("FileValidationError: {e}")))?
     } else if args.engine == Engine::Spark {
         spark::generate_measures(&def.graph, spec, &roots, args)?
-    } else if let Some(dir) = &args.backend {
-        measures_from_backend(&def.graph, spec, &roots, dir, args)?
     } else {
-        let store = if args.dummy_tables.is_none() && args.backend.is_none() {
+        let generated = || {
             let plan = measures_plan(&def.graph, spec, &roots);
             let size = population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec));
-            generated_store(&plan, &gen_options(size, &args.dummy, &spec.dummy))?
-        } else {
-            store_for(&def.graph, &roots, args)?
+            generated_store(&plan, &gen_options(size, &args.dummy, &spec.dummy))
         };
-        quarry_engine::measures::evaluate_measures(&def.graph, spec, &store, args.engine == Engine::Columnar)
-            .map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?
+        if args.engine == Engine::Reference {
+            let store =
+                if args.backend.is_some() || args.dummy_tables.is_some() { store_for(&def.graph, &roots, args)? } else { generated()? };
+            quarry_engine::measures::evaluate_measures(&def.graph, spec, &store)
+                .map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?
+        } else {
+            // The columnar engine: the backend's tables, the dummy tables or generated
+            // patients, through one path.
+            let mut source = match args.backend.is_some() || args.dummy_tables.is_some() {
+                true => open_source(&def.graph, &roots, None, args)?,
+                false => Box::new(quarry_engine::source::Tables::new(&def.graph, &roots, &generated()?)),
+            };
+            measures_from(&def.graph, spec, source.as_mut(), args.backend.is_some())?
+        }
     };
     quarry_engine::measures::apply_disclosure_control(spec, &mut table).map_err(|m| fail(1, m))?;
     let tables = match target {
@@ -674,49 +711,29 @@ fn copy_dummy_data_file(graph: &Graph, dataset: &DatasetSpec, file: &std::path::
     output::write_tables(target, vec![output::Table { name, columns, rows }]).map_err(|m| fail(1, m))
 }
 
-/// `--backend DIR`: the dataset evaluated round by round over the backend's tables and
-/// written as it goes.
-fn generate_from_backend(
-    graph: &Graph,
-    dataset: &DatasetSpec,
-    roots: &[NodeId],
-    dir: &std::path::Path,
-    target: &Target,
-    args: &GenerateArgs,
-) -> Result<(), Failure> {
-    let mut backend = open_backend(graph, roots, Some(dataset.population), dir, args)?;
-    let started = std::time::Instant::now();
-    let rows = quarry_engine::stream_dataset_backend(graph, dataset, &mut backend, target, progress()).map_err(|e| match e {
-        quarry_engine::StreamError::Input(e) => fail(11, format!("FileValidationError: {e}")),
-        quarry_engine::StreamError::Eval(e) => fail(1, format!("error evaluating the dataset: {e}")),
-        quarry_engine::StreamError::Output(m) => fail(1, m),
-    })?;
-    eprintln!("[info] {rows} rows written in {:.2} s", started.elapsed().as_secs_f64());
-    Ok(())
-}
-
-/// `generate-measures --backend DIR`: the backend read once, round by round, every interval
-/// evaluated on each round (`measures::stream_measures_backend`).
-fn measures_from_backend(
+/// The measures by the columnar engine over `source`, read once, round by round, every
+/// interval evaluated on each round (`measures::stream_measures`); `report`: say how long
+/// it took (for a backend).
+fn measures_from(
     graph: &Graph,
     spec: &MeasuresSpec,
-    roots: &[NodeId],
-    dir: &std::path::Path,
-    args: &GenerateArgs,
+    source: &mut dyn quarry_engine::source::Source,
+    report: bool,
 ) -> Result<output::Table, Failure> {
-    let mut backend = open_backend(graph, roots, None, dir, args)?;
     let started = std::time::Instant::now();
-    let table = quarry_engine::measures::stream_measures_backend(graph, spec, &mut backend, progress()).map_err(|e| match e {
+    let table = quarry_engine::measures::stream_measures(graph, spec, source, progress()).map_err(|e| match e {
         quarry_engine::StreamError::Input(e) => fail(11, format!("FileValidationError: {e}")),
         quarry_engine::StreamError::Eval(e) => fail(1, format!("error evaluating the measures: {e}")),
         quarry_engine::StreamError::Output(m) => fail(1, m),
     })?;
-    eprintln!(
-        "[info] {} measures rows over {} patients in {:.2} s",
-        table.rows.len(),
-        backend.patients_read(),
-        started.elapsed().as_secs_f64()
-    );
+    if report {
+        eprintln!(
+            "[info] {} measures rows over {} patients in {:.2} s",
+            table.rows.len(),
+            source.patients_read(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(table)
 }
 

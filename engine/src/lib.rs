@@ -19,6 +19,7 @@ pub mod parquet_guard;
 pub mod pushdown;
 pub mod reference;
 pub mod sink;
+pub mod source;
 pub mod sql;
 pub mod store;
 
@@ -207,12 +208,10 @@ pub struct EvalOptions {
     pub partition: Option<usize>,
 }
 
-/// Evaluates a dataset with the columnar evaluator (patient partitions in parallel).
-pub fn evaluate_dataset_columnar(graph: &Graph, dataset: &DatasetSpec, store: &Store) -> Result<Vec<Table>, EvalError> {
-    evaluate_dataset_columnar_with(graph, dataset, store, &EvalOptions::default())
-}
-
-/// As [`evaluate_dataset_columnar`], with parameters and a partition size.
+/// Evaluates a dataset over a row store with the columnar evaluator (patient partitions in
+/// parallel), with parameters and a partition size, into tables of rows: for tests that
+/// compare it with the reference evaluator (the CLI streams a [`source::Source`] instead,
+/// [`stream_dataset`]).
 pub fn evaluate_dataset_columnar_with(
     graph: &Graph,
     dataset: &DatasetSpec,
@@ -280,12 +279,13 @@ pub enum StreamError {
     Output(String),
 }
 
-/// Evaluates a dataset over a backend, round by round, writing each round's rows as they
-/// come; returns the number of dataset rows. `progress` is told the patients read so far.
-pub fn stream_dataset_backend(
+/// Evaluates a dataset over a source's tables (a backend, or tables in memory), round by
+/// round, writing each round's rows as they come; returns the number of dataset rows.
+/// `progress` is told the patients read so far.
+pub fn stream_dataset(
     graph: &Graph,
     dataset: &DatasetSpec,
-    backend: &mut backend::Backend,
+    source: &mut dyn source::Source,
     target: &output::Target,
     mut progress: impl FnMut(usize),
 ) -> Result<usize, StreamError> {
@@ -294,7 +294,7 @@ pub fn stream_dataset_backend(
     let mut stream = output::TableStream::open(target, shape.layouts()).map_err(StreamError::Output)?;
     let encoder = stream.encoder();
     let (mut lo, mut rows) = (None, 0);
-    backend.each_round(round_patients(), |batch, hi, read| -> Result<(), StreamError> {
+    source.each_round(round_patients(), &mut |batch, hi, read| -> Result<(), StreamError> {
         evaluator.run_range(
             &batch,
             lo,

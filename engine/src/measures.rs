@@ -98,20 +98,11 @@ pub fn measures_outputs(spec: &MeasuresSpec) -> Vec<NodeId> {
 }
 
 /// All measures in one table: `measure, interval_start, interval_end, ratio, numerator,
-/// denominator`, then every group-by column.
-pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store, columnar: bool) -> Result<Table, EvalError> {
+/// denominator`, then every group-by column — by the reference evaluator, patient by patient
+/// (store and inline patients, in id order), interval by interval. (The columnar engine reads
+/// any source: [`stream_measures`].)
+pub fn evaluate_measures(graph: &Graph, spec: &MeasuresSpec, store: &Store) -> Result<Table, EvalError> {
     let outputs = measures_outputs(spec);
-    if columnar {
-        // Every interval in one pass over the store's partitions.
-        let measures = Measures::new(spec);
-        let evaluator = measures_evaluator(graph, &outputs);
-        let mut sums = measures.sums();
-        let batch = crate::batch::Batch::from_store(graph, store, evaluator.tables());
-        add_columnar(&measures, &evaluator, &measures.parameters(), &batch, (None, None), &mut sums)?;
-        return Ok(measures.table(graph, sums));
-    }
-    // The reference evaluator goes patient by patient (store and inline patients, in id
-    // order), interval by interval.
     let mut reference = Evaluator::new(graph, &outputs);
     let mut patients: BTreeSet<i64> = store.patients.keys().copied().collect();
     patients.extend(reference.inline_patients());
@@ -698,13 +689,13 @@ pub fn add_columnar(
     )
 }
 
-/// `generate-measures --backend`: the measures over a backend, read once, round by round
-/// (each round's patients evaluated for every interval, `add_columnar`). `progress` is told
-/// the patients read so far.
-pub fn stream_measures_backend(
+/// The measures over a source's tables (a backend, or tables in memory), read once, round
+/// by round (each round's patients evaluated for every interval, `add_columnar`).
+/// `progress` is told the patients read so far.
+pub fn stream_measures(
     graph: &Graph,
     spec: &MeasuresSpec,
-    backend: &mut crate::backend::Backend,
+    source: &mut dyn crate::source::Source,
     mut progress: impl FnMut(usize),
 ) -> Result<Table, crate::StreamError> {
     let measures = Measures::new(spec);
@@ -712,7 +703,7 @@ pub fn stream_measures_backend(
     let evaluator = measures_evaluator(graph, &measures_outputs(spec));
     let mut sums = measures.sums();
     let mut lo = None;
-    backend.each_round(crate::round_patients_of(evaluator.partition_size()), |batch, hi, read| -> Result<(), crate::StreamError> {
+    source.each_round(crate::round_patients_of(evaluator.partition_size()), &mut |batch, hi, read| -> Result<(), crate::StreamError> {
         add_columnar(&measures, &evaluator, &parameters, &batch, (lo, hi), &mut sums)?;
         progress(read);
         lo = hi;

@@ -240,6 +240,10 @@ pub struct TableStream {
     /// Text for CSV (and stdout), typed rows for Arrow and Parquet.
     encoder: Encoder,
     dest: StreamDest,
+    /// Directories the stream created for its files, deepest first: removed again (when
+    /// empty) if the stream does not finish, so a failed run leaves nothing behind.
+    created: Vec<PathBuf>,
+    finished: bool,
 }
 
 enum StreamDest {
@@ -265,25 +269,38 @@ impl TableStream {
     /// Opens the target for tables with these names and headers (the first is the main one).
     pub fn open(target: &Target, tables: &[Layout]) -> Result<TableStream, String> {
         let names = tables.iter().map(|(n, _)| n.clone()).collect();
-        let dest = match target {
-            Target::Stdout => StreamDest::Stdout(tables.iter().map(|(_, h)| render_header(h)).collect()),
-            Target::File(path, format) => {
-                one_table(path, tables.len())?;
-                StreamDest::Files(vec![StreamFile::create(path, *format, &tables[0].1)?])
-            }
-            Target::Directory(dir, format) => {
-                let mut files = vec![];
-                for (name, header) in tables {
-                    files.push(StreamFile::create(&dir.join(format!("{name}{}", format.ext())), *format, header)?);
-                }
-                StreamDest::Files(files)
-            }
-        };
         let text = match target {
             Target::Stdout => true,
             Target::File(_, format) | Target::Directory(_, format) => format.is_text(),
         };
-        Ok(TableStream { names, encoder: Encoder { text }, dest })
+        let mut stream =
+            TableStream { names, encoder: Encoder { text }, dest: StreamDest::Files(vec![]), created: vec![], finished: false };
+        let files: Vec<(PathBuf, Format, &[ColumnSpec])> = match target {
+            Target::Stdout => {
+                stream.dest = StreamDest::Stdout(tables.iter().map(|(_, h)| render_header(h)).collect());
+                return Ok(stream);
+            }
+            Target::File(path, format) => {
+                one_table(path, tables.len())?;
+                vec![(path.clone(), *format, &tables[0].1)]
+            }
+            Target::Directory(dir, format) => {
+                tables.iter().map(|(name, header)| (dir.join(format!("{name}{}", format.ext())), *format, &header[..])).collect()
+            }
+        };
+        for (path, format, header) in files {
+            // The directories this file needs that are not there yet, deepest first.
+            let mut missing: Vec<PathBuf> =
+                path.ancestors().skip(1).take_while(|d| !d.as_os_str().is_empty() && !d.exists()).map(Path::to_path_buf).collect();
+            stream.created.append(&mut missing);
+            let file = StreamFile::create(&path, format, header)?;
+            if let StreamDest::Files(files) = &mut stream.dest {
+                files.push(file);
+            }
+        }
+        stream.created.sort_by(|a, b| b.components().count().cmp(&a.components().count()).then_with(|| a.cmp(b)));
+        stream.created.dedup();
+        Ok(stream)
     }
 
     pub fn encoder(&self) -> Encoder {
@@ -315,8 +332,23 @@ impl TableStream {
                     std::fs::rename(&f.tmp, &f.path).map_err(|e| format!("cannot write {}: {e}", f.path.display()))?;
                     f.renamed = true;
                 }
+                self.finished = true;
                 Ok(())
             }
+        }
+    }
+}
+
+impl Drop for TableStream {
+    /// An unfinished stream's files are removed (by `StreamFile`'s `Drop`), then the
+    /// directories it made for them, if nothing else is in them.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.dest = StreamDest::Files(vec![]);
+        for dir in &self.created {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
@@ -478,4 +510,46 @@ fn gzip(text: &[u8]) -> std::io::Result<Vec<u8>> {
     let n = compressor.gzip_compress(text, &mut out).map_err(|e| std::io::Error::other(format!("gzip: {e}")))?;
     out.truncate(n);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::columns::{ColumnKind, ColumnSpec};
+
+    fn layout() -> Vec<Layout> {
+        vec![(
+            "dataset".into(),
+            vec![ColumnSpec {
+                name: "patient_id".into(),
+                kind: ColumnKind::Int { min: None, max: None },
+                nullable: false,
+                categories: None,
+            }],
+        )]
+    }
+
+    /// A stream stopped before it finished (an evaluation error after the output was opened)
+    /// leaves neither its files nor the directories it made for them; one that finishes
+    /// leaves its file, and a directory that was there before stays.
+    #[test]
+    fn an_unfinished_stream_leaves_nothing_behind() {
+        for format in [Format::Csv, Format::CsvGz, Format::Arrow, Format::Parquet] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("there")).unwrap();
+            let target = Target::File(dir.path().join("there/new/deeper/out").with_extension(format.ext().trim_start_matches('.')), format);
+            let mut stream = TableStream::open(&target, &layout()).unwrap();
+            stream.write(0, stream.encoder().chunk(vec![vec![Some(Value::Int(1))]])).unwrap();
+            assert!(dir.path().join("there/new/deeper").is_dir());
+            drop(stream);
+            let left: Vec<_> = std::fs::read_dir(dir.path().join("there")).unwrap().collect();
+            assert!(left.is_empty(), "{format:?}: {left:?}");
+
+            let mut stream = TableStream::open(&target, &layout()).unwrap();
+            stream.write(0, stream.encoder().chunk(vec![vec![Some(Value::Int(1))]])).unwrap();
+            stream.finish().unwrap();
+            let Target::File(path, _) = &target else { unreachable!() };
+            assert!(path.is_file(), "{format:?}");
+        }
+    }
 }
