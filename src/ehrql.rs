@@ -883,7 +883,7 @@ pub fn serialize_definition(args: &SerializeArgs) -> Result<(), Failure> {
 
 /// `quarry exec ehrql:TAG <command> ...`: the command as the image `tag` names runs it — its
 /// definition sees that image's modules ([`Image`]), and what the ehrql:v0 image (ehrQL of
-/// 2023-11) did not have yet is refused as its command line refused it.
+/// 2023-12, before 1.0) did not have yet is refused as its command line refused it.
 pub fn exec(tag: &str, args: &[String]) -> Result<(), Failure> {
     let mut command = ExecCommand::try_parse_from(args).map_err(|e| fail(2, e.to_string()))?;
     let image = Image::from_tag(tag);

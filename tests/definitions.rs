@@ -261,7 +261,7 @@ fn survey_cases_match_ehrql_on_both_evaluators() {
 }
 
 /// `quarry exec ehrql:TAG` runs a definition as that image: ehrql:v1 (current ehrQL) has no
-/// `ehrql.tables.beta` or `databuilder`, ehrql:v0 (ehrQL of 2023-11) none of the 1.0 table
+/// `ehrql.tables.beta` or `databuilder`, ehrql:v0 (ehrQL before 1.0) none of the 1.0 table
 /// modules, nor `--test-data-file` or `debug`; the direct commands take both and warn when
 /// only ehrql:v0 has what a definition imports.
 #[test]

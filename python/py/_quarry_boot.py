@@ -83,8 +83,9 @@ def _install_depth_guards():
 
 
 # The modules quarry has that an ehrQL image does not (read from ehrQL's source: `ehrql:v0` is
-# ehrQL at 5176506 of 2023-11-23, as in the conformance suite's legacy_api chapter; `ehrql:v1`
-# is current ehrQL). quarry runs definitions of either, so an import of one of these from the
+# the last ehrQL before 1.0, 5b1b98d of 2023-12-07 — of quarry's modules it has the same as
+# 5176506, which the conformance suite's legacy_api chapter ran; `ehrql:v1` is current
+# ehrQL, which moved `ehrql.tables.beta` out and dropped `databuilder`). quarry runs definitions of either, so an import of one of these from the
 # definition's own code fails as it does in that image when the definition runs as the image
 # (`quarry exec ehrql:vN`, which is how `quarry run` runs an action), and is noted, for a
 # warning, when it runs as neither (the direct commands). Each name covers its submodules.

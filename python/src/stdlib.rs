@@ -183,7 +183,7 @@ image's `databuilder` package (ehrQL's name before its rename: `databuilder.ehrq
 Which of these a definition may import depends on the image it runs as. An action's
 `ehrql:v1` (and `quarry exec ehrql:v1`) is current ehrQL: importing `ehrql.tables.beta` or
 `databuilder` fails with Python's `ModuleNotFoundError`, as on that image. `ehrql:v0` is ehrQL
-of 2023-11: `ehrql.tables.core`, `ehrql.tables.tpp`, `ehrql.tables.raw`, `ehrql.tables.emis`,
+before 1.0 (2023-12): `ehrql.tables.core`, `ehrql.tables.tpp`, `ehrql.tables.raw`, `ehrql.tables.emis`,
 `ehrql.tables.smoketest`, `ehrql.permissions`, `ehrql.user_parameters`, `ehrql.debugger` and
 `ehrql.exceptions` fail there (and `--test-data-file` and `debug` are refused). Only modules
 are checked this way, not the names inside them. The direct commands (`quarry
