@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use quarry_queries::qm::{
-    AggregateByPatient as A, Domain, Float, Function, Graph, Kind, Node, NodeId, RowsId, TableId, Type, Value, function_inputs,
+    AggregateByPatient as A, Domain, Float, Function, Graph, Kind, Node, NodeId, TableId, Type, Value, function_inputs,
 };
 use quarry_queries::semantics::{self, EvalError, Scalar};
 use rayon::prelude::*;
@@ -28,7 +28,8 @@ use rayon::prelude::*;
 use crate::batch::{Batch, TableData};
 use crate::column::{Array, Builder};
 use crate::column_kernels::{self as ck, cmp_at, cmp_nulls_first, eq_at};
-use crate::kernels::{self, PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes, sort_ties};
+use crate::kernels::{self, PickPlan, SetIndex, column_index, frame_table};
+use crate::plan::QueryPlan;
 
 /// Patients per partition: large enough to amortise per-node work, small enough that a
 /// partition's columns stay in cache-sized pieces and memory is bounded by partition × threads.
@@ -76,14 +77,8 @@ struct PartTable<'s> {
 
 pub struct Evaluator<'g> {
     graph: &'g Graph,
-    outputs: Vec<NodeId>,
-    needed: Vec<NodeId>,
-    tables: Vec<TableId>,
-    picks: HashMap<NodeId, PickPlan>,
-    /// ehrQL's tie-break sorts under a picked frame's lowest sort (`kernels::sort_ties`).
-    ties: HashMap<NodeId, Vec<usize>>,
-    sets: HashMap<NodeId, SetIndex>,
-    inline: HashMap<RowsId, HashMap<i64, Arc<Vec<Scalar>>>>,
+    /// The nodes to evaluate and what they need (`plan::QueryPlan`).
+    plan: Arc<QueryPlan>,
     params: HashMap<String, Scalar>,
     /// Patients per partition ([`partition_size`] unless set).
     partition: usize,
@@ -201,27 +196,16 @@ pub struct Partition {
 
 impl<'g> Evaluator<'g> {
     pub fn new(graph: &'g Graph, outputs: &[NodeId]) -> Evaluator<'g> {
-        let needed: Vec<NodeId> = crate::reference::reachable(graph, outputs).into_iter().collect();
-        let mut tables = vec![];
-        for &n in &needed {
-            if let Node::SelectTable(t) | Node::SelectPatientTable(t) = graph.node(n)
-                && !tables.contains(t)
-            {
-                tables.push(*t);
-            }
-        }
-        Evaluator {
-            graph,
-            outputs: outputs.to_vec(),
-            tables,
-            picks: pick_plans(graph, &needed),
-            ties: sort_ties(graph, &needed),
-            sets: set_indexes(graph, &needed),
-            inline: inline_tables(graph, &needed),
-            needed,
-            params: HashMap::new(),
-            partition: partition_size(),
-        }
+        Evaluator::with_plan(graph, QueryPlan::new(graph, outputs))
+    }
+
+    /// An evaluator of a plan already made (shared with other evaluators of the same run).
+    pub fn with_plan(graph: &'g Graph, plan: Arc<QueryPlan>) -> Evaluator<'g> {
+        Evaluator { graph, plan, params: HashMap::new(), partition: partition_size() }
+    }
+
+    pub fn plan(&self) -> &Arc<QueryPlan> {
+        &self.plan
     }
 
     pub fn set_param(&mut self, name: &str, value: Scalar) {
@@ -230,7 +214,7 @@ impl<'g> Evaluator<'g> {
 
     /// The tables the evaluated nodes read, in first-use order.
     pub fn tables(&self) -> &[TableId] {
-        &self.tables
+        &self.plan.tables
     }
 
     /// Sets the patients per partition (at least one): the engine's tests cross every
@@ -246,12 +230,12 @@ impl<'g> Evaluator<'g> {
 
     /// Every patient to evaluate: the batch's and the inline tables' in `[lo, hi)`, in id order.
     fn patients(&self, batch: &Batch, lo: Option<i64>, hi: Option<i64>) -> Vec<i64> {
-        if self.inline.is_empty() {
+        if self.plan.inline.is_empty() {
             return batch.ids.clone();
         }
         let mut all: BTreeSet<i64> = batch.ids.iter().copied().collect();
         let in_range = |p: &i64| lo.is_none_or(|l| *p >= l) && hi.is_none_or(|h| *p < h);
-        all.extend(self.inline.values().flat_map(|m| m.keys().copied()).filter(in_range));
+        all.extend(self.plan.inline.values().flat_map(|m| m.keys().copied()).filter(in_range));
         all.into_iter().collect()
     }
 
@@ -295,7 +279,7 @@ impl<'g> Evaluator<'g> {
         let tables = self.part_tables(ids, batch);
         let mut values: Vec<Option<Cv>> = vec![None; self.graph.len()];
         let mut columns = HashMap::new();
-        self.evaluate(&self.needed, &self.params, ids, &tables, &mut values, &mut columns)?;
+        self.evaluate(&self.plan.needed, &self.params, ids, &tables, &mut values, &mut columns)?;
         Ok(Partition { patients: ids.to_vec(), values })
     }
 
@@ -304,7 +288,7 @@ impl<'g> Evaluator<'g> {
     fn parameter_dependent(&self) -> Vec<bool> {
         let g = self.graph;
         let mut dependent = vec![false; g.len()];
-        for &id in &self.needed {
+        for &id in &self.plan.needed {
             dependent[id.index()] = matches!(g.node(id), Node::Parameter { .. })
                 || g.children(id).iter().any(|c| dependent[c.index()])
                 || matches!(g.domain(id), Domain::Rows(d) if dependent[d.index()]);
@@ -348,7 +332,7 @@ impl<'g> Evaluator<'g> {
     /// What evaluating partitions once per set of `params` needs, worked out once for the run.
     fn per_params(&self, params: &[HashMap<String, Scalar>]) -> PerParams {
         let dependent = self.parameter_dependent();
-        let (varying, fixed): (Vec<NodeId>, Vec<NodeId>) = self.needed.iter().partition(|n| dependent[n.index()]);
+        let (varying, fixed): (Vec<NodeId>, Vec<NodeId>) = self.plan.needed.iter().partition(|n| dependent[n.index()]);
         let ranges = self.range_filters(&dependent);
         let bounds = ranges.iter().map(|r| r.bounds(params)).collect();
         let used = self.reachable_past(&ranges);
@@ -366,7 +350,7 @@ impl<'g> Evaluator<'g> {
             _ => None,
         };
         let mut out = vec![];
-        for &id in &self.needed {
+        for &id in &self.plan.needed {
             let Node::Filter { source, condition } = g.node(id) else { continue };
             if dependent[source.index()] || !matches!(g.kind(*source), Kind::EventFrame { .. }) {
                 continue;
@@ -390,7 +374,7 @@ impl<'g> Evaluator<'g> {
     fn reachable_past(&self, ranges: &[RangeFilter]) -> Vec<bool> {
         let g = self.graph;
         let mut used = vec![false; g.len()];
-        let mut stack: Vec<NodeId> = self.outputs.clone();
+        let mut stack: Vec<NodeId> = self.plan.outputs.clone();
         while let Some(n) = stack.pop() {
             if std::mem::replace(&mut used[n.index()], true) {
                 continue;
@@ -445,7 +429,7 @@ impl<'g> Evaluator<'g> {
     fn part_tables<'s>(&self, ids: &[i64], batch: &'s Batch) -> HashMap<TableId, PartTable<'s>> {
         let n = ids.len();
         let mut tables: HashMap<TableId, PartTable> = HashMap::new();
-        for &t in &self.tables {
+        for &t in &self.plan.tables {
             let data = batch.tables.get(&t);
             let mut part = PartTable { data, index: vec![], offsets: Vec::with_capacity(n + 1), owner: vec![] };
             part.offsets.push(0);
@@ -530,7 +514,7 @@ impl<'g> Evaluator<'g> {
                 Cv::Row(Arc::new((0..n).map(|i| (part.offsets[i + 1] > part.offsets[i]).then(|| part.offsets[i + 1] - 1)).collect()))
             }
             Node::InlinePatientTable { rows, .. } => {
-                let map = &self.inline[rows];
+                let map = &self.plan.inline[rows];
                 Cv::Inline(Arc::new(ids.iter().map(|p| map.get(p).cloned()).collect()))
             }
             Node::Filter { source, condition } => {
@@ -582,8 +566,14 @@ impl<'g> Evaluator<'g> {
                     _ => unreachable!("sort keys are series"),
                 };
                 let t = frame_table(g, *source);
-                let ties: Vec<Array> =
-                    self.ties.get(&id).map_or(&[][..], Vec::as_slice).iter().map(|&c| self.table_column(columns, tables, t, c)).collect();
+                let ties: Vec<Array> = self
+                    .plan
+                    .ties
+                    .get(&id)
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .map(|&c| self.table_column(columns, tables, t, c))
+                    .collect();
                 let mut sorted = rows.to_vec();
                 if key.is_some() || !ties.is_empty() {
                     let order = |a: &u32, b: &u32| {
@@ -599,7 +589,7 @@ impl<'g> Evaluator<'g> {
             }
             Node::PickOneRowPerPatient { source, position } => {
                 let Cv::Rows { rows, seg } = get(source) else { unreachable!("pick from an event frame") };
-                let plan: &PickPlan = &self.picks[&id];
+                let plan: &PickPlan = &self.plan.picks[&id];
                 let t = frame_table(g, *source);
                 let mut keys: Vec<Array> = plan
                     .keys
@@ -621,7 +611,7 @@ impl<'g> Evaluator<'g> {
                 Cv::Row(Arc::new(picked))
             }
             // Indexed sets are read by `In`, never copied.
-            Node::Value(_) if self.sets.contains_key(&id) => Cv::K(None),
+            Node::Value(_) if self.plan.sets.contains_key(&id) => Cv::K(None),
             Node::Value(v) => Cv::K(Some(v.clone())),
             Node::Parameter { name, .. } => Cv::K(params.get(name).cloned().flatten()),
             Node::SelectColumn { source, name } => {
@@ -646,8 +636,8 @@ impl<'g> Evaluator<'g> {
                 }
             }
             Node::AggregateByPatient(a) => Cv::S(self.aggregate(id, a, values, n, tables)?),
-            Node::Function(Function::In(x, set)) if self.sets.contains_key(set) => {
-                let index = &self.sets[set];
+            Node::Function(Function::In(x, set)) if self.plan.sets.contains_key(set) => {
+                let index = &self.plan.sets[set];
                 match get(x) {
                     Cv::K(v) => Cv::K(index.test(v)),
                     Cv::S(a) => Cv::S(member(index, a)),

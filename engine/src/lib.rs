@@ -16,6 +16,7 @@ pub mod make_backend;
 pub mod measures;
 pub mod output;
 pub mod parquet_guard;
+pub mod plan;
 pub mod pushdown;
 pub mod reference;
 pub mod sink;

@@ -9,10 +9,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use quarry_queries::qm::{AggregateByPatient as A, Domain, Graph, Node, NodeId, RowsId, TableId, Value, function_inputs};
+use quarry_queries::qm::{AggregateByPatient as A, Domain, Graph, Node, NodeId, TableId, Value, function_inputs};
 use quarry_queries::semantics::{self, EvalError, Scalar};
 
-use crate::kernels::{self, PickPlan, SetIndex, column_index, frame_table, inline_tables, pick_plans, set_indexes, sort_ties};
+use crate::kernels::{self, column_index, frame_table};
+use crate::plan::QueryPlan;
 use crate::store::Rows;
 
 /// A node's value for one patient.
@@ -30,30 +31,20 @@ enum Ev {
 
 pub struct Evaluator<'g> {
     graph: &'g Graph,
-    needed: Vec<NodeId>,
-    /// Literal sets used by `In`, by node index; their `Value` nodes are never copied per
-    /// patient.
-    sets: HashMap<NodeId, SetIndex>,
-    picks: HashMap<NodeId, PickPlan>,
-    /// ehrQL's tie-break sorts under a picked frame's lowest sort (`kernels::sort_ties`).
-    ties: HashMap<NodeId, Vec<usize>>,
-    inline: HashMap<RowsId, HashMap<i64, Arc<Vec<Scalar>>>>,
+    /// The nodes to evaluate and what they need (`plan::QueryPlan`).
+    plan: Arc<QueryPlan>,
     params: HashMap<String, Scalar>,
 }
 
 impl<'g> Evaluator<'g> {
     /// Prepares to evaluate `outputs` (and everything they depend on).
     pub fn new(graph: &'g Graph, outputs: &[NodeId]) -> Evaluator<'g> {
-        let needed: Vec<NodeId> = reachable(graph, outputs).into_iter().collect();
-        Evaluator {
-            graph,
-            sets: set_indexes(graph, &needed),
-            picks: pick_plans(graph, &needed),
-            ties: sort_ties(graph, &needed),
-            inline: inline_tables(graph, &needed),
-            needed,
-            params: HashMap::new(),
-        }
+        Evaluator::with_plan(graph, QueryPlan::new(graph, outputs))
+    }
+
+    /// An evaluator of a plan already made (shared with other evaluators of the same run).
+    pub fn with_plan(graph: &'g Graph, plan: Arc<QueryPlan>) -> Evaluator<'g> {
+        Evaluator { graph, plan, params: HashMap::new() }
     }
 
     /// Binds `Parameter` nodes (measures' interval dates).
@@ -63,7 +54,7 @@ impl<'g> Evaluator<'g> {
 
     /// Patients that appear in an inline table (they join the patient universe).
     pub fn inline_patients(&self) -> impl Iterator<Item = i64> + '_ {
-        self.inline.values().flat_map(|m| m.keys().copied())
+        self.plan.inline.values().flat_map(|m| m.keys().copied())
     }
 
     /// Evaluates every needed node for one patient.
@@ -74,12 +65,12 @@ impl<'g> Evaluator<'g> {
         let mut memo = Memo { values: vec![None; g.len()] };
         let no_rows: Rows = vec![];
         let rows_of = |t: TableId| tables.get(&t).unwrap_or(&no_rows);
-        for &id in &self.needed {
+        for &id in &self.plan.needed {
             let get = |n: &NodeId| memo.values[n.index()].as_ref().expect("children are evaluated first");
             let v = match g.node(id) {
                 Node::SelectTable(t) => Ev::Rows(Rc::new((0..rows_of(*t).len()).collect())),
                 Node::SelectPatientTable(t) => Ev::Row(rows_of(*t).last().map(|r| Arc::new(r.clone()))),
-                Node::InlinePatientTable { rows, .. } => Ev::Row(self.inline.get(rows).and_then(|m| m.get(&patient_id)).cloned()),
+                Node::InlinePatientTable { rows, .. } => Ev::Row(self.plan.inline.get(rows).and_then(|m| m.get(&patient_id)).cloned()),
                 Node::Filter { source, condition } => {
                     let Ev::Rows(src) = get(source) else { unreachable!("filter of an event frame") };
                     let keep: Vec<usize> = match get(condition) {
@@ -93,7 +84,7 @@ impl<'g> Evaluator<'g> {
                 Node::Sort { source, sort_by } => {
                     let Ev::Rows(src) = get(source) else { unreachable!("sort of an event frame") };
                     let Ev::Col(key) = get(sort_by) else { unreachable!("sort keys are event-level") };
-                    let ties = self.ties.get(&id).map_or(&[][..], Vec::as_slice);
+                    let ties = self.plan.ties.get(&id).map_or(&[][..], Vec::as_slice);
                     let table_rows = rows_of(frame_table(g, *source));
                     let mut rows = src.to_vec();
                     rows.sort_by(|a, b| kernels::sort_order(Some(key), ties, |r| table_rows[r].as_slice(), *a, *b));
@@ -101,7 +92,7 @@ impl<'g> Evaluator<'g> {
                 }
                 Node::PickOneRowPerPatient { source, position } => {
                     let Ev::Rows(src) = get(source) else { unreachable!("pick from an event frame") };
-                    let plan = &self.picks[&id];
+                    let plan = &self.plan.picks[&id];
                     let table_rows = rows_of(frame_table(g, *source));
                     let keys: Vec<&[Scalar]> = plan
                         .keys
@@ -115,7 +106,7 @@ impl<'g> Evaluator<'g> {
                     Ev::Row(best.map(|i| Arc::new(table_rows[i].clone())))
                 }
                 // Indexed sets are read by `In` below, not through the memo.
-                Node::Value(_) if self.sets.contains_key(&id) => Ev::S(None),
+                Node::Value(_) if self.plan.sets.contains_key(&id) => Ev::S(None),
                 Node::Value(v) => Ev::S(Some(v.clone())),
                 Node::Parameter { name, .. } => Ev::S(self.params.get(name).cloned().flatten()),
                 Node::SelectColumn { source, name } => {
@@ -127,8 +118,8 @@ impl<'g> Evaluator<'g> {
                     }
                 }
                 Node::AggregateByPatient(a) => Ev::S(self.aggregate(a, &memo)?),
-                Node::Function(quarry_queries::qm::Function::In(x, set)) if self.sets.contains_key(set) => {
-                    let index = &self.sets[set];
+                Node::Function(quarry_queries::qm::Function::In(x, set)) if self.plan.sets.contains_key(set) => {
+                    let index = &self.plan.sets[set];
                     match get(x) {
                         Ev::Col(c) => Ev::Col(Rc::new(c.iter().map(|v| index.test(v)).collect())),
                         v => Ev::S(index.test(&scalar(v))),

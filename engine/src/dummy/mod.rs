@@ -521,7 +521,7 @@ impl<'g> Plan<'g> {
 
     /// Patient ids that appear in the definition's inline (`table_from_file`) tables.
     fn inline_ids(&self) -> Vec<i64> {
-        let evaluator = Evaluator::new(self.graph, &self.outputs);
+        let evaluator = Evaluator::with_plan(self.graph, self.columnar.plan().clone());
         let mut ids: Vec<i64> = evaluator.inline_patients().collect();
         ids.sort();
         ids.dedup();
@@ -536,7 +536,8 @@ impl<'g> Plan<'g> {
     /// caused by some patient's random values) is evaluated again patient by patient on the
     /// reference evaluator, so that only the attempts that fail are rejected.
     fn chunk<T>(&self, seed: u64, ids: impl Iterator<Item = i64>, each: Each<'_, T>, each_round: Option<EachRound<'_, T>>) -> Chunk<T> {
-        let mut reference = Evaluator::new(self.graph, &self.outputs);
+        // The columnar evaluator's plan: the same outputs, worked out once per run.
+        let mut reference = Evaluator::with_plan(self.graph, self.columnar.plan().clone());
         for (k, v) in &self.params {
             reference.set_param(k, Some(v.clone()));
         }
