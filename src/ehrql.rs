@@ -94,7 +94,7 @@ pub fn debug(args: &DebugArgs) -> Result<(), Failure> {
     let scratch;
     let dir = match &args.dummy_tables {
         Some(dir) => Some(dir.clone()),
-        None => match quarry_python::load_definition(&args.definition, &args.user_args, Box::new(std::io::sink())) {
+        None => match quarry_python::load_definition_as(&args.definition, &args.user_args, Box::new(std::io::sink()), args.image) {
             Ok(def) if def.dataset.is_some() => {
                 scratch = tempfile::tempdir().map_err(|e| fail(1, format!("cannot create a scratch directory: {e}")))?;
                 let size = def.dataset.as_ref().and_then(|d| d.dummy.population_size).map_or(1000, |n| n.max(1) as u64);
@@ -380,11 +380,11 @@ fn image_warning(missing_from: &[(String, String)]) -> Option<String> {
     match (lacking("v0"), lacking("v1")) {
         (Some(current), Some(old)) => Some(format!(
             "imports {old}, which only ehrQL's ehrql:v0 image has, and {current}, which it does not have: \
-             no ehrQL image has both, so on OpenSAFELY this definition fails whichever image runs it"
+             no ehrQL image has both, so on OpenSAFELY one of these imports fails whichever image runs it"
         )),
         (None, Some(old)) => Some(format!(
-            "imports {old}, which only ehrQL's ehrql:v0 image has (current ehrQL, the ehrql:v1 image, \
-             does not): on OpenSAFELY it runs only as an `ehrql:v0` action"
+            "imports {old}, which only ehrQL's ehrql:v0 image has: as an `ehrql:v1` action (current \
+             ehrQL) this import fails"
         )),
         _ => None,
     }
@@ -602,7 +602,9 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     // The columnar engine: the backend's tables or the dummy tables, through one path.
     let mut source = open_source(&def.graph, &roots, Some(dataset.population), args)?;
     let started = std::time::Instant::now();
-    let rows = quarry_engine::stream_dataset(&def.graph, dataset, source.as_mut(), &target, progress()).map_err(|e| match e {
+    let (mut report, mut quiet) = (progress(), |_: usize| {});
+    let progress: &mut dyn FnMut(usize) = if args.backend.is_some() { &mut report } else { &mut quiet };
+    let rows = quarry_engine::stream_dataset(&def.graph, dataset, source.as_mut(), &target, progress).map_err(|e| match e {
         quarry_engine::StreamError::Input(e) => fail(11, format!("FileValidationError: {e}")),
         quarry_engine::StreamError::Eval(e) => fail(1, format!("error evaluating the dataset: {e}")),
         quarry_engine::StreamError::Output(m) => fail(1, m),
@@ -712,8 +714,8 @@ fn copy_dummy_data_file(graph: &Graph, dataset: &DatasetSpec, file: &std::path::
 }
 
 /// The measures by the columnar engine over `source`, read once, round by round, every
-/// interval evaluated on each round (`measures::stream_measures`); `report`: say how long
-/// it took (for a backend).
+/// interval evaluated on each round (`measures::stream_measures`); `report`: show progress
+/// and say how long it took (for a backend).
 fn measures_from(
     graph: &Graph,
     spec: &MeasuresSpec,
@@ -721,7 +723,9 @@ fn measures_from(
     report: bool,
 ) -> Result<output::Table, Failure> {
     let started = std::time::Instant::now();
-    let table = quarry_engine::measures::stream_measures(graph, spec, source, progress()).map_err(|e| match e {
+    let (mut progress, mut quiet) = (progress(), |_: usize| {});
+    let progress: &mut dyn FnMut(usize) = if report { &mut progress } else { &mut quiet };
+    let table = quarry_engine::measures::stream_measures(graph, spec, source, progress).map_err(|e| match e {
         quarry_engine::StreamError::Input(e) => fail(11, format!("FileValidationError: {e}")),
         quarry_engine::StreamError::Eval(e) => fail(1, format!("error evaluating the measures: {e}")),
         quarry_engine::StreamError::Output(m) => fail(1, m),
@@ -889,18 +893,15 @@ pub fn exec(tag: &str, args: &[String]) -> Result<(), Failure> {
     let image = Image::from_tag(tag);
     if image == Image::V0 {
         let newer = match &command {
-            ExecCommand::Debug(_) => Some("the debug command"),
-            ExecCommand::GenerateDataset(a) if a.test_data_file.is_some() => Some("--test-data-file"),
+            ExecCommand::Debug(_) => Some("ehrql:v0 has no debug command (it came with ehrQL 1.0): use ehrql:v1"),
+            ExecCommand::GenerateDataset(a) if a.test_data_file.is_some() => Some(
+                "ehrql:v0's generate-dataset has no --test-data-file (it came with ehrQL 1.0): use ehrql:v1, or \
+                 run the tests with `ehrql:v0 assure TEST_FILE` (`quarry assure TEST_FILE`)",
+            ),
             _ => None,
         };
-        if let Some(what) = newer {
-            return Err(fail(
-                2,
-                format!(
-                    "ehrql:v0 has no {what} (it came in a later ehrQL): use ehrql:v1, or for assurance tests \
-                     under ehrql:v0 `quarry assure FILE` outside the pipeline"
-                ),
-            ));
+        if let Some(message) = newer {
+            return Err(fail(2, message));
         }
     }
     match &mut command {

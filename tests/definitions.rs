@@ -301,13 +301,29 @@ fn a_definition_sees_the_modules_of_the_image_it_runs_as() {
     refused(exec("ehrql:v1", databuilder, &[]), "ModuleNotFoundError: No module named 'databuilder'");
     refused(exec("ehrql:v1", &from_package, &[]), "ImportError: cannot import name 'beta' from 'ehrql.tables' (unknown location)");
     refused(exec("ehrql:v0", &current, &[]), "ModuleNotFoundError: No module named 'ehrql.tables.core'");
+    let by_importlib = "import importlib\n".to_string()
+        + &beta.replace(
+            "from ehrql.tables.beta.core import patients",
+            "patients = importlib.import_module('ehrql.tables.beta.core').patients",
+        );
+    refused(exec("ehrql:v1", &by_importlib, &[]), "ModuleNotFoundError: No module named 'ehrql.tables.beta'");
+    let parameter = "from ehrql import get_parameter\n".to_string() + &beta;
+    refused(exec("ehrql:v0", &parameter, &[]), "ImportError: cannot import name 'get_parameter' from 'ehrql' (unknown location)");
+    assert_eq!(exec("ehrql:v1", &parameter.replace("ehrql.tables.beta.core", "ehrql.tables.core"), &[]).0, 0);
     assert_eq!(exec("ehrql:v0", &beta, &[]).0, 0);
     assert_eq!(exec("ehrql:v0", databuilder, &[]).0, 0);
     assert_eq!(exec("ehrql:v1", &current, &[]).0, 0);
     std::fs::write(dir.path().join("test_definition.py"), "from definition import dataset\ntest_data = {}\n").unwrap();
     let (code, stderr) = exec("ehrql:v0", &beta, &["--test-data-file", "test_definition.py"]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("ehrql:v0 has no --test-data-file"), "{stderr}");
+    assert!(stderr.contains("ehrql:v0's generate-dataset has no --test-data-file"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_quarry"))
+        .current_dir(dir.path())
+        .args(["exec", "ehrql:v0", "debug", "definition.py"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ehrql:v0 has no debug command"), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The direct commands run either image's definitions, and say when only ehrql:v0 would.
     let warning = "[warning] definition.py: imports ehrql.tables.beta.core, which only ehrQL's ehrql:v0 image has";

@@ -429,42 +429,63 @@ impl StreamFile {
 /// Bytes of CSV per gzip member: outputs smaller than this are one member, as ehrQL writes them.
 const GZ_MEMBER: usize = 4 << 20;
 
+/// Full members compressed together, at most (16 × 4 MB of text per batch).
+const GZ_BATCH: usize = 16;
+
 /// `.csv.gz` written as a series of gzip members (a valid gzip file: readers concatenate
 /// members), compressed in parallel on a thread of its own, so a large output is not limited
-/// by one core's deflate and the work that makes the text does not wait for it.
+/// by one core's deflate and the work that makes the text does not wait for it. At most two
+/// batches of text are held: one compressing, one filling. (`write` must not be called from
+/// inside rayon's pool: the compressing thread uses the pool and waits for it.)
 pub struct GzMembers {
     pending: Vec<u8>,
     /// Full members waiting to be compressed together.
     full: Vec<Vec<u8>>,
-    /// To the compressing thread: members, in order (at most one batch waits, so at most
-    /// three batches of text are held).
+    /// Members per batch: two per thread, up to [`GZ_BATCH`].
+    batch: usize,
+    /// To the compressing thread: members, in order.
     batches: Option<std::sync::mpsc::SyncSender<Vec<Vec<u8>>>>,
     /// The compressing thread: the file when it is done, or the first error.
     worker: Option<std::thread::JoinHandle<std::io::Result<std::io::BufWriter<std::fs::File>>>>,
+    /// Set when the writer is dropped unfinished: the thread stops at the next member.
+    abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl GzMembers {
     fn new(file: std::fs::File) -> std::io::Result<GzMembers> {
         use rayon::prelude::*;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(1);
+        use std::sync::atomic::Ordering;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(0);
+        let abandoned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = abandoned.clone();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let worker = std::thread::Builder::new().name("gzip".into()).spawn(move || {
             for batch in rx {
-                let members: Vec<std::io::Result<Vec<u8>>> = batch.par_iter().map(|text| gzip(text)).collect();
+                let members: Vec<std::io::Result<Vec<u8>>> = batch
+                    .par_iter()
+                    .map(|text| if stop.load(Ordering::Relaxed) { Err(std::io::Error::other("abandoned")) } else { gzip(text) })
+                    .collect();
                 for m in members {
                     out.write_all(&m?)?;
                 }
             }
             Ok(out)
         })?;
-        Ok(GzMembers { pending: Vec::new(), full: Vec::new(), batches: Some(tx), worker: Some(worker) })
+        Ok(GzMembers {
+            pending: Vec::new(),
+            full: Vec::new(),
+            batch: (rayon::current_num_threads() * 2).clamp(1, GZ_BATCH),
+            batches: Some(tx),
+            worker: Some(worker),
+            abandoned,
+        })
     }
 
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.pending.extend_from_slice(bytes);
         if self.pending.len() >= GZ_MEMBER {
             self.full.push(std::mem::take(&mut self.pending));
-            if self.full.len() >= rayon::current_num_threads().max(1) * 2 {
+            if self.full.len() >= self.batch {
                 self.send()?;
             }
         }
@@ -497,6 +518,16 @@ impl GzMembers {
         }
         self.send()?;
         self.join()
+    }
+}
+
+impl Drop for GzMembers {
+    /// Unfinished (an error elsewhere stopped the output): the thread is told to stop
+    /// compressing, and ends when its batch does.
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            self.abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

@@ -85,11 +85,11 @@ def _install_depth_guards():
 # The modules quarry has that an ehrQL image does not (read from ehrQL's source: `ehrql:v0` is
 # the last ehrQL before 1.0, 5b1b98d of 2023-12-07 — of quarry's modules it has the same as
 # 5176506, which the conformance suite's legacy_api chapter ran; `ehrql:v1` is current
-# ehrQL, which moved `ehrql.tables.beta` out and dropped `databuilder`). quarry runs definitions of either, so an import of one of these from the
-# definition's own code fails as it does in that image when the definition runs as the image
-# (`quarry exec ehrql:vN`, which is how `quarry run` runs an action), and is noted, for a
-# warning, when it runs as neither (the direct commands). Each name covers its submodules.
-# Only whole modules are checked, not the names inside them.
+# ehrQL, which moved `ehrql.tables.beta` out and dropped `databuilder`). quarry runs
+# definitions of either, so an import of one of these from the definition's own code fails as
+# it does in that image when the definition runs as the image (`quarry exec ehrql:vN`, which
+# is how `quarry run` runs an action), and is noted, for a warning, when it runs as neither
+# (the direct commands). Each name covers its submodules.
 _NOT_IN_IMAGE = {
     "v0": (
         "ehrql.debugger", "ehrql.exceptions", "ehrql.permissions", "ehrql.user_parameters",
@@ -97,6 +97,13 @@ _NOT_IN_IMAGE = {
         "ehrql.tables.smoketest", "ehrql.tables.tpp",
     ),
     "v1": ("databuilder", "ehrql.tables.beta"),
+}
+
+# Names of the `ehrql` package that an image lacks (its `__init__`), for `from ehrql import
+# NAME`. Only these are checked by name: the names inside other modules are not.
+_NAMES_NOT_IN_IMAGE = {
+    "v0": {"ehrql": ("Error", "claim_permissions", "get_parameter", "show", "table_from_file")},
+    "v1": {},
 }
 
 
@@ -108,12 +115,18 @@ def _missing_from(image, name):
     return None
 
 
+def _from_user_code(globals):
+    """Whether code with these globals is the user's: a module from a `.py` file of the
+    project (quarry's ehrQL and the standard library are frozen in, with no such file)."""
+    file = globals.get("__file__") if isinstance(globals, dict) else None
+    return isinstance(file, str) and file.endswith(".py")
+
+
 def _install_image(image):
     import builtins
+    import importlib
 
     import _quarry
-
-    real_import = builtins.__import__
 
     def check(name, fromlist):
         for lacking in _NOT_IN_IMAGE if image is None else (image,):
@@ -122,20 +135,34 @@ def _install_image(image):
                 if image is not None:
                     raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
                 _quarry.note_missing_from(lacking, name)
+            names = _NAMES_NOT_IN_IMAGE[lacking].get(name, ())
             for item in fromlist or ():
-                if isinstance(item, str) and _missing_from(lacking, f"{name}.{item}") is not None:
+                if not isinstance(item, str):
+                    continue
+                if item in names or _missing_from(lacking, f"{name}.{item}") is not None:
                     if image is not None:
                         raise ImportError(f"cannot import name {item!r} from {name!r} (unknown location)", name=name)
                     _quarry.note_missing_from(lacking, f"{name}.{item}")
 
+    real_import = builtins.__import__
+
     def __import__(name, globals=None, locals=None, fromlist=(), level=0):
-        caller = (globals or {}).get("__name__") or ""
-        if level == 0 and caller.partition(".")[0] not in ("ehrql", "databuilder") and not caller.startswith("_quarry"):
+        if level == 0 and _from_user_code(globals):
             check(name, fromlist)
         return real_import(name, globals, locals, fromlist, level)
 
     __import__.__doc__ = real_import.__doc__
     builtins.__import__ = __import__
+
+    real_import_module = importlib.import_module
+
+    def import_module(name, package=None):
+        if isinstance(name, str) and not name.startswith(".") and _from_user_code(sys._getframe(1).f_globals):
+            check(name, ())
+        return real_import_module(name, package)
+
+    import_module.__doc__ = real_import_module.__doc__
+    importlib.import_module = import_module
 
 
 # Modules CPython 3.13 freezes into its binary: a project file of the same name cannot

@@ -185,7 +185,9 @@ Which of these a definition may import depends on the image it runs as. An actio
 `databuilder` fails with Python's `ModuleNotFoundError`, as on that image. `ehrql:v0` is ehrQL
 before 1.0 (2023-12): `ehrql.tables.core`, `ehrql.tables.tpp`, `ehrql.tables.raw`, `ehrql.tables.emis`,
 `ehrql.tables.smoketest`, `ehrql.permissions`, `ehrql.user_parameters`, `ehrql.debugger` and
-`ehrql.exceptions` fail there (and `--test-data-file` and `debug` are refused). Only modules
-are checked this way, not the names inside them. The direct commands (`quarry
+`ehrql.exceptions` fail there, and so do `from ehrql import` `Error`, `claim_permissions`,
+`get_parameter`, `show` and `table_from_file` (and `--test-data-file` and `debug` are
+refused). Beyond the `ehrql` package's own names, only modules are checked this way, not the
+names inside them. The direct commands (`quarry
 generate-dataset ...`) take both, and warn when a definition imports what only `ehrql:v0` has.
 ";
