@@ -890,7 +890,9 @@ pub fn serialize_definition(args: &SerializeArgs) -> Result<(), Failure> {
 /// 2023-12, before 1.0) did not have yet is refused as its command line refused it.
 pub fn exec(tag: &str, args: &[String]) -> Result<(), Failure> {
     let mut command = ExecCommand::try_parse_from(args).map_err(|e| fail(2, e.to_string()))?;
-    let image = Image::from_tag(tag);
+    let image = Image::from_tag(tag).ok_or_else(|| {
+        fail(2, format!("there is no ehrql:{tag} image: OpenSAFELY's ehrQL images are ehrql:v1 (current ehrQL) and ehrql:v0"))
+    })?;
     if image == Image::V0 {
         let newer = match &command {
             ExecCommand::Debug(_) => Some("ehrql:v0 has no debug command (it came with ehrQL 1.0): use ehrql:v1"),

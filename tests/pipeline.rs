@@ -467,6 +467,12 @@ fn images_without_a_native_runtime_are_refused_up_front() {
     assert!(out.stderr.contains("without network access"), "{out:?}");
     let out = p.run(&["b"]);
     assert!(out.stderr.contains("`stata-mp` actions need OpenSAFELY's `stata-mp` Docker image"), "{out:?}");
+    let p = Project::new(
+        "version: 5\nactions:\n  a:\n    run: ehrql:v2 generate-dataset d.py --output o/d.csv\n    outputs: {highly_sensitive: {d: o/d.csv}}\n",
+    );
+    let out = p.run(&["a"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("there is no ehrql:v2 image: OpenSAFELY's ehrQL images are ehrql:v1"), "{out:?}");
 }
 
 #[test]

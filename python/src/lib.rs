@@ -96,9 +96,14 @@ pub enum Image {
 }
 
 impl Image {
-    /// The image an action's `ehrql:TAG` runs: `v0`, or the current one (`v1`, `latest`, `dev`).
-    pub fn from_tag(tag: &str) -> Image {
-        if tag == "v0" { Image::V0 } else { Image::V1 }
+    /// The image an action's `ehrql:TAG` runs: `v0`, or the current one (`v1`, `latest`,
+    /// `dev`); `None` for a tag OpenSAFELY has no image for.
+    pub fn from_tag(tag: &str) -> Option<Image> {
+        match tag {
+            "v0" => Some(Image::V0),
+            "v1" | "latest" | "dev" => Some(Image::V1),
+            _ => None,
+        }
     }
 
     fn python_name(self) -> Option<&'static str> {

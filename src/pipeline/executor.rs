@@ -48,6 +48,12 @@ pub enum UnsupportedImage {
          and r (host Rscript)."
     )]
     NoNativeRuntime { action: String, image: String, tag: String },
+    #[error(
+        "in '{action}: ehrql:{tag}' there is no ehrql:{tag} image: OpenSAFELY's ehrQL images are \
+         ehrql:v1 (current ehrQL) and ehrql:v0 (the last ehrQL before 1.0, for its `ehrql.tables.beta` \
+         spellings)"
+    )]
+    NoSuchEhrqlImage { action: String, tag: String },
 }
 
 /// Decides how an action runs.
@@ -55,6 +61,9 @@ pub fn invocation(action: &Action) -> Result<Invocation, UnsupportedImage> {
     let run = &action.run;
     let mut args = run.args.clone();
     let program = match run.image.as_str() {
+        "ehrql" if quarry_python::Image::from_tag(&run.tag).is_none() => {
+            return Err(UnsupportedImage::NoSuchEhrqlImage { action: action.id.clone(), tag: run.tag.clone() });
+        }
         "ehrql" | "analysis" => {
             args.insert(0, format!("{}:{}", run.image, run.tag));
             args.insert(0, "exec".to_string());
