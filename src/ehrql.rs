@@ -366,7 +366,7 @@ fn load(path: &Path, user_args: &[String], image: Image) -> Result<Loaded, Failu
     eprintln!("[info] Compiling definition from {}", path.display());
     let def = quarry_python::load_definition_as(path, user_args, Box::new(std::io::stderr()), image).map_err(|e| definition_error(*e))?;
     if let Some(warning) = image_warning(&def.missing_from) {
-        eprintln!("[warning] {}: {warning}", path.display());
+        eprintln!("[warning] {warning}");
     }
     let mut inputs = vec![(path.to_path_buf(), "the definition")];
     inputs.extend(def.files_read.iter().map(|p| (p.clone(), "a file the definition reads")));
@@ -374,17 +374,29 @@ fn load(path: &Path, user_args: &[String], image: Image) -> Result<Loaded, Failu
 }
 
 /// What to say when a definition run as no particular image imported modules an image lacks
-/// (`missing_from`: (image, module), the first for each image).
-fn image_warning(missing_from: &[(String, String)]) -> Option<String> {
-    let lacking = |image: &str| missing_from.iter().find(|(i, _)| i == image).map(|(_, m)| m.as_str());
+/// (the first for each image): the file that imported them (relative to the working
+/// directory when it is inside it) and why.
+fn image_warning(missing_from: &[quarry_python::MissingFrom]) -> Option<String> {
+    let lacking = |image: &str| missing_from.iter().find(|m| m.image == image);
+    let shown = |m: &quarry_python::MissingFrom| {
+        let file = Path::new(&m.file);
+        let relative = std::env::current_dir().ok().and_then(|cwd| file.strip_prefix(cwd).ok().map(Path::to_path_buf));
+        relative.unwrap_or_else(|| file.to_path_buf()).display().to_string()
+    };
     match (lacking("v0"), lacking("v1")) {
         (Some(current), Some(old)) => Some(format!(
-            "imports {old}, which only ehrQL's ehrql:v0 image has, and {current}, which it does not have: \
-             no ehrQL image has both, so on OpenSAFELY one of these imports fails whichever image runs it"
+            "{}: imports {}, which only ehrQL's ehrql:v0 image has, and {} imports {}, which it does not have: \
+             no ehrQL image has both, so on OpenSAFELY one of these imports fails whichever image runs it",
+            shown(old),
+            old.module,
+            shown(current),
+            current.module
         )),
         (None, Some(old)) => Some(format!(
-            "imports {old}, which only ehrQL's ehrql:v0 image has: as an `ehrql:v1` action (current \
-             ehrQL) this import fails"
+            "{}: imports {}, which only ehrQL's ehrql:v0 image has: as an `ehrql:v1` action (current ehrQL) \
+             this import fails",
+            shown(old),
+            old.module
         )),
         _ => None,
     }
@@ -895,10 +907,10 @@ pub fn exec(tag: &str, args: &[String]) -> Result<(), Failure> {
     })?;
     if image == Image::V0 {
         let newer = match &command {
-            ExecCommand::Debug(_) => Some("ehrql:v0 has no debug command (it came with ehrQL 1.0): use ehrql:v1"),
+            ExecCommand::Debug(_) => Some("ehrql:v0 has no debug command (it came in 2024, after ehrQL 1.0): use ehrql:v1"),
             ExecCommand::GenerateDataset(a) if a.test_data_file.is_some() => Some(
-                "ehrql:v0's generate-dataset has no --test-data-file (it came with ehrQL 1.0): use ehrql:v1, or \
-                 run the tests with `ehrql:v0 assure TEST_FILE` (`quarry assure TEST_FILE`)",
+                "ehrql:v0's generate-dataset has no --test-data-file (it came in 2024, after ehrQL 1.0): use \
+                 ehrql:v1, or run the tests with `ehrql:v0 assure TEST_FILE` (`quarry assure TEST_FILE`)",
             ),
             _ => None,
         };

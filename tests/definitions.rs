@@ -190,6 +190,25 @@ fn errors_point_at_the_users_code() {
         at += found + e.len();
     }
     assert!(!r.stderr.contains("query_language"), "ehrQL's own frames are hidden, as ehrQL hides them:\n{}", r.stderr);
+
+    // An error while importing a module of the project: the import line, then the module's,
+    // as CPython prints it (quarry's import hooks add no frames).
+    std::fs::write(dir.path().join("codelists.py"), "x = 1\nfrom databuilder.ehrql import codelist_from_csv\n").unwrap();
+    let r = run(dir.path(), &format!("{PRELUDE}import codelists\n{DATASET}"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The warning names the file with the import.
+    assert!(r.stderr.contains("[warning] codelists.py: imports databuilder.ehrql, which only ehrQL's ehrql:v0 image has"), "{}", r.stderr);
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("codelists.py"), "x = 1\nraise ValueError('in the helper')\n").unwrap();
+    let r = run(dir.path(), &format!("{PRELUDE}import codelists\n{DATASET}"));
+    assert_eq!(r.code, 10);
+    let tail = "definition.py\", line 3, in <module>\n    import codelists\n  File \"";
+    assert!(r.stderr.contains(tail), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("codelists.py\", line 2, in <module>\n    raise ValueError('in the helper')\nValueError: in the helper\n"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -337,7 +356,7 @@ fn a_definition_sees_the_modules_of_the_image_it_runs_as() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains(
-            "imports ehrql.tables.beta.tpp, which only ehrQL's ehrql:v0 image has, and ehrql.tables.core, which it does not have: no ehrQL image has both"
+            "[warning] definition.py: imports ehrql.tables.beta.tpp, which only ehrQL's ehrql:v0 image has, and definition.py imports ehrql.tables.core, which it does not have: no ehrQL image has both"
         ),
         "{}",
         out.stderr

@@ -115,11 +115,11 @@ def _missing_from(image, name):
     return None
 
 
-def _from_user_code(globals):
-    """Whether code with these globals is the user's: a module from a `.py` file of the
-    project (quarry's ehrQL and the standard library are frozen in, with no such file)."""
+def _user_file(globals):
+    """The file of the user's code with these globals: a module from a `.py` file of the
+    project (None for quarry's ehrQL and the standard library, frozen in with no file)."""
     file = globals.get("__file__") if isinstance(globals, dict) else None
-    return isinstance(file, str) and file.endswith(".py")
+    return file if isinstance(file, str) and file.endswith(".py") else None
 
 
 def _install_image(image):
@@ -128,13 +128,13 @@ def _install_image(image):
 
     import _quarry
 
-    def check(name, fromlist):
+    def check(name, fromlist, file):
         for lacking in _NOT_IN_IMAGE if image is None else (image,):
             missing = _missing_from(lacking, name)
             if missing is not None:
                 if image is not None:
                     raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
-                _quarry.note_missing_from(lacking, name)
+                _quarry.note_missing_from(lacking, name, file)
             names = _NAMES_NOT_IN_IMAGE[lacking].get(name, ())
             for item in fromlist or ():
                 if not isinstance(item, str):
@@ -142,13 +142,14 @@ def _install_image(image):
                 if item in names or _missing_from(lacking, f"{name}.{item}") is not None:
                     if image is not None:
                         raise ImportError(f"cannot import name {item!r} from {name!r} (unknown location)", name=name)
-                    _quarry.note_missing_from(lacking, f"{name}.{item}")
+                    _quarry.note_missing_from(lacking, f"{name}.{item}", file)
 
     real_import = builtins.__import__
 
     def __import__(name, globals=None, locals=None, fromlist=(), level=0):
-        if level == 0 and _from_user_code(globals):
-            check(name, fromlist)
+        file = _user_file(globals) if level == 0 else None
+        if file is not None:
+            check(name, fromlist, file)
         return real_import(name, globals, locals, fromlist, level)
 
     __import__.__doc__ = real_import.__doc__
@@ -157,8 +158,9 @@ def _install_image(image):
     real_import_module = importlib.import_module
 
     def import_module(name, package=None):
-        if isinstance(name, str) and not name.startswith(".") and _from_user_code(sys._getframe(1).f_globals):
-            check(name, ())
+        file = _user_file(sys._getframe(1).f_globals)
+        if file is not None and isinstance(name, str) and not name.startswith("."):
+            check(name, (), file)
         return real_import_module(name, package)
 
     import_module.__doc__ = real_import_module.__doc__
@@ -272,9 +274,19 @@ def describe_error(exc, definition_file):
         while first is not None and first.tb_frame.f_code.co_filename != definition_file:
             first = first.tb_next
         if first is not None:
+            # The user's frames up to the first of ehrQL's (or the standard library's). Frames
+            # of quarry's own start-up shims (the import and depth hooks) between two of the
+            # user's are left out: CPython has no such frames, so an error in a module the
+            # definition imports shows the import line and then the module's line, as there.
             last = first
-            while last.tb_next is not None and _is_user_file(last.tb_next.tb_frame.f_code.co_filename):
-                last = last.tb_next
+            while True:
+                after = last.tb_next
+                while after is not None and after.tb_frame.f_code.co_filename.startswith("_quarry"):
+                    after = after.tb_next
+                if after is None or not _is_user_file(after.tb_frame.f_code.co_filename):
+                    break
+                last.tb_next = after
+                last = after
             last.tb_next = None
         tb = first
     frames = []

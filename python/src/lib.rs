@@ -78,8 +78,19 @@ pub struct Definition {
     /// Why `test_data` is missing or unusable, reported only if assurance tests are asked for.
     pub test_data_error: Option<DefinitionError>,
     /// Run as no particular image ([`Image::Any`]): the first module the definition's own code
-    /// imported that each ehrQL image lacks, as (`"v0"` or `"v1"`, module).
-    pub missing_from: Vec<(String, String)>,
+    /// imported that each ehrQL image lacks.
+    pub missing_from: Vec<MissingFrom>,
+}
+
+/// A module (or a name of the `ehrql` package) that the definition's code imported and an
+/// ehrQL image lacks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MissingFrom {
+    /// `"v0"` or `"v1"`.
+    pub image: String,
+    pub module: String,
+    /// The file that imported it (the definition or a module of the project), absolute.
+    pub file: String,
 }
 
 /// Which ehrQL a definition runs as. quarry has the modules of both images, `ehrql:v0`

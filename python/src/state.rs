@@ -24,8 +24,8 @@ pub struct RunState {
     pub locations: std::collections::HashMap<usize, (String, u32)>,
     /// In debug mode (`quarry debug`), what renders `show()`.
     pub debugger: Option<crate::BoxedDebugger>,
-    /// Modules the definition imported that an ehrQL image lacks: (image, module).
-    pub missing_from: Vec<(String, String)>,
+    /// Modules the definition imported that an ehrQL image lacks.
+    pub missing_from: Vec<crate::MissingFrom>,
 }
 
 thread_local! {

@@ -31,15 +31,15 @@ mod module {
         });
     }
 
-    /// An import, from a definition run as no particular ehrQL image, of `module`, which the
-    /// ehrQL image `image` does not have (`_quarry_boot._NOT_IN_IMAGE`): the first for each
-    /// image is kept, for a warning.
+    /// An import in `file`, from a definition run as no particular ehrQL image, of `module`,
+    /// which the ehrQL image `image` does not have (`_quarry_boot._NOT_IN_IMAGE`): the first
+    /// for each image is kept, for a warning.
     #[pyfunction]
-    fn note_missing_from(image: PyStrRef, module: PyStrRef) {
-        let (image, module) = (image.to_string_lossy().into_owned(), module.to_string_lossy().into_owned());
+    fn note_missing_from(image: PyStrRef, module: PyStrRef, file: PyStrRef) {
+        let [image, module, file] = [image, module, file].map(|s| s.to_string_lossy().into_owned());
         state::with(|s| {
-            if !s.missing_from.iter().any(|(i, _)| *i == image) {
-                s.missing_from.push((image, module));
+            if !s.missing_from.iter().any(|m| m.image == image) {
+                s.missing_from.push(crate::MissingFrom { image, module, file });
             }
         });
     }
