@@ -457,6 +457,20 @@ fn missing_interpreters_are_reported_clearly() {
 }
 
 #[test]
+fn paths_into_the_jobs_copy_of_the_project_are_shown_under_workspace() {
+    let p = Project::new(
+        "version: 5\nactions:\n  a:\n    run: ehrql:v1 generate-dataset analysis/d.py --output o/d.csv\n    outputs: {highly_sensitive: {d: o/d.csv}}\n",
+    );
+    fs::create_dir(p.path().join("analysis")).unwrap();
+    fs::write(p.path().join("analysis/d.py"), "from ehrql import create_dataset\nraise ValueError('stop here')\n").unwrap();
+    let out = p.run(&["a"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let log = fs::read_to_string(p.path().join("metadata/a.log")).unwrap();
+    assert!(log.contains("File \"/workspace/analysis/d.py\", line 2, in <module>"), "{log}");
+    assert!(!log.contains("volumes"), "{log}");
+}
+
+#[test]
 fn images_without_a_native_runtime_are_refused_up_front() {
     let p = Project::new(
         "version: 5\nactions:\n  a:\n    run: safetab:v3.0.2 output/input.csv\n    outputs: {moderately_sensitive: {t: o/t.md}}\n  b:\n    run: stata-mp:v2 analysis/x.do\n    outputs: {moderately_sensitive: {t: o/s.csv}}\n",

@@ -453,9 +453,24 @@ fn run_job_in(shared: &Shared, job: &Job, action: &Action, scratch: &Path, live:
     let (ended, failure_detail) = match program {
         Some(program) => {
             shared.console.started(&job.action);
+            // The job runs in a scratch copy of the project, deleted when it ends: a path into
+            // it (a definition's traceback, say) is shown as an OpenSAFELY job shows it, under
+            // /workspace, where the project is in the job's container.
+            let mut copies: Vec<String> = [scratch.canonicalize().ok(), std::path::absolute(scratch).ok()]
+                .into_iter()
+                .flatten()
+                .map(|p| format!("{}/", p.display()))
+                .collect();
+            copies.dedup();
             let on_line = |text: &str| {
-                live.line(text);
-                shared.console.output(&job.action, text);
+                let mut text = std::borrow::Cow::Borrowed(text);
+                for copy in &copies {
+                    if text.contains(copy.as_str()) {
+                        text = std::borrow::Cow::Owned(text.replace(copy.as_str(), "/workspace/"));
+                    }
+                }
+                live.line(&text);
+                shared.console.output(&job.action, &text);
             };
             let ended = executor::run_process(&program, &invocation.args, scratch, &env, shared.timeout, &shared.stop, &on_line)
                 .with_context(|| format!("could not start {}", program.display()));
