@@ -330,6 +330,10 @@ fn a_definition_sees_the_modules_of_the_image_it_runs_as() {
     refused(exec("ehrql:v0", &parameter, &[]), "ImportError: cannot import name 'get_parameter' from 'ehrql' (unknown location)");
     assert_eq!(exec("ehrql:v1", &parameter.replace("ehrql.tables.beta.core", "ehrql.tables.core"), &[]).0, 0);
     assert_eq!(exec("ehrql:v0", &beta, &[]).0, 0);
+    // ehrQL v0's EMIS modules: re-exports of its core tables.
+    let emis = beta.replace("ehrql.tables.beta.core import patients", "ehrql.tables.beta.emis import patients");
+    assert_eq!(exec("ehrql:v0", &emis, &[]).0, 0);
+    refused(exec("ehrql:v1", &emis, &[]), "ModuleNotFoundError: No module named 'ehrql.tables.beta'");
     assert_eq!(exec("ehrql:v0", databuilder, &[]).0, 0);
     assert_eq!(exec("ehrql:v1", &current, &[]).0, 0);
     std::fs::write(dir.path().join("test_definition.py"), "from definition import dataset\ntest_data = {}\n").unwrap();

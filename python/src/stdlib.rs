@@ -174,7 +174,8 @@ Other modules of CPython's standard library import as in CPython 3.14 (RustPytho
 serializer, query engines, dummy-data generators) import as objects that raise
 `NotImplementedError` saying so when used.
 
-The pre-1.0 modules `ehrql.tables.beta.*` (the `ehrql:v0` image) are there too; importing one
+The pre-1.0 modules `ehrql.tables.beta.*` (the `ehrql:v0` image; its `beta.emis` and
+`beta.raw.emis` re-export `beta.core`'s and `beta.raw.core`'s tables) are there too; importing one
 turns on that version's spellings (`case(..., default=)`, `if_null_then`,
 `configure_dummy_dataset`), which current definitions get ehrQL's errors for. So is that
 image's `databuilder` package (ehrQL's name before its rename: `databuilder.ehrql`,
