@@ -383,9 +383,7 @@ impl StreamFile {
         let mut f = StreamFile { tmp, path: path.to_path_buf(), writer: None, renamed: false };
         f.writer = Some(match format {
             Format::Csv => StreamWriter::Plain(std::io::BufWriter::with_capacity(1 << 20, file)),
-            Format::CsvGz => {
-                StreamWriter::Gz(Box::new(GzMembers::new(file).map_err(|e| format!("cannot write {}: {e}", f.tmp.display()))?))
-            }
+            Format::CsvGz => StreamWriter::Gz(Box::new(GzMembers::new(file))),
             Format::Arrow | Format::Parquet => StreamWriter::Typed(Box::new(
                 TypedWriter::create(file, columns, format == Format::Parquet)
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
@@ -433,16 +431,20 @@ const GZ_MEMBER: usize = 4 << 20;
 const GZ_BATCH: usize = 16;
 
 /// `.csv.gz` written as a series of gzip members (a valid gzip file: readers concatenate
-/// members), compressed in parallel on a thread of its own, so a large output is not limited
-/// by one core's deflate and the work that makes the text does not wait for it. At most two
-/// batches of text are held: one compressing, one filling. (`write` must not be called from
-/// inside rayon's pool: the compressing thread uses the pool and waits for it.)
+/// members), compressed in parallel on a thread of its own once there is more than one batch
+/// of them, so a large output is not limited by one core's deflate and the work that makes
+/// the text does not wait for it; an output of less than a batch (most) is compressed when it
+/// finishes, with no thread. At most two batches of text are held: one compressing, one
+/// filling. (`write` must not be called from inside rayon's pool: the compressing thread
+/// uses the pool and waits for it.)
 pub struct GzMembers {
     pending: Vec<u8>,
     /// Full members waiting to be compressed together.
     full: Vec<Vec<u8>>,
     /// Members per batch: two per thread, up to [`GZ_BATCH`].
     batch: usize,
+    /// The file, until the compressing thread takes it.
+    file: Option<std::fs::File>,
     /// To the compressing thread: members, in order.
     batches: Option<std::sync::mpsc::SyncSender<Vec<Vec<u8>>>>,
     /// The compressing thread: the file when it is done, or the first error.
@@ -451,34 +453,30 @@ pub struct GzMembers {
     abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Compresses members in parallel and writes them in order.
+fn write_members(out: &mut impl Write, members: &[Vec<u8>], stop: &std::sync::atomic::AtomicBool) -> std::io::Result<()> {
+    use rayon::prelude::*;
+    let compressed: Vec<std::io::Result<Vec<u8>>> = members
+        .par_iter()
+        .map(|text| if stop.load(std::sync::atomic::Ordering::Relaxed) { Err(std::io::Error::other("abandoned")) } else { gzip(text) })
+        .collect();
+    for m in compressed {
+        out.write_all(&m?)?;
+    }
+    Ok(())
+}
+
 impl GzMembers {
-    fn new(file: std::fs::File) -> std::io::Result<GzMembers> {
-        use rayon::prelude::*;
-        use std::sync::atomic::Ordering;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(0);
-        let abandoned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop = abandoned.clone();
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let worker = std::thread::Builder::new().name("gzip".into()).spawn(move || {
-            for batch in rx {
-                let members: Vec<std::io::Result<Vec<u8>>> = batch
-                    .par_iter()
-                    .map(|text| if stop.load(Ordering::Relaxed) { Err(std::io::Error::other("abandoned")) } else { gzip(text) })
-                    .collect();
-                for m in members {
-                    out.write_all(&m?)?;
-                }
-            }
-            Ok(out)
-        })?;
-        Ok(GzMembers {
+    fn new(file: std::fs::File) -> GzMembers {
+        GzMembers {
             pending: Vec::new(),
             full: Vec::new(),
             batch: (rayon::current_num_threads() * 2).clamp(1, GZ_BATCH),
-            batches: Some(tx),
-            worker: Some(worker),
-            abandoned,
-        })
+            file: Some(file),
+            batches: None,
+            worker: None,
+            abandoned: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
     }
 
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -492,8 +490,22 @@ impl GzMembers {
         Ok(())
     }
 
-    /// Hands the full members to the compressing thread; if it has stopped, its error.
+    /// Hands the full members to the compressing thread (started on the first batch); if it
+    /// has stopped, its error.
     fn send(&mut self) -> std::io::Result<()> {
+        if self.worker.is_none() {
+            let file = self.file.take().ok_or_else(|| std::io::Error::other("the gzip thread has already stopped"))?;
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(0);
+            let stop = self.abandoned.clone();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            self.worker = Some(std::thread::Builder::new().name("gzip".into()).spawn(move || {
+                for batch in rx {
+                    write_members(&mut out, &batch, &stop)?;
+                }
+                Ok(out)
+            })?);
+            self.batches = Some(tx);
+        }
         let batch = std::mem::take(&mut self.full);
         match self.batches.as_ref().map(|tx| tx.send(batch)) {
             Some(Ok(())) => Ok(()),
@@ -513,11 +525,23 @@ impl GzMembers {
     }
 
     fn finish(mut self) -> std::io::Result<std::io::BufWriter<std::fs::File>> {
-        if !self.pending.is_empty() || self.full.is_empty() {
+        if !self.pending.is_empty() || (self.full.is_empty() && self.worker.is_none()) {
             self.full.push(std::mem::take(&mut self.pending));
         }
-        self.send()?;
-        self.join()
+        match self.file.take() {
+            // Less than a batch in all: compressed here.
+            Some(file) => {
+                let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+                write_members(&mut out, &self.full, &self.abandoned)?;
+                Ok(out)
+            }
+            None => {
+                if !self.full.is_empty() {
+                    self.send()?;
+                }
+                self.join()
+            }
+        }
     }
 }
 
@@ -563,6 +587,34 @@ mod tests {
     /// A stream stopped before it finished (an evaluation error after the output was opened)
     /// leaves neither its files nor the directories it made for them; one that finishes
     /// leaves its file, and a directory that was there before stays.
+    /// More text than one batch of members: compressed on the gzip thread, the members in
+    /// order; less than a batch: compressed at the end, one member for a small output.
+    #[test]
+    fn gzip_members_come_back_in_order() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        for lines in [3, 1_500_000] {
+            let path = dir.path().join(format!("{lines}.csv.gz"));
+            let mut gz = GzMembers::new(std::fs::File::create(&path).unwrap());
+            gz.batch = 2; // whatever the machine's cores: the large output takes the thread
+            let mut text = Vec::new();
+            for i in 0..lines {
+                let line = format!("{i},{}\n", i % 7);
+                text.extend_from_slice(line.as_bytes());
+                gz.write(line.as_bytes()).unwrap();
+            }
+            assert_eq!(gz.worker.is_some(), lines > 3, "{lines} lines: the thread only for more than a batch");
+            gz.finish().unwrap().flush().unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            let mut back = Vec::new();
+            flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut back).unwrap();
+            assert!(back == text, "{lines} lines");
+            let mut first = Vec::new();
+            flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut first).unwrap();
+            assert_eq!(first.len() == text.len(), text.len() < GZ_MEMBER, "{lines} lines: one member only when small");
+        }
+    }
+
     #[test]
     fn an_unfinished_stream_leaves_nothing_behind() {
         for format in [Format::Csv, Format::CsvGz, Format::Arrow, Format::Parquet] {
