@@ -211,11 +211,7 @@ fn open_backend(
     roots: &[NodeId],
     population: Option<NodeId>,
     dir: &Path,
-    args: &GenerateArgs,
 ) -> Result<quarry_engine::backend::Backend, Failure> {
-    if args.engine == Engine::Reference {
-        return Err(reference_backend());
-    }
     eprintln!("[info] Reading the backend in {}", dir.display());
     let backend =
         quarry_engine::backend::Backend::open(graph, roots, population, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
@@ -225,22 +221,25 @@ fn open_backend(
     Ok(backend)
 }
 
-fn reference_backend() -> Failure {
-    fail(
-        2,
-        "--backend is evaluated by the columnar engine; leave out --engine reference (use --dummy-tables DIR to compare with the reference evaluator)",
-    )
-}
-
-/// A progress callback for streaming a backend: a line at most once a second.
-fn progress() -> impl FnMut(usize) {
+/// A progress callback for streaming a source: for a backend (`shown`), a line at most once a
+/// second; tables in memory are one round, with nothing to show.
+fn progress(shown: bool) -> impl FnMut(usize) {
     let started = std::time::Instant::now();
     let mut last = started;
     move |patients| {
-        if last.elapsed().as_secs() >= 1 {
+        if shown && last.elapsed().as_secs() >= 1 {
             eprintln!("[info] {patients} patients read ({:.1} s)", started.elapsed().as_secs_f64());
             last = std::time::Instant::now();
         }
+    }
+}
+
+/// A streamed evaluation's failure with ehrQL's exit code; `what`: "dataset" or "measures".
+fn stream_failure(what: &str) -> impl Fn(quarry_engine::StreamError) -> Failure + '_ {
+    move |e| match e {
+        quarry_engine::StreamError::Input(e) => fail(11, format!("FileValidationError: {e}")),
+        quarry_engine::StreamError::Eval(e) => fail(1, format!("error evaluating the {what}: {e}")),
+        quarry_engine::StreamError::Output(m) => fail(1, m),
     }
 }
 
@@ -574,7 +573,10 @@ fn generated_store(plan: &dummy::Plan, options: &dummy::Options) -> Result<quarr
 /// The `--dummy-tables` in memory (`--backend` is streamed by the columnar engine only).
 fn store_for(graph: &Graph, roots: &[NodeId], args: &GenerateArgs) -> Result<quarry_engine::store::Store, Failure> {
     if args.backend.is_some() {
-        return Err(reference_backend());
+        return Err(fail(
+            2,
+            "--backend is evaluated by the columnar engine; leave out --engine reference (use --dummy-tables DIR to compare with the reference evaluator)",
+        ));
     }
     let Some(dir) = &args.dummy_tables else { unreachable!("callers generate dummy data when no tables are given") };
     eprintln!("[info] Reading table data from {}", dir.display());
@@ -614,13 +616,8 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
     // The columnar engine: the backend's tables or the dummy tables, through one path.
     let mut source = open_source(&def.graph, &roots, Some(dataset.population), args)?;
     let started = std::time::Instant::now();
-    let (mut report, mut quiet) = (progress(), |_: usize| {});
-    let progress: &mut dyn FnMut(usize) = if args.backend.is_some() { &mut report } else { &mut quiet };
-    let rows = quarry_engine::stream_dataset(&def.graph, dataset, source.as_mut(), &target, progress).map_err(|e| match e {
-        quarry_engine::StreamError::Input(e) => fail(11, format!("FileValidationError: {e}")),
-        quarry_engine::StreamError::Eval(e) => fail(1, format!("error evaluating the dataset: {e}")),
-        quarry_engine::StreamError::Output(m) => fail(1, m),
-    })?;
+    let rows = quarry_engine::stream_dataset(&def.graph, dataset, source.as_mut(), &target, progress(args.backend.is_some()))
+        .map_err(stream_failure("dataset"))?;
     if args.backend.is_some() {
         eprintln!("[info] {rows} rows written in {:.2} s", started.elapsed().as_secs_f64());
     }
@@ -636,7 +633,7 @@ fn open_source(
     args: &GenerateArgs,
 ) -> Result<Box<dyn quarry_engine::source::Source>, Failure> {
     Ok(match &args.backend {
-        Some(dir) => Box::new(open_backend(graph, roots, population, dir, args)?),
+        Some(dir) => Box::new(open_backend(graph, roots, population, dir)?),
         None => Box::new(quarry_engine::source::Tables::new(graph, roots, &store_for(graph, roots, args)?)),
     })
 }
@@ -686,15 +683,15 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
             let size = population_size(&args.dummy, spec.dummy.population_size, measures_default_size(spec));
             generated_store(&plan, &gen_options(size, &args.dummy, &spec.dummy))
         };
+        let tables_given = args.backend.is_some() || args.dummy_tables.is_some();
         if args.engine == Engine::Reference {
-            let store =
-                if args.backend.is_some() || args.dummy_tables.is_some() { store_for(&def.graph, &roots, args)? } else { generated()? };
+            let store = if tables_given { store_for(&def.graph, &roots, args)? } else { generated()? };
             quarry_engine::measures::evaluate_measures(&def.graph, spec, &store)
                 .map_err(|e| fail(1, format!("error evaluating the measures: {e}")))?
         } else {
             // The columnar engine: the backend's tables, the dummy tables or generated
             // patients, through one path.
-            let mut source = match args.backend.is_some() || args.dummy_tables.is_some() {
+            let mut source = match tables_given {
                 true => open_source(&def.graph, &roots, None, args)?,
                 false => Box::new(quarry_engine::source::Tables::new(&def.graph, &roots, &generated()?)),
             };
@@ -735,13 +732,7 @@ fn measures_from(
     report: bool,
 ) -> Result<output::Table, Failure> {
     let started = std::time::Instant::now();
-    let (mut progress, mut quiet) = (progress(), |_: usize| {});
-    let progress: &mut dyn FnMut(usize) = if report { &mut progress } else { &mut quiet };
-    let table = quarry_engine::measures::stream_measures(graph, spec, source, progress).map_err(|e| match e {
-        quarry_engine::StreamError::Input(e) => fail(11, format!("FileValidationError: {e}")),
-        quarry_engine::StreamError::Eval(e) => fail(1, format!("error evaluating the measures: {e}")),
-        quarry_engine::StreamError::Output(m) => fail(1, m),
-    })?;
+    let table = quarry_engine::measures::stream_measures(graph, spec, source, progress(report)).map_err(stream_failure("measures"))?;
     if report {
         eprintln!(
             "[info] {} measures rows over {} patients in {:.2} s",

@@ -243,7 +243,6 @@ pub struct TableStream {
     /// Directories the stream created for its files, deepest first: removed again (when
     /// empty) if the stream does not finish, so a failed run leaves nothing behind.
     created: Vec<PathBuf>,
-    finished: bool,
 }
 
 enum StreamDest {
@@ -273,8 +272,7 @@ impl TableStream {
             Target::Stdout => true,
             Target::File(_, format) | Target::Directory(_, format) => format.is_text(),
         };
-        let mut stream =
-            TableStream { names, encoder: Encoder { text }, dest: StreamDest::Files(vec![]), created: vec![], finished: false };
+        let mut stream = TableStream { names, encoder: Encoder { text }, dest: StreamDest::Files(vec![]), created: vec![] };
         let files: Vec<(PathBuf, Format, &[ColumnSpec])> = match target {
             Target::Stdout => {
                 stream.dest = StreamDest::Stdout(tables.iter().map(|(_, h)| render_header(h)).collect());
@@ -332,7 +330,6 @@ impl TableStream {
                     std::fs::rename(&f.tmp, &f.path).map_err(|e| format!("cannot write {}: {e}", f.path.display()))?;
                     f.renamed = true;
                 }
-                self.finished = true;
                 Ok(())
             }
         }
@@ -343,7 +340,7 @@ impl Drop for TableStream {
     /// An unfinished stream's files are removed (by `StreamFile`'s `Drop`), then the
     /// directories it made for them, if nothing else is in them.
     fn drop(&mut self) {
-        if self.finished {
+        if self.created.is_empty() || matches!(&self.dest, StreamDest::Files(files) if files.iter().all(|f| f.renamed)) {
             return;
         }
         self.dest = StreamDest::Files(vec![]);
@@ -445,13 +442,14 @@ pub struct GzMembers {
     batch: usize,
     /// The file, until the compressing thread takes it.
     file: Option<std::fs::File>,
-    /// To the compressing thread: members, in order.
-    batches: Option<std::sync::mpsc::SyncSender<Vec<Vec<u8>>>>,
-    /// The compressing thread: the file when it is done, or the first error.
-    worker: Option<std::thread::JoinHandle<std::io::Result<std::io::BufWriter<std::fs::File>>>>,
+    /// The compressing thread, once started: where to send it batches of members (in order),
+    /// and the file it returns when done, or its first error.
+    worker: Option<(std::sync::mpsc::SyncSender<Vec<Vec<u8>>>, GzThread)>,
     /// Set when the writer is dropped unfinished: the thread stops at the next member.
     abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+type GzThread = std::thread::JoinHandle<std::io::Result<std::io::BufWriter<std::fs::File>>>;
 
 /// Compresses members in parallel and writes them in order.
 fn write_members(out: &mut impl Write, members: &[Vec<u8>], stop: &std::sync::atomic::AtomicBool) -> std::io::Result<()> {
@@ -473,7 +471,6 @@ impl GzMembers {
             full: Vec::new(),
             batch: (rayon::current_num_threads() * 2).clamp(1, GZ_BATCH),
             file: Some(file),
-            batches: None,
             worker: None,
             abandoned: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
@@ -498,16 +495,16 @@ impl GzMembers {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(0);
             let stop = self.abandoned.clone();
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            self.worker = Some(std::thread::Builder::new().name("gzip".into()).spawn(move || {
+            let thread = std::thread::Builder::new().name("gzip".into()).spawn(move || {
                 for batch in rx {
                     write_members(&mut out, &batch, &stop)?;
                 }
                 Ok(out)
-            })?);
-            self.batches = Some(tx);
+            })?;
+            self.worker = Some((tx, thread));
         }
         let batch = std::mem::take(&mut self.full);
-        match self.batches.as_ref().map(|tx| tx.send(batch)) {
+        match self.worker.as_ref().map(|(tx, _)| tx.send(batch)) {
             Some(Ok(())) => Ok(()),
             _ => self.join().map(|_| ()),
         }
@@ -515,9 +512,10 @@ impl GzMembers {
 
     /// Waits for the compressing thread (no more batches) and returns the file it wrote.
     fn join(&mut self) -> std::io::Result<std::io::BufWriter<std::fs::File>> {
-        self.batches = None;
-        let worker = self.worker.take().ok_or_else(|| std::io::Error::other("the gzip thread has already stopped"))?;
-        match worker.join() {
+        let (sender, thread) = self.worker.take().ok_or_else(|| std::io::Error::other("the gzip thread has already stopped"))?;
+        drop(sender); // ends the thread's loop
+
+        match thread.join() {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(std::io::Error::other("the gzip thread panicked")),

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use quarry_queries::qm::{Graph, Node, NodeId, RowsId, TableId};
+use quarry_queries::qm::{Graph, NodeId, RowsId, TableId};
 use quarry_queries::semantics::Scalar;
 
 use crate::kernels::{PickPlan, SetIndex, inline_tables, pick_plans, set_indexes, sort_ties};
@@ -33,17 +33,9 @@ pub struct QueryPlan {
 impl QueryPlan {
     pub fn new(graph: &Graph, outputs: &[NodeId]) -> Arc<QueryPlan> {
         let needed: Vec<NodeId> = crate::reference::reachable(graph, outputs).into_iter().collect();
-        let mut tables = vec![];
-        for &n in &needed {
-            if let Node::SelectTable(t) | Node::SelectPatientTable(t) = graph.node(n)
-                && !tables.contains(t)
-            {
-                tables.push(*t);
-            }
-        }
         Arc::new(QueryPlan {
             outputs: outputs.to_vec(),
-            tables,
+            tables: crate::store::tables_read(graph, needed.iter().copied()),
             picks: pick_plans(graph, &needed),
             ties: sort_ties(graph, &needed),
             sets: set_indexes(graph, &needed),

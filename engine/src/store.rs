@@ -30,8 +30,13 @@ pub struct InputError(pub String);
 
 /// The tables the `roots` read (`SelectTable` / `SelectPatientTable`), in first-use order.
 pub fn used_tables(graph: &Graph, roots: &[NodeId]) -> Vec<TableId> {
+    tables_read(graph, crate::reference::reachable(graph, roots))
+}
+
+/// The tables `nodes` select, in the order of the nodes' first selection of each.
+pub(crate) fn tables_read(graph: &Graph, nodes: impl IntoIterator<Item = NodeId>) -> Vec<TableId> {
     let mut out = vec![];
-    for n in crate::reference::reachable(graph, roots) {
+    for n in nodes {
         if let Node::SelectTable(t) | Node::SelectPatientTable(t) = graph.node(n)
             && !out.contains(t)
         {

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use crate::PatientView;
 use crate::reference::Evaluator;
-use crate::store::{Rows, used_tables};
+use crate::store::Rows;
 use rng::Rng;
 use solve::{Needs, Solver, comparison, constant};
 use values::{ColPlan, Window};
@@ -53,8 +53,6 @@ pub struct Plan<'g> {
     pub graph: &'g Graph,
     /// The population: any group whose nodes are all true.
     pub goals: Vec<Vec<NodeId>>,
-    /// What the evaluator computes for each patient (goals first, then the caller's outputs).
-    pub outputs: Vec<NodeId>,
     pub params: HashMap<String, Value>,
     /// The value of every node that does not depend on a patient.
     consts: rustc_hash::FxHashMap<NodeId, solve::Lit>,
@@ -136,11 +134,14 @@ impl<'g> Plan<'g> {
     pub fn new(graph: &'g Graph, goals: Vec<Vec<NodeId>>, outputs: &[NodeId], params: HashMap<String, Value>) -> Plan<'g> {
         let mut all: Vec<NodeId> = goals.iter().flatten().copied().collect();
         all.extend(outputs.iter().copied());
-        let reachable = crate::reference::reachable(graph, &all);
+        // What every evaluator of the run needs (the columnar one here, the reference ones per
+        // batch), worked out once.
+        let query = crate::plan::QueryPlan::new(graph, &all);
+        let reachable: &[NodeId] = &query.needed;
         let catalog = quarry_queries::tables::catalog();
         // Used columns.
         let mut used: HashMap<TableId, Vec<String>> = HashMap::new();
-        for &n in &reachable {
+        for &n in reachable {
             if let Node::SelectColumn { source, name } = graph.node(n)
                 && let Kind::EventFrame { table, .. } | Kind::PatientFrame { table } = graph.kind(*source)
                 && !matches!(graph.node(*source), Node::InlinePatientTable { .. })
@@ -149,7 +150,7 @@ impl<'g> Plan<'g> {
             }
         }
         let mut tables = vec![];
-        for t in used_tables(graph, &all) {
+        for &t in &query.tables {
             let schema = graph.table(t);
             let dummy = catalog
                 .modules
@@ -174,14 +175,14 @@ impl<'g> Plan<'g> {
             tables.push(TablePlan { id: t, name: schema.name.clone(), patient_level: schema.patient_level, columns });
         }
         let mut consts: rustc_hash::FxHashMap<NodeId, solve::Lit> = rustc_hash::FxHashMap::default();
-        for &n in &reachable {
+        for &n in reachable {
             if let Some(v) = constant(graph, &params, n) {
                 consts.insert(n, Arc::new(v));
             }
         }
         // Hints: literals compared with columns; dates anywhere.
         let mut dates: Vec<i64> = params.values().filter_map(day).collect();
-        for &n in &reachable {
+        for &n in reachable {
             match graph.node(n) {
                 Node::Value(v) => dates.extend(day(v)),
                 Node::Function(f) => {
@@ -220,13 +221,11 @@ impl<'g> Plan<'g> {
             let col = |n: &str| tables[i].columns.iter().position(|c| c.name == n && c.type_ == Type::Date);
             (i, col("date_of_birth"), col("date_of_death"))
         });
-        let mut outputs_all: Vec<NodeId> = goals.iter().flatten().copied().collect();
-        outputs_all.extend(outputs.iter().copied());
-        let mut columnar = crate::columnar::Evaluator::new(graph, &outputs_all);
+        let mut columnar = crate::columnar::Evaluator::with_plan(graph, query.clone());
         for (k, v) in &params {
             columnar.set_param(k, Some(v.clone()));
         }
-        Plan { graph, goals, outputs: outputs_all, params, consts, tables, horizon, focus, patients, columnar }
+        Plan { graph, goals, params, consts, tables, horizon, focus, patients, columnar }
     }
 
     fn table_plan(&self, id: TableId) -> Option<&TablePlan> {
@@ -536,7 +535,7 @@ impl<'g> Plan<'g> {
     /// caused by some patient's random values) is evaluated again patient by patient on the
     /// reference evaluator, so that only the attempts that fail are rejected.
     fn chunk<T>(&self, seed: u64, ids: impl Iterator<Item = i64>, each: Each<'_, T>, each_round: Option<EachRound<'_, T>>) -> Chunk<T> {
-        // The columnar evaluator's plan: the same outputs, worked out once per run.
+        // The columnar evaluator's plan: the same outputs.
         let mut reference = Evaluator::with_plan(self.graph, self.columnar.plan().clone());
         for (k, v) in &self.params {
             reference.set_param(k, Some(v.clone()));

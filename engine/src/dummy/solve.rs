@@ -4,12 +4,11 @@
 //! tables that must stay quiet. Atoms it cannot invert are left to the generator's check.
 
 use std::collections::{BTreeMap, HashMap};
-
-use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 use quarry_queries::qm::{AggregateByPatient as A, Function as F, Graph, Kind, Node, NodeId, TableId, Value};
 use quarry_queries::semantics::{self, compare, equal};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::days;
 use super::rng::Rng;
