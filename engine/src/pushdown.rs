@@ -36,12 +36,24 @@ pub struct TableFilter {
     expr: Expr,
     /// Per column, its text dictionary while batches share it (`column::from_arrow`).
     memos: Vec<DictMemo>,
+    /// Which rows to keep per value of the last Parquet dictionary met, when the filter read
+    /// one dictionary-encoded column only.
+    verdicts: Option<Verdicts>,
+}
+
+/// A filter's result for each value of an Arrow dictionary (the values held, so that they are
+/// compared by pointer and never a freed look-alike), and for a NULL, under one pass.
+struct Verdicts {
+    values: arrow_array::ArrayRef,
+    partial: bool,
+    keep: Vec<bool>,
+    null: bool,
 }
 
 impl TableFilter {
     fn new(columns: Vec<(String, Type)>, expr: Expr) -> TableFilter {
         let memos = columns.iter().map(|_| DictMemo::default()).collect();
-        TableFilter { columns, expr, memos }
+        TableFilter { columns, expr, memos, verdicts: None }
     }
 }
 
@@ -218,6 +230,9 @@ impl TableFilter {
     /// the full filter would drop too.
     pub fn evaluate(&mut self, batch: &RecordBatch, partial: bool) -> Result<BooleanArray, String> {
         let schema = batch.schema();
+        if let Some(keep) = self.by_dictionary(batch, partial)? {
+            return Ok(keep);
+        }
         let mut columns: Vec<Option<Array>> = Vec::with_capacity(self.columns.len());
         for ((name, t), memo) in self.columns.iter().zip(&mut self.memos) {
             columns.push(match schema.index_of(name) {
@@ -229,20 +244,46 @@ impl TableFilter {
             return Err("a filter column is missing from the batch".into());
         }
         let n = batch.num_rows();
-        // Kept: the rows where the filter is True; in a first pass, also where it is NULL or
-        // unknown (a later column may still make it True).
-        let keep = match self.expr.eval(&columns, n)? {
-            Tv::Unknown | Tv::Const(None) => BooleanBuffer::collect_bool(n, |_| partial),
-            Tv::Const(Some(Value::Bool(b))) => BooleanBuffer::collect_bool(n, |_| b),
-            Tv::Col(a @ Array::Bool(..)) if !partial => a.true_bits(),
-            Tv::Col(Array::Bool(v, nulls)) => match nulls {
-                None => v,
-                Some(nulls) => &v | &!nulls.inner(),
-            },
-            Tv::Const(Some(other)) => return Err(format!("a pushed condition gave {other:?}, not a boolean")),
-            Tv::Col(_) => return Err("a pushed condition gave a column that is not boolean".into()),
+        Ok(BooleanArray::new(kept(self.expr.eval(&columns, n)?, n, partial)?, None))
+    }
+
+    /// When the only filter column in `batch` is dictionary-encoded text (a codelist test on
+    /// a code column, the usual first pass), which rows to keep: the filter is a function of
+    /// that column's value, so it is computed once per dictionary value (and for NULL), and
+    /// each row looks its value's result up. `None` when the batch is not of that shape.
+    fn by_dictionary(&mut self, batch: &RecordBatch, partial: bool) -> Result<Option<BooleanArray>, String> {
+        use arrow_array::Array as _;
+        use arrow_array::cast::AsArray;
+        let schema = batch.schema();
+        let mut present = self.columns.iter().enumerate().filter_map(|(k, (name, _))| Some((k, schema.index_of(name).ok()?)));
+        let (Some((column, at)), None) = (present.next(), present.next()) else { return Ok(None) };
+        let (name, t) = &self.columns[column];
+        let array = batch.column(at);
+        let Some(dict) = array.as_dictionary_opt::<arrow_array::types::Int32Type>() else { return Ok(None) };
+        let values = dict.values();
+        if !matches!(t, Type::Str | Type::Code(_) | Type::MultiCodeString(_)) || values.data_type() != &arrow_schema::DataType::Utf8 {
+            return Ok(None);
+        }
+        let same = |v: &Verdicts| v.partial == partial && (Arc::ptr_eq(&v.values, values) || v.values.to_data().ptr_eq(&values.to_data()));
+        if !self.verdicts.as_ref().is_some_and(same) {
+            let mut columns: Vec<Option<Array>> = vec![None; self.columns.len()];
+            columns[column] = Some(from_arrow(values.as_ref(), t, &mut DictMemo::default()).map_err(|m| format!("column '{name}': {m}"))?);
+            let keep = kept(self.expr.eval(&columns, values.len())?, values.len(), partial)?.iter().collect();
+            columns[column] = Some(Array::splat(t, &None, 1));
+            let null = kept(self.expr.eval(&columns, 1)?, 1, partial)?.value(0);
+            self.verdicts = Some(Verdicts { values: values.clone(), partial, keep, null });
+        }
+        let v = self.verdicts.as_ref().expect("just made");
+        let keys = dict.keys().values();
+        // A key past the dictionary (a damaged file) keeps its row, for the reading that
+        // follows to report.
+        let keep = match dict.nulls() {
+            None => BooleanBuffer::collect_bool(keys.len(), |i| v.keep.get(keys[i] as usize).copied().unwrap_or(true)),
+            Some(nulls) => BooleanBuffer::collect_bool(keys.len(), |i| {
+                if nulls.is_valid(i) { v.keep.get(keys[i] as usize).copied().unwrap_or(true) } else { v.null }
+            }),
         };
-        Ok(BooleanArray::new(keep, None))
+        Ok(Some(BooleanArray::new(keep, None)))
     }
 
     /// Whether a first pass over the `cheap` columns (the others read only for the rows it
@@ -251,6 +292,22 @@ impl TableFilter {
         let n = self.columns.iter().filter(|(c, _)| cheap(c)).count();
         n > 0 && n < self.columns.len()
     }
+}
+
+/// The rows to keep of a filter's value over `n` rows: where it is True; in a first pass
+/// (`partial`), also where it is NULL or unknown (a later column may still make it True).
+fn kept(value: Tv, n: usize, partial: bool) -> Result<BooleanBuffer, String> {
+    Ok(match value {
+        Tv::Unknown | Tv::Const(None) => BooleanBuffer::collect_bool(n, |_| partial),
+        Tv::Const(Some(Value::Bool(b))) => BooleanBuffer::collect_bool(n, |_| b),
+        Tv::Col(a @ Array::Bool(..)) if !partial => a.true_bits(),
+        Tv::Col(Array::Bool(v, nulls)) => match nulls {
+            None => v,
+            Some(nulls) => &v | &!nulls.inner(),
+        },
+        Tv::Const(Some(other)) => return Err(format!("a pushed condition gave {other:?}, not a boolean")),
+        Tv::Col(_) => return Err("a pushed condition gave a column that is not boolean".into()),
+    })
 }
 
 impl Expr {
@@ -347,5 +404,90 @@ pub fn required_frames(graph: &Graph, population: NodeId) -> Option<Vec<NodeId>>
         }
         Node::Function(Function::And(args)) => args.iter().filter_map(|a| required_frames(graph, *a)).min_by_key(Vec::len),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{DictionaryArray, Int64Array, StringArray, types::Int32Type};
+    use quarry_queries::qm::{AggregateByPatient, CodeSystem, Column, TableSchema};
+
+    /// A filter over one dictionary-encoded column is computed per dictionary value
+    /// (`by_dictionary`); it must keep exactly the rows the per-row route keeps, in a first
+    /// pass and a full one, with NULL rows and a NULL dictionary value, across batches that
+    /// share a dictionary and one that does not.
+    #[test]
+    fn a_filter_over_one_dictionary_column_keeps_what_the_per_row_route_keeps() {
+        let mut g = Graph::new();
+        let column = |name: &str, type_| Column { name: name.into(), type_, constraints: vec![], description: String::new() };
+        let events = g
+            .declare_table(TableSchema {
+                name: "events".into(),
+                columns: vec![column("code", Type::Code(CodeSystem::CTV3)), column("n", Type::Int)],
+                patient_level: false,
+                required_permission: None,
+            })
+            .unwrap();
+        let t = g.select_table(events).unwrap();
+        let code = g.select_column(t, "code").unwrap();
+        let n = g.select_column(t, "n").unwrap();
+        let ctv3 = |s: &str| Value::Code(CodeSystem::CTV3, s.into());
+        let set = g.value(Value::set(Type::Code(CodeSystem::CTV3), vec![ctv3("A1"), ctv3("C3")]).unwrap());
+        let in_set = g.function(Function::In(code, set)).unwrap();
+        let b2 = g.value(ctv3("B2"));
+        let is_b2 = g.function(Function::Eq(code, b2)).unwrap();
+        let not_b2 = g.function(Function::Ne(code, b2)).unwrap();
+        let null = g.function(Function::IsNull(code)).unwrap();
+        let either = g.function(Function::Or(vec![in_set, is_b2])).unwrap();
+        let not_in = g.function(Function::Not(in_set)).unwrap();
+        let three = g.value(Value::Int(3));
+        let small = g.function(Function::Lt(n, three)).unwrap();
+        let mixed = g.function(Function::And(vec![in_set, small])).unwrap();
+        let dict = |keys: Vec<Option<i32>>, values: Vec<Option<&str>>| {
+            DictionaryArray::<Int32Type>::try_new(keys.into(), Arc::new(StringArray::from(values))).unwrap()
+        };
+        let shared = Arc::new(StringArray::from(vec![Some("A1"), Some("B2"), None, Some("C3"), Some("D4")]));
+        let batches = [
+            DictionaryArray::<Int32Type>::try_new(vec![Some(0), Some(1), None, Some(2), Some(3), Some(4)].into(), shared.clone()).unwrap(),
+            DictionaryArray::<Int32Type>::try_new(vec![Some(4), Some(3), Some(0), None].into(), shared).unwrap(),
+            dict(vec![Some(1), Some(0), None, Some(0)], vec![Some("C3"), Some("B2")]),
+        ];
+        // The same texts, not dictionary-encoded.
+        let plain = |keys: &DictionaryArray<Int32Type>| -> arrow_array::ArrayRef {
+            use arrow_array::Array as _;
+            use arrow_array::cast::AsArray;
+            let values = keys.values().as_string::<i32>();
+            let text = |k: i32| values.is_valid(k as usize).then(|| values.value(k as usize));
+            Arc::new(keys.keys().iter().map(|k| k.and_then(text)).collect::<StringArray>())
+        };
+        for condition in [in_set, is_b2, not_b2, null, either, not_in, mixed] {
+            let frame = g.filter(t, condition).unwrap();
+            let exists = g.aggregate(AggregateByPatient::Exists(frame)).unwrap();
+            let mut filters = plan(&g, &[exists]);
+            let mut filter = filters.remove(&events).expect("pushed");
+            for partial in [true, false] {
+                let (mut by_value, mut by_row) = (filter.clone(), filter.clone());
+                for keys in &batches {
+                    let rows = keys.len();
+                    let ns = Arc::new(Int64Array::from((0..rows as i64).collect::<Vec<_>>()));
+                    let plain = plain(keys);
+                    let only_code = |code: arrow_array::ArrayRef| RecordBatch::try_from_iter([("code", code)]).unwrap();
+                    let with_n =
+                        |code: arrow_array::ArrayRef| RecordBatch::try_from_iter([("code", code), ("n", ns.clone() as _)]).unwrap();
+                    let reads_n = filter.columns.len() == 2;
+                    if reads_n && !partial {
+                        // Two columns: the per-row route, whatever the encoding.
+                        let a = by_value.evaluate(&with_n(Arc::new(keys.clone())), false).unwrap();
+                        assert_eq!(a, by_row.evaluate(&with_n(plain), false).unwrap());
+                        continue;
+                    }
+                    let a = by_value.evaluate(&only_code(Arc::new(keys.clone())), partial).unwrap();
+                    let b = by_row.evaluate(&only_code(plain), partial).unwrap();
+                    assert_eq!(a, b, "condition {condition:?}, partial {partial}, keys {keys:?}");
+                }
+            }
+            filter.verdicts = None;
+        }
     }
 }
