@@ -140,32 +140,40 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn byte(&mut self) -> Result<u8, String> {
-        let b = *self.bytes.get(self.at).ok_or("the footer ends early")?;
+        let b = *self.bytes.get(self.at).ok_or("it ends early")?;
         self.at += 1;
         Ok(b)
     }
 
     fn take(&mut self, n: u64) -> Result<(), String> {
         let end = usize::try_from(n).ok().and_then(|n| self.at.checked_add(n)).filter(|e| *e <= self.bytes.len());
-        self.at = end.ok_or("the footer ends early")?;
+        self.at = end.ok_or("it ends early")?;
         Ok(())
     }
 
+    /// A ULEB128 varint, read as the `parquet` crate reads it (any length, bits past 64
+    /// wrapped), so that the guard sees the values the crate will.
     fn varint(&mut self) -> Result<u64, String> {
         let mut value = 0u64;
-        for shift in (0..70).step_by(7) {
+        let mut shift = 0u32;
+        loop {
             let b = self.byte()?;
-            value |= u64::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
+            value |= u64::from(b & 0x7f).wrapping_shl(shift);
             if b & 0x80 == 0 {
                 return Ok(value);
             }
+            shift = shift.wrapping_add(7);
         }
-        Err("a varint longer than 10 bytes".into())
     }
 
     fn zigzag(&mut self) -> Result<i64, String> {
         let v = self.varint()?;
         Ok((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+
+    /// A Thrift `i32`, truncated from its varint as the `parquet` crate does.
+    fn i32(&mut self) -> Result<i64, String> {
+        Ok(i64::from(self.zigzag()? as i32))
     }
 
     /// The next field's id and type, or `None` at the struct's end.
@@ -188,7 +196,7 @@ impl Reader<'_> {
         };
         // Every element takes at least one byte.
         if count > (self.bytes.len() - self.at) as u64 {
-            return Err(format!("a list of {count} elements in a footer of {} bytes", self.bytes.len()));
+            return Err(format!("a list of {count} elements in {} bytes", self.bytes.len()));
         }
         Ok((count as usize, b & 0x0f))
     }
@@ -221,7 +229,7 @@ impl Reader<'_> {
                     return Ok(());
                 }
                 if count > (self.bytes.len() - self.at) as u64 {
-                    return Err(format!("a map of {count} entries in a footer of {} bytes", self.bytes.len()));
+                    return Err(format!("a map of {count} entries in {} bytes", self.bytes.len()));
                 }
                 let types = self.byte()?;
                 for _ in 0..count {
@@ -245,8 +253,11 @@ impl Reader<'_> {
 /// Refuses a file whose dictionary pages claim more values than their bytes can hold. The
 /// `parquet` crate sizes its dictionary buffer from a page header's claimed count before it
 /// reads the values (`set_dict`): a 1,297-byte file claiming about a billion Int32 values made
-/// it allocate 4 GB (found by fuzzing `parquet_backend`). Each column chunk's dictionary page
-/// is read here first (its bytes are bounded by the file) and its count checked against them.
+/// it allocate 4 GB (found by fuzzing `parquet_backend`). Each column chunk's first page header
+/// is read here (only the header: decompressing every dictionary took a tenth of a large
+/// scan), and a dictionary page's count checked against the bytes the crate will hand
+/// `set_dict`: the page's uncompressed size, which the crate checks the decompressed bytes
+/// against before using them, or, for an uncompressed chunk, the bytes stored.
 /// `columns`: the leaf columns to check (`None`: all).
 pub fn check_dictionaries(
     file: &std::fs::File,
@@ -254,8 +265,6 @@ pub fn check_dictionaries(
     columns: Option<&[usize]>,
 ) -> Result<(), String> {
     use parquet::basic::Type as Physical;
-    use parquet::column::page::{Page, PageReader};
-    let reader = std::sync::Arc::new(file.try_clone().map_err(|e| e.to_string())?);
     for (g, group) in metadata.row_groups().iter().enumerate() {
         for (c, chunk) in group.columns().iter().enumerate() {
             if columns.is_some_and(|cs| !cs.contains(&c)) || chunk.dictionary_page_offset().is_none() {
@@ -269,25 +278,89 @@ pub fn check_dictionaries(
                 Physical::INT96 => 12,
                 Physical::FIXED_LEN_BYTE_ARRAY => chunk.column_descr().type_length().max(1) as u64,
             };
-            let mut pages = parquet::file::serialized_reader::SerializedPageReader::new(
-                reader.clone(),
-                chunk,
-                usize::try_from(group.num_rows()).unwrap_or(0),
-                None,
-            )
-            .map_err(|e| e.to_string())?;
-            if let Some(Page::DictionaryPage { buf, num_values, .. }) = pages.get_next_page().map_err(|e| e.to_string())?
-                && u64::from(num_values) * width > buf.len() as u64
+            let Some(page) = first_page(file, chunk.byte_range())? else { continue };
+            let bytes = if chunk.compression() == parquet::basic::Compression::UNCOMPRESSED { page.stored } else { page.uncompressed };
+            if let Some(num_values) = page.dictionary_values
+                && num_values.max(0) as u64 * width > bytes.max(0) as u64
             {
                 return Err(format!(
-                    "not a readable Parquet file: row group {g}, column '{}': its dictionary page claims {num_values} values in {} bytes",
+                    "not a readable Parquet file: row group {g}, column '{}': its dictionary page claims {num_values} values in {bytes} bytes",
                     chunk.column_path(),
-                    buf.len()
                 ));
             }
         }
     }
     Ok(())
+}
+
+/// What [`check_dictionaries`] reads of a page header.
+struct PageSizes {
+    uncompressed: i64,
+    stored: i64,
+    /// A dictionary page's number of values (`None`: not a dictionary page).
+    dictionary_values: Option<i64>,
+}
+
+/// The header of the page at the start of a column chunk (`range`: its offset and length in
+/// the file), read from the chunk's first 64 KB (or the whole chunk, for a header longer than
+/// that); `None` when the chunk is empty.
+fn first_page(file: &std::fs::File, (offset, len): (u64, u64)) -> Result<Option<PageSizes>, String> {
+    const WINDOW: u64 = 64 * 1024;
+    let mut window = len.min(WINDOW);
+    loop {
+        let bytes = read_at(file, offset, window)?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let mut r = Reader { bytes: &bytes, at: 0 };
+        match page_sizes(&mut r) {
+            Err(_) if (bytes.len() as u64) == window && window < len => window = len,
+            sizes => return sizes.map(Some).map_err(|m| format!("not a readable Parquet file: the page header at byte {offset}: {m}")),
+        }
+    }
+}
+
+/// Up to `len` bytes of `file` from `offset` (fewer at its end).
+fn read_at(file: &std::fs::File, offset: u64, len: u64) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = vec![0u8; usize::try_from(len).map_err(|e| e.to_string())?];
+    let mut got = 0;
+    while got < bytes.len() {
+        match file.read_at(&mut bytes[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    bytes.truncate(got);
+    Ok(bytes)
+}
+
+/// A Thrift `PageHeader`'s type (1), sizes (2, 3) and dictionary page header's count (7.1).
+fn page_sizes(r: &mut Reader) -> Result<PageSizes, String> {
+    const DICTIONARY_PAGE: i64 = 2;
+    let mut sizes = PageSizes { uncompressed: 0, stored: 0, dictionary_values: None };
+    let mut dictionary = false;
+    let mut id = 0i16;
+    while let Some((field, kind)) = r.field_header(&mut id)? {
+        match (field, kind) {
+            (1, I32) => dictionary = r.i32()? == DICTIONARY_PAGE,
+            (2, I32) => sizes.uncompressed = r.i32()?,
+            (3, I32) => sizes.stored = r.i32()?,
+            (7, STRUCT) => {
+                let mut id = 0i16;
+                while let Some((field, kind)) = r.field_header(&mut id)? {
+                    if (field, kind) == (1, I32) { sizes.dictionary_values = Some(r.i32()?) } else { r.skip(kind, 1)? }
+                }
+            }
+            _ => r.skip(kind, 0)?,
+        }
+    }
+    if !dictionary {
+        sizes.dictionary_values = None;
+    }
+    Ok(sizes)
 }
 
 #[cfg(test)]
