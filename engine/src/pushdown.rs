@@ -39,6 +39,10 @@ pub struct TableFilter {
     /// Which rows to keep per value of the last Parquet dictionary met, when the filter read
     /// one dictionary-encoded column only.
     verdicts: Option<Verdicts>,
+    /// Such a filter's result per text, in a first pass and a full one, shared by the clones
+    /// of the filter (one per row group scanned): a table's column chunks mostly hold the same
+    /// codes, so each is computed about once per scan rather than once per chunk.
+    known: Arc<std::sync::Mutex<[rustc_hash::FxHashMap<Box<str>, bool>; 2]>>,
 }
 
 /// A filter's result for each value of an Arrow dictionary (the values held, so that they are
@@ -53,14 +57,15 @@ struct Verdicts {
 impl TableFilter {
     fn new(columns: Vec<(String, Type)>, expr: Expr) -> TableFilter {
         let memos = columns.iter().map(|_| DictMemo::default()).collect();
-        TableFilter { columns, expr, memos, verdicts: None }
+        TableFilter { columns, expr, memos, verdicts: None, known: Arc::default() }
     }
 }
 
 impl Clone for TableFilter {
-    /// The same filter, with nothing remembered of the batches this one has seen.
+    /// The same filter, with nothing remembered of the batches this one has seen (but what it
+    /// knows of texts, which is the same for every batch).
     fn clone(&self) -> TableFilter {
-        TableFilter::new(self.columns.clone(), self.expr.clone())
+        TableFilter { known: self.known.clone(), ..TableFilter::new(self.columns.clone(), self.expr.clone()) }
     }
 }
 
@@ -257,7 +262,7 @@ impl TableFilter {
         let schema = batch.schema();
         let mut present = self.columns.iter().enumerate().filter_map(|(k, (name, _))| Some((k, schema.index_of(name).ok()?)));
         let (Some((column, at)), None) = (present.next(), present.next()) else { return Ok(None) };
-        let (name, t) = &self.columns[column];
+        let t = self.columns[column].1.clone();
         let array = batch.column(at);
         let Some(dict) = array.as_dictionary_opt::<arrow_array::types::Int32Type>() else { return Ok(None) };
         let values = dict.values();
@@ -266,10 +271,9 @@ impl TableFilter {
         }
         let same = |v: &Verdicts| v.partial == partial && (Arc::ptr_eq(&v.values, values) || v.values.to_data().ptr_eq(&values.to_data()));
         if !self.verdicts.as_ref().is_some_and(same) {
+            let keep = self.per_value(column, values.as_string::<i32>(), partial)?;
             let mut columns: Vec<Option<Array>> = vec![None; self.columns.len()];
-            columns[column] = Some(from_arrow(values.as_ref(), t, &mut DictMemo::default()).map_err(|m| format!("column '{name}': {m}"))?);
-            let keep = kept(self.expr.eval(&columns, values.len())?, values.len(), partial)?.iter().collect();
-            columns[column] = Some(Array::splat(t, &None, 1));
+            columns[column] = Some(Array::splat(&t, &None, 1));
             let null = kept(self.expr.eval(&columns, 1)?, 1, partial)?.value(0);
             self.verdicts = Some(Verdicts { values: values.clone(), partial, keep, null });
         }
@@ -291,6 +295,39 @@ impl TableFilter {
     pub fn splits(&self, cheap: impl Fn(&str) -> bool) -> bool {
         let n = self.columns.iter().filter(|(c, _)| cheap(c)).count();
         n > 0 && n < self.columns.len()
+    }
+
+    /// The rows to keep for each value of a dictionary of `column`'s texts: those known from
+    /// other chunks looked up, the rest computed (as a column of the texts) and remembered.
+    fn per_value(&mut self, column: usize, texts: &arrow_array::StringArray, partial: bool) -> Result<Vec<bool>, String> {
+        use arrow_array::Array as _;
+        let (name, t) = &self.columns[column];
+        let mut keep = vec![false; texts.len()];
+        let mut unknown = vec![];
+        {
+            let known = self.known.lock().expect("not poisoned");
+            for (i, slot) in keep.iter_mut().enumerate() {
+                match texts.is_valid(i).then(|| known[partial as usize].get(texts.value(i))).flatten() {
+                    Some(k) => *slot = *k,
+                    None => unknown.push(i),
+                }
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(keep);
+        }
+        let these: arrow_array::StringArray = unknown.iter().map(|&i| texts.is_valid(i).then(|| texts.value(i))).collect();
+        let mut columns: Vec<Option<Array>> = vec![None; self.columns.len()];
+        columns[column] = Some(from_arrow(&these, t, &mut DictMemo::default()).map_err(|m| format!("column '{name}': {m}"))?);
+        let verdicts = kept(self.expr.eval(&columns, these.len())?, these.len(), partial)?;
+        let mut known = self.known.lock().expect("not poisoned");
+        for (j, &i) in unknown.iter().enumerate() {
+            keep[i] = verdicts.value(j);
+            if texts.is_valid(i) {
+                known[partial as usize].insert(texts.value(i).into(), keep[i]);
+            }
+        }
+        Ok(keep)
     }
 }
 
@@ -465,7 +502,7 @@ mod tests {
             let frame = g.filter(t, condition).unwrap();
             let exists = g.aggregate(AggregateByPatient::Exists(frame)).unwrap();
             let mut filters = plan(&g, &[exists]);
-            let mut filter = filters.remove(&events).expect("pushed");
+            let filter = filters.remove(&events).expect("pushed");
             for partial in [true, false] {
                 let (mut by_value, mut by_row) = (filter.clone(), filter.clone());
                 for keys in &batches {
@@ -487,7 +524,6 @@ mod tests {
                     assert_eq!(a, b, "condition {condition:?}, partial {partial}, keys {keys:?}");
                 }
             }
-            filter.verdicts = None;
         }
     }
 }
