@@ -42,8 +42,11 @@ pub struct TableFilter {
     /// Such a filter's result per text, in a first pass and a full one, shared by the clones
     /// of the filter (one per row group scanned): a table's column chunks mostly hold the same
     /// codes, so each is computed about once per scan rather than once per chunk.
-    known: Arc<std::sync::Mutex<[rustc_hash::FxHashMap<Box<str>, bool>; 2]>>,
+    known: Arc<std::sync::Mutex<[Known; 2]>>,
 }
+
+/// Which rows to keep, per text.
+type Known = rustc_hash::FxHashMap<Box<str>, bool>;
 
 /// A filter's result for each value of an Arrow dictionary (the values held, so that they are
 /// compared by pointer and never a freed look-alike), and for a NULL, under one pass.

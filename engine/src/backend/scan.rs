@@ -212,16 +212,28 @@ impl Numbers {
 
 /// A row group's tests as Parquet predicates, and where the row numbers (in the file, from
 /// the group's first row `start`) of the rows the last keeps are gathered: the first test sees
-/// every row, each later one the rows the one before kept.
+/// every row, each later one the rows the one before kept. A column a test shares with the
+/// test before is not read again: the one before hands on its values for the rows it keeps.
 fn predicates(
     stages: Vec<Stage>,
     start: u64,
     schema: &parquet::schema::types::SchemaDescriptor,
-    index: impl Fn(&str) -> Option<usize>,
+    arrow: &arrow_schema::Schema,
     stash: &Stash,
     numbers: &Numbers,
-) -> (Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>>, RowNumbers) {
+) -> Result<(Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>>, RowNumbers), arrow_schema::ArrowError> {
+    let index = |c: &str| arrow.index_of(c).ok();
+    // Per stage, the columns it is handed by the one before (read by both, and not all of
+    // its own: a test reads at least one column itself).
+    let carried: Vec<Vec<String>> = (0..stages.len())
+        .map(|k| {
+            let before: &[String] = if k == 0 { &[] } else { &stages[k - 1].columns };
+            let shared: Vec<String> = stages[k].columns.iter().filter(|c| before.contains(c)).cloned().collect();
+            if shared.len() < stages[k].columns.len() { shared } else { vec![] }
+        })
+        .collect();
     let mut input: Option<RowNumbers> = None;
+    let mut handed: Option<Carry> = None;
     let mut out: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> = vec![];
     let count = stages.len();
     for (k, mut stage) in stages.into_iter().enumerate() {
@@ -230,9 +242,20 @@ fn predicates(
         let numbers = numbers.clone();
         let output: Arc<Mutex<VecDeque<u64>>> = Arc::default();
         let (from, into) = (input.take(), output.clone());
+        let given = handed.take();
+        let hand_on = carried.get(k + 1).filter(|c| !c.is_empty()).map(|c| Carry::new(c.clone(), arrow)).transpose()?;
+        handed = hand_on.clone();
         let mut seen = start;
-        let mask = parquet::arrow::ProjectionMask::roots(schema, stage.columns.iter().filter_map(|c| index(c)));
+        // The columns in the order of the file (the order a batch of all of them has).
+        let mut order: Vec<(usize, String)> = stage.columns.iter().filter_map(|c| Some((index(c)?, c.clone()))).collect();
+        order.sort();
+        let read = order.iter().filter(|(_, c)| !carried[k].contains(c)).map(|(i, _)| *i);
+        let mask = parquet::arrow::ProjectionMask::roots(schema, read);
         out.push(Box::new(parquet::arrow::arrow_reader::ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+            let batch = match &given {
+                Some(given) => given.join(batch, &order)?,
+                None => batch,
+            };
             let keep = (stage.test)(&batch).map_err(arrow_schema::ArrowError::ComputeError)?;
             let n = batch.num_rows();
             let rows: Vec<u64> = match &from {
@@ -245,6 +268,9 @@ fn predicates(
             if !last || numbers.allow(keep.true_count()) {
                 into.lock().expect("not poisoned").extend(keep.values().set_indices().map(|i| rows[i]));
             }
+            if let Some(hand_on) = &hand_on {
+                hand_on.put(&batch, &keep)?;
+            }
             if let Some(stash) = &stash {
                 stash.keep(&batch, &keep)?;
             }
@@ -252,7 +278,88 @@ fn predicates(
         })));
         input = Some(output);
     }
-    (out, input.unwrap_or_default())
+    Ok((out, input.unwrap_or_default()))
+}
+
+/// Columns one test hands the next: their values for the rows it kept, in order, which the
+/// next takes as it is given batches of those rows.
+#[derive(Clone)]
+struct Carry {
+    columns: Vec<String>,
+    /// The columns' fields in the reader's schema.
+    fields: Vec<arrow_schema::FieldRef>,
+    queues: Arc<Mutex<Vec<VecDeque<arrow_array::ArrayRef>>>>,
+}
+
+impl Carry {
+    fn new(columns: Vec<String>, arrow: &arrow_schema::Schema) -> Result<Carry, arrow_schema::ArrowError> {
+        let fields =
+            columns.iter().map(|c| Ok(Arc::new(arrow.field_with_name(c)?.clone()))).collect::<Result<_, arrow_schema::ArrowError>>()?;
+        let queues = Arc::new(Mutex::new(columns.iter().map(|_| VecDeque::new()).collect()));
+        Ok(Carry { columns, fields, queues })
+    }
+
+    /// Queues the `keep` rows of the columns of `batch`.
+    fn put(&self, batch: &RecordBatch, keep: &BooleanArray) -> Result<(), arrow_schema::ArrowError> {
+        if keep.true_count() == 0 {
+            return Ok(());
+        }
+        let mut queues = self.queues.lock().expect("not poisoned");
+        for (c, q) in self.columns.iter().zip(queues.iter_mut()) {
+            let column =
+                batch.column_by_name(c).ok_or_else(|| arrow_schema::ArrowError::SchemaError(format!("no column '{c}' to hand on")))?;
+            q.push_back(arrow_select::filter::filter(column, keep)?);
+        }
+        Ok(())
+    }
+
+    /// `batch` (the next rows, without the carried columns) with the carried columns' values
+    /// for those rows, its columns in `order`.
+    fn join(&self, batch: RecordBatch, order: &[(usize, String)]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let n = batch.num_rows();
+        let mut queues = self.queues.lock().expect("not poisoned");
+        let mut carried = vec![];
+        for (q, field) in queues.iter_mut().zip(&self.fields) {
+            let mut parts = vec![arrow_array::new_empty_array(field.data_type())];
+            let mut need = n;
+            while need > 0 {
+                let front = q.pop_front().ok_or_else(|| arrow_schema::ArrowError::ComputeError("fewer rows handed on than read".into()))?;
+                if front.len() > need {
+                    q.push_front(front.slice(need, front.len() - need));
+                    parts.push(front.slice(0, need));
+                    need = 0;
+                } else {
+                    need -= front.len();
+                    parts.push(front);
+                }
+            }
+            carried.push(match parts.len() {
+                1 | 2 => parts.pop().expect("one"),
+                _ => arrow_select::concat::concat(&parts[1..].iter().map(|a| a.as_ref()).collect::<Vec<_>>())?,
+            });
+        }
+        let schema = batch.schema();
+        let mut fields = vec![];
+        let mut columns = vec![];
+        for (_, name) in order {
+            match self.columns.iter().position(|c| c == name) {
+                Some(k) => {
+                    fields.push(self.fields[k].clone());
+                    columns.push(carried[k].clone());
+                }
+                None => {
+                    let i = schema.index_of(name)?;
+                    fields.push(schema.fields()[i].clone());
+                    columns.push(batch.column(i).clone());
+                }
+            }
+        }
+        RecordBatch::try_new_with_options(
+            Arc::new(arrow_schema::Schema::new(fields)),
+            columns,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(n)),
+        )
+    }
 }
 
 /// What opening a Parquet table gives a cursor: the projected columns' names and types,
@@ -408,14 +515,9 @@ pub(super) fn open_parquet(paths: &[std::path::PathBuf], schema: &TableSchema, u
             let mask = parquet::arrow::ProjectionMask::roots(group.parquet_schema(), part.wanted.iter().copied());
             let stash = Stash::new(budget.clone());
             let mine: Vec<String> = part.wanted.iter().map(|&i| part.arrow.field(i).name().clone()).collect();
-            let (predicates, rows) = predicates(
-                scan.stages(&part.arrow, &mine),
-                start,
-                group.parquet_schema(),
-                |c| part.arrow.index_of(c).ok(),
-                &stash,
-                &numbers,
-            );
+            let (predicates, rows) =
+                predicates(scan.stages(&part.arrow, &mine), start, group.parquet_schema(), part.metadata.schema(), &stash, &numbers)
+                    .map_err(|e| err(parquet_message(e)))?;
             let reader = group
                 .with_row_groups(vec![g])
                 .with_projection(mask)
@@ -453,4 +555,45 @@ pub(super) fn open_parquet(paths: &[std::path::PathBuf], schema: &TableSchema, u
         }
     }));
     Ok(Opened { names, types, batches, kept, parts: part_starts, note: Some(note) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Array, Int64Array, StringArray};
+
+    /// What one test hands the next arrives in the rows' order, however the next test's
+    /// batches cut across the kept rows of the batches before (none, part of one, several),
+    /// and joined in the file's column order.
+    #[test]
+    fn carried_columns_follow_the_rows_across_batches() {
+        let schema = arrow_schema::Schema::new(vec![
+            arrow_schema::Field::new("patient_id", arrow_schema::DataType::Int64, false),
+            arrow_schema::Field::new("code", arrow_schema::DataType::Utf8, true),
+        ]);
+        let carry = Carry::new(vec!["code".into()], &schema).unwrap();
+        let mut kept = vec![];
+        for (codes, keep) in [
+            (vec![Some("a"), Some("b"), None, Some("d")], vec![true, false, true, true]),
+            (vec![Some("e"), Some("f")], vec![false, false]),
+            (vec![Some("g"), Some("h"), Some("i")], vec![true, true, false]),
+        ] {
+            kept.extend(codes.iter().zip(&keep).filter(|(_, k)| **k).map(|(c, _)| c.map(String::from)));
+            let batch = RecordBatch::try_from_iter([("code", Arc::new(StringArray::from(codes)) as _)]).unwrap();
+            carry.put(&batch, &BooleanArray::from(keep)).unwrap();
+        }
+        let order = [(0, "patient_id".to_string()), (1, "code".to_string())];
+        let mut got = vec![];
+        for n in [0, 2, 3] {
+            let ids = RecordBatch::try_from_iter([("patient_id", Arc::new(Int64Array::from_iter_values(0..n)) as _)]).unwrap();
+            let joined = carry.join(ids, &order).unwrap();
+            assert_eq!(joined.schema().field(0).name(), "patient_id");
+            assert_eq!(joined.num_rows(), n as usize);
+            let codes = joined.column(1).as_string::<i32>();
+            got.extend((0..codes.len()).map(|i| codes.is_valid(i).then(|| codes.value(i).to_string())));
+        }
+        assert_eq!(got, kept);
+        let one = RecordBatch::try_from_iter([("patient_id", Arc::new(Int64Array::from(vec![1])) as _)]).unwrap();
+        assert!(carry.join(one, &order).is_err(), "no more rows were handed on");
+    }
 }
