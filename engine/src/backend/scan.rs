@@ -66,6 +66,44 @@ fn fits(filter: &TableFilter, arrow: &arrow_schema::Schema) -> bool {
     filter.columns.iter().all(|(name, t)| arrow.field_with_name(name).is_ok_and(|x| type_matches(x.data_type(), t)))
 }
 
+/// Which rows of a table's `patient_id` column belong to some of the (sorted) `ids`. A
+/// table's rows come in patient order, so the ids are walked alongside the rows (a binary
+/// search only where the rows go back).
+struct Among {
+    ids: Arc<Vec<i64>>,
+    /// The first of the ids not below the last row's.
+    at: usize,
+    last: i64,
+}
+
+impl Among {
+    fn new(ids: Arc<Vec<i64>>) -> Among {
+        Among { ids, at: 0, last: i64::MIN }
+    }
+
+    fn has(&mut self, p: i64) -> bool {
+        let ids = &self.ids;
+        if p < self.last {
+            self.at = ids.partition_point(|x| *x < p);
+        } else {
+            while self.at < ids.len() && ids[self.at] < p {
+                self.at += 1;
+            }
+        }
+        self.last = p;
+        ids.get(self.at) == Some(&p)
+    }
+
+    fn test(&mut self, pid: &dyn arrow_array::Array) -> Result<BooleanArray, String> {
+        Ok(match pid.as_primitive_opt::<arrow_array::types::Int64Type>() {
+            Some(pids) if arrow_array::Array::null_count(pids) == 0 => {
+                BooleanArray::new(arrow_buffer::BooleanBuffer::collect_bool(pids.len(), |i| self.has(pids.value(i))), None)
+            }
+            _ => patient_ids(pid)?.into_iter().map(|p| Some(p.is_some_and(|p| self.has(p)))).collect(),
+        })
+    }
+}
+
 /// A `patient_id` column's values (NULL where missing).
 pub(super) fn patient_ids(pid: &dyn arrow_array::Array) -> Result<Vec<Option<i64>>, String> {
     Ok(match pid.as_primitive_opt::<arrow_array::types::Int64Type>() {
@@ -80,13 +118,8 @@ impl Scan {
     fn stages(&self, arrow: &arrow_schema::Schema, wanted: &[String]) -> Vec<Stage> {
         let mut stages = vec![];
         if let Some(ids) = &self.candidates {
-            let ids = ids.clone();
-            stages.push(Stage {
-                columns: vec!["patient_id".into()],
-                test: Box::new(move |b| {
-                    Ok(patient_ids(pid_column(b)?)?.into_iter().map(|p| Some(p.is_some_and(|p| ids.binary_search(&p).is_ok()))).collect())
-                }),
-            });
+            let mut among = Among::new(ids.clone());
+            stages.push(Stage { columns: vec!["patient_id".into()], test: Box::new(move |b| among.test(pid_column(b)?)) });
         }
         let mut stages = self.filter_stages(arrow, wanted, stages);
         // The last test reads every column the cursor wants (for the rows the earlier ones
@@ -595,5 +628,24 @@ mod tests {
         assert_eq!(got, kept);
         let one = RecordBatch::try_from_iter([("patient_id", Arc::new(Int64Array::from(vec![1])) as _)]).unwrap();
         assert!(carry.join(one, &order).is_err(), "no more rows were handed on");
+    }
+
+    /// The walk over the candidates' ids answers as a binary search would, for rows in
+    /// patient order across batches, for rows that go back, and for NULLs.
+    #[test]
+    fn among_the_candidates_as_a_search_would_say() {
+        let ids = Arc::new(vec![2, 5, 6, 9]);
+        let mut among = Among::new(ids.clone());
+        let batches: [Vec<Option<i64>>; 4] = [
+            vec![Some(1), Some(2), Some(2), Some(3)],
+            vec![Some(5), Some(6), Some(8), Some(9), Some(12)],
+            vec![Some(2), Some(9)],
+            vec![None, Some(5)],
+        ];
+        for rows in batches {
+            let got = among.test(&Int64Array::from(rows.clone())).unwrap();
+            let want: BooleanArray = rows.iter().map(|p| Some(p.is_some_and(|p| ids.binary_search(&p).is_ok()))).collect();
+            assert_eq!(got, want, "rows {rows:?}");
+        }
     }
 }
