@@ -19,6 +19,7 @@ use quarry_queries::qm::{Graph, NodeId, TableId, TableSchema, Type};
 use crate::arrow_io::type_matches;
 use crate::batch::{Batch, Chunk, TableBuilder, TableData, all_patients};
 use crate::column::{DictMemo, from_arrow};
+mod held;
 mod layout;
 mod scan;
 

@@ -13,6 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use quarry_queries::qm::{TableSchema, Type, Value};
 use rayon::prelude::*;
 
+use super::held::Held;
 use super::{BATCH, Batches, parquet_message};
 use crate::arrow_io::{column_values, type_matches};
 use crate::pushdown::TableFilter;
@@ -543,7 +544,12 @@ pub(super) fn open_parquet(paths: &[std::path::PathBuf], schema: &TableSchema, u
         .map(|&(k, g, start)| {
             let part = &parts[k];
             let err = |m: String| InputError(format!("{}: {m}", part.path.display()));
-            let file = File::open(&part.path).map_err(|e| err(format!("cannot read: {e}")))?;
+            // The row group's chunks of the columns read, each read in one call.
+            let parquet = part.metadata.metadata();
+            let schema = parquet.file_metadata().schema_descr();
+            let chunks = parquet.row_group(g).columns().iter().enumerate();
+            let chunks = chunks.filter(|(leaf, _)| part.wanted.contains(&schema.get_column_root_idx(*leaf))).map(|(_, c)| c.byte_range());
+            let file = File::open(&part.path).and_then(|f| Held::new(f, chunks)).map_err(|e| err(format!("cannot read: {e}")))?;
             let group = ParquetRecordBatchReaderBuilder::new_with_metadata(file, part.metadata.clone());
             let mask = parquet::arrow::ProjectionMask::roots(group.parquet_schema(), part.wanted.iter().copied());
             let stash = Stash::new(budget.clone());

@@ -1,0 +1,126 @@
+//! A Parquet file for one row group's scan, with the column chunks the scan reads held in
+//! memory, each read in one call. The `parquet` crate reads a `File` page by page, and every
+//! page costs it a duplicated descriptor, a seek, a buffered read of the header and another
+//! of the page (a scan of 39.6 M events reads thousands of pages); from held chunks a page is
+//! a slice. Ranges not held (a chunk too large to hold, or bytes outside the chunks) are read
+//! from the file as the crate reads them.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use parquet::errors::Result;
+use parquet::file::reader::{ChunkReader, Length};
+
+/// The largest column chunk held in memory; larger ones are read page by page.
+const MAX_HELD: u64 = 64 << 20;
+
+pub(super) struct Held {
+    file: Arc<File>,
+    len: u64,
+    /// Held ranges: where each starts in the file, and its bytes.
+    chunks: Vec<(u64, Bytes)>,
+}
+
+impl Held {
+    /// `file` with the byte ranges `(start, length)` held, those that lie within the file and
+    /// are at most [`MAX_HELD`] long.
+    pub(super) fn new(file: File, ranges: impl IntoIterator<Item = (u64, u64)>) -> std::io::Result<Held> {
+        use std::os::unix::fs::FileExt;
+        let len = file.metadata()?.len();
+        let mut chunks = vec![];
+        for (start, n) in ranges {
+            if n == 0 || n > MAX_HELD || start.checked_add(n).is_none_or(|end| end > len) {
+                continue;
+            }
+            let mut bytes = vec![0u8; n as usize];
+            file.read_exact_at(&mut bytes, start)?;
+            chunks.push((start, Bytes::from(bytes)));
+        }
+        Ok(Held { file: Arc::new(file), len, chunks })
+    }
+
+    /// The held bytes from `start` to the end of the range that holds them (and where that
+    /// is in the file), if `length` of them are held.
+    fn held(&self, start: u64, length: u64) -> Option<(Bytes, u64)> {
+        self.chunks.iter().find_map(|(at, bytes)| {
+            let from = start.checked_sub(*at)?;
+            let n = bytes.len() as u64;
+            (from < n && from + length <= n).then(|| (bytes.slice(from as usize..), at + n))
+        })
+    }
+}
+
+impl Length for Held {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// A reader from a held range (and the file past its end) or from the file.
+pub(super) enum HeldRead {
+    Memory { bytes: bytes::buf::Reader<Bytes>, file: Arc<File>, end: u64 },
+    File(BufReader<File>),
+}
+
+impl Read for HeldRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            HeldRead::Memory { bytes, file, end } => {
+                let n = bytes.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                let mut file = file.try_clone()?;
+                file.seek(SeekFrom::Start(*end))?;
+                *self = HeldRead::File(BufReader::new(file));
+                self.read(buf)
+            }
+            HeldRead::File(r) => r.read(buf),
+        }
+    }
+}
+
+impl ChunkReader for Held {
+    type T = HeldRead;
+
+    fn get_read(&self, start: u64) -> Result<HeldRead> {
+        if let Some((bytes, end)) = self.held(start, 0) {
+            return Ok(HeldRead::Memory { bytes: bytes.reader(), file: self.file.clone(), end });
+        }
+        let mut file = self.file.try_clone()?;
+        file.seek(SeekFrom::Start(start))?;
+        Ok(HeldRead::File(BufReader::new(file)))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> Result<Bytes> {
+        if let Some((bytes, _)) = self.held(start, length as u64) {
+            return Ok(bytes.slice(..length));
+        }
+        ChunkReader::get_bytes(&*self.file, start, length)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes are the file's, held or not: inside a held range, across its end, beyond it.
+    #[test]
+    fn held_ranges_read_as_the_file_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        std::fs::write(&path, &data).unwrap();
+        let held = Held::new(File::open(&path).unwrap(), [(100, 400), (5_000, 10), (9_990, 50)]).unwrap();
+        assert_eq!(held.chunks.len(), 2, "the range past the file's end is not held");
+        for (start, n) in [(100, 400), (150, 10), (450, 100), (5_000, 10), (5_005, 2), (7_000, 3), (9_990, 10)] {
+            assert_eq!(held.get_bytes(start, n).unwrap(), &data[start as usize..start as usize + n], "bytes at {start}, {n}");
+            let mut read = vec![0u8; n];
+            held.get_read(start).unwrap().read_exact(&mut read).unwrap();
+            assert_eq!(read, &data[start as usize..start as usize + n], "read at {start}, {n}");
+        }
+        assert!(held.get_bytes(9_995, 10).is_err(), "past the file's end");
+    }
+}
