@@ -253,18 +253,21 @@ impl Reader<'_> {
 /// Refuses a file whose dictionary pages claim more values than their bytes can hold. The
 /// `parquet` crate sizes its dictionary buffer from a page header's claimed count before it
 /// reads the values (`set_dict`): a 1,297-byte file claiming about a billion Int32 values made
-/// it allocate 4 GB (found by fuzzing `parquet_backend`). Each column chunk's first page header
-/// is read here (only the header: decompressing every dictionary took a tenth of a large
-/// scan), and a dictionary page's count checked against the bytes the crate will hand
-/// `set_dict`: the page's uncompressed size, which the crate checks the decompressed bytes
-/// against before using them, or, for an uncompressed chunk, the bytes stored.
-/// `columns`: the leaf columns to check (`None`: all).
+/// it allocate 4 GB (found by fuzzing `parquet_backend`). Each column chunk's first page is
+/// checked: its count against the bytes the crate will hand `set_dict` — the page's
+/// uncompressed size, which the crate checks the decompressed bytes against before using
+/// them, or, for an uncompressed chunk, the bytes stored. A plain header (the fields a
+/// dictionary page has, with their types) is read here from its bytes; any other is read by
+/// the crate's own page reader (which decompresses the page), so that the guard never reads a
+/// header otherwise than the crate does. Decompressing every dictionary took a tenth of a
+/// large scan. `columns`: the leaf columns to check (`None`: all).
 pub fn check_dictionaries(
     file: &std::fs::File,
     metadata: &parquet::file::metadata::ParquetMetaData,
     columns: Option<&[usize]>,
 ) -> Result<(), String> {
     use parquet::basic::Type as Physical;
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
     for (g, group) in metadata.row_groups().iter().enumerate() {
         for (c, chunk) in group.columns().iter().enumerate() {
             if columns.is_some_and(|cs| !cs.contains(&c)) || chunk.dictionary_page_offset().is_none() {
@@ -278,9 +281,17 @@ pub fn check_dictionaries(
                 Physical::INT96 => 12,
                 Physical::FIXED_LEN_BYTE_ARRAY => chunk.column_descr().type_length().max(1) as u64,
             };
-            let Some(page) = first_page(file, chunk.byte_range())? else { continue };
-            let bytes = if chunk.compression() == parquet::basic::Compression::UNCOMPRESSED { page.stored } else { page.uncompressed };
-            if let Some(num_values) = page.dictionary_values
+            let (offset, len) = chunk.byte_range();
+            let window = len.min(HEADER_WINDOW).min(file_len.saturating_sub(offset));
+            let plain = read_at(file, offset, window)?;
+            let claim = match page_sizes(&mut Reader { bytes: &plain, at: 0 }) {
+                Some(page) => {
+                    let compressed = chunk.compression() != parquet::basic::Compression::UNCOMPRESSED;
+                    page.dictionary_values.map(|n| (n, if compressed { page.uncompressed } else { page.stored }))
+                }
+                None => crates_reading(file, group, chunk)?,
+            };
+            if let Some((num_values, bytes)) = claim
                 && num_values.max(0) as u64 * width > bytes.max(0) as u64
             {
                 return Err(format!(
@@ -293,31 +304,33 @@ pub fn check_dictionaries(
     Ok(())
 }
 
+/// How much of a chunk's start is read for its first page header.
+const HEADER_WINDOW: u64 = 4096;
+
+/// A chunk's first page as the `parquet` crate reads it (decompressed): a dictionary page's
+/// count and bytes, or `None`.
+fn crates_reading(
+    file: &std::fs::File,
+    group: &parquet::file::metadata::RowGroupMetaData,
+    chunk: &parquet::file::metadata::ColumnChunkMetaData,
+) -> Result<Option<(i64, i64)>, String> {
+    use parquet::column::page::{Page, PageReader};
+    let reader = std::sync::Arc::new(file.try_clone().map_err(|e| e.to_string())?);
+    let mut pages =
+        parquet::file::serialized_reader::SerializedPageReader::new(reader, chunk, usize::try_from(group.num_rows()).unwrap_or(0), None)
+            .map_err(|e| e.to_string())?;
+    Ok(match pages.get_next_page().map_err(|e| e.to_string())? {
+        Some(Page::DictionaryPage { buf, num_values, .. }) => Some((i64::from(num_values), buf.len() as i64)),
+        _ => None,
+    })
+}
+
 /// What [`check_dictionaries`] reads of a page header.
 struct PageSizes {
     uncompressed: i64,
     stored: i64,
     /// A dictionary page's number of values (`None`: not a dictionary page).
     dictionary_values: Option<i64>,
-}
-
-/// The header of the page at the start of a column chunk (`range`: its offset and length in
-/// the file), read from the chunk's first 64 KB (or the whole chunk, for a header longer than
-/// that); `None` when the chunk is empty.
-fn first_page(file: &std::fs::File, (offset, len): (u64, u64)) -> Result<Option<PageSizes>, String> {
-    const WINDOW: u64 = 64 * 1024;
-    let mut window = len.min(WINDOW);
-    loop {
-        let bytes = read_at(file, offset, window)?;
-        if bytes.is_empty() {
-            return Ok(None);
-        }
-        let mut r = Reader { bytes: &bytes, at: 0 };
-        match page_sizes(&mut r) {
-            Err(_) if (bytes.len() as u64) == window && window < len => window = len,
-            sizes => return sizes.map(Some).map_err(|m| format!("not a readable Parquet file: the page header at byte {offset}: {m}")),
-        }
-    }
 }
 
 /// Up to `len` bytes of `file` from `offset` (fewer at its end).
@@ -337,35 +350,93 @@ fn read_at(file: &std::fs::File, offset: u64, len: u64) -> Result<Vec<u8>, Strin
     Ok(bytes)
 }
 
-/// A Thrift `PageHeader`'s type (1), sizes (2, 3) and dictionary page header's count (7.1).
-fn page_sizes(r: &mut Reader) -> Result<PageSizes, String> {
+/// A plain Thrift `PageHeader`: only its type (field 1), sizes (2, 3), CRC (4) and dictionary
+/// page header (7: count, encoding, is-sorted), each of its own Thrift type. The crate reads
+/// these fields by their ids whatever type they declare, and other fields its own way, so
+/// `None` for anything else (or bytes that end early): the caller then lets the crate read it.
+fn page_sizes(r: &mut Reader) -> Option<PageSizes> {
     const DICTIONARY_PAGE: i64 = 2;
     let mut sizes = PageSizes { uncompressed: 0, stored: 0, dictionary_values: None };
     let mut dictionary = false;
     let mut id = 0i16;
-    while let Some((field, kind)) = r.field_header(&mut id)? {
+    while let Some((field, kind)) = r.field_header(&mut id).ok()? {
         match (field, kind) {
-            (1, I32) => dictionary = r.i32()? == DICTIONARY_PAGE,
-            (2, I32) => sizes.uncompressed = r.i32()?,
-            (3, I32) => sizes.stored = r.i32()?,
+            (1, I32) => dictionary = r.i32().ok()? == DICTIONARY_PAGE,
+            (2, I32) => sizes.uncompressed = r.i32().ok()?,
+            (3, I32) => sizes.stored = r.i32().ok()?,
+            (4, I32) => {
+                r.i32().ok()?;
+            }
             (7, STRUCT) => {
                 let mut id = 0i16;
-                while let Some((field, kind)) = r.field_header(&mut id)? {
-                    if (field, kind) == (1, I32) { sizes.dictionary_values = Some(r.i32()?) } else { r.skip(kind, 1)? }
+                while let Some((field, kind)) = r.field_header(&mut id).ok()? {
+                    match (field, kind) {
+                        (1, I32) => sizes.dictionary_values = Some(r.i32().ok()?),
+                        (2, I32) => {
+                            r.i32().ok()?;
+                        }
+                        (3, BOOL_TRUE | BOOL_FALSE) => {}
+                        _ => return None,
+                    }
                 }
             }
-            _ => r.skip(kind, 0)?,
+            _ => return None,
         }
     }
     if !dictionary {
         sizes.dictionary_values = None;
     }
-    Ok(sizes)
+    Some(sizes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sizes(bytes: &[u8]) -> Option<(i64, i64, Option<i64>)> {
+        page_sizes(&mut Reader { bytes, at: 0 }).map(|p| (p.uncompressed, p.stored, p.dictionary_values))
+    }
+
+    /// A plain dictionary page header is read here; one with a known field of another Thrift
+    /// type (which the crate would read by its id, not its type), a field read here does not
+    /// know, or bytes that end early, is left to the crate's own reader.
+    #[test]
+    fn only_plain_page_headers_are_read_here() {
+        // type 2 (dictionary), sizes 100 and 80, crc, {count 25, encoding 0, not sorted}
+        let plain = [0x15, 0x04, 0x15, 0xc8, 0x01, 0x15, 0xa0, 0x01, 0x15, 0x02, 0x3c, 0x15, 0x32, 0x15, 0x00, 0x12, 0x00, 0x00];
+        assert_eq!(sizes(&plain), Some((100, 80, Some(25))));
+        // The same as a data page (type 0): no count.
+        let mut data = plain;
+        data[1] = 0x00;
+        assert_eq!(sizes(&data), Some((100, 80, None)));
+        // Field 1 declared an i64: the guard would skip it where the crate reads a type of 2
+        // and a count of 2^30 (found in review).
+        let typed = [0x16, 0x04, 0x15, 0x08, 0x15, 0x08, 0x4c, 0x15, 0x80, 0x80, 0x80, 0x80, 0x08, 0x15, 0x00, 0x00, 0x00];
+        assert_eq!(sizes(&typed), None);
+        // The count declared an i64.
+        let mut count = plain;
+        count[11] = 0x16;
+        assert_eq!(sizes(&count), None);
+        // A data page header (field 5) and bytes that end early.
+        assert_eq!(sizes(&[0x15, 0x00, 0x15, 0x02, 0x15, 0x02, 0x2c, 0x15, 0x02, 0x00, 0x00]), None);
+        assert_eq!(sizes(&plain[..9]), None);
+    }
+
+    /// A header the fast path leaves to the crate is still checked: the crate's reading of the
+    /// fuzz-found file gives its claim.
+    #[test]
+    fn the_crates_reading_gives_the_claim() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/fuzz/parquet_backend/oom-ea029f1c.parquet");
+        let file = std::fs::File::open(&path).unwrap();
+        let metadata = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&file).unwrap();
+        let file = &file;
+        let claims: Vec<_> = metadata
+            .row_groups()
+            .iter()
+            .flat_map(|g| g.columns().iter().filter(|c| c.dictionary_page_offset().is_some()).map(move |c| crates_reading(file, g, c)))
+            .collect();
+        assert!(claims.iter().any(|c| matches!(c, Ok(Some((1073741828, _))))), "{claims:?}");
+    }
 
     #[test]
     fn depth_follows_the_child_counts() {

@@ -48,6 +48,9 @@ pub struct TableFilter {
 /// Which rows to keep, per text.
 type Known = rustc_hash::FxHashMap<Box<str>, bool>;
 
+/// The most texts a filter remembers (a free-text column's values are not all kept).
+const KNOWN: usize = 1 << 20;
+
 /// A filter's result for each value of an Arrow dictionary (the values held, so that they are
 /// compared by pointer and never a freed look-alike), and for a NULL, under one pass.
 struct Verdicts {
@@ -265,6 +268,10 @@ impl TableFilter {
         let schema = batch.schema();
         let mut present = self.columns.iter().enumerate().filter_map(|(k, (name, _))| Some((k, schema.index_of(name).ok()?)));
         let (Some((column, at)), None) = (present.next(), present.next()) else { return Ok(None) };
+        if !partial && self.columns.len() != 1 {
+            // A full pass with columns missing: the caller says so.
+            return Ok(None);
+        }
         let t = self.columns[column].1.clone();
         let array = batch.column(at);
         let Some(dict) = array.as_dictionary_opt::<arrow_array::types::Int32Type>() else { return Ok(None) };
@@ -326,7 +333,7 @@ impl TableFilter {
         let mut known = self.known.lock().expect("not poisoned");
         for (j, &i) in unknown.iter().enumerate() {
             keep[i] = verdicts.value(j);
-            if texts.is_valid(i) {
+            if texts.is_valid(i) && known[partial as usize].len() < KNOWN {
                 known[partial as usize].insert(texts.value(i).into(), keep[i]);
             }
         }

@@ -74,12 +74,13 @@ struct Among {
     ids: Arc<Vec<i64>>,
     /// The first of the ids not below the last row's.
     at: usize,
+    /// The last row's id (at first, past every id: a row group's first row is searched for).
     last: i64,
 }
 
 impl Among {
     fn new(ids: Arc<Vec<i64>>) -> Among {
-        Among { ids, at: 0, last: i64::MIN }
+        Among { ids, at: 0, last: i64::MAX }
     }
 
     fn has(&mut self, p: i64) -> bool {
@@ -549,7 +550,8 @@ pub(super) fn open_parquet(paths: &[std::path::PathBuf], schema: &TableSchema, u
             let schema = parquet.file_metadata().schema_descr();
             let chunks = parquet.row_group(g).columns().iter().enumerate();
             let chunks = chunks.filter(|(leaf, _)| part.wanted.contains(&schema.get_column_root_idx(*leaf))).map(|(_, c)| c.byte_range());
-            let file = File::open(&part.path).and_then(|f| Held::new(f, chunks)).map_err(|e| err(format!("cannot read: {e}")))?;
+            let (file, release) =
+                File::open(&part.path).and_then(|f| Held::new(f, chunks)).map_err(|e| err(format!("cannot read: {e}")))?;
             let group = ParquetRecordBatchReaderBuilder::new_with_metadata(file, part.metadata.clone());
             let mask = parquet::arrow::ProjectionMask::roots(group.parquet_schema(), part.wanted.iter().copied());
             let stash = Stash::new(budget.clone());
@@ -567,7 +569,11 @@ pub(super) fn open_parquet(paths: &[std::path::PathBuf], schema: &TableSchema, u
             let rows = std::mem::take(&mut *rows.lock().expect("not poisoned"));
             let group = match stash.batches.lock().expect("not poisoned").take() {
                 Some(batches) => Group::Stashed(batches),
-                None => Group::Stream(reader),
+                None => {
+                    // Read when its turn comes, from the file: no chunks held meanwhile.
+                    release.release();
+                    Group::Stream(reader)
+                }
             };
             Ok((k, group, rows))
         })
