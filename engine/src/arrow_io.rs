@@ -436,7 +436,8 @@ fn read_file_unguarded(path: &Path) -> Result<TypedFile, String> {
         let probe = file.try_clone().map_err(|e| format!("cannot read {shown}: {e}"))?;
         let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(file, parquet_options())
             .map_err(|e| format!("{shown}: not a readable Parquet file: {e}"))?;
-        crate::parquet_guard::check_dictionaries(&probe, builder.metadata(), None).map_err(|m| format!("{shown}: {m}"))?;
+        crate::parquet_guard::check_pages(std::sync::Arc::new(probe), builder.metadata(), |_, _| true)
+            .map_err(|m| format!("{shown}: {m}"))?;
         let schema = builder.schema().clone();
         let reader = builder.with_batch_size(ROWS_PER_BATCH).build().map_err(|e| format!("{shown}: {e}"))?;
         (schema, reader.collect::<Result<_, _>>().map_err(|e| format!("{shown}: {e}"))?)

@@ -266,21 +266,13 @@ pub fn check_dictionaries(
     metadata: &parquet::file::metadata::ParquetMetaData,
     columns: Option<&[usize]>,
 ) -> Result<(), String> {
-    use parquet::basic::Type as Physical;
     let file_len = file.metadata().map_err(|e| e.to_string())?.len();
     for (g, group) in metadata.row_groups().iter().enumerate() {
         for (c, chunk) in group.columns().iter().enumerate() {
             if columns.is_some_and(|cs| !cs.contains(&c)) || chunk.dictionary_page_offset().is_none() {
                 continue;
             }
-            // The least a plain-encoded dictionary value takes (booleans are not checked).
-            let width: u64 = match chunk.column_type() {
-                Physical::BOOLEAN => continue,
-                Physical::INT32 | Physical::FLOAT | Physical::BYTE_ARRAY => 4,
-                Physical::INT64 | Physical::DOUBLE => 8,
-                Physical::INT96 => 12,
-                Physical::FIXED_LEN_BYTE_ARRAY => chunk.column_descr().type_length().max(1) as u64,
-            };
+            let Some(width) = value_width(chunk) else { continue };
             let (offset, len) = chunk.byte_range();
             let window = len.min(HEADER_WINDOW).min(file_len.saturating_sub(offset));
             let plain = read_at(file, offset, window)?;
@@ -302,6 +294,57 @@ pub fn check_dictionaries(
         }
     }
     Ok(())
+}
+
+/// Refuses a file with a dictionary page anywhere in the chunks read that claims more values
+/// than its bytes hold: the crate sets a dictionary from any dictionary page it meets in a
+/// chunk, not only from the first ([`check_dictionaries`] reads only that one, from the
+/// footer's offsets, cheaply, for every column when a file is opened). Here the chunks of the
+/// row groups and leaf columns kept by `read` are walked with the crate's own page reader:
+/// data pages skipped by their headers, dictionary pages read (decompressed) and checked.
+pub fn check_pages<R: parquet::file::reader::ChunkReader + 'static>(
+    reader: std::sync::Arc<R>,
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    read: impl Fn(usize, usize) -> bool,
+) -> Result<(), String> {
+    use parquet::column::page::{Page, PageReader};
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        for (c, chunk) in group.columns().iter().enumerate() {
+            let Some(width) = value_width(chunk).filter(|_| read(g, c)) else { continue };
+            let rows = usize::try_from(group.num_rows()).unwrap_or(0);
+            let mut pages = parquet::file::serialized_reader::SerializedPageReader::new(reader.clone(), chunk, rows, None)
+                .map_err(|e| e.to_string())?;
+            while let Some(page) = pages.peek_next_page().map_err(|e| e.to_string())? {
+                if !page.is_dict {
+                    pages.skip_next_page().map_err(|e| e.to_string())?;
+                    continue;
+                }
+                if let Some(Page::DictionaryPage { buf, num_values, .. }) = pages.get_next_page().map_err(|e| e.to_string())?
+                    && u64::from(num_values) * width > buf.len() as u64
+                {
+                    return Err(format!(
+                        "not a readable Parquet file: row group {g}, column '{}': a dictionary page claims {num_values} values in {} bytes",
+                        chunk.column_path(),
+                        buf.len()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The least a plain-encoded dictionary value of the chunk's type takes (`None`: booleans,
+/// which are not checked).
+fn value_width(chunk: &parquet::file::metadata::ColumnChunkMetaData) -> Option<u64> {
+    use parquet::basic::Type as Physical;
+    Some(match chunk.column_type() {
+        Physical::BOOLEAN => return None,
+        Physical::INT32 | Physical::FLOAT | Physical::BYTE_ARRAY => 4,
+        Physical::INT64 | Physical::DOUBLE => 8,
+        Physical::INT96 => 12,
+        Physical::FIXED_LEN_BYTE_ARRAY => chunk.column_descr().type_length().max(1) as u64,
+    })
 }
 
 /// How much of a chunk's start is read for its first page header.
@@ -436,6 +479,76 @@ mod tests {
             .flat_map(|g| g.columns().iter().filter(|c| c.dictionary_page_offset().is_some()).map(move |c| crates_reading(file, g, c)))
             .collect();
         assert!(claims.iter().any(|c| matches!(c, Ok(Some((1073741828, _))))), "{claims:?}");
+    }
+
+    /// A dictionary page after a chunk's first page, claiming 2^30 values in a few hundred
+    /// bytes (a data page of a valid file overwritten by one of the same length): the
+    /// first-page check cannot see it, the page walk refuses it (found in review: the crate
+    /// sets a dictionary from any dictionary page in a chunk).
+    #[test]
+    fn a_dictionary_page_in_the_middle_of_a_chunk_is_checked() {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let values = arrow_array::Int32Array::from_iter_values((0..2000).map(|i| i % 7));
+        let batch = arrow_array::RecordBatch::try_from_iter([("x", std::sync::Arc::new(values) as arrow_array::ArrayRef)]).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+            .set_data_page_row_count_limit(100)
+            .set_write_batch_size(100)
+            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::None)
+            .build();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let mut bytes = vec![];
+        std::fs::File::open(&path).unwrap().read_to_end(&mut bytes).unwrap();
+        let metadata =
+            parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&std::fs::File::open(&path).unwrap()).unwrap();
+        // A page at `at`: its header's length and its stored size.
+        let page = |at: usize| {
+            let mut r = Reader { bytes: &bytes[at..], at: 0 };
+            let (mut id, mut stored) = (0i16, 0);
+            while let Some((field, kind)) = r.field_header(&mut id).unwrap() {
+                if field == 3 { stored = r.i32().unwrap() as usize } else { r.skip(kind, 0).unwrap() }
+            }
+            (r.at, stored)
+        };
+        let start = metadata.row_group(0).column(0).byte_range().0 as usize;
+        let (header, stored) = page(start);
+        let second = start + header + stored;
+        let (header, stored) = page(second);
+        let total = header + stored;
+        // A dictionary page header (type 2, sizes y, {count 2^30, plain}) and y bytes.
+        let dictionary = |y: usize| {
+            let varint = |mut v: u64, out: &mut Vec<u8>| loop {
+                if v < 0x80 {
+                    out.push(v as u8);
+                    break;
+                }
+                out.push((v as u8 & 0x7f) | 0x80);
+                v >>= 7;
+            };
+            let mut h = vec![0x15, 0x04, 0x15];
+            varint(2 * y as u64, &mut h);
+            h.push(0x15);
+            varint(2 * y as u64, &mut h);
+            h.extend([0x4c, 0x15]);
+            varint(2 << 30, &mut h);
+            h.extend([0x15, 0x00, 0x00, 0x00]);
+            h
+        };
+        let y = (1..total).find(|&y| dictionary(y).len() + y == total).expect("a size that fits");
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(second as u64)).unwrap();
+        f.write_all(&dictionary(y)).unwrap();
+        f.write_all(&vec![0u8; y]).unwrap();
+        drop(f);
+        let file = std::fs::File::open(&path).unwrap();
+        assert_eq!(check_dictionaries(&file, &metadata, None), Ok(()), "the first page is a valid dictionary");
+        let got = check_pages(std::sync::Arc::new(file), &metadata, |_, _| true);
+        let says = format!("a dictionary page claims 1073741824 values in {y} bytes");
+        assert!(got.as_ref().is_err_and(|m| m.contains(&says)), "{got:?}");
     }
 
     #[test]

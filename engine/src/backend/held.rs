@@ -7,7 +7,7 @@
 //! the crate reads them.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes};
@@ -17,6 +17,7 @@ use parquet::file::reader::{ChunkReader, Length};
 /// The largest column chunk held in memory; larger ones are read page by page.
 const MAX_HELD: u64 = 64 << 20;
 
+#[derive(Clone)]
 pub(super) struct Held {
     file: Arc<File>,
     len: u64,
@@ -77,7 +78,7 @@ impl Length for Held {
 /// A reader from a held range (and the file past its end) or from the file.
 pub(super) enum HeldRead {
     Memory { bytes: bytes::buf::Reader<Bytes>, file: Arc<File>, end: u64 },
-    File(BufReader<File>),
+    File(Pread),
 }
 
 impl Read for HeldRead {
@@ -88,13 +89,48 @@ impl Read for HeldRead {
                 if n > 0 || buf.is_empty() {
                     return Ok(n);
                 }
-                let mut file = file.try_clone()?;
-                file.seek(SeekFrom::Start(*end))?;
-                *self = HeldRead::File(BufReader::new(file));
+                *self = HeldRead::File(Pread::new(file.clone(), *end));
                 self.read(buf)
             }
             HeldRead::File(r) => r.read(buf),
         }
+    }
+}
+
+/// A buffered reader of a shared file from an offset, by positioned reads (no descriptor
+/// duplicated, no seek).
+pub(super) struct Pread {
+    file: Arc<File>,
+    at: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Pread {
+    fn new(file: Arc<File>, at: u64) -> Pread {
+        Pread { file, at, buf: vec![], pos: 0 }
+    }
+}
+
+impl Read for Pread {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        if self.pos == self.buf.len() {
+            self.buf.resize(8192, 0);
+            let n = loop {
+                match self.file.read_at(&mut self.buf, self.at) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    r => break r?,
+                }
+            };
+            self.buf.truncate(n);
+            self.at += n as u64;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -105,9 +141,7 @@ impl ChunkReader for Held {
         if let Some((bytes, end)) = self.held(start, 0)? {
             return Ok(HeldRead::Memory { bytes: bytes.reader(), file: self.file.clone(), end });
         }
-        let mut file = self.file.try_clone()?;
-        file.seek(SeekFrom::Start(start))?;
-        Ok(HeldRead::File(BufReader::new(file)))
+        Ok(HeldRead::File(Pread::new(self.file.clone(), start)))
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> Result<Bytes> {

@@ -98,6 +98,17 @@ pub(super) fn metadata(path: &Path) -> Result<ArrowReaderMetadata, InputError> {
     Ok(metadata)
 }
 
+/// `file` for reading the `columns` (root fields) of row group `g`, its dictionary pages in
+/// them checked first (`parquet_guard::check_pages`).
+fn checked(file: File, m: &ArrowReaderMetadata, g: usize, columns: &[usize]) -> Result<super::held::Held, String> {
+    let (file, _) = super::held::Held::new(file, []).map_err(|e| format!("cannot read: {e}"))?;
+    let schema = m.metadata().file_metadata().schema_descr();
+    crate::parquet_guard::check_pages(Arc::new(file.clone()), m.metadata(), |at, leaf| {
+        at == g && columns.contains(&schema.get_column_root_idx(leaf))
+    })?;
+    Ok(file)
+}
+
 /// Every part has `patient_id` and the `used` columns the first part has, with the first
 /// part's types, and none of them the first part lacks: otherwise an error naming the part
 /// and the column.
@@ -201,8 +212,9 @@ fn find_order(parts: &[PathBuf]) -> Result<Order, InputError> {
         .map(|(part, m, g)| {
             let err = |e: String| InputError(format!("{}: {e}", part.display()));
             let file = File::open(part).map_err(|e| err(format!("cannot read: {e}")))?;
-            let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, m.clone());
             let index = m.schema().index_of("patient_id").map_err(|_| err("missing column 'patient_id'".into()))?;
+            let file = checked(file, m, *g, &[index]).map_err(err)?;
+            let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, m.clone());
             let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [index]);
             let reader =
                 builder.with_row_groups(vec![*g]).with_projection(mask).with_batch_size(65_536).build().map_err(|e| err(e.to_string()))?;
@@ -433,12 +445,13 @@ fn spill(parts: &[PathBuf], columns: &[String], order: Order, work: &Path) -> Re
     units.par_iter().try_for_each(|(part, m, g, start)| -> Result<(), InputError> {
         let err = |e: String| InputError(format!("{}: {e}", part.display()));
         let file = File::open(part).map_err(|e| err(format!("cannot read: {e}")))?;
-        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, m.clone());
         let schema = m.schema();
         let indices: Vec<usize> = std::iter::once("patient_id")
             .chain(columns.iter().map(String::as_str))
             .map(|c| schema.index_of(c).map_err(|_| err(format!("missing column '{c}'"))))
             .collect::<Result<_, _>>()?;
+        let file = checked(file, m, *g, &indices).map_err(err)?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, m.clone());
         let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
         let reader =
             builder.with_row_groups(vec![*g]).with_projection(mask).with_batch_size(65_536).build().map_err(|e| err(e.to_string()))?;

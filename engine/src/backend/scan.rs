@@ -424,6 +424,11 @@ struct Part {
 }
 
 impl Part {
+    /// Whether the scan reads the leaf column `leaf` of this part.
+    fn reads(&self, leaf: usize) -> bool {
+        self.wanted.contains(&self.metadata.metadata().file_metadata().schema_descr().get_column_root_idx(leaf))
+    }
+
     /// A batch of this part with its columns in the first part's order.
     fn reorder(&self, batch: RecordBatch) -> Result<RecordBatch, arrow_schema::ArrowError> {
         if self.order.iter().enumerate().all(|(i, &k)| i == k) { Ok(batch) } else { batch.project(&self.order) }
@@ -504,6 +509,9 @@ pub(super) fn open_parquet(paths: &[std::path::PathBuf], schema: &TableSchema, u
             let parts = all.clone();
             let part = &parts[k];
             let built = File::open(&part.path).map_err(|e| format!("{}: cannot read: {e}", part.path.display())).and_then(|file| {
+                let (file, _) = Held::new(file, []).map_err(|e| format!("{}: cannot read: {e}", part.path.display()))?;
+                crate::parquet_guard::check_pages(Arc::new(file.clone()), part.metadata.metadata(), |_, leaf| part.reads(leaf))
+                    .map_err(|m| format!("{}: {m}", part.path.display()))?;
                 let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, part.metadata.clone());
                 let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), part.wanted.iter().copied());
                 builder.with_projection(mask).with_batch_size(BATCH).build().map_err(parquet_message)
@@ -547,11 +555,11 @@ pub(super) fn open_parquet(paths: &[std::path::PathBuf], schema: &TableSchema, u
             let err = |m: String| InputError(format!("{}: {m}", part.path.display()));
             // The row group's chunks of the columns read, each read in one call.
             let parquet = part.metadata.metadata();
-            let schema = parquet.file_metadata().schema_descr();
             let chunks = parquet.row_group(g).columns().iter().enumerate();
-            let chunks = chunks.filter(|(leaf, _)| part.wanted.contains(&schema.get_column_root_idx(*leaf))).map(|(_, c)| c.byte_range());
+            let chunks = chunks.filter(|(leaf, _)| part.reads(*leaf)).map(|(_, c)| c.byte_range());
             let (file, release) =
                 File::open(&part.path).and_then(|f| Held::new(f, chunks)).map_err(|e| err(format!("cannot read: {e}")))?;
+            crate::parquet_guard::check_pages(Arc::new(file.clone()), parquet, |at, leaf| at == g && part.reads(leaf)).map_err(err)?;
             let group = ParquetRecordBatchReaderBuilder::new_with_metadata(file, part.metadata.clone());
             let mask = parquet::arrow::ProjectionMask::roots(group.parquet_schema(), part.wanted.iter().copied());
             let stash = Stash::new(budget.clone());
