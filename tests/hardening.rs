@@ -572,7 +572,7 @@ fn a_parquet_dictionary_page_claiming_more_values_than_it_holds_is_refused() {
     std::fs::create_dir(p.join("t")).unwrap();
     std::fs::copy(root().join("fixtures/fuzz/parquet_backend/oom-ea029f1c.parquet"), p.join("t/patients.parquet")).unwrap();
     patients_definition(p, false);
-    let says = "its dictionary page claims 1073741828 values in";
+    let says = "a dictionary page claims 1073741828 values in";
     ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--dummy-tables", "t"]), 11, says);
     ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--backend", "t"]), 11, says);
     ended_cleanly(&quarry(p, &["generate-dataset", "pats.py", "--dummy-data-file", "t/patients.parquet"]), 11, says);

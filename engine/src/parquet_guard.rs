@@ -287,7 +287,7 @@ pub fn check_dictionaries(
                 && num_values.max(0) as u64 * width > bytes.max(0) as u64
             {
                 return Err(format!(
-                    "not a readable Parquet file: row group {g}, column '{}': its dictionary page claims {num_values} values in {bytes} bytes",
+                    "not a readable Parquet file: row group {g}, column '{}': a dictionary page claims {num_values} values in {bytes} bytes",
                     chunk.column_path(),
                 ));
             }
