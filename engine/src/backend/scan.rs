@@ -397,6 +397,32 @@ impl Carry {
     }
 }
 
+/// `, column 'NAME'` for the first column the scan reads whose values in row group `g` of
+/// `part` cannot be read on their own (asked only once reading the group failed, to say where).
+fn failing_column(part: &Part, g: usize) -> Option<String> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    part.wanted.iter().find_map(|&i| {
+        let file = File::open(&part.path).ok()?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, part.metadata.clone());
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [i]);
+        let fails = match builder.with_row_groups(vec![g]).with_projection(mask).with_batch_size(BATCH).build() {
+            Ok(mut reader) => reader.any(|b| b.is_err()),
+            Err(_) => true,
+        };
+        fails.then(|| format!(", column '{}'", part.arrow.field(i).name()))
+    })
+}
+
+/// A parquet crate message without the wrappers its errors pass through ("External: Parquet
+/// argument error: Parquet error: …").
+fn tidy(message: &str) -> &str {
+    let mut m = message;
+    while let Some(rest) = ["External: ", "Parquet argument error: ", "Parquet error: "].iter().find_map(|p| m.strip_prefix(p)) {
+        m = rest;
+    }
+    m
+}
+
 /// What opening a Parquet table gives a cursor: the projected columns' names and types,
 /// the batches (filtered as `scan` allows), the kept rows' numbers (when held), where each part
 /// file's rows start among the table's, and, when the scan filtered, a line for the user about
@@ -573,7 +599,7 @@ pub(super) fn open_parquet(paths: &[std::path::PathBuf], schema: &TableSchema, u
                 .with_batch_size(BATCH)
                 .with_row_filter(RowFilter::new(predicates))
                 .build()
-                .map_err(|e| err(parquet_message(e)))?;
+                .map_err(|e| err(format!("row group {g}{}: {}", failing_column(part, g).unwrap_or_default(), tidy(&parquet_message(e)))))?;
             let rows = std::mem::take(&mut *rows.lock().expect("not poisoned"));
             let group = match stash.batches.lock().expect("not poisoned").take() {
                 Some(batches) => Group::Stashed(batches),
@@ -648,6 +674,38 @@ mod tests {
         assert_eq!(got, kept);
         let one = RecordBatch::try_from_iter([("patient_id", Arc::new(Int64Array::from(vec![1])) as _)]).unwrap();
         assert!(carry.join(one, &order).is_err(), "no more rows were handed on");
+    }
+
+    /// A row group that cannot be read is reported with the first column that cannot be
+    /// read on its own, and the parquet crate's message without its wrappers.
+    #[test]
+    fn a_broken_column_is_named() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let ids = Int64Array::from_iter_values(0..500);
+        let codes = StringArray::from_iter_values((0..500).map(|i| format!("c{}", i % 9)));
+        let batch = RecordBatch::try_from_iter([("patient_id", Arc::new(ids) as _), ("code", Arc::new(codes) as _)]).unwrap();
+        let props =
+            parquet::file::properties::WriterProperties::builder().set_compression(parquet::basic::Compression::UNCOMPRESSED).build();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let metadata = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&File::open(&path).unwrap(), Default::default()).unwrap();
+        // The code column's data pages overwritten (its dictionary page, first, is kept).
+        let chunk = metadata.metadata().row_group(0).column(1);
+        let (start, len) = chunk.byte_range();
+        let data = chunk.data_page_offset() as u64;
+        assert!(data > start);
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(data)).unwrap();
+        f.write_all(&vec![0xff; (start + len - data) as usize]).unwrap();
+        drop(f);
+        let arrow = metadata.schema().clone();
+        let part = Part { path, metadata, arrow, wanted: vec![0, 1], order: vec![0, 1], start: 0 };
+        assert_eq!(failing_column(&part, 0).as_deref(), Some(", column 'code'"));
+        assert_eq!(tidy("External: Parquet argument error: Parquet error: EOF"), "EOF");
+        assert_eq!(tidy("Compute error: column 'date'"), "Compute error: column 'date'");
     }
 
     /// The walk over the candidates' ids answers as a binary search would, for rows in
