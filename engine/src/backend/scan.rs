@@ -534,14 +534,15 @@ pub(super) fn open_parquet(paths: &[std::path::PathBuf], schema: &TableSchema, u
         let batches = Box::new((0..all.len()).flat_map(move |k| -> Batches {
             let parts = all.clone();
             let part = &parts[k];
-            let built = File::open(&part.path).map_err(|e| format!("{}: cannot read: {e}", part.path.display())).and_then(|file| {
-                let (file, _) = Held::new(file, []).map_err(|e| format!("{}: cannot read: {e}", part.path.display()))?;
-                crate::parquet_guard::check_pages(Arc::new(file.clone()), part.metadata.metadata(), |_, leaf| part.reads(leaf))
-                    .map_err(|m| format!("{}: {m}", part.path.display()))?;
-                let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, part.metadata.clone());
-                let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), part.wanted.iter().copied());
-                builder.with_projection(mask).with_batch_size(BATCH).build().map_err(parquet_message)
-            });
+            // Errors are given the file's name by the cursor that reads the batches.
+            let built = File::open(&part.path).and_then(|file| Held::new(file, [])).map_err(|e| format!("cannot read: {e}")).and_then(
+                |(file, _)| {
+                    crate::parquet_guard::check_pages(Arc::new(file.clone()), part.metadata.metadata(), |_, leaf| part.reads(leaf))?;
+                    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, part.metadata.clone());
+                    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), part.wanted.iter().copied());
+                    builder.with_projection(mask).with_batch_size(BATCH).build().map_err(parquet_message)
+                },
+            );
             match built {
                 Ok(reader) => {
                     let parts = parts.clone();
