@@ -192,7 +192,7 @@ pub fn explain(args: &ExplainArgs) -> Result<(), Failure> {
 fn patient_from_backend(graph: &Graph, roots: &[NodeId], dir: &Path, patient: i64) -> Result<quarry_engine::store::Store, Failure> {
     eprintln!("[info] Reading patient {patient} from the backend in {}", dir.display());
     let input = |e: quarry_engine::store::InputError| fail(11, format!("FileValidationError: {e}"));
-    let mut backend = quarry_engine::backend::Backend::open(graph, roots, None, dir).map_err(input)?;
+    let mut backend = quarry_engine::backend::Backend::open(graph, roots, None, &[], dir).map_err(input)?;
     let mut found = quarry_engine::store::Store::default();
     while let Some((batch, hi)) = backend.next_round(100_000).map_err(input)? {
         if let Some(rows) = batch.patient_rows(patient) {
@@ -210,11 +210,12 @@ fn open_backend(
     graph: &Graph,
     roots: &[NodeId],
     population: Option<NodeId>,
+    bindings: &[quarry_engine::pushdown::Bindings],
     dir: &Path,
 ) -> Result<quarry_engine::backend::Backend, Failure> {
     eprintln!("[info] Reading the backend in {}", dir.display());
-    let backend =
-        quarry_engine::backend::Backend::open(graph, roots, population, dir).map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
+    let backend = quarry_engine::backend::Backend::open(graph, roots, population, bindings, dir)
+        .map_err(|e| fail(11, format!("FileValidationError: {e}")))?;
     for note in backend.notes() {
         eprintln!("[info] {note}");
     }
@@ -614,7 +615,7 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
         return output::write_tables(&target, tables).map_err(|m| fail(1, m));
     }
     // The columnar engine: the backend's tables or the dummy tables, through one path.
-    let mut source = open_source(&def.graph, &roots, Some(dataset.population), args)?;
+    let mut source = open_source(&def.graph, &roots, Some(dataset.population), &[], args)?;
     let started = std::time::Instant::now();
     let rows = quarry_engine::stream_dataset(&def.graph, dataset, source.as_mut(), &target, progress(args.backend.is_some()))
         .map_err(stream_failure("dataset"))?;
@@ -625,15 +626,17 @@ pub fn generate_dataset(args: &GenerateArgs) -> Result<(), Failure> {
 }
 
 /// Where the columnar engine reads a run's tables: `--backend` (scanned in rounds) or
-/// `--dummy-tables` (read into memory). `population`: the dataset's, for the backend's scan.
+/// `--dummy-tables` (read into memory). `population`: the dataset's, and `bindings`: the
+/// parameters' values (measures' intervals), for the backend's scan.
 fn open_source(
     graph: &Graph,
     roots: &[NodeId],
     population: Option<NodeId>,
+    bindings: &[quarry_engine::pushdown::Bindings],
     args: &GenerateArgs,
 ) -> Result<Box<dyn quarry_engine::source::Source>, Failure> {
     Ok(match &args.backend {
-        Some(dir) => Box::new(open_backend(graph, roots, population, dir)?),
+        Some(dir) => Box::new(open_backend(graph, roots, population, bindings, dir)?),
         None => Box::new(quarry_engine::source::Tables::new(graph, roots, &store_for(graph, roots, args)?)),
     })
 }
@@ -692,7 +695,7 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
             // The columnar engine: the backend's tables, the dummy tables or generated
             // patients, through one path.
             let mut source = match tables_given {
-                true => open_source(&def.graph, &roots, None, args)?,
+                true => open_source(&def.graph, &roots, None, &quarry_engine::measures::Measures::new(spec).parameters(), args)?,
                 false => Box::new(quarry_engine::source::Tables::new(&def.graph, &roots, &generated()?)),
             };
             measures_from(&def.graph, spec, source.as_mut(), args.backend.is_some())?

@@ -312,15 +312,28 @@ pub struct Backend {
 
 impl Backend {
     /// Opens the tables `roots` read. With the dataset's `population`, rounds hold only the
-    /// patients who could be in it.
-    pub fn open(graph: &Graph, roots: &[NodeId], population: Option<NodeId>, dir: &Path) -> Result<Backend, InputError> {
+    /// patients who could be in it. `bindings`: the values the definition's parameters take
+    /// (a measures definition's intervals), so that conditions reading them are pushed too.
+    pub fn open(
+        graph: &Graph,
+        roots: &[NodeId],
+        population: Option<NodeId>,
+        bindings: &[crate::pushdown::Bindings],
+        dir: &Path,
+    ) -> Result<Backend, InputError> {
         crate::parquet_guard::contain(&dir.display().to_string(), || {
-            Backend::open_unguarded(graph, roots, population, dir).map_err(|e| e.0)
+            Backend::open_unguarded(graph, roots, population, bindings, dir).map_err(|e| e.0)
         })
         .map_err(InputError)
     }
 
-    fn open_unguarded(graph: &Graph, roots: &[NodeId], population: Option<NodeId>, dir: &Path) -> Result<Backend, InputError> {
+    fn open_unguarded(
+        graph: &Graph,
+        roots: &[NodeId],
+        population: Option<NodeId>,
+        bindings: &[crate::pushdown::Bindings],
+        dir: &Path,
+    ) -> Result<Backend, InputError> {
         if !dir.is_dir() {
             return Err(InputError(format!("Backend directory not found: {}", dir.display())));
         }
@@ -337,7 +350,7 @@ impl Backend {
             }
         }
         let enabled = pushdown_enabled();
-        let mut filters = if enabled { crate::pushdown::plan(graph, roots) } else { Default::default() };
+        let mut filters = if enabled { crate::pushdown::plan(graph, roots, bindings) } else { Default::default() };
         // When only patients with certain rows can be in the population, those tables are
         // scanned first, gathering the candidates' ids, and the others read only their rows.
         let frames = population.filter(|_| enabled).and_then(|p| crate::pushdown::required_frames(graph, p)).unwrap_or_default();

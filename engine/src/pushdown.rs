@@ -2,7 +2,9 @@
 //! from an event table (a frame it aggregates, picks from or outputs, or the domain of a series
 //! it aggregates) starts with a `where` on the table itself whose condition reads only that
 //! table's columns and literals, a row that satisfies none of those conditions can never reach
-//! a result, so the scan drops it. This is what makes a codelist query over tens of millions
+//! a result, so the scan drops it. A condition that reads parameters (a measures definition's
+//! `INTERVAL`) is pushed once per binding (interval), and alternatives that are ranges of one
+//! date column are merged, so 24 monthly intervals are one range test. This is what makes a codelist query over tens of millions
 //! of events cheap: the condition is tested on the Parquet column's dictionary (each distinct
 //! code once) and the other columns are decoded only for the rows kept.
 //!
@@ -105,8 +107,11 @@ enum Tv {
     Unknown,
 }
 
-/// The pushed filter of each event table the `roots` read, where one applies.
-pub fn plan(graph: &Graph, roots: &[NodeId]) -> HashMap<TableId, TableFilter> {
+/// The pushed filter of each event table the `roots` read, where one applies. `bindings`: the
+/// values the definition's parameters take, one map per evaluation (a measures definition's
+/// intervals); a condition reading a parameter is pushed as the union of its bindings' rows,
+/// and is not pushed without them.
+pub fn plan(graph: &Graph, roots: &[NodeId], bindings: &[Bindings]) -> HashMap<TableId, TableFilter> {
     let reachable: Vec<NodeId> = crate::reference::reachable(graph, roots).into_iter().collect();
     // The row sets the query observes.
     let mut observed: Vec<NodeId> = vec![];
@@ -138,8 +143,11 @@ pub fn plan(graph: &Graph, roots: &[NodeId]) -> HashMap<TableId, TableFilter> {
             list.push(start);
         }
     }
-    starts.into_iter().filter_map(|(table, list)| Some((table, filter_of(graph, &list)?))).collect()
+    starts.into_iter().filter_map(|(table, list)| Some((table, filter_of(graph, &list, bindings)?))).collect()
 }
+
+/// One evaluation's parameter values, by name.
+pub type Bindings = HashMap<String, Scalar>;
 
 /// The `where` on the table itself that a frame's rows start with: the table's select node
 /// and the condition. `None` when the frame has rows no condition chose.
@@ -156,20 +164,138 @@ fn start(graph: &Graph, frame: NodeId) -> Option<(NodeId, NodeId)> {
     }
 }
 
-/// A filter keeping the rows any of the `starts` keeps, if each can be pushed.
-fn filter_of(graph: &Graph, starts: &[Option<(NodeId, NodeId)>]) -> Option<TableFilter> {
+/// A filter keeping the rows any of the `starts` keeps, if each can be pushed: a condition
+/// that reads parameters, once per binding. Date ranges on one column are merged
+/// (`merge_ranges`), so a measures definition's consecutive monthly intervals cost the scan
+/// two comparisons a row, not two per interval.
+fn filter_of(graph: &Graph, starts: &[Option<(NodeId, NodeId)>], bindings: &[Bindings]) -> Option<TableFilter> {
     let mut columns = vec![];
     let mut conditions = vec![];
     for s in starts {
         let (select, condition) = (*s)?;
-        conditions.push(compile(graph, condition, select, &mut columns)?);
+        if !reads_parameter(graph, condition) {
+            conditions.push(compile(graph, condition, select, None, &mut columns)?);
+        } else if bindings.is_empty() {
+            return None;
+        } else {
+            for b in bindings {
+                conditions.push(compile(graph, condition, select, Some(b), &mut columns)?);
+            }
+        }
     }
+    let mut conditions = merge_ranges(conditions);
     let expr = if conditions.len() == 1 {
         conditions.pop().expect("one")
     } else {
         Expr::Apply { function: Function::Or(vec![]), args: conditions, cache: None }
     };
     Some(TableFilter::new(columns, expr))
+}
+
+fn reads_parameter(graph: &Graph, node: NodeId) -> bool {
+    graph.reachable_from(&[node]).into_iter().any(|n| matches!(graph.node(n), Node::Parameter { .. }))
+}
+
+/// Alternatives (of an `or`) with every date range on one column (a comparison of the column
+/// with a date, or an `and` of such) merged with the ranges it overlaps or adjoins: the same
+/// rows kept, by fewer comparisons. Other alternatives are left as they are.
+fn merge_ranges(alternatives: Vec<Expr>) -> Vec<Expr> {
+    let mut flat = vec![];
+    for a in alternatives {
+        match a {
+            Expr::Apply { function: Function::Or(_), args, .. } => flat.extend(args),
+            a => flat.push(a),
+        }
+    }
+    let (mut ranges, mut out): (Vec<(usize, i64, i64)>, Vec<Expr>) = (vec![], vec![]);
+    for a in flat {
+        match date_range(&a) {
+            Some(Some(r)) => ranges.push(r),
+            // An empty range keeps no row.
+            Some(None) => {}
+            None => out.push(a),
+        }
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(usize, i64, i64)> = vec![];
+    for (c, lo, hi) in ranges {
+        match merged.last_mut() {
+            Some((pc, _, phi)) if *pc == c && lo <= phi.saturating_add(1) => *phi = (*phi).max(hi),
+            _ => merged.push((c, lo, hi)),
+        }
+    }
+    let date = |d: i64| Expr::Literal(Some(Value::Date(crate::dummy::days::to_date(d))), Type::Date);
+    let apply = |function, args| Expr::Apply { function, args, cache: None };
+    let id = NodeId::default;
+    for (c, lo, hi) in merged {
+        let mut bounds = vec![];
+        if lo != i64::MIN {
+            bounds.push(apply(Function::Ge(id(), id()), vec![Expr::Column(c), date(lo)]));
+        }
+        if hi != i64::MAX {
+            bounds.push(apply(Function::Le(id(), id()), vec![Expr::Column(c), date(hi)]));
+        }
+        out.push(match bounds.len() {
+            // Every date: every row but NULL.
+            0 => apply(Function::Not(id()), vec![apply(Function::IsNull(id()), vec![Expr::Column(c)])]),
+            1 => bounds.pop().expect("one"),
+            _ => apply(Function::And(vec![]), bounds),
+        });
+    }
+    if out.is_empty() {
+        // No alternative keeps a row: an `or` of nothing is False.
+        out.push(Expr::Literal(Some(Value::Bool(false)), Type::Bool));
+    }
+    out
+}
+
+/// The days `[lo, hi]` an expression keeps of one date column (`i64::MIN`/`MAX`: unbounded;
+/// the engine reads no date outside years 1–9999): a comparison of the column with a date, or
+/// an `and` of them. `Some(None)` when it keeps no date; `None` when it is not of that shape.
+fn date_range(e: &Expr) -> Option<Option<(usize, i64, i64)>> {
+    let Expr::Apply { function, args, .. } = e else { return None };
+    let within = |(c, lo, hi): (usize, i64, i64)| {
+        let (first, last) = (*crate::dummy::days::SUPPORTED.start(), *crate::dummy::days::SUPPORTED.end());
+        let (lo, hi) = (if lo <= first { i64::MIN } else { lo }, if hi >= last { i64::MAX } else { hi });
+        (lo <= hi && lo <= last && hi >= first).then_some((c, lo, hi))
+    };
+    if let Function::And(_) = function {
+        if args.is_empty() {
+            return None;
+        }
+        let mut range: Option<(usize, i64, i64)> = None;
+        let mut empty = false;
+        for a in args {
+            match date_range(a)? {
+                None => empty = true,
+                Some((c, lo, hi)) => {
+                    range = Some(match range {
+                        None => (c, lo, hi),
+                        Some((rc, rlo, rhi)) if rc == c => (c, rlo.max(lo), rhi.min(hi)),
+                        Some(_) => return None,
+                    })
+                }
+            }
+        }
+        return Some(range.filter(|_| !empty).and_then(within));
+    }
+    let [x, y] = args.as_slice() else { return None };
+    let (c, d, flipped) = match (x, y) {
+        (Expr::Column(c), Expr::Literal(Some(Value::Date(d)), _)) => (*c, *d, false),
+        (Expr::Literal(Some(Value::Date(d)), _), Expr::Column(c)) => (*c, *d, true),
+        _ => return None,
+    };
+    let d = crate::dummy::days::to_days(d);
+    // The column's bound, the column on the left.
+    let (lo, hi) = match (function, flipped) {
+        (Function::Eq(..), _) => (d, d),
+        (Function::Ge(..), false) | (Function::Le(..), true) => (d, i64::MAX),
+        (Function::Gt(..), false) | (Function::Lt(..), true) => (d + 1, i64::MAX),
+        (Function::Le(..), false) | (Function::Ge(..), true) => (i64::MIN, d),
+        (Function::Lt(..), false) | (Function::Gt(..), true) => (i64::MIN, d - 1),
+        _ => return None,
+    };
+    Some(within((c, lo, hi)))
 }
 
 /// A frame's start: the filter node and the condition it begins with, if it has one.
@@ -193,13 +319,14 @@ pub fn candidates(graph: &Graph, frames: &[NodeId]) -> Option<Vec<(TableId, Tabl
             None => by_table.push((table, vec![s])),
         }
     }
-    by_table.into_iter().map(|(t, list)| Some((t, filter_of(graph, &list)?))).collect()
+    by_table.into_iter().map(|(t, list)| Some((t, filter_of(graph, &list, &[])?))).collect()
 }
 
 /// The condition as a pushed expression, if it reads only `select`'s columns and literals
 /// through functions that cannot fail.
-fn compile(graph: &Graph, node: NodeId, select: NodeId, columns: &mut Vec<(String, Type)>) -> Option<Expr> {
+fn compile(graph: &Graph, node: NodeId, select: NodeId, binding: Option<&Bindings>, columns: &mut Vec<(String, Type)>) -> Option<Expr> {
     match graph.node(node) {
+        Node::Parameter { name, type_ } => Some(Expr::Literal(binding?.get(name)?.clone(), type_.clone())),
         Node::Value(Value::Set(..)) => None,
         Node::Value(v) => Some(Expr::Literal(Some(v.clone()), graph.type_of(node).cloned()?)),
         Node::SelectColumn { source, name } if *source == select => {
@@ -211,7 +338,7 @@ fn compile(graph: &Graph, node: NodeId, select: NodeId, columns: &mut Vec<(Strin
         }
         Node::Function(f @ Function::In(x, set)) => {
             let Node::Value(Value::Set(_, values)) = graph.node(*set) else { return None };
-            let x = compile(graph, *x, select, columns)?;
+            let x = compile(graph, *x, select, binding, columns)?;
             Some(Expr::Apply { function: f.clone(), args: vec![x, Expr::Set(Arc::new(SetIndex::new(values)))], cache: None })
         }
         Node::Function(
@@ -226,7 +353,7 @@ fn compile(graph: &Graph, node: NodeId, select: NodeId, columns: &mut Vec<(Strin
             | Function::Not(_)
             | Function::IsNull(_)),
         ) => {
-            let args = function_inputs(f).into_iter().map(|a| compile(graph, a, select, columns)).collect::<Option<Vec<_>>>()?;
+            let args = function_inputs(f).into_iter().map(|a| compile(graph, a, select, binding, columns)).collect::<Option<Vec<_>>>()?;
             Some(Expr::Apply { function: f.clone(), args, cache: None })
         }
         _ => None,
@@ -404,6 +531,15 @@ impl Expr {
         Ok(Tv::Col(ck::apply(function, &arrays, &Type::Bool, n).map_err(|e| e.message)?))
     }
 
+    /// The alternatives of a top-level `or` (one for anything else).
+    #[cfg(test)]
+    fn alternatives(&self) -> usize {
+        match self {
+            Expr::Apply { function: Function::Or(_), args, .. } => args.len(),
+            _ => 1,
+        }
+    }
+
     /// The type of an argument that evaluated to one value for every row: a literal's, or a
     /// boolean (conditions, and unknown columns under `and`/`or`).
     fn type_when_same(&self) -> Type {
@@ -511,7 +647,7 @@ mod tests {
         for condition in [in_set, is_b2, not_b2, null, either, not_in, mixed] {
             let frame = g.filter(t, condition).unwrap();
             let exists = g.aggregate(AggregateByPatient::Exists(frame)).unwrap();
-            let mut filters = plan(&g, &[exists]);
+            let mut filters = plan(&g, &[exists], &[]);
             let filter = filters.remove(&events).expect("pushed");
             for partial in [true, false] {
                 let (mut by_value, mut by_row) = (filter.clone(), filter.clone());
@@ -532,6 +668,97 @@ mod tests {
                     let a = by_value.evaluate(&only_code(Arc::new(keys.clone())), partial).unwrap();
                     let b = by_row.evaluate(&only_code(plain), partial).unwrap();
                     assert_eq!(a, b, "condition {condition:?}, partial {partial}, keys {keys:?}");
+                }
+            }
+        }
+    }
+
+    /// A condition reading parameters (a measures definition's `is_during(INTERVAL)`) is
+    /// pushed as the union of its bindings, with date ranges merged: the rows kept are exactly
+    /// those some binding keeps, for adjoining, overlapping and separate intervals, single
+    /// days, strict bounds and the date on either side, NULL dates dropped (kept by a first
+    /// pass); a condition mixing in another column is pushed unmerged; without bindings,
+    /// nothing is pushed.
+    #[test]
+    fn a_condition_on_parameters_keeps_what_some_binding_keeps() {
+        use arrow_array::Date32Array;
+        use jiff::civil::date;
+        let mut g = Graph::new();
+        let column = |name: &str, type_| Column { name: name.into(), type_, constraints: vec![], description: String::new() };
+        let events = g
+            .declare_table(TableSchema {
+                name: "events".into(),
+                columns: vec![column("d", Type::Date), column("n", Type::Int)],
+                patient_level: false,
+                required_permission: None,
+            })
+            .unwrap();
+        let t = g.select_table(events).unwrap();
+        let d = g.select_column(t, "d").unwrap();
+        let n = g.select_column(t, "n").unwrap();
+        let (start, end) = (g.parameter("interval_start_date", Type::Date), g.parameter("interval_end_date", Type::Date));
+        let after = g.function(Function::Ge(d, start)).unwrap();
+        let before = g.function(Function::Le(d, end)).unwrap();
+        let during = g.function(Function::And(vec![after, before])).unwrap();
+        // The same interval written with strict bounds and the date on the right.
+        let strictly_after = g.function(Function::Lt(start, d)).unwrap();
+        let strictly_before = g.function(Function::Gt(end, d)).unwrap();
+        let open = g.function(Function::And(vec![strictly_after, strictly_before])).unwrap();
+        let on_start = g.function(Function::Eq(d, start)).unwrap();
+        let three = g.value(Value::Int(3));
+        let small = g.function(Function::Lt(n, three)).unwrap();
+        let mixed = g.function(Function::And(vec![during, small])).unwrap();
+        let bind = |intervals: &[(jiff::civil::Date, jiff::civil::Date)]| -> Vec<Bindings> {
+            intervals
+                .iter()
+                .map(|&(s, e)| {
+                    HashMap::from([
+                        ("interval_start_date".to_string(), Some(Value::Date(s))),
+                        ("interval_end_date".to_string(), Some(Value::Date(e))),
+                    ])
+                })
+                .collect()
+        };
+        let months = [(date(2020, 1, 1), date(2020, 1, 31)), (date(2020, 2, 1), date(2020, 2, 29)), (date(2020, 3, 1), date(2020, 3, 31))];
+        let apart = [(date(2020, 1, 5), date(2020, 1, 9)), (date(2020, 2, 1), date(2020, 2, 1)), (date(2020, 3, 10), date(2020, 3, 20))];
+        let overlapping =
+            [(date(2020, 3, 1), date(2020, 3, 20)), (date(2020, 1, 1), date(2020, 2, 10)), (date(2020, 2, 5), date(2020, 3, 2))];
+        // Every day from Christmas 2019 to April 2020, and NULLs.
+        let first = crate::column::date_days(date(2019, 12, 25));
+        let days: Vec<Option<i32>> = (first..first + 110).map(Some).chain([None, None]).collect();
+        let rows = days.len();
+        let ns = Arc::new(Int64Array::from((0..rows as i64).map(|i| i % 5).collect::<Vec<_>>()));
+        let dates = Arc::new(Date32Array::from(days.clone()));
+        let only_d = RecordBatch::try_from_iter([("d", dates.clone() as arrow_array::ArrayRef)]).unwrap();
+        let both = RecordBatch::try_from_iter([("d", dates as arrow_array::ArrayRef), ("n", ns as _)]).unwrap();
+        for intervals in [&months[..], &apart, &overlapping, &months[..1]] {
+            let bindings = bind(intervals);
+            for condition in [during, open, on_start, mixed] {
+                let frame = g.filter(t, condition).unwrap();
+                let exists = g.aggregate(AggregateByPatient::Exists(frame)).unwrap();
+                assert!(plan(&g, &[exists], &[]).is_empty(), "pushed without bindings");
+                let mut filter = plan(&g, &[exists], &bindings).remove(&events).expect("pushed");
+                // Whether some binding's condition holds for a row (`n` counted or not).
+                let holds = |row: usize, count_n: bool| {
+                    let Some(day) = days[row] else { return false };
+                    let day = crate::column::days_date(day);
+                    intervals.iter().any(|&(s, e)| match condition {
+                        c if c == open => s < day && day < e,
+                        c if c == on_start => day == s,
+                        c if c == mixed => s <= day && day <= e && (!count_n || row % 5 < 3),
+                        _ => s <= day && day <= e,
+                    })
+                };
+                let bits = |a: BooleanArray| a.values().iter().collect::<Vec<_>>();
+                let want: Vec<bool> = (0..rows).map(|r| holds(r, true)).collect();
+                assert_eq!(bits(filter.evaluate(&both, false).unwrap()), want, "{condition:?} over {intervals:?}");
+                // A first pass over the dates alone keeps what may hold: NULL dates too.
+                let may: Vec<bool> = (0..rows).map(|r| days[r].is_none() || holds(r, false)).collect();
+                assert_eq!(bits(filter.evaluate(&only_d, true).unwrap()), may, "first pass, {condition:?} over {intervals:?}");
+                if condition != mixed {
+                    // Merged: one range per run of consecutive days kept.
+                    let runs = (0..rows).filter(|&r| want[r] && (r == 0 || !want[r - 1])).count();
+                    assert_eq!(filter.expr.alternatives(), runs, "{condition:?} over {intervals:?}");
                 }
             }
         }
