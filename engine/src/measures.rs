@@ -415,6 +415,14 @@ pub fn aggregate_measures<E>(
     Ok(measures.table(graph, sums))
 }
 
+/// The parameter values of an interval (`interval_start_date`, `interval_end_date`).
+pub fn interval_parameters((start, end): (jiff::civil::Date, jiff::civil::Date)) -> HashMap<String, Scalar> {
+    HashMap::from([
+        ("interval_start_date".to_string(), Some(Value::Date(start))),
+        ("interval_end_date".to_string(), Some(Value::Date(end))),
+    ])
+}
+
 /// How a measures definition is summed, apart from the data: the calculators, every distinct
 /// interval, and where each output node's value sits in a patient's values. Patients' values
 /// are added into [`MeasureSums`] interval by interval, in any order of intervals, as long as
@@ -481,15 +489,7 @@ impl<'s> Measures<'s> {
 
     /// The parameter values of each interval (`interval_start_date`, `interval_end_date`).
     pub fn parameters(&self) -> Vec<HashMap<String, Scalar>> {
-        self.intervals
-            .iter()
-            .map(|&(start, end)| {
-                HashMap::from([
-                    ("interval_start_date".to_string(), Some(Value::Date(start))),
-                    ("interval_end_date".to_string(), Some(Value::Date(end))),
-                ])
-            })
-            .collect()
+        self.intervals.iter().map(|&interval| interval_parameters(interval)).collect()
     }
 
     /// Empty sums.

@@ -596,6 +596,18 @@ mod tests {
     use arrow_array::{DictionaryArray, Int64Array, StringArray, types::Int32Type};
     use quarry_queries::qm::{AggregateByPatient, CodeSystem, Column, TableSchema};
 
+    /// A table `events` of a column `name` of type `t` and an integer column `n`.
+    fn events_table(g: &mut Graph, t: Type, name: &str) -> TableId {
+        let column = |name: &str, type_| Column { name: name.into(), type_, constraints: vec![], description: String::new() };
+        let schema = TableSchema {
+            name: "events".into(),
+            columns: vec![column(name, t), column("n", Type::Int)],
+            patient_level: false,
+            required_permission: None,
+        };
+        g.declare_table(schema).unwrap()
+    }
+
     /// A filter over one dictionary-encoded column is computed per dictionary value
     /// (`by_dictionary`); it must keep exactly the rows the per-row route keeps, in a first
     /// pass and a full one, with NULL rows and a NULL dictionary value, across batches that
@@ -603,15 +615,7 @@ mod tests {
     #[test]
     fn a_filter_over_one_dictionary_column_keeps_what_the_per_row_route_keeps() {
         let mut g = Graph::new();
-        let column = |name: &str, type_| Column { name: name.into(), type_, constraints: vec![], description: String::new() };
-        let events = g
-            .declare_table(TableSchema {
-                name: "events".into(),
-                columns: vec![column("code", Type::Code(CodeSystem::CTV3)), column("n", Type::Int)],
-                patient_level: false,
-                required_permission: None,
-            })
-            .unwrap();
+        let events = events_table(&mut g, Type::Code(CodeSystem::CTV3), "code");
         let t = g.select_table(events).unwrap();
         let code = g.select_column(t, "code").unwrap();
         let n = g.select_column(t, "n").unwrap();
@@ -684,15 +688,7 @@ mod tests {
         use arrow_array::Date32Array;
         use jiff::civil::date;
         let mut g = Graph::new();
-        let column = |name: &str, type_| Column { name: name.into(), type_, constraints: vec![], description: String::new() };
-        let events = g
-            .declare_table(TableSchema {
-                name: "events".into(),
-                columns: vec![column("d", Type::Date), column("n", Type::Int)],
-                patient_level: false,
-                required_permission: None,
-            })
-            .unwrap();
+        let events = events_table(&mut g, Type::Date, "d");
         let t = g.select_table(events).unwrap();
         let d = g.select_column(t, "d").unwrap();
         let n = g.select_column(t, "n").unwrap();
@@ -709,15 +705,7 @@ mod tests {
         let small = g.function(Function::Lt(n, three)).unwrap();
         let mixed = g.function(Function::And(vec![during, small])).unwrap();
         let bind = |intervals: &[(jiff::civil::Date, jiff::civil::Date)]| -> Vec<Bindings> {
-            intervals
-                .iter()
-                .map(|&(s, e)| {
-                    HashMap::from([
-                        ("interval_start_date".to_string(), Some(Value::Date(s))),
-                        ("interval_end_date".to_string(), Some(Value::Date(e))),
-                    ])
-                })
-                .collect()
+            intervals.iter().map(|&interval| crate::measures::interval_parameters(interval)).collect()
         };
         let months = [(date(2020, 1, 1), date(2020, 1, 31)), (date(2020, 2, 1), date(2020, 2, 29)), (date(2020, 3, 1), date(2020, 3, 31))];
         let apart = [(date(2020, 1, 5), date(2020, 1, 9)), (date(2020, 2, 1), date(2020, 2, 1)), (date(2020, 3, 10), date(2020, 3, 20))];
