@@ -190,3 +190,71 @@ measures.define_measure(
         assert_eq!(columnar, reference, "{intervals}");
     }
 }
+
+/// A condition on the interval's dates is pushed into a backend's scan as the union of the
+/// intervals (`engine::pushdown`): for conditions of several shapes (strict and inclusive
+/// bounds, one bound, the date on either side, an alternative on another column, date
+/// arithmetic, which is not pushed) over consecutive, overlapping and single-day intervals,
+/// `generate-measures --backend` gives the bytes it gives with pushing turned off, and the
+/// scan says it dropped rows where the condition can be pushed.
+#[test]
+fn interval_filters_pushed_into_a_scan_keep_the_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = tmp.path().join("backend");
+    let made = Command::new(QUARRY)
+        .args(["make-backend", "--patients", "2000", "--seed", "5", "--out", backend.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let shapes = [
+        ("clinical_events.date.is_during(INTERVAL)", true),
+        ("clinical_events.date >= INTERVAL.start_date", true),
+        ("clinical_events.date.is_after(INTERVAL.start_date) & clinical_events.date.is_before(INTERVAL.end_date)", true),
+        ("(clinical_events.date == INTERVAL.start_date) | (INTERVAL.end_date == clinical_events.date)", true),
+        (r#"clinical_events.date.is_during(INTERVAL) | (clinical_events.ctv3_code == CTV3Code("22K.."))"#, true),
+        ("clinical_events.date.is_on_or_before(INTERVAL.end_date - days(10))", false),
+    ];
+    let intervals = [
+        r#"months(6).starting_on("2021-11-01")"#,
+        "[(date(2020, 1, 1), date(2020, 1, 1)), (date(2019, 1, 1), date(2021, 12, 31)), (date(2023, 3, 1), date(2023, 3, 31))]",
+    ];
+    for (shape, pushed) in shapes {
+        for interval in intervals {
+            let definition = format!(
+                r#"from datetime import date
+from ehrql import INTERVAL, create_measures, days, months
+from ehrql.codes import CTV3Code
+from ehrql.tables.tpp import clinical_events, patients
+measures = create_measures()
+measures.configure_disclosure_control(enabled=False)
+events = clinical_events.where({shape})
+measures.define_measure(
+    "events",
+    numerator=events.count_for_patient(),
+    denominator=patients.exists_for_patient(),
+    intervals={interval},
+    group_by={{"sex": patients.sex}},
+)
+"#
+            );
+            std::fs::write(tmp.path().join("definition.py"), definition).unwrap();
+            let run = |pushdown: &str| {
+                let out = tmp.path().join(format!("out-{pushdown}.csv"));
+                let o = Command::new(QUARRY)
+                    .current_dir(tmp.path())
+                    .env("QUARRY_PUSHDOWN", pushdown)
+                    .args(["generate-measures", "definition.py", "--backend", backend.to_str().unwrap(), "--output", out.to_str().unwrap()])
+                    .output()
+                    .unwrap();
+                let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+                assert!(o.status.success(), "{shape} over {interval}: {stderr}");
+                (std::fs::read_to_string(out).unwrap(), stderr)
+            };
+            let ((with, said), (without, _)) = (run("1"), run("0"));
+            let counted = with.lines().skip(1).filter(|l| l.split(',').nth(4).is_some_and(|n| n != "0")).count();
+            assert!(counted > 0, "{shape} over {interval}: nothing counted\n{with}");
+            assert_eq!(with, without, "{shape} over {interval}");
+            assert_eq!(said.contains("clinical_events: "), pushed, "{shape} over {interval}: {said}");
+        }
+    }
+}
