@@ -571,16 +571,35 @@ impl<'s> Measures<'s> {
                     .collect()
             }
             Some(Series::Each(a)) => {
-                let mut local: FxHashMap<Scalar, u32> = FxHashMap::default();
+                // Booleans, integers, floats and dates are looked up by their bits (NULL apart),
+                // so a value is made and hashed once per distinct value, not once per patient.
+                // Two keys may share a code (0.0 and -0.0); one key is never two values.
+                let bits = |i: usize| -> Option<Option<u64>> {
+                    if !a.is_valid(i) {
+                        return Some(None);
+                    }
+                    Some(Some(match a {
+                        Array::Bool(v, _) => v.value(i) as u64,
+                        Array::Int(v, _) => v[i] as u64,
+                        Array::Float(v, _) => v[i].to_bits(),
+                        Array::Date(v, _) => v[i] as u32 as u64,
+                        Array::Text(..) | Array::Values(_) => return None,
+                    }))
+                };
+                let mut typed: FxHashMap<Option<u64>, u32> = FxHashMap::default();
+                let mut other: FxHashMap<Scalar, u32> = FxHashMap::default();
                 (0..len)
-                    .map(|i| {
-                        let v = a.get(i);
-                        match local.get(&v) {
-                            Some(&c) => c,
-                            None => {
-                                let c = codes().code(&v);
-                                local.insert(v, c);
-                                c
+                    .map(|i| match bits(i) {
+                        Some(key) => *typed.entry(key).or_insert_with(|| codes().code(&a.get(i))),
+                        None => {
+                            let v = a.get(i);
+                            match other.get(&v) {
+                                Some(&c) => c,
+                                None => {
+                                    let c = codes().code(&v);
+                                    other.insert(v, c);
+                                    c
+                                }
                             }
                         }
                     })
