@@ -698,7 +698,7 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
                 true => open_source(&def.graph, &roots, None, &quarry_engine::measures::Measures::new(spec).parameters(), args)?,
                 false => Box::new(quarry_engine::source::Tables::new(&def.graph, &roots, &generated()?)),
             };
-            measures_from(&def.graph, spec, source.as_mut(), args.backend.is_some())?
+            return measures_from(&def.graph, spec, source.as_mut(), &target, args.backend.is_some());
         }
     };
     quarry_engine::measures::apply_disclosure_control(spec, &mut table).map_err(|m| fail(1, m))?;
@@ -726,25 +726,23 @@ fn copy_dummy_data_file(graph: &Graph, dataset: &DatasetSpec, file: &std::path::
 }
 
 /// The measures by the columnar engine over `source`, read once, round by round, every
-/// interval evaluated on each round (`measures::stream_measures`); `report`: show progress
-/// and say how long it took (for a backend).
+/// interval evaluated on each round, written to `target` with disclosure control as the rows
+/// are made (`measures::stream_measures`); `report`: show progress and say how long it took
+/// (for a backend).
 fn measures_from(
     graph: &Graph,
     spec: &MeasuresSpec,
     source: &mut dyn quarry_engine::source::Source,
+    target: &Target,
     report: bool,
-) -> Result<output::Table, Failure> {
+) -> Result<(), Failure> {
     let started = std::time::Instant::now();
-    let table = quarry_engine::measures::stream_measures(graph, spec, source, progress(report)).map_err(stream_failure("measures"))?;
+    let rows =
+        quarry_engine::measures::stream_measures(graph, spec, source, target, progress(report)).map_err(stream_failure("measures"))?;
     if report {
-        eprintln!(
-            "[info] {} measures rows over {} patients in {:.2} s",
-            table.rows.len(),
-            source.patients_read(),
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("[info] {rows} measures rows over {} patients in {:.2} s", source.patients_read(), started.elapsed().as_secs_f64());
     }
-    Ok(table)
+    Ok(())
 }
 
 /// Generates dummy patients and evaluates the dataset over them as they are made, writing

@@ -39,6 +39,8 @@ fn check(case: &Path, engine: &str) -> Option<String> {
     let out = tmp.path().join("out");
     let run = Command::new(QUARRY)
         .current_dir(case)
+        // The columnar engine writes its rows in chunks of two (`measures::write_measures`).
+        .env("QUARRY_WRITE_ROWS", "2")
         .args(["generate-measures", "definition.py"])
         .args(arguments(case, &out))
         .args(["--engine", engine])
@@ -46,6 +48,10 @@ fn check(case: &Path, engine: &str) -> Option<String> {
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     if let Ok(expected) = std::fs::read_to_string(case.join("expected_error.txt")) {
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        if !left.is_empty() {
+            return Some(format!("a failed run left {left:?}"));
+        }
         let code: i32 = expected.lines().next().unwrap().trim().parse().unwrap();
         let key =
             std::fs::read_to_string(case.join("expected_error_key.txt")).expect("an expected_error_key.txt beside expected_error.txt");

@@ -56,30 +56,33 @@ pub fn apply_disclosure_control(spec: &MeasuresSpec, table: &mut Table) -> Resul
     if !spec.disclosure_control {
         return Ok(());
     }
-    for (i, row) in table.rows.iter_mut().enumerate() {
-        let mut rounded = [0; 2];
-        for (k, column) in [(0, "numerator"), (1, "denominator")] {
-            rounded[k] = match &row[4 + k] {
-                Some(Value::Int(n)) if *n >= 0 => round_count(*n),
-                other => {
-                    return Err(format!(
-                        "disclosure control needs counts of 0 or more, but row {} of measure {} has {column} {} \
-                         (ehrQL stops here too, with an AssertionError or TypeError)",
-                        i + 1,
-                        crate::output::render_value(&row[0]),
-                        match other {
-                            None => "NULL".to_string(),
-                            v => crate::output::render_value(v),
-                        }
-                    ));
-                }
-            };
-        }
-        let [num, den] = rounded;
-        row[3] = (den != 0).then(|| Value::Float(Float(num as f64 / den as f64)));
-        row[4] = Some(Value::Int(num));
-        row[5] = Some(Value::Int(den));
+    table.rows.iter_mut().enumerate().try_for_each(|(i, row)| control_row(i, row))
+}
+
+/// Disclosure control on row `i` (from 0) of the measures table (`apply_disclosure_control`).
+fn control_row(i: usize, row: &mut [Scalar]) -> Result<(), String> {
+    let mut rounded = [0; 2];
+    for (k, column) in [(0, "numerator"), (1, "denominator")] {
+        rounded[k] = match &row[4 + k] {
+            Some(Value::Int(n)) if *n >= 0 => round_count(*n),
+            other => {
+                return Err(format!(
+                    "disclosure control needs counts of 0 or more, but row {} of measure {} has {column} {} \
+                     (ehrQL stops here too, with an AssertionError or TypeError)",
+                    i + 1,
+                    crate::output::render_value(&row[0]),
+                    match other {
+                        None => "NULL".to_string(),
+                        v => crate::output::render_value(v),
+                    }
+                ));
+            }
+        };
     }
+    let [num, den] = rounded;
+    row[3] = (den != 0).then(|| Value::Float(Float(num as f64 / den as f64)));
+    row[4] = Some(Value::Int(num));
+    row[5] = Some(Value::Int(den));
     Ok(())
 }
 
@@ -621,6 +624,18 @@ impl<'s> Measures<'s> {
 
     /// The measures table (before disclosure control).
     pub fn table(&self, graph: &Graph, sums: MeasureSums) -> Table {
+        let mut rows = vec![];
+        self.each_row(sums, |row| {
+            rows.push(row);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|e| match e {});
+        Table { name: "measures".into(), columns: measures_columns(graph, self.spec, &group_columns(self.spec)), rows }
+    }
+
+    /// The measures table's rows (before disclosure control), in order, each handed to `each`
+    /// as it is made (the table of a long run is a million rows or more).
+    pub fn each_row<E>(&self, sums: MeasureSums, mut each: impl FnMut(Vec<Scalar>) -> Result<(), E>) -> Result<(), E> {
         let spec = self.spec;
         let group_columns = group_columns(spec);
         let mut by_interval: HashMap<(usize, (jiff::civil::Date, jiff::civil::Date)), Sums> = HashMap::new();
@@ -630,7 +645,6 @@ impl<'s> Measures<'s> {
             }
         }
         let codes = self.codes.lock().expect("group codes");
-        let mut table = Table { name: "measures".into(), columns: measures_columns(graph, spec, &group_columns), rows: vec![] };
         for (i, c) in self.calculators.iter().enumerate() {
             for &(start, end) in c.intervals {
                 for (key, id, counts) in by_interval[&(i, (start, end))].in_order() {
@@ -663,12 +677,12 @@ impl<'s> Measures<'s> {
                         for g in &group_columns {
                             out.push(c.names.iter().zip(groups).find(|(n, _)| *n == g).and_then(|(_, v)| v.clone()));
                         }
-                        table.rows.push(out);
+                        each(out)?;
                     }
                 }
             }
         }
-        table
+        Ok(())
     }
 }
 
@@ -712,14 +726,16 @@ pub fn add_columnar(
 }
 
 /// The measures over a source's tables (a backend, or tables in memory), read once, round
-/// by round (each round's patients evaluated for every interval, `add_columnar`).
-/// `progress` is told the patients read so far.
+/// by round (each round's patients evaluated for every interval, `add_columnar`), with
+/// disclosure control, written to `target` as the rows are made (`write_measures`); returns
+/// the number of rows. `progress` is told the patients read so far.
 pub fn stream_measures(
     graph: &Graph,
     spec: &MeasuresSpec,
     source: &mut dyn crate::source::Source,
+    target: &crate::output::Target,
     mut progress: impl FnMut(usize),
-) -> Result<Table, crate::StreamError> {
+) -> Result<usize, crate::StreamError> {
     let measures = Measures::new(spec);
     let parameters = measures.parameters();
     let evaluator = measures_evaluator(graph, &measures_outputs(spec));
@@ -731,7 +747,62 @@ pub fn stream_measures(
         lo = hi;
         Ok(())
     })?;
-    Ok(measures.table(graph, sums))
+    write_measures(graph, &measures, sums, target).map_err(crate::StreamError::Output)
+}
+
+/// Rows of the measures table rendered and written at a time.
+const WRITE_ROWS: usize = 65_536;
+
+/// [`WRITE_ROWS`], or `QUARRY_WRITE_ROWS` (tests set it low to write in many chunks).
+fn write_rows() -> usize {
+    std::env::var("QUARRY_WRITE_ROWS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(WRITE_ROWS)
+}
+
+/// Writes the measures of `sums` to `target` (one table, or one per measure for a directory,
+/// as `per_measure_tables` splits them) with disclosure control, a chunk of rows at a time:
+/// a million rows never sit in memory as values at once. Nothing is written when a row fails
+/// disclosure control. Returns the number of rows of the (combined) table.
+pub fn write_measures(graph: &Graph, measures: &Measures, sums: MeasureSums, target: &crate::output::Target) -> Result<usize, String> {
+    let spec = measures.spec;
+    let combined = measures_columns(graph, spec, &group_columns(spec));
+    let split = matches!(target, crate::output::Target::Directory(..));
+    let keep: Vec<Vec<usize>> = spec.measures.iter().map(|m| measure_columns(&combined, m)).collect();
+    let layouts: Vec<crate::output::Layout> = if split {
+        spec.measures.iter().zip(&keep).map(|(m, k)| (m.name.clone(), k.iter().map(|&i| combined[i].clone()).collect())).collect()
+    } else {
+        vec![("measures".to_string(), combined.clone())]
+    };
+    let mut stream = crate::output::TableStream::open(target, &layouts)?;
+    let encoder = stream.encoder();
+    let mut pending: Vec<Vec<Vec<Scalar>>> = vec![vec![]; layouts.len()];
+    let mut written = vec![false; layouts.len()];
+    let (mut n, chunk) = (0, write_rows());
+    measures.each_row(sums, |mut row| -> Result<(), String> {
+        if spec.disclosure_control {
+            control_row(n, &mut row)?;
+        }
+        n += 1;
+        let t = if split {
+            let Some(t) = spec.measures.iter().position(|m| matches!(&row[0], Some(Value::Str(s)) if *s == m.name)) else { return Ok(()) };
+            pending[t].push(keep[t].iter().map(|&i| row[i].clone()).collect());
+            t
+        } else {
+            pending[0].push(row);
+            0
+        };
+        if pending[t].len() == chunk {
+            stream.write(t, encoder.chunk(std::mem::take(&mut pending[t])))?;
+            written[t] = true;
+        }
+        Ok(())
+    })?;
+    for (t, rows) in pending.into_iter().enumerate() {
+        if !rows.is_empty() || !written[t] {
+            stream.write(t, encoder.chunk(rows))?;
+        }
+    }
+    stream.finish()?;
+    Ok(n)
 }
 
 /// ehrQL's `get_all_group_by_columns`: every measure's group-by names, in order of first
