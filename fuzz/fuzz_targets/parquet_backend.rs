@@ -15,7 +15,7 @@ thread_local! {
 fuzz_target!(|data: &[u8]| {
     FIXTURE.with(|f| {
         std::fs::write(f.path.join("patients.parquet"), data).unwrap();
-        if let Ok(mut backend) = quarry_engine::backend::Backend::open(&f.graph, &f.roots, None, &f.path) {
+        if let Ok(mut backend) = quarry_engine::backend::Backend::open(&f.graph, &f.roots, None, &[], &f.path) {
             while let Ok(Some(_)) = backend.next_round(1000) {}
         }
         let _ = quarry_engine::store::load_dummy_tables(&f.graph, &f.roots, &f.path);
