@@ -37,6 +37,11 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 fn check(case: &Path, engine: &str) -> Option<String> {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
+    // A run that fails must leave an earlier output of the same name as it was.
+    let failing = case.join("expected_error.txt").exists();
+    if failing {
+        std::fs::write(out.with_extension("csv"), "earlier\n").unwrap();
+    }
     let run = Command::new(QUARRY)
         .current_dir(case)
         // The columnar engine writes its rows in chunks of two (`measures::write_measures`).
@@ -48,9 +53,10 @@ fn check(case: &Path, engine: &str) -> Option<String> {
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     if let Ok(expected) = std::fs::read_to_string(case.join("expected_error.txt")) {
+        assert!(failing);
         let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        if !left.is_empty() {
-            return Some(format!("a failed run left {left:?}"));
+        if left != ["out.csv"] || std::fs::read_to_string(out.with_extension("csv")).unwrap() != "earlier\n" {
+            return Some(format!("a failed run left {left:?}, or changed out.csv"));
         }
         let code: i32 = expected.lines().next().unwrap().trim().parse().unwrap();
         let key =
@@ -218,8 +224,12 @@ fn interval_filters_pushed_into_a_scan_keep_the_bytes() {
         ("clinical_events.date.is_after(INTERVAL.start_date) & clinical_events.date.is_before(INTERVAL.end_date)", true),
         ("(clinical_events.date == INTERVAL.start_date) | (INTERVAL.end_date == clinical_events.date)", true),
         (r#"clinical_events.date.is_during(INTERVAL) | (clinical_events.ctv3_code == CTV3Code("22K.."))"#, true),
+        ("clinical_events.ctv3_code.is_in(vte) & clinical_events.date.is_during(INTERVAL)", true),
         ("clinical_events.date.is_on_or_before(INTERVAL.end_date - days(10))", false),
     ];
+    // The definition reads only below its directory.
+    let vte = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/projects/vte/codelists/opensafely-venous-thromboembolic-disease.csv");
+    std::fs::copy(vte, tmp.path().join("vte.csv")).unwrap();
     let intervals = [
         r#"months(6).starting_on("2021-11-01")"#,
         "[(date(2020, 1, 1), date(2020, 1, 1)), (date(2019, 1, 1), date(2021, 12, 31)), (date(2023, 3, 1), date(2023, 3, 31))]",
@@ -230,7 +240,9 @@ fn interval_filters_pushed_into_a_scan_keep_the_bytes() {
                 r#"from datetime import date
 from ehrql import INTERVAL, create_measures, days, months
 from ehrql.codes import CTV3Code
+from ehrql import codelist_from_csv
 from ehrql.tables.tpp import clinical_events, patients
+vte = codelist_from_csv("vte.csv", column="CTV3Code")
 measures = create_measures()
 measures.configure_disclosure_control(enabled=False)
 events = clinical_events.where({shape})

@@ -576,7 +576,7 @@ impl<'s> Measures<'s> {
             Some(Series::Each(a)) => {
                 // Booleans, integers, floats and dates are looked up by their bits (NULL apart),
                 // so a value is made and hashed once per distinct value, not once per patient.
-                // Two keys may share a code (0.0 and -0.0); one key is never two values.
+                // Bits are what values compare by (`Float` too), so the codes are the same.
                 let bits = |i: usize| -> Option<Option<u64>> {
                     if !a.is_valid(i) {
                         return Some(None);
@@ -777,13 +777,19 @@ pub fn write_measures(graph: &Graph, measures: &Measures, sums: MeasureSums, tar
     let mut pending: Vec<Vec<Vec<Scalar>>> = vec![vec![]; layouts.len()];
     let mut written = vec![false; layouts.len()];
     let (mut n, chunk) = (0, write_rows());
+    let table_of: HashMap<&str, usize> = spec.measures.iter().enumerate().map(|(t, m)| (m.name.as_str(), t)).collect();
     measures.each_row(sums, |mut row| -> Result<(), String> {
         if spec.disclosure_control {
             control_row(n, &mut row)?;
         }
         n += 1;
         let t = if split {
-            let Some(t) = spec.measures.iter().position(|m| matches!(&row[0], Some(Value::Str(s)) if *s == m.name)) else { return Ok(()) };
+            let Some(&t) = (match &row[0] {
+                Some(Value::Str(name)) => table_of.get(name.as_str()),
+                _ => None,
+            }) else {
+                return Ok(());
+            };
             pending[t].push(keep[t].iter().map(|&i| row[i].clone()).collect());
             t
         } else {

@@ -3,7 +3,8 @@
 //! it aggregates) starts with a `where` on the table itself whose condition reads only that
 //! table's columns and literals, a row that satisfies none of those conditions can never reach
 //! a result, so the scan drops it. A condition that reads parameters (a measures definition's
-//! `INTERVAL`) is pushed once per binding (interval), and alternatives that are ranges of one
+//! `INTERVAL`) is pushed as the union over the bindings (intervals): its parts that read none
+//! are compiled once, the others once per binding, and alternatives that are ranges of one
 //! date column are merged, so 24 monthly intervals are one range test. This is what makes a codelist query over tens of millions
 //! of events cheap: the condition is tested on the Parquet column's dictionary (each distinct
 //! code once) and the other columns are decoded only for the rows kept.
@@ -165,31 +166,82 @@ fn start(graph: &Graph, frame: NodeId) -> Option<(NodeId, NodeId)> {
 }
 
 /// A filter keeping the rows any of the `starts` keeps, if each can be pushed: a condition
-/// that reads parameters, once per binding. Date ranges on one column are merged
-/// (`merge_ranges`), so a measures definition's consecutive monthly intervals cost the scan
-/// two comparisons a row, not two per interval.
+/// that reads parameters as the union over the bindings (`alternatives`). Date ranges on one
+/// column are merged (`merge_ranges`), so a measures definition's consecutive monthly
+/// intervals cost the scan two comparisons a row, not two per interval.
 fn filter_of(graph: &Graph, starts: &[Option<(NodeId, NodeId)>], bindings: &[Bindings]) -> Option<TableFilter> {
     let mut columns = vec![];
     let mut conditions = vec![];
     for s in starts {
         let (select, condition) = (*s)?;
-        if !reads_parameter(graph, condition) {
-            conditions.push(compile(graph, condition, select, None, &mut columns)?);
-        } else if bindings.is_empty() {
-            return None;
-        } else {
-            for b in bindings {
-                conditions.push(compile(graph, condition, select, Some(b), &mut columns)?);
-            }
-        }
+        conditions.extend(alternatives(graph, condition, select, bindings, &mut columns)?);
     }
-    let mut conditions = merge_ranges(conditions);
-    let expr = if conditions.len() == 1 {
-        conditions.pop().expect("one")
-    } else {
-        Expr::Apply { function: Function::Or(vec![]), args: conditions, cache: None }
-    };
+    let expr = any(merge_ranges(conditions));
     Some(TableFilter::new(columns, expr))
+}
+
+/// The most alternatives a condition that reads parameters is pushed as (after merging): past
+/// it, testing them all on every row could cost the scan more than it saves.
+const ALTERNATIVES: usize = 64;
+
+/// Alternatives whose `or` keeps what the condition keeps under some binding. A part that
+/// reads no parameter is compiled once: an `or` is taken apart, and an `and` keeps the
+/// conjuncts that read no parameter outside the union of the others (`a & p(k)` over the
+/// bindings `k` is `a & (p(1) | p(2) | …)`), so a codelist test beside `is_during(INTERVAL)`
+/// is not repeated per interval. `None` when it cannot be pushed.
+fn alternatives(
+    graph: &Graph,
+    node: NodeId,
+    select: NodeId,
+    bindings: &[Bindings],
+    columns: &mut Vec<(String, Type)>,
+) -> Option<Vec<Expr>> {
+    if !reads_parameter(graph, node) {
+        return Some(vec![compile(graph, node, select, None, columns)?]);
+    }
+    if bindings.is_empty() {
+        return None;
+    }
+    let union = |parts: &[NodeId], columns: &mut Vec<(String, Type)>| -> Option<Vec<Expr>> {
+        let mut each = vec![];
+        for b in bindings {
+            let compiled = parts.iter().map(|&x| compile(graph, x, select, Some(b), columns)).collect::<Option<Vec<Expr>>>()?;
+            each.push(all(compiled));
+        }
+        Some(merge_ranges(each)).filter(|a| a.len() <= ALTERNATIVES)
+    };
+    match graph.node(node) {
+        Node::Function(Function::Or(xs)) => {
+            let mut out = vec![];
+            for &x in xs {
+                out.extend(alternatives(graph, x, select, bindings, columns)?);
+            }
+            Some(merge_ranges(out)).filter(|a| a.len() <= ALTERNATIVES)
+        }
+        Node::Function(Function::And(xs)) => {
+            let (fixed, varying): (Vec<NodeId>, Vec<NodeId>) = xs.iter().partition(|&&x| !reads_parameter(graph, x));
+            let mut parts = fixed.iter().map(|&x| compile(graph, x, select, None, columns)).collect::<Option<Vec<Expr>>>()?;
+            parts.push(any(union(&varying, columns)?));
+            Some(vec![all(parts)])
+        }
+        _ => union(&[node], columns),
+    }
+}
+
+/// The `and` of conditions (the one condition itself when there is one).
+fn all(mut parts: Vec<Expr>) -> Expr {
+    if parts.len() == 1 {
+        return parts.pop().expect("one");
+    }
+    Expr::Apply { function: Function::And(vec![]), args: parts, cache: None }
+}
+
+/// The `or` of alternatives (the one alternative itself when there is one).
+fn any(mut alternatives: Vec<Expr>) -> Expr {
+    if alternatives.len() == 1 {
+        return alternatives.pop().expect("one");
+    }
+    Expr::Apply { function: Function::Or(vec![]), args: alternatives, cache: None }
 }
 
 fn reads_parameter(graph: &Graph, node: NodeId) -> bool {
@@ -704,6 +756,10 @@ mod tests {
         let three = g.value(Value::Int(3));
         let small = g.function(Function::Lt(n, three)).unwrap();
         let mixed = g.function(Function::And(vec![during, small])).unwrap();
+        let either = g.function(Function::Or(vec![during, small])).unwrap();
+        // `is_during` written the other way round: end >= d and start <= d.
+        let (end_after, start_before) = (g.function(Function::Ge(end, d)).unwrap(), g.function(Function::Le(start, d)).unwrap());
+        let flipped = g.function(Function::And(vec![end_after, start_before])).unwrap();
         let bind = |intervals: &[(jiff::civil::Date, jiff::civil::Date)]| -> Vec<Bindings> {
             intervals.iter().map(|&interval| crate::measures::interval_parameters(interval)).collect()
         };
@@ -721,34 +777,52 @@ mod tests {
         let both = RecordBatch::try_from_iter([("d", dates as arrow_array::ArrayRef), ("n", ns as _)]).unwrap();
         for intervals in [&months[..], &apart, &overlapping, &months[..1]] {
             let bindings = bind(intervals);
-            for condition in [during, open, on_start, mixed] {
+            for condition in [during, open, on_start, mixed, either, flipped] {
                 let frame = g.filter(t, condition).unwrap();
                 let exists = g.aggregate(AggregateByPatient::Exists(frame)).unwrap();
                 assert!(plan(&g, &[exists], &[]).is_empty(), "pushed without bindings");
                 let mut filter = plan(&g, &[exists], &bindings).remove(&events).expect("pushed");
-                // Whether some binding's condition holds for a row (`n` counted or not).
-                let holds = |row: usize, count_n: bool| {
+                // The date part under some binding (false for a NULL date), and the `n` part.
+                let dated = |row: usize| {
                     let Some(day) = days[row] else { return false };
                     let day = crate::column::days_date(day);
                     intervals.iter().any(|&(s, e)| match condition {
                         c if c == open => s < day && day < e,
                         c if c == on_start => day == s,
-                        c if c == mixed => s <= day && day <= e && (!count_n || row % 5 < 3),
                         _ => s <= day && day <= e,
                     })
                 };
+                let small_n = |row: usize| row % 5 < 3;
+                let want: Vec<bool> = (0..rows)
+                    .map(|r| match condition {
+                        c if c == mixed => dated(r) && small_n(r),
+                        c if c == either => dated(r) || small_n(r),
+                        _ => dated(r),
+                    })
+                    .collect();
                 let bits = |a: BooleanArray| a.values().iter().collect::<Vec<_>>();
-                let want: Vec<bool> = (0..rows).map(|r| holds(r, true)).collect();
                 assert_eq!(bits(filter.evaluate(&both, false).unwrap()), want, "{condition:?} over {intervals:?}");
-                // A first pass over the dates alone keeps what may hold: NULL dates too.
-                let may: Vec<bool> = (0..rows).map(|r| days[r].is_none() || holds(r, false)).collect();
+                // A first pass over the dates alone keeps what may hold: NULL dates too, and
+                // every row when the unread `n` alone could make the condition hold.
+                let may: Vec<bool> = (0..rows).map(|r| days[r].is_none() || dated(r) || condition == either).collect();
                 assert_eq!(bits(filter.evaluate(&only_d, true).unwrap()), may, "first pass, {condition:?} over {intervals:?}");
-                if condition != mixed {
-                    // Merged: one range per run of consecutive days kept.
-                    let runs = (0..rows).filter(|&r| want[r] && (r == 0 || !want[r - 1])).count();
-                    assert_eq!(filter.expr.alternatives(), runs, "{condition:?} over {intervals:?}");
-                }
+                // Merged: one range per run of consecutive days kept; the `n` test kept once,
+                // beside the ranges (`mixed`: an `and` of it and the ranges' `or`).
+                let runs = (0..rows).filter(|&r| dated(r) && (r == 0 || !dated(r - 1))).count();
+                let expected = match condition {
+                    c if c == mixed => 1,
+                    c if c == either => runs + 1,
+                    _ => runs,
+                };
+                assert_eq!(filter.expr.alternatives(), expected, "{condition:?} over {intervals:?}");
             }
         }
+        // A hundred separate days would be a hundred alternatives to test on every row: not
+        // pushed (the scan reads the rows, the evaluator applies the condition).
+        let separate: Vec<_> = (0..100).map(|k| crate::column::days_date(first + 2 * k)).map(|day| (day, day)).collect();
+        let frame = g.filter(t, on_start).unwrap();
+        let exists = g.aggregate(AggregateByPatient::Exists(frame)).unwrap();
+        assert!(plan(&g, &[exists], &bind(&separate)).is_empty());
+        assert!(!plan(&g, &[exists], &bind(&separate[..ALTERNATIVES])).is_empty());
     }
 }
