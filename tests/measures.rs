@@ -323,3 +323,25 @@ measures.define_measure(
     assert!(reference.lines().skip(1).any(|l| l.split(',').nth(8) == Some("T")), "nobody died:\n{reference}");
     assert_eq!(columnar, reference);
 }
+
+/// Disclosure control refuses a row before any output is opened, as in ehrQL: with an output
+/// path that cannot be written too, the run reports the refused row, and creates nothing.
+#[test]
+fn a_refused_row_is_reported_before_the_output_is_opened() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/measures/017_negative_count_with_disclosure_control");
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = tmp.path().join("taken.csv");
+    std::fs::create_dir(&taken).unwrap();
+    for (out, engine) in [(&taken, "columnar"), (&taken, "reference"), (&tmp.path().join("new/dir/out.csv"), "columnar")] {
+        let run = Command::new(QUARRY)
+            .current_dir(&case)
+            .args(["generate-measures", "definition.py", "--dummy-tables", "tables", "--engine", engine, "--output"])
+            .arg(out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("disclosure control needs counts of 0 or more"), "{engine}, {}: {stderr}", out.display());
+    }
+    assert!(!tmp.path().join("new").exists());
+}

@@ -450,6 +450,14 @@ pub struct Measures<'s> {
 /// Per interval, per calculator that has it, its `GroupedSum` so far.
 pub struct MeasureSums(Vec<Vec<Sums>>);
 
+impl MeasureSums {
+    /// Whether any sum is negative: only then can disclosure control refuse a row (the sums
+    /// are integers, never NULL).
+    fn any_negative(&self) -> bool {
+        self.0.iter().flatten().any(|s| s.counts.iter().any(|&c| c < 0))
+    }
+}
+
 impl<'s> Measures<'s> {
     pub fn new(spec: &'s MeasuresSpec) -> Measures<'s> {
         let calculators = Calculator::group(spec);
@@ -764,8 +772,18 @@ fn write_rows() -> usize {
 /// disclosure control. Returns the number of rows of the (combined) table.
 pub fn write_measures(graph: &Graph, measures: &Measures, sums: MeasureSums, target: &crate::output::Target) -> Result<usize, String> {
     let spec = measures.spec;
-    let combined = measures_columns(graph, spec, &group_columns(spec));
     let split = matches!(target, crate::output::Target::Directory(..));
+    if spec.disclosure_control && sums.any_negative() {
+        // Disclosure control may refuse a row: the whole table is checked before any output
+        // is opened, as ehrQL checks it before writing (an unwritable output is then not
+        // what the run reports).
+        let mut table = measures.table(graph, sums);
+        apply_disclosure_control(spec, &mut table)?;
+        let rows = table.rows.len();
+        crate::output::write_tables(target, if split { per_measure_tables(spec, &table) } else { vec![table] })?;
+        return Ok(rows);
+    }
+    let combined = measures_columns(graph, spec, &group_columns(spec));
     let keep: Vec<Vec<usize>> = spec.measures.iter().map(|m| measure_columns(&combined, m)).collect();
     let layouts: Vec<crate::output::Layout> = if split {
         spec.measures.iter().zip(&keep).map(|(m, k)| (m.name.clone(), k.iter().map(|&i| combined[i].clone()).collect())).collect()
