@@ -208,7 +208,7 @@ fn alternatives(
             let compiled = parts.iter().map(|&x| compile(graph, x, select, Some(b), columns)).collect::<Option<Vec<Expr>>>()?;
             each.push(all(compiled));
         }
-        Some(merge_ranges(each)).filter(|a| a.len() <= ALTERNATIVES)
+        capped(each)
     };
     match graph.node(node) {
         Node::Function(Function::Or(xs)) => {
@@ -216,7 +216,7 @@ fn alternatives(
             for &x in xs {
                 out.extend(alternatives(graph, x, select, bindings, columns)?);
             }
-            Some(merge_ranges(out)).filter(|a| a.len() <= ALTERNATIVES)
+            capped(out)
         }
         Node::Function(Function::And(xs)) => {
             let (fixed, varying): (Vec<NodeId>, Vec<NodeId>) = xs.iter().partition(|&&x| !reads_parameter(graph, x));
@@ -226,6 +226,11 @@ fn alternatives(
         }
         _ => union(&[node], columns),
     }
+}
+
+/// Alternatives merged (`merge_ranges`), if no more than [`ALTERNATIVES`] are left.
+fn capped(alternatives: Vec<Expr>) -> Option<Vec<Expr>> {
+    Some(merge_ranges(alternatives)).filter(|a| a.len() <= ALTERNATIVES)
 }
 
 /// The `and` of conditions (the one condition itself when there is one).
@@ -287,11 +292,10 @@ fn merge_ranges(alternatives: Vec<Expr>) -> Vec<Expr> {
         if hi != i64::MAX {
             bounds.push(apply(Function::Le(id(), id()), vec![Expr::Column(c), date(hi)]));
         }
-        out.push(match bounds.len() {
+        out.push(match bounds.is_empty() {
             // Every date: every row but NULL.
-            0 => apply(Function::Not(id()), vec![apply(Function::IsNull(id()), vec![Expr::Column(c)])]),
-            1 => bounds.pop().expect("one"),
-            _ => apply(Function::And(vec![]), bounds),
+            true => apply(Function::Not(id()), vec![apply(Function::IsNull(id()), vec![Expr::Column(c)])]),
+            false => all(bounds),
         });
     }
     if out.is_empty() {
