@@ -670,7 +670,7 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
     for quirk in quarry_engine::measures::grouping_quirks(spec) {
         eprintln!("[warning] {quirk}");
     }
-    let mut table = if let Some(file) = &args.dummy_data_file {
+    let table = if let Some(file) = &args.dummy_data_file {
         // ehrQL's rule: the file's rows, validated against the measures' columns, instead of
         // evaluating anything.
         if args.engine == Engine::Spark {
@@ -701,12 +701,7 @@ pub fn generate_measures(args: &GenerateArgs) -> Result<(), Failure> {
             return measures_from(&def.graph, spec, source.as_mut(), &target, args.backend.is_some());
         }
     };
-    quarry_engine::measures::apply_disclosure_control(spec, &mut table).map_err(|m| fail(1, m))?;
-    let tables = match target {
-        Target::Directory(..) => quarry_engine::measures::per_measure_tables(spec, &table),
-        _ => vec![table],
-    };
-    output::write_tables(&target, tables).map_err(|m| fail(1, m))
+    quarry_engine::measures::write_table(spec, table, &target).map(|_| ()).map_err(|m| fail(1, m))
 }
 
 /// `--dummy-data-file`: the file's rows, validated against the dataset's columns, written in

@@ -52,7 +52,7 @@ pub fn round_count(n: i64) -> i64 {
 /// them (empty when the denominator rounds to 0). Applied to evaluated measures and to the
 /// rows of a `--dummy-data-file` alike. ehrQL asserts that every count is a non-negative
 /// integer (a NULL or negative count stops it), and so does this: the error names the row.
-pub fn apply_disclosure_control(spec: &MeasuresSpec, table: &mut Table) -> Result<(), String> {
+fn apply_disclosure_control(spec: &MeasuresSpec, table: &mut Table) -> Result<(), String> {
     if !spec.disclosure_control {
         return Ok(());
     }
@@ -777,19 +777,11 @@ pub fn write_measures(graph: &Graph, measures: &Measures, sums: MeasureSums, tar
         // Disclosure control may refuse a row: the whole table is checked before any output
         // is opened, as ehrQL checks it before writing (an unwritable output is then not
         // what the run reports).
-        let mut table = measures.table(graph, sums);
-        apply_disclosure_control(spec, &mut table)?;
-        let rows = table.rows.len();
-        crate::output::write_tables(target, if split { per_measure_tables(spec, &table) } else { vec![table] })?;
-        return Ok(rows);
+        return write_table(spec, measures.table(graph, sums), target);
     }
     let combined = measures_columns(graph, spec, &group_columns(spec));
-    let keep: Vec<Vec<usize>> = spec.measures.iter().map(|m| measure_columns(&combined, m)).collect();
-    let layouts: Vec<crate::output::Layout> = if split {
-        spec.measures.iter().zip(&keep).map(|(m, k)| (m.name.clone(), k.iter().map(|&i| combined[i].clone()).collect())).collect()
-    } else {
-        vec![("measures".to_string(), combined.clone())]
-    };
+    let (layouts, keep): (Vec<crate::output::Layout>, Vec<Vec<usize>>) =
+        if split { measure_layouts(spec, &combined).into_iter().unzip() } else { (vec![("measures".to_string(), combined)], vec![]) };
     let mut stream = crate::output::TableStream::open(target, &layouts)?;
     let encoder = stream.encoder();
     let mut pending: Vec<Vec<Vec<Scalar>>> = vec![vec![]; layouts.len()];
@@ -872,23 +864,44 @@ fn measure_columns(combined: &[ColumnSpec], m: &MeasureDef) -> Vec<usize> {
 
 /// Splits the combined table into one table per measure (for `--output DIR:csv`): ehrQL's
 /// `split_measure_results_into_tables`.
-pub fn per_measure_tables(spec: &MeasuresSpec, combined: &Table) -> Vec<Table> {
+fn per_measure_tables(spec: &MeasuresSpec, combined: &Table) -> Vec<Table> {
+    measure_layouts(spec, &combined.columns)
+        .into_iter()
+        .map(|((name, columns), keep)| {
+            let rows = combined
+                .rows
+                .iter()
+                .filter(|r| matches!(&r[0], Some(Value::Str(m)) if *m == name))
+                .map(|r| keep.iter().map(|&i| r[i].clone()).collect())
+                .collect();
+            Table { name, columns, rows }
+        })
+        .collect()
+}
+
+/// Per measure, its own table's name and columns, and where each column is among the
+/// `combined` table's.
+fn measure_layouts(spec: &MeasuresSpec, combined: &[ColumnSpec]) -> Vec<(crate::output::Layout, Vec<usize>)> {
     spec.measures
         .iter()
         .map(|m| {
-            let keep = measure_columns(&combined.columns, m);
-            Table {
-                name: m.name.clone(),
-                columns: keep.iter().map(|&i| combined.columns[i].clone()).collect(),
-                rows: combined
-                    .rows
-                    .iter()
-                    .filter(|r| r[0] == Some(Value::Str(m.name.clone())))
-                    .map(|r| keep.iter().map(|&i| r[i].clone()).collect())
-                    .collect(),
-            }
+            let keep = measure_columns(combined, m);
+            ((m.name.clone(), keep.iter().map(|&i| combined[i].clone()).collect()), keep)
         })
         .collect()
+}
+
+/// Writes a whole measures table to `target` (one table, or one per measure for a
+/// directory) after disclosure control; returns its number of rows.
+pub fn write_table(spec: &MeasuresSpec, mut table: Table, target: &crate::output::Target) -> Result<usize, String> {
+    apply_disclosure_control(spec, &mut table)?;
+    let rows = table.rows.len();
+    let tables = match target {
+        crate::output::Target::Directory(..) => per_measure_tables(spec, &table),
+        _ => vec![table],
+    };
+    crate::output::write_tables(target, tables)?;
+    Ok(rows)
 }
 
 /// The file formats ehrQL reads a dummy data file in (`FILE_FORMATS`), and Parquet.
